@@ -53,3 +53,8 @@ def iso(value: datetime) -> str:
 def parse_iso(text: str) -> datetime:
     """Parse an ISO 8601 timestamp (Z or offset; naive is UTC)."""
     return ensure_utc(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def truncate_ms(value: datetime) -> datetime:
+    """Drop sub-millisecond digits (the precision of the wire format and of stored events)."""
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)

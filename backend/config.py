@@ -1,0 +1,128 @@
+"""Settings from the environment (and `.env`), DESIGN section 12.
+
+`load_settings()` validates everything at start and turns a bad value into one
+clear line naming the variable (`SettingsError`). Secrets: with the embedded
+broker (no MQTT_HOST) every missing one is generated once and kept in
+LOCKER_DATA_DIR/secrets.json (mode 0600); with an external broker a missing
+secret is an error naming the variable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_FIELDS = ("mosq_secret", "secret_key", "mqtt_password", "mqtt_provisioning_password")
+SECRETS_FILE = "secrets.json"
+
+
+class SettingsError(ValueError):
+    """A configuration problem, phrased for the operator."""
+
+
+class Settings(BaseSettings):
+    """Every variable of DESIGN section 12."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    mqtt_host: str | None = None
+    mqtt_port: int = Field(default=1883, ge=0, le=65535)
+    mqtt_user: str = "locker_backend"
+    mqtt_password: SecretStr | None = None
+    mqtt_client_id: str = "locker-backend"
+    mqtt_last_will_topic: str = "server/status"
+    mqtt_last_will_message: str = '{"status": "offline"}'
+    mqtt_provisioning_user: str = "provisioning_client"
+    mqtt_provisioning_password: SecretStr | None = None
+    mqtt_shared_group: str | None = None
+    mqtt_superusers: str = ""
+    mqtt_accept_legacy_status: bool = True
+    mosq_secret: SecretStr | None = None
+    locker_data_dir: Path = Path("./data")
+    database_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    secret_key: SecretStr | None = None
+    command_timeout: float = Field(default=30.0, gt=0)
+    command_ttl: float = Field(default=300.0, gt=0)
+    command_retry_after: float = Field(default=10.0, gt=0)
+    provisioning_token_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("mqtt_host", "mqtt_shared_group", "database_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.mqtt_host is None
+
+    @property
+    def superusers(self) -> frozenset[str]:
+        return frozenset(u.strip() for u in self.mqtt_superusers.split(",") if u.strip())
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.locker_data_dir / 'locker.db').resolve()}"
+
+    def secret(self, name: str) -> str:
+        """The value of a secret field; SettingsError naming the variable if it is missing."""
+        value = getattr(self, name)
+        if value is None or not value.get_secret_value():
+            raise SettingsError(f"{name.upper()} is not set (required with MQTT_HOST set)")
+        return str(value.get_secret_value())
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    name = str(first["loc"][0]).upper() if first.get("loc") else "setting"
+    return f"{name}: {first.get('msg', 'invalid value')}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings, then fill generated secrets where allowed."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc)) from None
+    if settings.embedded_broker:
+        settings = _with_generated_secrets(settings)
+    return settings
+
+
+def _with_generated_secrets(settings: Settings) -> Settings:
+    missing = [name for name in SECRET_FIELDS if getattr(settings, name) is None]
+    if not missing:
+        return settings
+    path = settings.locker_data_dir / SECRETS_FILE
+    stored: dict[str, str] = {}
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except ValueError:
+            raise SettingsError(f"{path} is not valid JSON; remove it to regenerate") from None
+    changed = False
+    for name in missing:
+        if name not in stored:
+            stored[name] = secrets.token_urlsafe(32)
+            changed = True
+    if changed:
+        settings.locker_data_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(stored, handle)
+        os.replace(tmp, path)
+    values = {name: SecretStr(stored[name]) for name in missing}
+    return settings.model_copy(update=values)

@@ -1,0 +1,438 @@
+"""The LockerBank aggregate: a cabinet and its compartments, rebuilt from its events.
+
+Command methods check the rules of DESIGN section 7 and return the new events
+(nothing is applied until the caller appends them); `apply` folds an event into
+the state. Pure: no I/O, no clock (times come in as arguments).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from backend.domain.contract import CompartmentMapping, config_hash
+from backend.domain.errors import InvalidInput, NotFound, RuleViolation
+from backend.domain.events import (
+    BankStatus,
+    CommandAction,
+    CommandExpired,
+    CommandFailed,
+    CommandSent,
+    CommandTimedOut,
+    CompartmentOpened,
+    CompartmentOpeningRequested,
+    CompartmentSpec,
+    ConfigApplied,
+    ConfigApplyRequested,
+    CredentialsRevoked,
+    DomainEvent,
+    DoorStateChanged,
+    LockerBankCameOnline,
+    LockerBankCreated,
+    LockerBankProvisioned,
+    LockerBankWentOffline,
+    ProvisioningRejected,
+    ProvisioningTokenIssued,
+    QrScanned,
+)
+
+MAX_NAME = 100
+MAX_LOCATION = 200
+MAX_COMPARTMENTS = 1000
+OPEN_STATES = frozenset({"pending", "sent"})
+LATE_STATES = frozenset({"timeout", "expired"})
+COMMAND_ABLE = frozenset({"provisioned", "online", "offline"})
+
+
+@dataclass
+class Compartment:
+    """One numbered compartment of a bank."""
+
+    number: int
+    slave_id: int
+    address: int
+    door_state: str = "unknown"
+    open_transaction: str | None = None
+
+
+@dataclass
+class PendingCommand:
+    """A command the aggregate still has to hear about (or may hear about late)."""
+
+    transaction_id: str
+    action: CommandAction
+    status: str
+    compartment_number: int | None = None
+    config_hash: str | None = None
+
+
+@dataclass
+class LockerBank:
+    """State of one bank, as folded from its events."""
+
+    uuid: str
+    version: int = 0
+    exists: bool = False
+    name: str = ""
+    location: str = ""
+    heartbeat_interval_seconds: int = 30
+    status: BankStatus = "unprovisioned"
+    compartments: dict[int, Compartment] = field(default_factory=dict)
+    token_hmac: str | None = None
+    token_expires_at: datetime | None = None
+    commands: dict[str, PendingCommand] = field(default_factory=dict)
+    desired_config_hash: str = ""
+    applied_config_hash: str | None = None
+
+    # ----- factory -----------------------------------------------------------------------
+
+    @staticmethod
+    def create(
+        uuid: str,
+        *,
+        name: str,
+        location: str,
+        compartments: list[CompartmentSpec],
+        heartbeat_interval_seconds: int,
+        now: datetime,
+    ) -> list[DomainEvent]:
+        """Validate a new bank and return its LockerBankCreated event."""
+        name = name.strip()
+        location = location.strip()
+        if not name:
+            raise InvalidInput("bank name must not be empty")
+        if len(name) > MAX_NAME:
+            raise InvalidInput(f"bank name is longer than {MAX_NAME} characters")
+        if len(location) > MAX_LOCATION:
+            raise InvalidInput(f"location is longer than {MAX_LOCATION} characters")
+        if not 1 <= len(compartments) <= MAX_COMPARTMENTS:
+            raise InvalidInput(f"a bank needs 1 to {MAX_COMPARTMENTS} compartments")
+        numbers = [c.number for c in compartments]
+        if len(set(numbers)) != len(numbers):
+            raise InvalidInput("compartment numbers must be unique")
+        if min(numbers) < 1:
+            raise InvalidInput("compartment numbers start at 1")
+        for spec in compartments:
+            if not 0 <= spec.slave_id <= 247 or not 0 <= spec.address <= 65535:
+                raise InvalidInput(
+                    f"compartment {spec.number}: slaveId must be 0-247 and address 0-65535"
+                )
+        if not 1 <= heartbeat_interval_seconds <= 3600:
+            raise InvalidInput("heartbeat interval must be 1 to 3600 seconds")
+        return [
+            LockerBankCreated(
+                occurred_at=now,
+                name=name,
+                location=location,
+                heartbeat_interval_seconds=heartbeat_interval_seconds,
+                compartments=sorted(compartments, key=lambda c: c.number),
+            )
+        ]
+
+    # ----- commands ----------------------------------------------------------------------
+
+    def issue_token(self, token_hmac: str, *, now: datetime, ttl: timedelta) -> list[DomainEvent]:
+        self._require_exists()
+        return [
+            ProvisioningTokenIssued(occurred_at=now, token_hmac=token_hmac, expires_at=now + ttl)
+        ]
+
+    def provision(
+        self, token_hmac: str, *, client_id: str, password_sha256: str, now: datetime
+    ) -> list[DomainEvent]:
+        """Accept a registration whose token matches; otherwise return the rejection."""
+        self._require_exists()
+        reason = self._token_problem(token_hmac, now)
+        if reason:
+            return [ProvisioningRejected(occurred_at=now, client_id=client_id, reason=reason)]
+        return [
+            LockerBankProvisioned(
+                occurred_at=now, client_id=client_id, password_sha256=password_sha256
+            )
+        ]
+
+    def revoke(self, *, now: datetime, reason: str = "") -> list[DomainEvent]:
+        self._require_exists()
+        if self.status in ("unprovisioned", "revoked"):
+            raise RuleViolation(f"bank {self.name!r} has no credentials to revoke ({self.status})")
+        return [CredentialsRevoked(occurred_at=now, reason=reason)]
+
+    def request_open(
+        self,
+        number: int,
+        *,
+        transaction_id: str,
+        requested_by: str,
+        now: datetime,
+        ttl: timedelta,
+    ) -> list[DomainEvent]:
+        compartment = self.compartment(number)
+        self._require_commandable()
+        if compartment.open_transaction is not None:
+            raise RuleViolation(
+                f"compartment {number} of {self.name!r} already has an open request in flight "
+                f"({compartment.open_transaction})"
+            )
+        return [
+            CompartmentOpeningRequested(
+                occurred_at=now,
+                transaction_id=transaction_id,
+                compartment_number=number,
+                requested_by=requested_by,
+                expires_at=now + ttl,
+            )
+        ]
+
+    def request_config(
+        self, *, transaction_id: str, requested_by: str, now: datetime, ttl: timedelta
+    ) -> list[DomainEvent]:
+        self._require_commandable()
+        specs = [
+            CompartmentSpec(number=c.number, slave_id=c.slave_id, address=c.address)
+            for c in sorted(self.compartments.values(), key=lambda c: c.number)
+        ]
+        return [
+            ConfigApplyRequested(
+                occurred_at=now,
+                transaction_id=transaction_id,
+                requested_by=requested_by,
+                expires_at=now + ttl,
+                config_hash=self.desired_config_hash,
+                heartbeat_interval_seconds=self.heartbeat_interval_seconds,
+                compartments=specs,
+            )
+        ]
+
+    def mark_sent(self, transaction_id: str, *, now: datetime) -> list[DomainEvent]:
+        """The first PUBACK of a command; later re-sends record nothing."""
+        command = self.commands.get(transaction_id)
+        if command is None or command.status != "pending":
+            return []
+        return [CommandSent(occurred_at=now, transaction_id=transaction_id, action=command.action)]
+
+    def record_response(
+        self,
+        transaction_id: str,
+        *,
+        result: str,
+        now: datetime,
+        error_code: str | None = None,
+        message: str | None = None,
+        applied_config_hash: str | None = None,
+    ) -> list[DomainEvent]:
+        """The device's first answer decides; a late one (after timeout/expiry) still counts."""
+        command = self.commands.get(transaction_id)
+        if command is None:
+            raise NotFound(f"bank {self.uuid} has no command {transaction_id}")
+        if command.status not in OPEN_STATES | LATE_STATES:
+            return []
+        late = command.status in LATE_STATES
+        if result == "success" and command.action == "open_compartment":
+            assert command.compartment_number is not None
+            return [
+                CompartmentOpened(
+                    occurred_at=now,
+                    transaction_id=transaction_id,
+                    compartment_number=command.compartment_number,
+                    late=late,
+                )
+            ]
+        if result == "success" and command.action == "apply_config":
+            return [
+                ConfigApplied(
+                    occurred_at=now,
+                    transaction_id=transaction_id,
+                    applied_config_hash=applied_config_hash,
+                    in_sync=applied_config_hash == command.config_hash,
+                    late=late,
+                )
+            ]
+        return [
+            CommandFailed(
+                occurred_at=now,
+                transaction_id=transaction_id,
+                action=command.action,
+                error_code=error_code if result != "success" else "UNSUPPORTED",
+                message=message,
+                late=late,
+            )
+        ]
+
+    def time_out(self, transaction_id: str, *, now: datetime) -> list[DomainEvent]:
+        command = self.commands.get(transaction_id)
+        if command is None or command.status not in OPEN_STATES:
+            return []
+        return [
+            CommandTimedOut(occurred_at=now, transaction_id=transaction_id, action=command.action)
+        ]
+
+    def expire(self, transaction_id: str, *, now: datetime) -> list[DomainEvent]:
+        command = self.commands.get(transaction_id)
+        if command is None or command.status not in OPEN_STATES:
+            return []
+        return [
+            CommandExpired(occurred_at=now, transaction_id=transaction_id, action=command.action)
+        ]
+
+    def went_offline(self, reason: str, *, now: datetime) -> list[DomainEvent]:
+        if self.status != "online":
+            return []
+        return [LockerBankWentOffline(occurred_at=now, reason=reason)]  # type: ignore[arg-type]
+
+    def came_online(self, *, now: datetime) -> list[DomainEvent]:
+        if self.status not in ("provisioned", "offline"):
+            return []
+        return [LockerBankCameOnline(occurred_at=now)]
+
+    def door_state_changed(
+        self, number: int, state: str, *, now: datetime, event_id: str | None = None
+    ) -> list[DomainEvent]:
+        compartment = self.compartment(number)
+        if compartment.door_state == state:
+            return []
+        return [
+            DoorStateChanged(
+                occurred_at=now,
+                compartment_number=number,
+                state=state,  # type: ignore[arg-type]
+                event_id=event_id,
+            )
+        ]
+
+    def qr_scanned(
+        self, qr_payload: str, scanner: str, *, now: datetime, event_id: str | None = None
+    ) -> list[DomainEvent]:
+        self._require_exists()
+        return [
+            QrScanned(occurred_at=now, qr_payload=qr_payload, scanner=scanner, event_id=event_id)
+        ]
+
+    # ----- queries -----------------------------------------------------------------------
+
+    def compartment(self, number: int) -> Compartment:
+        self._require_exists()
+        try:
+            return self.compartments[number]
+        except KeyError:
+            raise NotFound(
+                f"bank {self.name!r} has no compartment {number} (1-{max(self.compartments)})"
+            ) from None
+
+    def _require_exists(self) -> None:
+        if not self.exists:
+            raise NotFound(f"no locker bank {self.uuid}")
+
+    def _require_commandable(self) -> None:
+        self._require_exists()
+        if self.status not in COMMAND_ABLE:
+            raise RuleViolation(
+                f"bank {self.name!r} is {self.status}: commands need a provisioned bank"
+            )
+
+    def _token_problem(self, token_hmac: str, now: datetime) -> str | None:
+        if self.token_hmac is None or self.token_hmac != token_hmac:
+            return "token unknown or already used"
+        if self.token_expires_at is not None and now >= self.token_expires_at:
+            return "token expired"
+        return None
+
+    # ----- folding -----------------------------------------------------------------------
+
+    def apply(self, event: DomainEvent) -> None:
+        """Fold one event into the state (also used when loading)."""
+        self.version += 1
+        handler = getattr(self, f"_on_{event.event_type}", None)
+        if handler is not None:
+            handler(event)
+
+    def _on_LockerBankCreated(self, e: LockerBankCreated) -> None:
+        self.exists = True
+        self.name = e.name
+        self.location = e.location
+        self.heartbeat_interval_seconds = e.heartbeat_interval_seconds
+        self.compartments = {
+            c.number: Compartment(c.number, c.slave_id, c.address) for c in e.compartments
+        }
+        self.desired_config_hash = desired_hash(e.compartments, e.heartbeat_interval_seconds)
+
+    def _on_ProvisioningTokenIssued(self, e: ProvisioningTokenIssued) -> None:
+        self.token_hmac = e.token_hmac
+        self.token_expires_at = e.expires_at
+
+    def _on_LockerBankProvisioned(self, e: LockerBankProvisioned) -> None:
+        self.token_hmac = None
+        self.token_expires_at = None
+        self.status = "provisioned"
+        self.applied_config_hash = None
+
+    def _on_CredentialsRevoked(self, e: CredentialsRevoked) -> None:
+        self.status = "revoked"
+
+    def _on_CompartmentOpeningRequested(self, e: CompartmentOpeningRequested) -> None:
+        self.commands[e.transaction_id] = PendingCommand(
+            e.transaction_id, "open_compartment", "pending", compartment_number=e.compartment_number
+        )
+        self.compartments[e.compartment_number].open_transaction = e.transaction_id
+
+    def _on_ConfigApplyRequested(self, e: ConfigApplyRequested) -> None:
+        self.commands[e.transaction_id] = PendingCommand(
+            e.transaction_id, "apply_config", "pending", config_hash=e.config_hash
+        )
+
+    def _on_CommandSent(self, e: CommandSent) -> None:
+        self.commands[e.transaction_id].status = "sent"
+
+    def _finish(self, transaction_id: str, status: str) -> None:
+        command = self.commands[transaction_id]
+        command.status = status
+        if command.compartment_number is not None:
+            compartment = self.compartments[command.compartment_number]
+            if compartment.open_transaction == transaction_id:
+                compartment.open_transaction = None
+        if status not in LATE_STATES:
+            # Decided for good: nothing more to hear; duplicates are caught by the tracker.
+            del self.commands[transaction_id]
+
+    def _on_CompartmentOpened(self, e: CompartmentOpened) -> None:
+        self._finish(e.transaction_id, "success")
+        self.compartments[e.compartment_number].door_state = "open"
+
+    def _on_CommandFailed(self, e: CommandFailed) -> None:
+        self._finish(e.transaction_id, "error")
+
+    def _on_ConfigApplied(self, e: ConfigApplied) -> None:
+        self._finish(e.transaction_id, "success")
+        self.applied_config_hash = e.applied_config_hash
+
+    def _on_CommandTimedOut(self, e: CommandTimedOut) -> None:
+        self._finish(e.transaction_id, "timeout")
+
+    def _on_CommandExpired(self, e: CommandExpired) -> None:
+        self._finish(e.transaction_id, "expired")
+
+    def _on_LockerBankWentOffline(self, e: LockerBankWentOffline) -> None:
+        self.status = "offline"
+
+    def _on_LockerBankCameOnline(self, e: LockerBankCameOnline) -> None:
+        self.status = "online"
+
+    def _on_DoorStateChanged(self, e: DoorStateChanged) -> None:
+        self.compartments[e.compartment_number].door_state = e.state
+
+
+def desired_hash(compartments: list[CompartmentSpec], interval: int) -> str:
+    """The config hash a bank should report after applying its mapping."""
+    return config_hash(
+        [
+            CompartmentMapping(id=c.number, slaveId=c.slave_id, address=c.address)
+            for c in compartments
+        ],
+        interval,
+    )
+
+
+def default_compartments(count: int) -> list[CompartmentSpec]:
+    """Compartments 1..count on Modbus slave 1, addresses 0..count-1."""
+    if not 1 <= count <= MAX_COMPARTMENTS:
+        raise InvalidInput(f"a bank needs 1 to {MAX_COMPARTMENTS} compartments")
+    return [CompartmentSpec(number=n, slave_id=1, address=n - 1) for n in range(1, count + 1)]

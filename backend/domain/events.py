@@ -1,0 +1,209 @@
+"""Domain events of the LockerBank aggregate (DESIGN section 7), past tense, versioned."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, field_serializer, field_validator
+
+from backend.domain.timeutil import ensure_utc, iso
+
+BankStatus = Literal["unprovisioned", "provisioned", "online", "offline", "revoked"]
+CommandAction = Literal["open_compartment", "apply_config", "update_firmware"]
+
+
+class EventMetadata(BaseModel):
+    """Who caused an event and how it relates to others."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    actor: str
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+class DomainEvent(BaseModel):
+    """Base of every event; `occurred_at` is set by whoever records it."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    event_type: ClassVar[str]
+    event_version: ClassVar[int] = 1
+
+    occurred_at: datetime
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _utc(cls, value: Any) -> Any:
+        if isinstance(value, datetime):
+            # Millisecond precision, as on the wire, so a replay reproduces the same values.
+            value = ensure_utc(value)
+            return value.replace(microsecond=value.microsecond // 1000 * 1000)
+        return value
+
+    @field_serializer("*", when_used="json")
+    def _ser(self, value: Any) -> Any:
+        return iso(value) if isinstance(value, datetime) else value
+
+    def payload(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class CompartmentSpec(BaseModel):
+    """A compartment's number and its Modbus mapping."""
+
+    model_config = ConfigDict(frozen=True)
+
+    number: int
+    slave_id: int
+    address: int
+
+
+class LockerBankCreated(DomainEvent):
+    event_type: ClassVar[str] = "LockerBankCreated"
+    name: str
+    location: str
+    heartbeat_interval_seconds: int
+    compartments: list[CompartmentSpec]
+
+
+class ProvisioningTokenIssued(DomainEvent):
+    event_type: ClassVar[str] = "ProvisioningTokenIssued"
+    token_hmac: str
+    expires_at: datetime
+
+
+class LockerBankProvisioned(DomainEvent):
+    event_type: ClassVar[str] = "LockerBankProvisioned"
+    client_id: str
+    password_sha256: str
+
+
+class ProvisioningRejected(DomainEvent):
+    event_type: ClassVar[str] = "ProvisioningRejected"
+    client_id: str
+    reason: str
+
+
+class CredentialsRevoked(DomainEvent):
+    event_type: ClassVar[str] = "CredentialsRevoked"
+    reason: str = ""
+
+
+class CompartmentOpeningRequested(DomainEvent):
+    event_type: ClassVar[str] = "CompartmentOpeningRequested"
+    transaction_id: str
+    compartment_number: int
+    requested_by: str
+    expires_at: datetime
+
+
+class ConfigApplyRequested(DomainEvent):
+    event_type: ClassVar[str] = "ConfigApplyRequested"
+    transaction_id: str
+    requested_by: str
+    expires_at: datetime
+    config_hash: str
+    heartbeat_interval_seconds: int
+    compartments: list[CompartmentSpec]
+
+
+class CommandSent(DomainEvent):
+    """The broker acknowledged (PUBACK) the command's first publication."""
+
+    event_type: ClassVar[str] = "CommandSent"
+    transaction_id: str
+    action: CommandAction
+
+
+class CompartmentOpened(DomainEvent):
+    event_type: ClassVar[str] = "CompartmentOpened"
+    transaction_id: str
+    compartment_number: int
+    late: bool = False
+
+
+class CommandFailed(DomainEvent):
+    event_type: ClassVar[str] = "CommandFailed"
+    transaction_id: str
+    action: CommandAction
+    error_code: str | None = None
+    message: str | None = None
+    late: bool = False
+
+
+class CommandTimedOut(DomainEvent):
+    event_type: ClassVar[str] = "CommandTimedOut"
+    transaction_id: str
+    action: CommandAction
+
+
+class CommandExpired(DomainEvent):
+    event_type: ClassVar[str] = "CommandExpired"
+    transaction_id: str
+    action: CommandAction
+
+
+class ConfigApplied(DomainEvent):
+    event_type: ClassVar[str] = "ConfigApplied"
+    transaction_id: str
+    applied_config_hash: str | None
+    in_sync: bool
+    late: bool = False
+
+
+class LockerBankWentOffline(DomainEvent):
+    event_type: ClassVar[str] = "LockerBankWentOffline"
+    reason: Literal["last_will", "heartbeat_timeout"]
+
+
+class LockerBankCameOnline(DomainEvent):
+    event_type: ClassVar[str] = "LockerBankCameOnline"
+
+
+class DoorStateChanged(DomainEvent):
+    event_type: ClassVar[str] = "DoorStateChanged"
+    compartment_number: int
+    state: Literal["open", "closed"]
+    event_id: str | None = None
+
+
+class QrScanned(DomainEvent):
+    event_type: ClassVar[str] = "QrScanned"
+    qr_payload: str
+    scanner: str
+    event_id: str | None = None
+
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {
+    cls.event_type: cls
+    for cls in (
+        LockerBankCreated,
+        ProvisioningTokenIssued,
+        LockerBankProvisioned,
+        ProvisioningRejected,
+        CredentialsRevoked,
+        CompartmentOpeningRequested,
+        ConfigApplyRequested,
+        CommandSent,
+        CompartmentOpened,
+        CommandFailed,
+        CommandTimedOut,
+        CommandExpired,
+        ConfigApplied,
+        LockerBankWentOffline,
+        LockerBankCameOnline,
+        DoorStateChanged,
+        QrScanned,
+    )
+}
+
+
+def event_from_payload(event_type: str, payload: dict[str, Any]) -> DomainEvent:
+    """Rebuild a typed event from its stored form."""
+    try:
+        cls = EVENT_TYPES[event_type]
+    except KeyError:
+        raise ValueError(f"unknown event type {event_type!r}") from None
+    return cls.model_validate(payload)

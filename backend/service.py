@@ -1,0 +1,388 @@
+"""The application service: the one API that the CLI, the HTTP API, the MQTT runtime and the
+TUI call. Every write goes through one unit of work on the writer thread; every read runs on a
+reader thread, so the event loop never blocks on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hashlib
+import hmac
+import logging
+import secrets
+import uuid as uuid_mod
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from sqlalchemy import select
+
+from backend.config import Settings
+from backend.domain.bank import LockerBank, default_compartments
+from backend.domain.errors import ConcurrencyConflict, InvalidInput, NotFound
+from backend.domain.events import CompartmentSpec, DomainEvent, EventMetadata
+from backend.domain.messages import OutboundMessage, command_message
+from backend.domain.timeutil import Clock, SystemClock, truncate_ms
+from backend.domain.topics import is_bank_uuid
+from backend.store import queries
+from backend.store.database import Database
+from backend.store.event_store import RecordedEvent
+from backend.store.migrate import upgrade
+from backend.store.projections import rebuild
+from backend.store.tables import ApiTokenRow, LockerBankRow
+from backend.store.unit_of_work import AggregateCache, UnitOfWork
+from backend.views import (
+    BankView,
+    CreatedBank,
+    EventView,
+    IssuedToken,
+    TransactionView,
+)
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+MAX_CONFLICT_RETRIES = 5
+API_ROLES = ("operator", "app")
+TERMINAL = frozenset({"success", "error", "timeout", "expired"})
+
+EventListener = Callable[[list[RecordedEvent]], Awaitable[None] | None]
+
+
+def default_actor() -> str:
+    """The OS user running this process (who asked, for commands from a terminal)."""
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def token_hmac(secret_key: str, token: str) -> str:
+    """How provisioning tokens are stored: HMAC-SHA256 with the server key."""
+    return hmac.new(secret_key.encode(), token.encode(), hashlib.sha256).hexdigest()
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class LockerService:
+    """Commands and queries over the fleet; owns the database handle and the aggregate cache."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database | None = None,
+        *,
+        clock: Clock | None = None,
+        new_id: Callable[[], str] | None = None,
+        new_secret: Callable[[], str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.db = db or Database(settings.db_url)
+        self.clock = clock or SystemClock()
+        self.new_id = new_id or (lambda: str(uuid_mod.uuid4()))
+        self.new_secret = new_secret or (lambda: secrets.token_urlsafe(32))
+        self._cache = AggregateCache()
+        self._listeners: list[EventListener] = []
+
+    # ----- lifecycle ---------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """Create or upgrade the schema (Alembic)."""
+        await self.db.write(upgrade, self.db.write_engine)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def subscribe(self, listener: EventListener) -> None:
+        """Call `listener` with the events this process records, after each commit."""
+        self._listeners.append(listener)
+
+    @property
+    def secret_key(self) -> str:
+        return self.settings.secret("secret_key")
+
+    # ----- the write path ----------------------------------------------------------------
+
+    async def transact(self, work: Callable[[UnitOfWork], T]) -> T:
+        """Run `work` in one write transaction, retrying on a version conflict (bounded)."""
+        result, recorded = await self.db.write(self._transact_sync, work)
+        if recorded:
+            await self._dispatch(recorded)
+        return result
+
+    def _transact_sync(self, work: Callable[[UnitOfWork], T]) -> tuple[T, list[RecordedEvent]]:
+        for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
+            uow: UnitOfWork | None = None
+            try:
+                with self.db.write_session() as session:
+                    uow = UnitOfWork(session, self._cache, truncate_ms(self.clock.now()))
+                    result = work(uow)
+                uow.committed()
+                return result, uow.recorded
+            except ConcurrencyConflict:
+                if uow is not None:
+                    uow.failed()
+                if attempt == MAX_CONFLICT_RETRIES:
+                    raise
+                log.info("version conflict, retrying (attempt %d)", attempt)
+            except Exception:
+                if uow is not None:
+                    uow.failed()
+                raise
+        raise AssertionError("unreachable")
+
+    async def _dispatch(self, recorded: list[RecordedEvent]) -> None:
+        for listener in list(self._listeners):
+            try:
+                outcome = listener(recorded)
+                if asyncio.iscoroutine(outcome):
+                    await outcome
+            except Exception:
+                log.exception("event listener failed")
+
+    def _meta(self, actor: str | None, correlation_id: str | None = None) -> EventMetadata:
+        return EventMetadata(actor=actor or default_actor(), correlation_id=correlation_id)
+
+    @staticmethod
+    def _require_uuid(uuid: str) -> str:
+        uuid = uuid.strip().lower()
+        if not is_bank_uuid(uuid):
+            raise NotFound(f"no locker bank {uuid!r} (not a bank uuid)")
+        return uuid
+
+    # ----- operator commands -------------------------------------------------------------
+
+    async def create_bank(
+        self,
+        name: str,
+        location: str = "",
+        compartments: int | list[CompartmentSpec] = 12,
+        *,
+        heartbeat_interval_seconds: int = 30,
+        actor: str | None = None,
+    ) -> CreatedBank:
+        """Create a bank and issue its first provisioning token (shown once)."""
+        specs = (
+            default_compartments(compartments) if isinstance(compartments, int) else compartments
+        )
+        bank_uuid = self.new_id()
+        token = self.new_secret()
+        ttl = timedelta(seconds=self.settings.provisioning_token_ttl)
+        digest = token_hmac(self.secret_key, token)
+
+        def work(uow: UnitOfWork) -> datetime:
+            def decide(_existing: LockerBank) -> list[DomainEvent]:
+                created = LockerBank.create(
+                    bank_uuid,
+                    name=name,
+                    location=location,
+                    compartments=specs,
+                    heartbeat_interval_seconds=heartbeat_interval_seconds,
+                    now=uow.now,
+                )
+                fresh = LockerBank(bank_uuid)
+                fresh.apply(created[0])  # the token rule needs the bank to exist
+                return created + fresh.issue_token(digest, now=uow.now, ttl=ttl)
+
+            uow.execute(bank_uuid, decide, self._meta(actor))
+            return uow.now + ttl
+
+        expires = await self.transact(work)
+        return CreatedBank(
+            uuid=bank_uuid,
+            name=name.strip(),
+            location=location.strip(),
+            token=token,
+            token_expires_at=expires,
+            compartments=len(specs),
+            heartbeat_interval_seconds=heartbeat_interval_seconds,
+        )
+
+    async def issue_token(self, uuid: str, *, actor: str | None = None) -> IssuedToken:
+        """Issue a new provisioning token; the previous one stops working."""
+        uuid = self._require_uuid(uuid)
+        token = self.new_secret()
+        ttl = timedelta(seconds=self.settings.provisioning_token_ttl)
+        digest = token_hmac(self.secret_key, token)
+
+        def work(uow: UnitOfWork) -> datetime:
+            uow.execute(
+                uuid, lambda b: b.issue_token(digest, now=uow.now, ttl=ttl), self._meta(actor)
+            )
+            return uow.now + ttl
+
+        expires = await self.transact(work)
+        return IssuedToken(uuid=uuid, token=token, token_expires_at=expires)
+
+    async def revoke(self, uuid: str, *, reason: str = "", actor: str | None = None) -> None:
+        """Revoke a bank's MQTT credentials; the broker refuses it at the next check."""
+        uuid = self._require_uuid(uuid)
+        await self.transact(
+            lambda uow: uow.execute(
+                uuid, lambda b: b.revoke(now=uow.now, reason=reason), self._meta(actor)
+            )
+        )
+
+    async def request_open(
+        self, uuid: str, number: int, *, actor: str | None = None
+    ) -> TransactionView:
+        """Ask a bank to open one compartment; the command goes out through the outbox."""
+        uuid = self._require_uuid(uuid)
+        transaction_id = self.new_id()
+        ttl = timedelta(seconds=self.settings.command_ttl)
+        who = actor or default_actor()
+
+        def work(uow: UnitOfWork) -> None:
+            uow.execute(
+                uuid,
+                lambda b: b.request_open(
+                    number, transaction_id=transaction_id, requested_by=who, now=uow.now, ttl=ttl
+                ),
+                self._meta(who, correlation_id=transaction_id),
+                react=_commands_for(uuid),
+            )
+
+        await self.transact(work)
+        return await self.get_transaction(transaction_id)
+
+    async def request_config_push(self, uuid: str, *, actor: str | None = None) -> TransactionView:
+        """Send the bank its compartment mapping (`apply_config`)."""
+        uuid = self._require_uuid(uuid)
+        transaction_id = self.new_id()
+        ttl = timedelta(seconds=self.settings.command_ttl)
+        who = actor or default_actor()
+
+        def work(uow: UnitOfWork) -> None:
+            uow.execute(
+                uuid,
+                lambda b: b.request_config(
+                    transaction_id=transaction_id, requested_by=who, now=uow.now, ttl=ttl
+                ),
+                self._meta(who, correlation_id=transaction_id),
+                react=_commands_for(uuid),
+            )
+
+        await self.transact(work)
+        return await self.get_transaction(transaction_id)
+
+    async def rebuild_projections(self) -> int:
+        """Replay every event into empty read models; returns the number of events."""
+
+        def work() -> int:
+            with self.db.write_session() as session:
+                count = rebuild(session)
+            self._cache.clear()
+            return count
+
+        return await self.db.write(work)
+
+    async def create_api_token(self, name: str, role: str) -> str:
+        """Create a bearer token for the REST API; returns it once (stored as SHA-256)."""
+        name = name.strip()
+        if not name or len(name) > 100:
+            raise InvalidInput("token name must be 1 to 100 characters")
+        if role not in API_ROLES:
+            raise InvalidInput(f"role must be one of {', '.join(API_ROLES)}")
+        token = self.new_secret()
+
+        def work() -> None:
+            with self.db.write_session() as session:
+                exists = session.execute(
+                    select(ApiTokenRow).where(ApiTokenRow.name == name)
+                ).first()
+                if exists:
+                    raise InvalidInput(f"an API token named {name!r} already exists")
+                session.add(
+                    ApiTokenRow(
+                        name=name,
+                        role=role,
+                        token_sha256=sha256_hex(token),
+                        created_at=self.clock.now(),
+                    )
+                )
+
+        await self.db.write(work)
+        return token
+
+    async def api_token_role(self, token: str) -> tuple[str, str] | None:
+        """(name, role) of a valid bearer token, or None."""
+        digest = sha256_hex(token)
+
+        def work() -> tuple[str, str] | None:
+            with self.db.read_session() as session:
+                row = session.execute(
+                    select(ApiTokenRow).where(ApiTokenRow.token_sha256 == digest)
+                ).scalar_one_or_none()
+                if row is None or row.revoked_at is not None:
+                    return None
+                return row.name, row.role
+
+        return await self.db.read(work)
+
+    # ----- queries -----------------------------------------------------------------------
+
+    async def list_banks(self) -> list[BankView]:
+        return await self._read(queries.list_banks)
+
+    async def get_bank(self, uuid: str) -> BankView:
+        uuid = self._require_uuid(uuid)
+        bank = await self._read(queries.get_bank, uuid)
+        if bank is None:
+            raise NotFound(f"no locker bank {uuid}")
+        return bank
+
+    async def list_transactions(
+        self, bank_uuid: str | None = None, limit: int = 200
+    ) -> list[TransactionView]:
+        if bank_uuid is not None:
+            bank_uuid = (await self.get_bank(bank_uuid)).uuid
+        return await self._read(queries.list_transactions, bank_uuid, limit)
+
+    async def get_transaction(self, transaction_id: str) -> TransactionView:
+        txn = await self._read(queries.get_transaction, transaction_id)
+        if txn is None:
+            raise NotFound(f"no transaction {transaction_id}")
+        return txn
+
+    async def events_after(self, position: int = 0, limit: int = 500) -> list[EventView]:
+        return await self._read(queries.events_after, position, limit)
+
+    async def wait_for_transaction(
+        self, transaction_id: str, timeout: float, poll: float = 0.1
+    ) -> TransactionView:
+        """Poll the read model until the transaction is terminal or `timeout` passes."""
+        async with asyncio.timeout(timeout):
+            while True:
+                txn = await self.get_transaction(transaction_id)
+                if txn.status in TERMINAL:
+                    return txn
+                await asyncio.sleep(poll)
+
+    async def bank_by_token(self, token: str) -> str | None:
+        """The bank uuid whose outstanding token this is (HMAC lookup), or None."""
+        digest = token_hmac(self.secret_key, token)
+
+        def work() -> str | None:
+            with self.db.read_session() as session:
+                row = session.execute(
+                    select(LockerBankRow.uuid).where(LockerBankRow.token_hmac == digest)
+                ).first()
+                return row[0] if row else None
+
+        return await self.db.read(work)
+
+    async def _read(self, fn: Callable[..., T], *args: object) -> T:
+        def work() -> T:
+            with self.db.read_session() as session:
+                return fn(session, *args)
+
+        return await self.db.read(work)
+
+
+def _commands_for(uuid: str) -> Callable[[LockerBank, list[DomainEvent]], list[OutboundMessage]]:
+    def react(_bank: LockerBank, events: list[DomainEvent]) -> list[OutboundMessage]:
+        return [m for e in events if (m := command_message(uuid, e)) is not None]
+
+    return react

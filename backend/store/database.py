@@ -1,0 +1,118 @@
+"""Engines, sessions and the thread that keeps database I/O off the event loop.
+
+SQLite (default) runs in WAL mode with a busy timeout; writes take the lock up
+front (BEGIN IMMEDIATE) so two processes never deadlock on a lock upgrade.
+PostgreSQL goes through psycopg 3. All blocking work runs in executor threads:
+one writer thread (appends are serialized anyway) and a small pool for reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+T = TypeVar("T")
+
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def normalize_url(url: str) -> str:
+    """Accept `postgresql://` and `postgres://` and use the psycopg 3 driver for them."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+class Database:
+    """One store: a write engine, a read engine and the executors that run their calls."""
+
+    def __init__(self, url: str, *, read_threads: int = 2) -> None:
+        self.url = normalize_url(url)
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            database = parsed.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.write_engine = _sqlite_engine(self.url, immediate=True)
+            self.read_engine = _sqlite_engine(self.url, immediate=False)
+        else:
+            self.write_engine = create_engine(self.url, pool_pre_ping=True, pool_size=5)
+            self.read_engine = self.write_engine
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="db-write")
+        self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="db-read")
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @contextlib.contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """A session in one write transaction: committed on success, rolled back on error."""
+        with Session(self.write_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextlib.contextmanager
+    def read_session(self) -> Iterator[Session]:
+        with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking write function on the writer thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, fn, *args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a blocking read function on a reader thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, fn, *args)
+
+    def ping(self) -> bool:
+        """True when the database answers a trivial query."""
+        try:
+            with self.read_engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except Exception:
+            return False
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()

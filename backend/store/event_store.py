@@ -1,0 +1,140 @@
+"""Append-only event store with optimistic concurrency and a gap-free tail.
+
+Appends on PostgreSQL take a transaction-scoped advisory lock first, so rows
+become visible in position order and a reader tailing `id > last` never skips
+a row committed late. SQLite serializes writers by itself (BEGIN IMMEDIATE).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from backend.domain.errors import ConcurrencyConflict
+from backend.domain.events import DomainEvent, EventMetadata, event_from_payload
+from backend.store.tables import StoredEvent
+
+APPEND_LOCK_KEY = 0x4C4F434B  # "LOCK": one advisory lock serializes all appends
+
+
+@dataclass(frozen=True)
+class RecordedEvent:
+    """An event as stored: its position, aggregate version and metadata."""
+
+    position: int
+    aggregate_uuid: str
+    aggregate_version: int
+    event: DomainEvent
+    metadata: EventMetadata
+    created_at: datetime
+
+    @property
+    def event_type(self) -> str:
+        return self.event.event_type
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def lock_appends(session: Session) -> None:
+    """Serialize appends (PostgreSQL); a no-op on SQLite whose writers are serialized."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": APPEND_LOCK_KEY})
+
+
+def current_version(session: Session, aggregate_uuid: str) -> int:
+    stmt = select(func.max(StoredEvent.aggregate_version)).where(
+        StoredEvent.aggregate_uuid == aggregate_uuid
+    )
+    return int(session.execute(stmt).scalar() or 0)
+
+
+def append(
+    session: Session,
+    aggregate_uuid: str,
+    expected_version: int,
+    events: Sequence[DomainEvent],
+    metadata: EventMetadata,
+) -> list[RecordedEvent]:
+    """Append events after `expected_version`; raise ConcurrencyConflict if someone was first."""
+    if not events:
+        return []
+    lock_appends(session)
+    actual = current_version(session, aggregate_uuid)
+    if actual != expected_version:
+        raise ConcurrencyConflict(
+            f"bank {aggregate_uuid} is at version {actual}, expected {expected_version}"
+        )
+    meta_json = _dumps(metadata.model_dump(exclude_none=True))
+    rows = [
+        StoredEvent(
+            aggregate_uuid=aggregate_uuid,
+            aggregate_version=expected_version + offset,
+            event_type=event.event_type,
+            event_version=event.event_version,
+            payload=_dumps(event.payload()),
+            event_metadata=meta_json,
+            created_at=event.occurred_at,
+        )
+        for offset, event in enumerate(events, start=1)
+    ]
+    session.add_all(rows)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise ConcurrencyConflict(
+            f"bank {aggregate_uuid} was appended to concurrently at version {expected_version}"
+        ) from None
+    return [_recorded(row, event, metadata) for row, event in zip(rows, events, strict=True)]
+
+
+def _recorded(row: StoredEvent, event: DomainEvent, metadata: EventMetadata) -> RecordedEvent:
+    assert row.id is not None
+    return RecordedEvent(
+        position=row.id,
+        aggregate_uuid=row.aggregate_uuid,
+        aggregate_version=row.aggregate_version,
+        event=event,
+        metadata=metadata,
+        created_at=row.created_at,
+    )
+
+
+def decode(row: StoredEvent) -> RecordedEvent:
+    """A stored row back to a typed event."""
+    event = event_from_payload(row.event_type, json.loads(row.payload))
+    metadata = EventMetadata.model_validate(json.loads(row.event_metadata))
+    return _recorded(row, event, metadata)
+
+
+def load(session: Session, aggregate_uuid: str, after_version: int = 0) -> list[RecordedEvent]:
+    """The events of one aggregate after a version, in order."""
+    stmt = (
+        select(StoredEvent)
+        .where(StoredEvent.aggregate_uuid == aggregate_uuid)
+        .where(StoredEvent.aggregate_version > after_version)
+        .order_by(StoredEvent.aggregate_version)  # type: ignore[arg-type]
+    )
+    return [decode(row) for row in session.execute(stmt).scalars()]
+
+
+def read_after(session: Session, position: int, limit: int = 500) -> list[RecordedEvent]:
+    """Events with a global position greater than `position`, oldest first."""
+    stmt = (
+        select(StoredEvent)
+        .where(StoredEvent.id > position)  # type: ignore[operator]
+        .order_by(StoredEvent.id)  # type: ignore[arg-type]
+        .limit(limit)
+    )
+    return [decode(row) for row in session.execute(stmt).scalars()]
+
+
+def last_position(session: Session) -> int:
+    return int(session.execute(select(func.max(StoredEvent.id))).scalar() or 0)

@@ -1,0 +1,50 @@
+"""The outbox: rows written with the events that cause them, drained by the relay."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select, update
+from sqlmodel import Session
+
+from backend.domain.messages import OutboundMessage
+from backend.store.tables import OutboxRow
+
+
+def enqueue(session: Session, message: OutboundMessage, now: datetime) -> OutboxRow:
+    row = OutboxRow(
+        kind=message.kind,
+        topic=message.topic,
+        payload=message.payload.decode(),
+        qos=message.qos,
+        retain=message.retain,
+        bank_uuid=message.bank_uuid,
+        transaction_id=message.transaction_id,
+        status="pending",
+        created_at=now,
+        available_at=now,
+        expires_at=message.expires_at,
+    )
+    session.add(row)
+    return row
+
+
+def pending(session: Session, now: datetime, limit: int = 100) -> list[OutboxRow]:
+    """Rows due for publication, oldest first (order is what devices see)."""
+    stmt = (
+        select(OutboxRow)
+        .where(OutboxRow.status == "pending")
+        .where((OutboxRow.available_at.is_(None)) | (OutboxRow.available_at <= now))  # type: ignore[union-attr,operator]
+        .order_by(OutboxRow.id)  # type: ignore[arg-type]
+        .limit(limit)
+    )
+    return list(session.execute(stmt).scalars())
+
+
+def depth(session: Session) -> int:
+    stmt = select(func.count()).select_from(OutboxRow).where(OutboxRow.status == "pending")
+    return int(session.execute(stmt).scalar() or 0)
+
+
+def mark(session: Session, row_id: int, **values: object) -> None:
+    session.execute(update(OutboxRow).where(OutboxRow.id == row_id).values(**values))

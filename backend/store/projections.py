@@ -1,0 +1,312 @@
+"""Projectors: keep the read models in step with the events, in the append transaction.
+
+Every projector is a function of the event alone (times come from the event),
+so replaying all events into empty tables (`rebuild`) gives identical rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlmodel import Session
+
+from backend.domain.bank import desired_hash
+from backend.domain.events import (
+    CommandExpired,
+    CommandFailed,
+    CommandSent,
+    CommandTimedOut,
+    CompartmentOpened,
+    CompartmentOpeningRequested,
+    ConfigApplied,
+    ConfigApplyRequested,
+    CredentialsRevoked,
+    DoorStateChanged,
+    LockerBankCameOnline,
+    LockerBankCreated,
+    LockerBankProvisioned,
+    LockerBankWentOffline,
+    ProvisioningTokenIssued,
+)
+from backend.store.event_store import RecordedEvent, decode
+from backend.store.tables import (
+    CommandTransactionRow,
+    CompartmentRow,
+    LockerBankRow,
+    StoredEvent,
+)
+
+TRACKER_COLUMNS = ("payload_hash", "first_seen_at", "last_seen_at", "duplicate_count", "attempts")
+
+Projector = Callable[[Session, RecordedEvent], None]
+_PROJECTORS: dict[str, Projector] = {}
+
+
+def projector(event_type: type[Any]) -> Callable[[Projector], Projector]:
+    def register(fn: Projector) -> Projector:
+        _PROJECTORS[event_type.event_type] = fn
+        return fn
+
+    return register
+
+
+def project(session: Session, recorded: RecordedEvent) -> None:
+    """Apply one recorded event to the read models (unknown kinds change nothing)."""
+    fn = _PROJECTORS.get(recorded.event_type)
+    if fn is not None:
+        fn(session, recorded)
+    bank = session.get(LockerBankRow, recorded.aggregate_uuid)
+    if bank is not None:
+        bank.version = recorded.aggregate_version
+        bank.updated_at = recorded.event.occurred_at
+
+
+def _bank(session: Session, r: RecordedEvent) -> LockerBankRow:
+    row = session.get(LockerBankRow, r.aggregate_uuid)
+    assert row is not None, f"event {r.event_type} for unknown bank {r.aggregate_uuid}"
+    return row
+
+
+def _txn(session: Session, r: RecordedEvent, transaction_id: str) -> CommandTransactionRow:
+    row = session.get(CommandTransactionRow, (r.aggregate_uuid, transaction_id))
+    assert row is not None, f"event {r.event_type} for unknown transaction {transaction_id}"
+    return row
+
+
+def _set_status(row: LockerBankRow, status: str, r: RecordedEvent) -> None:
+    row.status = status
+    row.status_changed_at = r.event.occurred_at
+
+
+@projector(LockerBankCreated)
+def _created(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, LockerBankCreated)
+    session.add(
+        LockerBankRow(
+            uuid=r.aggregate_uuid,
+            name=e.name,
+            location=e.location,
+            status="unprovisioned",
+            heartbeat_interval_seconds=e.heartbeat_interval_seconds,
+            desired_config_hash=desired_hash(e.compartments, e.heartbeat_interval_seconds),
+            config_state="unknown",
+            status_changed_at=e.occurred_at,
+            created_at=e.occurred_at,
+            updated_at=e.occurred_at,
+            version=r.aggregate_version,
+        )
+    )
+    for spec in e.compartments:
+        session.add(
+            CompartmentRow(
+                bank_uuid=r.aggregate_uuid,
+                number=spec.number,
+                slave_id=spec.slave_id,
+                address=spec.address,
+            )
+        )
+    session.flush()
+
+
+@projector(ProvisioningTokenIssued)
+def _token(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, ProvisioningTokenIssued)
+    row = _bank(session, r)
+    row.token_hmac = e.token_hmac
+    row.token_expires_at = e.expires_at
+
+
+@projector(LockerBankProvisioned)
+def _provisioned(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, LockerBankProvisioned)
+    row = _bank(session, r)
+    row.token_hmac = None
+    row.token_expires_at = None
+    row.password_sha256 = e.password_sha256
+    row.client_id = e.client_id
+    row.provisioned_at = e.occurred_at
+    row.applied_config_hash = None
+    row.config_state = "unknown"
+    _set_status(row, "provisioned", r)
+
+
+@projector(CredentialsRevoked)
+def _revoked(session: Session, r: RecordedEvent) -> None:
+    row = _bank(session, r)
+    row.password_sha256 = None
+    _set_status(row, "revoked", r)
+
+
+@projector(LockerBankCameOnline)
+def _online(session: Session, r: RecordedEvent) -> None:
+    _set_status(_bank(session, r), "online", r)
+
+
+@projector(LockerBankWentOffline)
+def _offline(session: Session, r: RecordedEvent) -> None:
+    _set_status(_bank(session, r), "offline", r)
+
+
+@projector(CompartmentOpeningRequested)
+def _open_requested(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, CompartmentOpeningRequested)
+    session.add(
+        CommandTransactionRow(
+            locker_uuid=r.aggregate_uuid,
+            transaction_id=e.transaction_id,
+            action="open_compartment",
+            compartment_number=e.compartment_number,
+            status="pending",
+            requested_by=e.requested_by,
+            requested_at=e.occurred_at,
+            expires_at=e.expires_at,
+        )
+    )
+    compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
+    assert compartment is not None
+    compartment.open_transaction_id = e.transaction_id
+    compartment.last_transaction_id = e.transaction_id
+    session.flush()
+
+
+@projector(ConfigApplyRequested)
+def _config_requested(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, ConfigApplyRequested)
+    session.add(
+        CommandTransactionRow(
+            locker_uuid=r.aggregate_uuid,
+            transaction_id=e.transaction_id,
+            action="apply_config",
+            status="pending",
+            requested_by=e.requested_by,
+            requested_at=e.occurred_at,
+            expires_at=e.expires_at,
+            config_hash=e.config_hash,
+        )
+    )
+    row = _bank(session, r)
+    if row.config_state != "in_sync":
+        row.config_state = "pending"
+    session.flush()
+
+
+@projector(CommandSent)
+def _sent(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, CommandSent)
+    row = _txn(session, r, e.transaction_id)
+    row.sent_at = e.occurred_at
+    if row.status == "pending":
+        row.status = "sent"
+
+
+def _finish_txn(
+    session: Session, r: RecordedEvent, transaction_id: str, status: str, late: bool = False
+) -> CommandTransactionRow:
+    row = _txn(session, r, transaction_id)
+    row.status = status
+    row.completed_at = r.event.occurred_at
+    row.late = late
+    if row.compartment_number is not None:
+        compartment = session.get(CompartmentRow, (r.aggregate_uuid, row.compartment_number))
+        if compartment is not None and compartment.open_transaction_id == transaction_id:
+            compartment.open_transaction_id = None
+    return row
+
+
+@projector(CompartmentOpened)
+def _opened(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, CompartmentOpened)
+    _finish_txn(session, r, e.transaction_id, "success", e.late)
+    compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
+    assert compartment is not None
+    compartment.door_state = "open"
+    compartment.last_opened_at = e.occurred_at
+
+
+@projector(CommandFailed)
+def _failed(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, CommandFailed)
+    row = _finish_txn(session, r, e.transaction_id, "error", e.late)
+    row.error_code = e.error_code
+    row.message = e.message
+
+
+@projector(CommandTimedOut)
+def _timed_out(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, CommandTimedOut)
+    _finish_txn(session, r, e.transaction_id, "timeout")
+
+
+@projector(CommandExpired)
+def _expired(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, CommandExpired)
+    _finish_txn(session, r, e.transaction_id, "expired")
+
+
+@projector(ConfigApplied)
+def _config_applied(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, ConfigApplied)
+    row = _finish_txn(session, r, e.transaction_id, "success", e.late)
+    row.applied_config_hash = e.applied_config_hash
+    bank = _bank(session, r)
+    bank.applied_config_hash = e.applied_config_hash
+    bank.config_state = "in_sync" if e.in_sync else "drifted"
+
+
+@projector(DoorStateChanged)
+def _door(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, DoorStateChanged)
+    compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
+    assert compartment is not None
+    compartment.door_state = e.state
+
+
+def rebuild(session: Session, batch: int = 2000) -> int:
+    """Empty the read models and replay every event; tracker columns are kept. Returns count."""
+    saved: dict[tuple[str, str], dict[str, Any]] = {
+        (row.locker_uuid, row.transaction_id): {c: getattr(row, c) for c in TRACKER_COLUMNS}
+        for row in session.execute(select(CommandTransactionRow)).scalars()
+    }
+    session.execute(delete(CommandTransactionRow))
+    session.execute(delete(CompartmentRow))
+    session.execute(delete(LockerBankRow))
+    session.flush()
+    session.expunge_all()
+    count = 0
+    position = 0
+    while True:
+        stmt = (
+            select(StoredEvent)
+            .where(StoredEvent.id > position)  # type: ignore[operator]
+            .order_by(StoredEvent.id)  # type: ignore[arg-type]
+            .limit(batch)
+        )
+        rows = list(session.execute(stmt).scalars())
+        if not rows:
+            break
+        for row in rows:
+            project(session, decode(row))
+            count += 1
+        position = rows[-1].id or position
+        session.flush()
+    for key, values in saved.items():
+        txn = session.get(CommandTransactionRow, key)
+        if txn is not None:
+            for column, value in values.items():
+                setattr(txn, column, value)
+    session.flush()
+    return count

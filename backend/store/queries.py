@@ -1,0 +1,171 @@
+"""Read-side queries that turn read-model rows into views."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from backend.store.event_store import RecordedEvent, read_after
+from backend.store.tables import (
+    BankLivenessRow,
+    CommandTransactionRow,
+    CompartmentRow,
+    LockerBankRow,
+    RejectedMessageRow,
+)
+from backend.views import BankView, CompartmentView, EventView, RejectedView, TransactionView
+
+OPEN_STATUSES = ("pending", "sent")
+HIDDEN_PAYLOAD_FIELDS = frozenset({"token_hmac", "password_sha256"})
+
+
+def _compartment(row: CompartmentRow) -> CompartmentView:
+    return CompartmentView(
+        number=row.number,
+        slave_id=row.slave_id,
+        address=row.address,
+        door_state=row.door_state,
+        last_opened_at=row.last_opened_at,
+        open_transaction_id=row.open_transaction_id,
+    )
+
+
+def _bank(
+    row: LockerBankRow,
+    liveness: BankLivenessRow | None,
+    compartments: Iterable[CompartmentRow],
+    pending: int,
+) -> BankView:
+    return BankView(
+        uuid=row.uuid,
+        name=row.name,
+        location=row.location,
+        status=row.status,
+        heartbeat_interval_seconds=row.heartbeat_interval_seconds,
+        last_heartbeat_at=liveness.last_heartbeat_at if liveness else None,
+        uptime_seconds=liveness.uptime_seconds if liveness else None,
+        config_state=row.config_state,
+        desired_config_hash=row.desired_config_hash,
+        applied_config_hash=row.applied_config_hash,
+        token_expires_at=row.token_expires_at,
+        provisioned_at=row.provisioned_at,
+        status_changed_at=row.status_changed_at,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        pending_commands=pending,
+        compartments=[_compartment(c) for c in sorted(compartments, key=lambda c: c.number)],
+    )
+
+
+def list_banks(session: Session) -> list[BankView]:
+    banks = list(session.execute(select(LockerBankRow).order_by(LockerBankRow.name)).scalars())
+    liveness = {r.bank_uuid: r for r in session.execute(select(BankLivenessRow)).scalars()}
+    compartments: dict[str, list[CompartmentRow]] = {}
+    for c in session.execute(select(CompartmentRow)).scalars():
+        compartments.setdefault(c.bank_uuid, []).append(c)
+    pending_stmt = (
+        select(CommandTransactionRow.locker_uuid, func.count())
+        .where(CommandTransactionRow.status.in_(OPEN_STATUSES))  # type: ignore[attr-defined]
+        .group_by(CommandTransactionRow.locker_uuid)
+    )
+    pending = {uuid: int(n) for uuid, n in session.execute(pending_stmt)}
+    return [
+        _bank(b, liveness.get(b.uuid), compartments.get(b.uuid, []), pending.get(b.uuid, 0))
+        for b in banks
+    ]
+
+
+def get_bank(session: Session, uuid: str) -> BankView | None:
+    row = session.get(LockerBankRow, uuid)
+    if row is None:
+        return None
+    compartments = session.execute(
+        select(CompartmentRow).where(CompartmentRow.bank_uuid == uuid)
+    ).scalars()
+    pending_stmt = (
+        select(func.count())
+        .select_from(CommandTransactionRow)
+        .where(CommandTransactionRow.locker_uuid == uuid)
+        .where(CommandTransactionRow.status.in_(OPEN_STATUSES))  # type: ignore[attr-defined]
+    )
+    pending = int(session.execute(pending_stmt).scalar() or 0)
+    return _bank(row, session.get(BankLivenessRow, uuid), list(compartments), pending)
+
+
+def transaction_view(row: CommandTransactionRow) -> TransactionView:
+    return TransactionView(
+        transaction_id=row.transaction_id,
+        bank_uuid=row.locker_uuid,
+        action=row.action,
+        compartment_number=row.compartment_number,
+        status=row.status,
+        error_code=row.error_code,
+        message=row.message,
+        requested_by=row.requested_by,
+        requested_at=row.requested_at,
+        sent_at=row.sent_at,
+        completed_at=row.completed_at,
+        expires_at=row.expires_at,
+        late=row.late,
+        duplicate_count=row.duplicate_count,
+        first_seen_at=row.first_seen_at,
+        last_seen_at=row.last_seen_at,
+        config_hash=row.config_hash,
+        applied_config_hash=row.applied_config_hash,
+    )
+
+
+def list_transactions(
+    session: Session, bank_uuid: str | None = None, limit: int = 200
+) -> list[TransactionView]:
+    stmt = select(CommandTransactionRow)
+    if bank_uuid is not None:
+        stmt = stmt.where(CommandTransactionRow.locker_uuid == bank_uuid)
+    stmt = stmt.order_by(
+        CommandTransactionRow.requested_at.desc(),  # type: ignore[attr-defined]
+        CommandTransactionRow.transaction_id,
+    ).limit(limit)
+    return [transaction_view(r) for r in session.execute(stmt).scalars()]
+
+
+def get_transaction(session: Session, transaction_id: str) -> TransactionView | None:
+    stmt = select(CommandTransactionRow).where(
+        CommandTransactionRow.transaction_id == transaction_id
+    )
+    row = session.execute(stmt).scalars().first()
+    return transaction_view(row) if row else None
+
+
+def event_view(recorded: RecordedEvent) -> EventView:
+    """The public form of an event: hashes of secrets are left out."""
+    payload = {k: v for k, v in recorded.event.payload().items() if k not in HIDDEN_PAYLOAD_FIELDS}
+    return EventView(
+        position=recorded.position,
+        event_type=recorded.event_type,
+        aggregate_uuid=recorded.aggregate_uuid,
+        aggregate_version=recorded.aggregate_version,
+        payload=payload,
+        metadata=json.loads(recorded.metadata.model_dump_json(exclude_none=True)),
+        created_at=recorded.created_at,
+    )
+
+
+def events_after(session: Session, position: int, limit: int = 500) -> list[EventView]:
+    return [event_view(r) for r in read_after(session, position, limit)]
+
+
+def list_rejected(session: Session, limit: int = 200) -> list[RejectedView]:
+    stmt = select(RejectedMessageRow).order_by(RejectedMessageRow.id.desc()).limit(limit)  # type: ignore[union-attr]
+    return [
+        RejectedView(
+            id=r.id or 0,
+            topic=r.topic,
+            payload_head=r.payload_head,
+            reason=r.reason,
+            received_at=r.received_at,
+        )
+        for r in session.execute(stmt).scalars()
+    ]

@@ -1,0 +1,183 @@
+"""SQLModel tables of DESIGN section 8: events, read models, tracker, outbox, inbox."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from backend.store.types import UTCDateTime
+
+BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _id() -> object:
+    return Field(default=None, sa_column=Column(BIG_ID, primary_key=True, autoincrement=True))
+
+
+def _ts(nullable: bool = True, index: bool = False) -> object:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class StoredEvent(SQLModel, table=True):
+    """The event store: one row per domain event; `id` is the global position."""
+
+    __tablename__ = "stored_events"
+    __table_args__ = (
+        UniqueConstraint("aggregate_uuid", "aggregate_version", name="uq_stored_events_version"),
+    )
+
+    id: int | None = _id()  # type: ignore[assignment]
+    aggregate_uuid: str = Field(max_length=36, index=True)
+    aggregate_version: int
+    event_type: str = Field(max_length=64)
+    event_version: int = 1
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    event_metadata: str = Field(sa_column=Column("metadata", Text, nullable=False))
+    created_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
+
+
+class LockerBankRow(SQLModel, table=True):
+    """Read model: one row per bank."""
+
+    __tablename__ = "locker_banks"
+
+    uuid: str = Field(primary_key=True, max_length=36)
+    name: str = Field(max_length=100)
+    location: str = Field(max_length=200)
+    status: str = Field(max_length=16)
+    heartbeat_interval_seconds: int
+    desired_config_hash: str = Field(max_length=64)
+    applied_config_hash: str | None = Field(default=None, max_length=128)
+    config_state: str = Field(default="unknown", max_length=16)
+    token_hmac: str | None = Field(default=None, max_length=64, index=True)
+    token_expires_at: datetime | None = _ts()  # type: ignore[assignment]
+    password_sha256: str | None = Field(default=None, max_length=64)
+    client_id: str | None = Field(default=None, max_length=128)
+    provisioned_at: datetime | None = _ts()  # type: ignore[assignment]
+    status_changed_at: datetime | None = _ts()  # type: ignore[assignment]
+    created_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
+    updated_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
+    version: int = 0
+
+
+class CompartmentRow(SQLModel, table=True):
+    """Read model: one row per compartment."""
+
+    __tablename__ = "compartments"
+
+    bank_uuid: str = Field(primary_key=True, max_length=36)
+    number: int = Field(primary_key=True)
+    slave_id: int
+    address: int
+    door_state: str = Field(default="unknown", max_length=16)
+    last_opened_at: datetime | None = _ts()  # type: ignore[assignment]
+    last_transaction_id: str | None = Field(default=None, max_length=128)
+    open_transaction_id: str | None = Field(default=None, max_length=128)
+
+
+class CommandTransactionRow(SQLModel, table=True):
+    """Read model and inbox tracker of every command (DESIGN section 8).
+
+    The event-derived columns are rebuilt from events; the tracker columns
+    (`first_seen_at`, `last_seen_at`, `duplicate_count`, `payload_hash`,
+    `attempts`) record what arrived on the wire and survive a rebuild.
+    """
+
+    __tablename__ = "command_transactions"
+    __table_args__ = (Index("ix_command_transactions_status", "status", "expires_at"),)
+
+    locker_uuid: str = Field(primary_key=True, max_length=36)
+    transaction_id: str = Field(primary_key=True, max_length=128, index=True)
+    action: str = Field(max_length=32)
+    compartment_number: int | None = None
+    status: str = Field(max_length=16)
+    error_code: str | None = Field(default=None, max_length=64)
+    message: str | None = Field(default=None, max_length=1024)
+    requested_by: str = Field(max_length=128)
+    requested_at: datetime = _ts(nullable=False, index=True)  # type: ignore[assignment]
+    sent_at: datetime | None = _ts()  # type: ignore[assignment]
+    completed_at: datetime | None = _ts()  # type: ignore[assignment]
+    expires_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
+    late: bool = False
+    config_hash: str | None = Field(default=None, max_length=64)
+    applied_config_hash: str | None = Field(default=None, max_length=128)
+    payload_hash: str | None = Field(default=None, max_length=64)
+    first_seen_at: datetime | None = _ts()  # type: ignore[assignment]
+    last_seen_at: datetime | None = _ts()  # type: ignore[assignment]
+    duplicate_count: int = 0
+    attempts: int = 0
+
+
+class BankLivenessRow(SQLModel, table=True):
+    """Liveness, not event-derived: last heartbeat and uptime (a rebuild leaves it alone)."""
+
+    __tablename__ = "bank_liveness"
+
+    bank_uuid: str = Field(primary_key=True, max_length=36)
+    last_heartbeat_at: datetime | None = _ts()  # type: ignore[assignment]
+    device_timestamp: datetime | None = _ts()  # type: ignore[assignment]
+    uptime_seconds: float | None = None
+    heartbeats: int = 0
+
+
+class OutboxRow(SQLModel, table=True):
+    """Messages to publish, written in the transaction of the event that causes them."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_status_id", "status", "id"),)
+
+    id: int | None = _id()  # type: ignore[assignment]
+    kind: str = Field(max_length=32)
+    topic: str = Field(max_length=512)
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    qos: int = 1
+    retain: bool = False
+    bank_uuid: str | None = Field(default=None, max_length=36)
+    transaction_id: str | None = Field(default=None, max_length=128)
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    created_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
+    available_at: datetime | None = _ts()  # type: ignore[assignment]
+    expires_at: datetime | None = _ts()  # type: ignore[assignment]
+    sent_at: datetime | None = _ts()  # type: ignore[assignment]
+    last_error: str | None = Field(default=None, max_length=512)
+
+
+class ProcessedMessageRow(SQLModel, table=True):
+    """Dedup of device `event_id` / `message_id`, pruned after a TTL."""
+
+    __tablename__ = "processed_messages"
+
+    bank_uuid: str = Field(primary_key=True, max_length=36)
+    message_key: str = Field(primary_key=True, max_length=128)
+    processed_at: datetime = _ts(nullable=False, index=True)  # type: ignore[assignment]
+
+
+class RejectedMessageRow(SQLModel, table=True):
+    """Inbound messages refused by validation: topic, first 2 KiB, reason."""
+
+    __tablename__ = "rejected_messages"
+
+    id: int | None = Field(default=None, primary_key=True)
+    topic: str = Field(max_length=512)
+    payload_head: str = Field(sa_column=Column(Text, nullable=False))
+    reason: str = Field(max_length=512)
+    received_at: datetime = _ts(nullable=False, index=True)  # type: ignore[assignment]
+
+
+class ApiTokenRow(SQLModel, table=True):
+    """Bearer tokens of the REST API, stored as SHA-256."""
+
+    __tablename__ = "api_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=100, unique=True)
+    role: str = Field(max_length=16)
+    token_sha256: str = Field(max_length=64, unique=True)
+    created_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
+    revoked_at: datetime | None = _ts()  # type: ignore[assignment]
+
+
+READ_MODEL_TABLES = ("locker_banks", "compartments", "command_transactions")

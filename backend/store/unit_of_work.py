@@ -1,0 +1,113 @@
+"""One write transaction over any number of banks: load, decide, append, project, enqueue.
+
+Aggregates are cached between transactions and caught up from the store before
+use, so a bank is never replayed from scratch on the hot path while writes from
+other processes (the CLI, another instance) are still seen. The cache is only
+touched by the single writer thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlmodel import Session
+
+from backend.domain.bank import LockerBank
+from backend.domain.events import DomainEvent, EventMetadata
+from backend.domain.messages import OutboundMessage
+from backend.store import event_store, outbox
+from backend.store.event_store import RecordedEvent
+from backend.store.projections import project
+
+Decide = Callable[[LockerBank], list[DomainEvent]]
+React = Callable[[LockerBank, list[DomainEvent]], list[OutboundMessage]]
+
+
+class AggregateCache:
+    """Banks as of their last committed version, keyed by uuid (writer thread only)."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self._banks: dict[str, LockerBank] = {}
+        self._limit = limit
+
+    def get(self, session: Session, uuid: str) -> LockerBank:
+        bank = self._banks.get(uuid)
+        if bank is None:
+            if len(self._banks) >= self._limit:
+                self._banks.clear()
+            bank = self._banks[uuid] = LockerBank(uuid)
+        for recorded in event_store.load(session, uuid, after_version=bank.version):
+            bank.apply(recorded.event)
+        return bank
+
+    def forget(self, uuid: str) -> None:
+        self._banks.pop(uuid, None)
+
+    def clear(self) -> None:
+        self._banks.clear()
+
+
+@dataclass
+class UnitOfWork:
+    """Collects the effects of one transaction; applied to the cache only after commit."""
+
+    session: Session
+    cache: AggregateCache
+    now: datetime
+    recorded: list[RecordedEvent] = field(default_factory=list)
+    _pending: list[tuple[LockerBank, list[DomainEvent]]] = field(default_factory=list)
+    _versions: dict[str, int] = field(default_factory=dict)
+
+    def bank(self, uuid: str) -> LockerBank:
+        return self.cache.get(self.session, uuid)
+
+    def execute(
+        self,
+        uuid: str,
+        decide: Decide,
+        metadata: EventMetadata,
+        react: React | None = None,
+    ) -> list[RecordedEvent]:
+        """Run a decision on a bank and record its events, projections and messages."""
+        bank = self.bank(uuid)
+        expected = self._versions.get(uuid, bank.version)
+        # Decide on a view that includes this transaction's earlier events on the same bank.
+        view = bank
+        if uuid in self._versions:
+            view = _replay(bank, [e for b, es in self._pending if b is bank for e in es])
+        events = decide(view)
+        if not events:
+            return []
+        recorded = event_store.append(self.session, uuid, expected, events, metadata)
+        for r in recorded:
+            project(self.session, r)
+        if react is not None:
+            for message in react(view, events):
+                outbox.enqueue(self.session, message, self.now)
+        self._versions[uuid] = expected + len(events)
+        self._pending.append((bank, events))
+        self.recorded.extend(recorded)
+        return recorded
+
+    def enqueue(self, message: OutboundMessage) -> None:
+        outbox.enqueue(self.session, message, self.now)
+
+    def committed(self) -> None:
+        for bank, events in self._pending:
+            for event in events:
+                bank.apply(event)
+
+    def failed(self) -> None:
+        for bank, _ in self._pending:
+            self.cache.forget(bank.uuid)
+
+
+def _replay(bank: LockerBank, events: list[DomainEvent]) -> LockerBank:
+    import copy
+
+    view = copy.deepcopy(bank)
+    for event in events:
+        view.apply(event)
+    return view

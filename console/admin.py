@@ -1,0 +1,232 @@
+"""Admin subcommands: they work directly on the store, with or without a running backend."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from backend.config import Settings, load_settings
+from backend.domain.errors import DomainError
+from backend.domain.timeutil import iso
+from backend.service import LockerService
+from backend.views import BankView, EventView, TransactionView
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=False))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+    cells = [[("" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _when(value: object) -> str:
+    return iso(value) if value is not None else "-"  # type: ignore[arg-type]
+
+
+def _print_bank(bank: BankView) -> None:
+    print(f"{bank.name}  ({bank.uuid})")
+    print(f"  location   {bank.location or '-'}")
+    print(f"  status     {bank.status}")
+    last = _when(bank.last_heartbeat_at)
+    print(f"  heartbeat  every {bank.heartbeat_interval_seconds}s, last {last}")
+    print(f"  config     {bank.config_state}")
+    print(f"  pending    {bank.pending_commands} command(s)")
+    _table(
+        ["#", "door", "slave", "addr", "last opened"],
+        [
+            (c.number, c.door_state, c.slave_id, c.address, _when(c.last_opened_at))
+            for c in bank.compartments
+        ],
+    )
+
+
+def _print_transactions(txns: Sequence[TransactionView]) -> None:
+    _table(
+        ["transaction", "bank", "action", "#", "status", "dups", "requested", "by"],
+        [
+            (
+                t.transaction_id,
+                t.bank_uuid[:8],
+                t.action,
+                t.compartment_number or "",
+                t.status + (" (late)" if t.late else ""),
+                t.duplicate_count,
+                _when(t.requested_at),
+                t.requested_by,
+            )
+            for t in txns
+        ],
+    )
+
+
+def _print_event(event: EventView, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(event.to_json(), separators=(",", ":")), flush=True)
+        return
+    detail = ", ".join(f"{k}={v}" for k, v in event.payload.items() if k != "occurred_at")
+    print(
+        f"{event.position:>6}  {_when(event.created_at)}  {event.aggregate_uuid[:8]}  "
+        f"{event.event_type:<28} {detail}",
+        flush=True,
+    )
+
+
+async def _open_service(settings: Settings) -> LockerService:
+    service = LockerService(settings)
+    if service.db.dialect == "sqlite":
+        await service.migrate()
+    return service
+
+
+async def run_admin(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if args.command == "db":
+        service = LockerService(settings)
+        try:
+            await service.migrate()
+            print("database schema is up to date")
+        finally:
+            service.close()
+        return 0
+    service = await _open_service(settings)
+    try:
+        return await _dispatch(service, args)
+    except (OperationalError, ProgrammingError) as exc:
+        raise DomainError(
+            f"database error ({type(exc.orig).__name__}); is the schema up to date? "
+            "run `locker-console db upgrade`"
+        ) from None
+    finally:
+        service.close()
+
+
+async def _dispatch(service: LockerService, args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "bank":
+        return await _bank(service, args)
+    if cmd == "open":
+        return await _open(service, args)
+    if cmd == "config":
+        txn = await service.request_config_push(args.uuid)
+        _print_json(txn.to_json()) if args.json else print(
+            f"apply_config requested: transaction {txn.transaction_id} ({txn.status})"
+        )
+        return 0
+    if cmd == "transactions":
+        txns = await service.list_transactions(args.bank, args.limit)
+        _print_json([t.to_json() for t in txns]) if args.json else _print_transactions(txns)
+        return 0
+    if cmd == "events":
+        return await _events(service, args)
+    if cmd == "projections":
+        count = await service.rebuild_projections()
+        print(f"read models rebuilt from {count} events")
+        return 0
+    if cmd == "api-token":
+        token = await service.create_api_token(args.name, args.role)
+        print(token)
+        print(f"(API token {args.name!r}, role {args.role}: shown once)", file=sys.stderr)
+        return 0
+    raise DomainError(f"unknown command {cmd}")
+
+
+async def _bank(service: LockerService, args: argparse.Namespace) -> int:
+    action = args.bank_command
+    if action == "create":
+        created = await service.create_bank(
+            args.name,
+            args.location,
+            args.compartments,
+            heartbeat_interval_seconds=args.heartbeat_interval,
+        )
+        if args.json:
+            _print_json(created.to_json())
+        else:
+            print(f"created bank {created.name!r}: {created.uuid}")
+            print(f"provisioning token (shown once): {created.token}")
+            print(f"token expires at {iso(created.token_expires_at)}")
+        return 0
+    if action == "list":
+        banks = await service.list_banks()
+        if args.json:
+            _print_json([b.to_json() for b in banks])
+        else:
+            _table(
+                ["uuid", "name", "location", "status", "open", "last heartbeat", "config"],
+                [
+                    (
+                        b.uuid,
+                        b.name,
+                        b.location,
+                        b.status,
+                        f"{b.open_compartments}/{len(b.compartments)}",
+                        _when(b.last_heartbeat_at),
+                        b.config_state,
+                    )
+                    for b in banks
+                ],
+            )
+        return 0
+    if action == "show":
+        bank = await service.get_bank(args.uuid)
+        _print_json(bank.to_json()) if args.json else _print_bank(bank)
+        return 0
+    if action == "token":
+        issued = await service.issue_token(args.uuid)
+        if args.json:
+            _print_json(issued.to_json())
+        else:
+            print(f"provisioning token (shown once): {issued.token}")
+            print(f"token expires at {iso(issued.token_expires_at)}; the previous token is void")
+        return 0
+    if action == "revoke":
+        await service.revoke(args.uuid, reason=args.reason)
+        print(f"credentials of {args.uuid} revoked")
+        return 0
+    raise DomainError(f"unknown bank action {action}")
+
+
+async def _open(service: LockerService, args: argparse.Namespace) -> int:
+    txn = await service.request_open(args.uuid, args.number)
+    if not args.wait:
+        _print_json(txn.to_json()) if args.json else print(
+            f"open requested: transaction {txn.transaction_id} ({txn.status})"
+        )
+        return 0
+    timeout = args.timeout or service.settings.command_ttl + service.settings.command_timeout
+    try:
+        txn = await service.wait_for_transaction(txn.transaction_id, timeout)
+    except TimeoutError:
+        txn = await service.get_transaction(txn.transaction_id)
+    if args.json:
+        _print_json(txn.to_json())
+    else:
+        detail = f" {txn.error_code}: {txn.message}" if txn.status == "error" else ""
+        print(f"transaction {txn.transaction_id}: {txn.status}{detail}")
+    return 0 if txn.status == "success" else 1
+
+
+async def _events(service: LockerService, args: argparse.Namespace) -> int:
+    position = args.after
+    while True:
+        batch = await service.events_after(position, 500)
+        for event in batch:
+            _print_event(event, args.json)
+            position = event.position
+        if not args.follow:
+            if len(batch) < 500:
+                return 0
+            continue
+        if len(batch) < 500:
+            await asyncio.sleep(0.5)
