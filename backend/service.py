@@ -14,7 +14,7 @@ import secrets
 import uuid as uuid_mod
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import select
 
@@ -39,6 +39,9 @@ from backend.views import (
     IssuedToken,
     TransactionView,
 )
+
+if TYPE_CHECKING:
+    from backend.device_service import DeviceService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -85,6 +88,7 @@ class LockerService:
         self.new_secret = new_secret or (lambda: secrets.token_urlsafe(32))
         self._cache = AggregateCache()
         self._listeners: list[EventListener] = []
+        self._devices: DeviceService | None = None
 
     # ----- lifecycle ---------------------------------------------------------------------
 
@@ -102,6 +106,18 @@ class LockerService:
     @property
     def secret_key(self) -> str:
         return self.settings.secret("secret_key")
+
+    def token_digest(self, token: str) -> str:
+        return token_hmac(self.secret_key, token)
+
+    @property
+    def devices(self) -> DeviceService:
+        """The device-side operations (registrations, responses, liveness, relay)."""
+        if self._devices is None:
+            from backend.device_service import DeviceService
+
+            self._devices = DeviceService(self)
+        return self._devices
 
     # ----- the write path ----------------------------------------------------------------
 

@@ -8,6 +8,7 @@ touched by the single writer thread.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +43,10 @@ class AggregateCache:
             bank.apply(recorded.event)
         return bank
 
+    def peek(self, uuid: str) -> LockerBank:
+        """The cached bank without catching up (it was loaded earlier in this transaction)."""
+        return self._banks[uuid]
+
     def forget(self, uuid: str) -> None:
         self._banks.pop(uuid, None)
 
@@ -61,6 +66,10 @@ class UnitOfWork:
     _versions: dict[str, int] = field(default_factory=dict)
 
     def bank(self, uuid: str) -> LockerBank:
+        """The bank as of this transaction (including events it already recorded)."""
+        if uuid in self._versions:
+            bank = self.cache.peek(uuid)
+            return _replay(bank, [e for b, es in self._pending if b is bank for e in es])
         return self.cache.get(self.session, uuid)
 
     def execute(
@@ -71,12 +80,15 @@ class UnitOfWork:
         react: React | None = None,
     ) -> list[RecordedEvent]:
         """Run a decision on a bank and record its events, projections and messages."""
-        bank = self.bank(uuid)
-        expected = self._versions.get(uuid, bank.version)
-        # Decide on a view that includes this transaction's earlier events on the same bank.
-        view = bank
         if uuid in self._versions:
+            # Touched before in this transaction: the cache must not catch up on our own
+            # uncommitted rows; decide on the cached state plus our pending events.
+            bank = self.cache.peek(uuid)
             view = _replay(bank, [e for b, es in self._pending if b is bank for e in es])
+            expected = self._versions[uuid]
+        else:
+            bank = view = self.cache.get(self.session, uuid)
+            expected = bank.version
         events = decide(view)
         if not events:
             return []
@@ -105,8 +117,8 @@ class UnitOfWork:
 
 
 def _replay(bank: LockerBank, events: list[DomainEvent]) -> LockerBank:
-    import copy
-
+    if not events:
+        return bank
     view = copy.deepcopy(bank)
     for event in events:
         view.apply(event)

@@ -1,0 +1,526 @@
+"""The device side of the application service: what the MQTT runtime calls.
+
+Registrations, command responses (with the dedup tracker), device events (with
+`event_id` dedup), heartbeats and last wills, the sweeps for timeouts, expiry,
+re-asks and silent banks, and the outbox bookkeeping of the relay. Every method
+is one write transaction; batches of heartbeats or responses share one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy import delete, select, update
+
+from backend.domain.contract import CommandResponse, DeviceEvent, Heartbeat
+from backend.domain.errors import DomainError, NotFound
+from backend.domain.events import EventMetadata
+from backend.domain.messages import (
+    OutboundMessage,
+    command_message,
+    provisioning_error,
+    provisioning_success,
+)
+from backend.domain.ratelimit import FailureLimiter
+from backend.domain.timeutil import truncate_ms
+from backend.store import outbox
+from backend.store.tables import (
+    BankLivenessRow,
+    CommandTransactionRow,
+    LockerBankRow,
+    OutboxRow,
+    ProcessedMessageRow,
+    RejectedMessageRow,
+)
+from backend.store.unit_of_work import UnitOfWork
+
+if TYPE_CHECKING:
+    from backend.service import LockerService
+
+log = logging.getLogger(__name__)
+DEVICE = EventMetadata(actor="device")
+SYSTEM = EventMetadata(actor="system")
+REJECTED_HEAD_BYTES = 2048
+DEDUP_TTL = timedelta(days=7)
+
+
+@dataclass(frozen=True)
+class ResponseOutcome:
+    """What became of one command response."""
+
+    status: str  # "applied", "duplicate", "rejected"
+    reason: str = ""
+    late: bool = False
+
+
+@dataclass(frozen=True)
+class HeartbeatIn:
+    """A heartbeat as received: whose, when, and whether it was a retained replay."""
+
+    bank_uuid: str
+    heartbeat: Heartbeat
+    received_at: datetime
+    retained: bool = False
+
+
+@dataclass(frozen=True)
+class RelayItem:
+    """An outbox row handed to the relay."""
+
+    id: int
+    kind: str
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    bank_uuid: str | None
+    transaction_id: str | None
+    expires_at: datetime | None
+
+
+class DeviceService:
+    """Device-originated changes and the relay's bookkeeping, on the shared write path."""
+
+    def __init__(self, service: LockerService) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.limiter = FailureLimiter()
+
+    @property
+    def now(self) -> datetime:
+        return truncate_ms(self.service.clock.now())
+
+    # ----- provisioning ------------------------------------------------------------------
+
+    async def register(self, token: str, client_id: str) -> str:
+        """Handle `locker/register/{token}`; returns "success", "error" or "rate_limited"."""
+        if self.limiter.blocked(client_id, self.now):
+            return "rate_limited"
+        digest = self.service.token_digest(token)
+        password = self.service.new_secret()
+        password_hash = hashlib.sha256(password.encode()).hexdigest()
+
+        def work(uow: UnitOfWork) -> str:
+            row = uow.session.execute(
+                select(LockerBankRow.uuid).where(LockerBankRow.token_hmac == digest)
+            ).first()
+            if row is None:
+                uow.enqueue(provisioning_error(client_id))
+                return "error"
+            bank_uuid = row[0]
+            recorded = uow.execute(
+                bank_uuid,
+                lambda b: b.provision(
+                    digest, client_id=client_id, password_sha256=password_hash, now=uow.now
+                ),
+                DEVICE,
+            )
+            if recorded and recorded[0].event_type == "LockerBankProvisioned":
+                uow.enqueue(provisioning_success(client_id, bank_uuid, password))
+                return "success"
+            uow.enqueue(provisioning_error(client_id))
+            return "error"
+
+        result = await self.service.transact(work)
+        if result != "success":
+            self.limiter.failed(client_id, self.now)
+        return result
+
+    # ----- command responses -------------------------------------------------------------
+
+    async def record_responses(
+        self, items: Sequence[tuple[str, CommandResponse, bytes]]
+    ) -> list[ResponseOutcome]:
+        """Apply responses (bank uuid, parsed, raw payload) in one transaction, in order."""
+        return await self.service.transact(
+            lambda uow: [self._response(uow, bank, resp, raw) for bank, resp, raw in items]
+        )
+
+    async def record_response(
+        self, bank_uuid: str, response: CommandResponse, raw: bytes = b""
+    ) -> ResponseOutcome:
+        return (await self.record_responses([(bank_uuid, response, raw)]))[0]
+
+    def _response(
+        self, uow: UnitOfWork, bank_uuid: str, response: CommandResponse, raw: bytes
+    ) -> ResponseOutcome:
+        txn = uow.session.get(CommandTransactionRow, (bank_uuid, response.transaction_id))
+        if txn is None:
+            return ResponseOutcome("rejected", "unknown transaction for this bank")
+        if txn.action != response.action:
+            return ResponseOutcome("rejected", f"action {response.action} does not match")
+        if txn.first_seen_at is not None:
+            txn.last_seen_at = uow.now
+            txn.duplicate_count += 1
+            return ResponseOutcome("duplicate")
+        txn.first_seen_at = uow.now
+        txn.last_seen_at = uow.now
+        txn.payload_hash = hashlib.sha256(raw).hexdigest() if raw else None
+        late = txn.status in ("timeout", "expired")
+        try:
+            uow.execute(
+                bank_uuid,
+                lambda b: b.record_response(
+                    response.transaction_id,
+                    result=response.result,
+                    now=uow.now,
+                    error_code=response.error_code,
+                    message=response.message,
+                    applied_config_hash=response.applied_config_hash,
+                ),
+                EventMetadata(actor="device", correlation_id=response.transaction_id),
+            )
+        except DomainError as exc:
+            return ResponseOutcome("rejected", str(exc))
+        return ResponseOutcome("applied", late=late)
+
+    # ----- device events -----------------------------------------------------------------
+
+    async def record_event(self, bank_uuid: str, event: DeviceEvent) -> str:
+        """`door_state_changed` / `qr_scanned`; returns "applied", "duplicate" or a reason."""
+
+        def work(uow: UnitOfWork) -> str:
+            key = event.dedup_key()
+            if key is not None:
+                if uow.session.get(ProcessedMessageRow, (bank_uuid, key)) is not None:
+                    return "duplicate"
+                uow.session.add(
+                    ProcessedMessageRow(bank_uuid=bank_uuid, message_key=key, processed_at=uow.now)
+                )
+            if event.event == "door_state_changed":
+                door = event.door_data()
+                uow.execute(
+                    bank_uuid,
+                    lambda b: b.door_state_changed(
+                        door.compartment_number, door.state, now=uow.now, event_id=key
+                    ),
+                    DEVICE,
+                )
+            else:
+                qr = event.qr_data()
+                uow.execute(
+                    bank_uuid,
+                    lambda b: b.qr_scanned(qr.qr_payload, qr.scanner, now=uow.now, event_id=key),
+                    DEVICE,
+                )
+            return "applied"
+
+        return await self.service.transact(work)
+
+    async def record_door_snapshot(self, bank_uuid: str, doors: Sequence[tuple[int, str]]) -> None:
+        """Upstream's retained door snapshot: record each real change."""
+
+        def work(uow: UnitOfWork) -> None:
+            for number, state in doors:
+                uow.execute(
+                    bank_uuid,
+                    lambda b, n=number, s=state: b.door_state_changed(n, s, now=uow.now),
+                    DEVICE,
+                )
+
+        await self.service.transact(work)
+
+    # ----- liveness ----------------------------------------------------------------------
+
+    async def record_heartbeats(self, items: Sequence[HeartbeatIn]) -> int:
+        """Update liveness; a fresh heartbeat of a bank not online brings it online. Returns
+        how many were taken as life (a stale retained one is not)."""
+
+        def work(uow: UnitOfWork) -> int:
+            taken = 0
+            for item in items:
+                bank = uow.bank(item.bank_uuid)
+                if not bank.exists or bank.status in ("unprovisioned", "revoked"):
+                    continue
+                limit = timedelta(seconds=3 * bank.heartbeat_interval_seconds)
+                sent_at = item.heartbeat.data.timestamp
+                if item.retained and item.received_at - sent_at > limit:
+                    continue  # evidence from the past, not of life
+                taken += 1
+                row = uow.session.get(BankLivenessRow, item.bank_uuid)
+                if row is None:
+                    row = BankLivenessRow(bank_uuid=item.bank_uuid)
+                    uow.session.add(row)
+                row.last_heartbeat_at = item.received_at
+                row.device_timestamp = sent_at
+                row.uptime_seconds = item.heartbeat.data.uptime_seconds
+                row.heartbeats = (row.heartbeats or 0) + 1
+                if bank.status != "online":
+                    self._came_online(uow, item.bank_uuid)
+            return taken
+
+        return await self.service.transact(work)
+
+    def _came_online(self, uow: UnitOfWork, bank_uuid: str) -> None:
+        recorded = uow.execute(bank_uuid, lambda b: b.came_online(now=uow.now), DEVICE)
+        if not recorded:
+            return
+        bank_row = uow.session.get(LockerBankRow, bank_uuid)
+        # Re-ask what is still unanswered, then make sure the device has its mapping.
+        self._reask(uow, bank_uuid)
+        if bank_row is not None and bank_row.config_state in ("unknown", "drifted"):
+            self._push_config(uow, bank_uuid)
+
+    def _push_config(self, uow: UnitOfWork, bank_uuid: str) -> None:
+        in_flight = uow.session.execute(
+            select(CommandTransactionRow.transaction_id)
+            .where(CommandTransactionRow.locker_uuid == bank_uuid)
+            .where(CommandTransactionRow.action == "apply_config")
+            .where(CommandTransactionRow.status.in_(("pending", "sent")))  # type: ignore[attr-defined]
+        ).first()
+        if in_flight:
+            return
+        transaction_id = self.service.new_id()
+        ttl = timedelta(seconds=self.settings.command_ttl)
+        uow.execute(
+            bank_uuid,
+            lambda b: b.request_config(
+                transaction_id=transaction_id, requested_by="system", now=uow.now, ttl=ttl
+            ),
+            EventMetadata(actor="system", correlation_id=transaction_id),
+            react=lambda _b, events: [
+                m for e in events if (m := command_message(bank_uuid, e)) is not None
+            ],
+        )
+
+    async def record_last_will(self, bank_uuid: str) -> bool:
+        """The broker says the device vanished: offline at once."""
+        recorded = await self.service.transact(
+            lambda uow: uow.execute(
+                bank_uuid, lambda b: b.went_offline("last_will", now=uow.now), DEVICE
+            )
+        )
+        return bool(recorded)
+
+    # ----- sweeps ------------------------------------------------------------------------
+
+    async def sweep(self) -> dict[str, int]:
+        """Silent banks offline, timeouts, expiries and re-asks; returns counts."""
+        return await self.service.transact(self._sweep)
+
+    def _sweep(self, uow: UnitOfWork) -> dict[str, int]:
+        now = uow.now
+        counts = {"offline": 0, "timeout": 0, "expired": 0, "reasked": 0}
+        rows = uow.session.execute(
+            select(LockerBankRow.uuid, LockerBankRow.heartbeat_interval_seconds, BankLivenessRow)
+            .join(BankLivenessRow, BankLivenessRow.bank_uuid == LockerBankRow.uuid, isouter=True)
+            .where(LockerBankRow.status == "online")
+        ).all()
+        for uuid, interval, liveness in rows:
+            last = liveness.last_heartbeat_at if liveness else None
+            silent = last is None or now - last > timedelta(seconds=3 * interval)
+            if silent and uow.execute(
+                uuid, lambda b: b.went_offline("heartbeat_timeout", now=now), SYSTEM
+            ):
+                counts["offline"] += 1
+        open_txns = list(
+            uow.session.execute(
+                select(CommandTransactionRow).where(
+                    CommandTransactionRow.status.in_(("pending", "sent"))  # type: ignore[attr-defined]
+                )
+            ).scalars()
+        )
+        timeout = timedelta(seconds=self.settings.command_timeout)
+        retry = timedelta(seconds=self.settings.command_retry_after)
+        for txn in open_txns:
+            bank, tid = txn.locker_uuid, txn.transaction_id
+            meta = EventMetadata(actor="system", correlation_id=tid)
+            if now >= txn.expires_at:
+                if uow.execute(bank, lambda b, t=tid: b.expire(t, now=now), meta):
+                    counts["expired"] += 1
+                    self._drop_outbox(uow, bank, tid, "expired")
+            elif txn.status == "sent" and txn.sent_at and now - txn.sent_at >= timeout:
+                if uow.execute(bank, lambda b, t=tid: b.time_out(t, now=now), meta):
+                    counts["timeout"] += 1
+                    self._drop_outbox(uow, bank, tid, "timeout")
+            elif (
+                txn.status == "sent"
+                and txn.first_seen_at is None
+                and self._retry_due(uow, txn, now, retry)
+            ):
+                counts["reasked"] += self._reask_one(uow, txn)
+        return counts
+
+    def _retry_due(
+        self, uow: UnitOfWork, txn: CommandTransactionRow, now: datetime, retry: timedelta
+    ) -> bool:
+        latest = uow.session.execute(
+            select(OutboxRow.status, OutboxRow.sent_at, OutboxRow.created_at)
+            .where(OutboxRow.bank_uuid == txn.locker_uuid)
+            .where(OutboxRow.transaction_id == txn.transaction_id)
+            .order_by(OutboxRow.id.desc())  # type: ignore[union-attr]
+        ).first()
+        if latest is None:
+            return False
+        status, sent_at, created_at = latest
+        return status == "sent" and (sent_at or created_at) <= now - retry
+
+    def _reask(self, uow: UnitOfWork, bank_uuid: str) -> None:
+        for txn in uow.session.execute(
+            select(CommandTransactionRow)
+            .where(CommandTransactionRow.locker_uuid == bank_uuid)
+            .where(CommandTransactionRow.status == "sent")
+            .where(CommandTransactionRow.first_seen_at.is_(None))  # type: ignore[union-attr]
+        ).scalars():
+            if txn.expires_at > uow.now:
+                self._reask_one(uow, txn)
+
+    def _reask_one(self, uow: UnitOfWork, txn: CommandTransactionRow) -> int:
+        """Publish the same command again (same transaction_id) unless one is queued."""
+        rows = list(
+            uow.session.execute(
+                select(OutboxRow)
+                .where(OutboxRow.bank_uuid == txn.locker_uuid)
+                .where(OutboxRow.transaction_id == txn.transaction_id)
+                .order_by(OutboxRow.id)  # type: ignore[arg-type]
+            ).scalars()
+        )
+        if not rows or any(r.status == "pending" for r in rows):
+            return 0
+        first = rows[0]
+        uow.enqueue(
+            OutboundMessage(
+                kind="command",
+                topic=first.topic,
+                payload=first.payload.encode(),
+                bank_uuid=txn.locker_uuid,
+                transaction_id=txn.transaction_id,
+                expires_at=txn.expires_at,
+            )
+        )
+        return 1
+
+    def _drop_outbox(self, uow: UnitOfWork, bank: str, transaction_id: str, why: str) -> None:
+        uow.session.execute(
+            update(OutboxRow)
+            .where(OutboxRow.bank_uuid == bank)
+            .where(OutboxRow.transaction_id == transaction_id)
+            .where(OutboxRow.status == "pending")
+            .values(status=why)
+        )
+
+    # ----- the relay ---------------------------------------------------------------------
+
+    async def outbox_due(self, limit: int = 100) -> list[RelayItem]:
+        now = self.now
+
+        def work() -> list[RelayItem]:
+            with self.service.db.read_session() as session:
+                return [
+                    RelayItem(
+                        id=r.id or 0,
+                        kind=r.kind,
+                        topic=r.topic,
+                        payload=r.payload.encode(),
+                        qos=r.qos,
+                        retain=r.retain,
+                        bank_uuid=r.bank_uuid,
+                        transaction_id=r.transaction_id,
+                        expires_at=r.expires_at,
+                    )
+                    for r in outbox.pending(session, now, limit)
+                ]
+
+        return await self.service.db.read(work)
+
+    async def outbox_published(self, item: RelayItem) -> None:
+        """After the broker's PUBACK: row sent; a command's first send is `CommandSent`."""
+
+        def work(uow: UnitOfWork) -> None:
+            values: dict[str, object] = {"status": "sent", "sent_at": uow.now}
+            if item.kind == "provisioning_reply":
+                values["payload"] = ""  # the password leaves the database once sent
+            outbox.mark(uow.session, item.id, **values)
+            outbox.mark(uow.session, item.id, attempts=OutboxRow.attempts + 1)
+            if item.kind == "command" and item.bank_uuid and item.transaction_id:
+                tid = item.transaction_id
+                uow.session.execute(
+                    update(CommandTransactionRow)
+                    .where(CommandTransactionRow.locker_uuid == item.bank_uuid)
+                    .where(CommandTransactionRow.transaction_id == tid)
+                    .values(attempts=CommandTransactionRow.attempts + 1)
+                )
+                uow.execute(
+                    item.bank_uuid,
+                    lambda b: b.mark_sent(tid, now=uow.now),
+                    EventMetadata(actor="system", correlation_id=tid),
+                )
+
+        await self.service.transact(work)
+
+    async def outbox_expired(self, item: RelayItem) -> None:
+        """A command found past `expires_at` before publication: never sent, `CommandExpired`."""
+
+        def work(uow: UnitOfWork) -> None:
+            outbox.mark(uow.session, item.id, status="expired")
+            if item.bank_uuid and item.transaction_id:
+                tid = item.transaction_id
+                uow.execute(
+                    item.bank_uuid,
+                    lambda b: b.expire(tid, now=uow.now),
+                    EventMetadata(actor="system", correlation_id=tid),
+                )
+
+        await self.service.transact(work)
+
+    async def outbox_failed(self, item: RelayItem, error: str, retry_at: datetime) -> None:
+        def work(uow: UnitOfWork) -> None:
+            outbox.mark(
+                uow.session,
+                item.id,
+                attempts=OutboxRow.attempts + 1,
+                last_error=error[:500],
+                available_at=retry_at,
+            )
+
+        await self.service.transact(work)
+
+    async def outbox_depth(self) -> int:
+        def work() -> int:
+            with self.service.db.read_session() as session:
+                return outbox.depth(session)
+
+        return await self.service.db.read(work)
+
+    # ----- rejects and housekeeping ------------------------------------------------------
+
+    async def record_rejected(self, topic: str, payload: bytes, reason: str) -> None:
+        head = payload[:REJECTED_HEAD_BYTES].decode("utf-8", errors="replace").replace("\x00", "?")
+
+        def work(uow: UnitOfWork) -> None:
+            uow.session.add(
+                RejectedMessageRow(
+                    topic=topic[:500], payload_head=head, reason=reason[:500], received_at=uow.now
+                )
+            )
+
+        await self.service.transact(work)
+
+    async def prune(self, rejected_ttl: timedelta = timedelta(days=30)) -> None:
+        """Drop dedup keys past their TTL and old rejected messages."""
+
+        def work(uow: UnitOfWork) -> None:
+            uow.session.execute(
+                delete(ProcessedMessageRow).where(
+                    ProcessedMessageRow.processed_at < uow.now - DEDUP_TTL
+                )
+            )
+            uow.session.execute(
+                delete(RejectedMessageRow).where(
+                    RejectedMessageRow.received_at < uow.now - rejected_ttl
+                )
+            )
+
+        await self.service.transact(work)
+
+    async def bank_exists(self, bank_uuid: str) -> bool:
+        try:
+            await self.service.get_bank(bank_uuid)
+        except NotFound:
+            return False
+        return True
