@@ -1,0 +1,422 @@
+"""The broker auth hook: mosquitto-go-auth's HTTP backend protocol (DESIGN section 5).
+
+Endpoints (all ``POST``, all with ``?mosq_secret=...``):
+
+* ``/api/mosq/auth``      ``{"username", "password", "clientid"}``
+* ``/api/mosq/superuser`` ``{"username"}``
+* ``/api/mosq/acl``       ``{"username", "clientid", "topic", "acc"}``
+
+``client_id`` is accepted for ``clientid`` (amqtt's spelling) and, on the ACL
+endpoint, ``"action": "publish" | "subscribe"`` for ``acc`` (EMQX). Bodies may
+be JSON (go-auth's default ``json`` params mode, amqtt's JSON mode) or form
+encoded (go-auth's and amqtt's ``form`` mode, where every value is a string
+and amqtt spells a missing username ``"None"``). JSON ``null`` for username,
+password or client id (amqtt's anonymous session) is treated as empty, which
+is always denied.
+
+Answers work with go-auth's/amqtt's ``status`` and ``json`` response modes
+(not ``text``): allow is 200 ``{"ok": true, "result": "allow"}``, deny 403
+``{"ok": false, "result": "deny", "error": reason}``; a denied login is never
+2xx. Missing or wrong secret: 401 (checked before the body is read).
+Malformed body: 400. Our own failure: 500.
+
+Nothing here is logged with a password, the secret, or a provisioning token
+(``locker/register/{token}`` topics are redacted). The secret travels in the
+query string, so aiohttp's default access log would record it: serve the app
+with ``access_log_class=RedactingAccessLogger``. As a second line of defence
+``add_hook_routes`` also puts a filter on the ``aiohttp.access`` logger that
+blanks any ``mosq_secret=`` value in its lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+
+from backend.domain.acl import Access, Decision
+from backend.http.users import UserDirectory
+
+__all__ = [
+    "ACL_PATH",
+    "AUTH_PATH",
+    "ENDPOINTS",
+    "RESULTS",
+    "SUPERUSER_PATH",
+    "HookMetrics",
+    "RedactingAccessLogger",
+    "SecretQueryFilter",
+    "add_hook_routes",
+    "redact_topic",
+]
+
+log = logging.getLogger(__name__)
+
+AUTH_PATH: Final = "/api/mosq/auth"
+SUPERUSER_PATH: Final = "/api/mosq/superuser"
+ACL_PATH: Final = "/api/mosq/acl"
+SECRET_PARAM: Final = "mosq_secret"
+
+ENDPOINTS: Final = ("auth", "superuser", "acl")
+RESULTS: Final = ("allow", "deny", "error", "unauthorized", "bad_request")
+
+MAX_BODY_BYTES: Final = 64 * 1024
+_FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
+_ACTIONS: Final[Mapping[str, int]] = {"publish": Access.WRITE, "subscribe": Access.SUBSCRIBE}
+_REGISTER_PREFIX: Final = "locker/register/"
+_LOG_FIELD_MAX: Final = 200
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class HookMetrics:
+    """Plain counters of hook answers by endpoint and result.
+
+    Every ``(endpoint, result)`` pair of ``ENDPOINTS`` x ``RESULTS`` starts at 0,
+    so a Prometheus rendering shows all series from the first scrape.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple[str, str], int] = {(e, r): 0 for e in ENDPOINTS for r in RESULTS}
+
+    def inc(self, endpoint: str, result: str) -> None:
+        """Count one answer."""
+        key = (endpoint, result)
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def snapshot(self) -> dict[tuple[str, str], int]:
+        """A copy of the counters: ``{(endpoint, result): count}``."""
+        return dict(self._counts)
+
+
+# --------------------------------------------------------------------------- logging helpers
+
+
+def redact_topic(topic: str) -> str:
+    """Hide the provisioning token in ``locker/register/{token}`` (and overlong topics)."""
+    idx = topic.find(_REGISTER_PREFIX)
+    if idx >= 0 and len(topic) > idx + len(_REGISTER_PREFIX):
+        topic = topic[: idx + len(_REGISTER_PREFIX)] + "<redacted>"
+    if len(topic) > _LOG_FIELD_MAX:
+        topic = topic[:_LOG_FIELD_MAX] + "..."
+    return topic
+
+
+def _short(value: str) -> str:
+    return value if len(value) <= _LOG_FIELD_MAX else value[:_LOG_FIELD_MAX] + "..."
+
+
+class RedactingAccessLogger(AbstractAccessLogger):
+    """aiohttp access logger that never writes the ``mosq_secret`` query value."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        url = request.rel_url
+        if SECRET_PARAM in url.query:
+            url = url.update_query({SECRET_PARAM: "REDACTED"})
+        self.logger.info(
+            '%s "%s %s HTTP/%d.%d" %d %.3fms',
+            request.remote,
+            request.method,
+            url,
+            request.version.major,
+            request.version.minor,
+            response.status,
+            time * 1000.0,
+        )
+
+    @property
+    def enabled(self) -> bool:
+        """Skip formatting when INFO is off for the access logger."""
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+_SECRET_IN_QUERY: Final = re.compile(SECRET_PARAM + r"=[^&\s\"']*")
+
+
+class SecretQueryFilter(logging.Filter):
+    """Blank ``mosq_secret=...`` in log lines (installed on ``aiohttp.access``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if SECRET_PARAM + "=" in message:
+            record.msg = _SECRET_IN_QUERY.sub(SECRET_PARAM + "=REDACTED", message)
+            record.args = None
+        return True
+
+
+def _install_access_log_filter() -> None:
+    access = logging.getLogger("aiohttp.access")
+    if not any(isinstance(f, SecretQueryFilter) for f in access.filters):
+        access.addFilter(SecretQueryFilter())
+
+
+# --------------------------------------------------------------------------- request parsing
+
+
+class _BadRequest(Exception):
+    """The request body is not what the protocol says; answered with 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """A request body as a flat mapping; ``form`` if every value came as text."""
+
+    fields: Mapping[str, Any]
+    form: bool
+
+
+async def _read_body(request: web.Request) -> _Body:
+    """The body from JSON or a form (url-encoded or multipart)."""
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise _BadRequest("body too large")
+    try:
+        if request.content_type in _FORM_TYPES:
+            form = await request.post()
+            fields: dict[str, Any] = {}
+            for key in form:
+                values = form.getall(key)
+                if len(values) != 1:
+                    raise _BadRequest(f"field {key[:40]!r} given more than once")
+                if not isinstance(values[0], str):
+                    raise _BadRequest(f"field {key[:40]!r} must be text")
+                fields[key] = values[0]
+            return _Body(fields, form=True)
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise _BadRequest("body too large") from exc
+    except ValueError as exc:  # a malformed multipart body or charset
+        raise _BadRequest("malformed form body") from exc
+    if len(raw) > MAX_BODY_BYTES:
+        raise _BadRequest("body too large")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise _BadRequest("body is not valid JSON") from exc
+    if not isinstance(data, dict):
+        raise _BadRequest("body must be a JSON object")
+    return _Body(data, form=False)
+
+
+def _text(fields: Mapping[str, Any], name: str, *, nullable: bool) -> str:
+    if name not in fields:
+        raise _BadRequest(f"missing field {name!r}")
+    value = fields[name]
+    if value is None and nullable:
+        return ""
+    if not isinstance(value, str):
+        raise _BadRequest(f"field {name!r} must be a string")
+    return value
+
+
+def _client_id(fields: Mapping[str, Any]) -> str:
+    present = [name for name in ("clientid", "client_id") if name in fields]
+    if not present:
+        raise _BadRequest("missing field 'clientid'")
+    values = {_text(fields, name, nullable=True) for name in present}
+    if len(values) != 1:
+        raise _BadRequest("'clientid' and 'client_id' disagree")
+    return values.pop()
+
+
+def _acc(body: _Body) -> int:
+    fields = body.fields
+    acc: int | None = None
+    if "acc" in fields:
+        raw = fields["acc"]
+        if isinstance(raw, bool):
+            raise _BadRequest("field 'acc' must be an integer")
+        if isinstance(raw, int):
+            acc = raw
+        elif body.form and isinstance(raw, str) and raw.isascii() and raw.isdigit():
+            # form bodies carry every value as text; JSON ones must use a number
+            acc = int(raw) if len(raw) <= 9 else -1  # -1: an unknown access type, denied
+        else:
+            raise _BadRequest("field 'acc' must be an integer")
+    if "action" in fields:
+        action = fields["action"]
+        if not isinstance(action, str):
+            raise _BadRequest("field 'action' must be a string")
+        from_action = _ACTIONS.get(action.lower(), 0)
+        if acc is not None and acc != from_action:
+            raise _BadRequest("'acc' and 'action' disagree")
+        acc = from_action
+    if acc is None:
+        raise _BadRequest("missing field 'acc'")
+    return acc
+
+
+# --------------------------------------------------------------------------- handlers
+
+
+@dataclass(frozen=True, slots=True)
+class _Query:
+    """What one hook call asks, with the fields safe to log."""
+
+    decide: Callable[[], Decision]
+    log_fields: str
+
+
+_UNAUTHORIZED_BODY: Final = json.dumps({"ok": False, "error": "unauthorized"}).encode()
+_ALLOW_BODY: Final = json.dumps({"ok": True, "result": "allow"}).encode()
+_ERROR_BODY: Final = json.dumps({"ok": False, "error": "internal error"}).encode()
+
+
+def _json(body: bytes, status: int) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _secret_digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
+
+
+class _Hook:
+    """The three handlers, sharing the directory, secret, legacy flag and metrics."""
+
+    def __init__(
+        self,
+        directory: UserDirectory,
+        secret: str,
+        legacy_status: Callable[[], bool],
+        metrics: HookMetrics | None,
+    ) -> None:
+        self._directory = directory
+        self._secret = _secret_digest(secret)
+        self._legacy_status = legacy_status
+        self._metrics = metrics
+
+    def _count(self, endpoint: str, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.inc(endpoint, result)
+
+    def _authorized(self, request: web.Request) -> bool:
+        offered = request.query.getall(SECRET_PARAM, [])
+        if len(offered) != 1:
+            return False
+        return hmac.compare_digest(_secret_digest(offered[0]), self._secret)
+
+    async def _handle(
+        self,
+        request: web.Request,
+        endpoint: str,
+        parse: Callable[[_Body], _Query],
+    ) -> web.Response:
+        if not self._authorized(request):
+            self._count(endpoint, "unauthorized")
+            log.warning("mosq %s: missing or wrong secret from %s", endpoint, request.remote)
+            return _json(_UNAUTHORIZED_BODY, 401)
+        try:
+            query = parse(await _read_body(request))
+        except _BadRequest as exc:
+            self._count(endpoint, "bad_request")
+            log.info("mosq %s: bad request: %s", endpoint, exc)
+            return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        try:
+            decision = query.decide()
+        except Exception:
+            self._count(endpoint, "error")
+            log.exception("mosq %s: failed (%s)", endpoint, query.log_fields)
+            return _json(_ERROR_BODY, 500)
+        result = "allow" if decision.allowed else "deny"
+        self._count(endpoint, result)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("mosq %s %s -> %s (%s)", endpoint, query.log_fields, result, decision.reason)
+        if decision.allowed:
+            return _json(_ALLOW_BODY, 200)
+        return web.json_response(
+            {"ok": False, "result": "deny", "error": decision.reason}, status=403
+        )
+
+    # -- parsers: body fields -> a deferred decision
+
+    def _parse_auth(self, body: _Body) -> _Query:
+        fields = body.fields
+        username = _text(fields, "username", nullable=True)
+        password = _text(fields, "password", nullable=True)
+        client_id = _client_id(fields)
+        return _Query(
+            decide=lambda: self._directory.authenticate(username, password, client_id),
+            log_fields=f"username={_short(username)!r} clientid={_short(client_id)!r}",
+        )
+
+    def _parse_superuser(self, body: _Body) -> _Query:
+        fields = body.fields
+        username = _text(fields, "username", nullable=True)
+        return _Query(
+            decide=lambda: self._directory.is_superuser(username),
+            log_fields=f"username={_short(username)!r}",
+        )
+
+    def _parse_acl(self, body: _Body) -> _Query:
+        fields = body.fields
+        username = _text(fields, "username", nullable=True)
+        client_id = _client_id(fields)
+        topic = _text(fields, "topic", nullable=False)
+        acc = _acc(body)
+        return _Query(
+            decide=lambda: self._directory.acl(
+                username, client_id, topic, acc, legacy_status=bool(self._legacy_status())
+            ),
+            log_fields=(
+                f"username={_short(username)!r} clientid={_short(client_id)!r} "
+                f"topic={redact_topic(topic)!r} acc={acc}"
+            ),
+        )
+
+    # -- aiohttp handlers
+
+    async def auth(self, request: web.Request) -> web.Response:
+        """``POST /api/mosq/auth``."""
+        return await self._handle(request, "auth", self._parse_auth)
+
+    async def superuser(self, request: web.Request) -> web.Response:
+        """``POST /api/mosq/superuser``."""
+        return await self._handle(request, "superuser", self._parse_superuser)
+
+    async def acl(self, request: web.Request) -> web.Response:
+        """``POST /api/mosq/acl``."""
+        return await self._handle(request, "acl", self._parse_acl)
+
+
+def add_hook_routes(
+    app: web.Application,
+    directory: UserDirectory,
+    secret: str,
+    *,
+    legacy_status: Callable[[], bool] | bool = True,
+    metrics: HookMetrics | None = None,
+) -> None:
+    """Register the three hook endpoints on ``app``.
+
+    ``legacy_status`` (a bool or a callable read at every check) says whether
+    devices may still publish the deprecated ``locker/{u}/status``.
+    Raises ``ValueError`` if ``secret`` is empty: the hook refuses to run open.
+    """
+    if not secret:
+        raise ValueError("MOSQ_SECRET is required to serve the MQTT auth hook")
+    legacy: Callable[[], bool]
+    if callable(legacy_status):
+        legacy = legacy_status
+    else:
+        flag = bool(legacy_status)
+
+        def legacy() -> bool:
+            return flag
+
+    _install_access_log_filter()
+    hook = _Hook(directory, secret, legacy, metrics)
+    handlers: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
+        (AUTH_PATH, "mosq_auth", hook.auth),
+        (SUPERUSER_PATH, "mosq_superuser", hook.superuser),
+        (ACL_PATH, "mosq_acl", hook.acl),
+    )
+    for path, name, handler in handlers:
+        app.router.add_post(path, handler, name=name)
