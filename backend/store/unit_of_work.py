@@ -64,13 +64,22 @@ class UnitOfWork:
     recorded: list[RecordedEvent] = field(default_factory=list)
     _pending: list[tuple[LockerBank, list[DomainEvent]]] = field(default_factory=list)
     _versions: dict[str, int] = field(default_factory=dict)
+    _locked: bool = False
 
     def bank(self, uuid: str) -> LockerBank:
         """The bank as of this transaction (including events it already recorded)."""
         if uuid in self._versions:
             bank = self.cache.peek(uuid)
             return _replay(bank, [e for b, es in self._pending if b is bank for e in es])
+        self._lock()
         return self.cache.get(self.session, uuid)
+
+    def _lock(self) -> None:
+        """Serialize writers before reading aggregate state (PostgreSQL), so that concurrent
+        instances queue up instead of deciding on stale state and conflicting."""
+        if not self._locked:
+            event_store.lock_appends(self.session)
+            self._locked = True
 
     def execute(
         self,
@@ -87,6 +96,7 @@ class UnitOfWork:
             view = _replay(bank, [e for b, es in self._pending if b is bank for e in es])
             expected = self._versions[uuid]
         else:
+            self._lock()
             bank = view = self.cache.get(self.session, uuid)
             expected = bank.version
         events = decide(view)

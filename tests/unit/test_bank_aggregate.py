@@ -1,0 +1,216 @@
+"""The LockerBank aggregate without any I/O: rules, folding, late answers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from backend.domain.bank import LockerBank, default_compartments
+from backend.domain.errors import InvalidInput, NotFound, RuleViolation
+from backend.domain.events import (
+    CommandFailed,
+    CompartmentOpened,
+    CompartmentSpec,
+    ConfigApplied,
+    DomainEvent,
+    LockerBankProvisioned,
+    ProvisioningRejected,
+)
+
+NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
+TTL = timedelta(minutes=5)
+UUID = "00000000-0000-4000-8000-000000000001"
+
+
+def fold(bank: LockerBank, events: list[DomainEvent]) -> list[DomainEvent]:
+    for event in events:
+        bank.apply(event)
+    return events
+
+
+def new_bank(compartments: int = 4) -> LockerBank:
+    bank = LockerBank(UUID)
+    fold(
+        bank,
+        LockerBank.create(
+            UUID,
+            name="Hall",
+            location="Berlin",
+            compartments=default_compartments(compartments),
+            heartbeat_interval_seconds=5,
+            now=NOW,
+        ),
+    )
+    return bank
+
+
+def provisioned_bank() -> LockerBank:
+    bank = new_bank()
+    fold(bank, bank.issue_token("h", now=NOW, ttl=timedelta(days=7)))
+    fold(bank, bank.provision("h", client_id="c", password_sha256="p", now=NOW))
+    return bank
+
+
+def open_sent(bank: LockerBank, number: int = 1, txn: str = "t1") -> None:
+    fold(bank, bank.request_open(number, transaction_id=txn, requested_by="op", now=NOW, ttl=TTL))
+    fold(bank, bank.mark_sent(txn, now=NOW))
+
+
+@pytest.mark.parametrize(
+    ("name", "numbers", "interval", "message"),
+    [
+        ("", [1], 5, "name must not be empty"),
+        ("   ", [1], 5, "name must not be empty"),
+        ("x" * 101, [1], 5, "longer than 100"),
+        ("ok", [], 5, "1 to 1000 compartments"),
+        ("ok", [1, 1], 5, "unique"),
+        ("ok", [0, 1], 5, "start at 1"),
+        ("ok", [1], 0, "heartbeat interval"),
+    ],
+)
+def test_create_rejects_bad_input(
+    name: str, numbers: list[int], interval: int, message: str
+) -> None:
+    specs = [CompartmentSpec(number=n, slave_id=1, address=n) for n in numbers]
+    with pytest.raises(InvalidInput, match=message):
+        LockerBank.create(
+            UUID,
+            name=name,
+            location="",
+            compartments=specs,
+            heartbeat_interval_seconds=interval,
+            now=NOW,
+        )
+
+
+def test_created_bank_has_its_compartments_and_a_desired_hash() -> None:
+    bank = new_bank(3)
+    assert bank.exists and bank.version == 1
+    assert sorted(bank.compartments) == [1, 2, 3]
+    assert len(bank.desired_config_hash) == 64
+    assert bank.status == "unprovisioned"
+
+
+def test_no_command_to_an_unprovisioned_or_revoked_bank() -> None:
+    bank = new_bank()
+    with pytest.raises(RuleViolation, match="unprovisioned"):
+        bank.request_open(1, transaction_id="t", requested_by="op", now=NOW, ttl=TTL)
+    bank = provisioned_bank()
+    fold(bank, bank.revoke(now=NOW))
+    assert bank.status == "revoked"
+    with pytest.raises(RuleViolation, match="revoked"):
+        bank.request_config(transaction_id="t", requested_by="op", now=NOW, ttl=TTL)
+
+
+def test_unknown_compartment_is_refused_with_the_valid_range() -> None:
+    bank = provisioned_bank()
+    with pytest.raises(NotFound, match=r"no compartment 9 \(1-4\)"):
+        bank.request_open(9, transaction_id="t", requested_by="op", now=NOW, ttl=TTL)
+
+
+def test_one_open_request_per_compartment_in_flight() -> None:
+    bank = provisioned_bank()
+    open_sent(bank, 1, "t1")
+    with pytest.raises(RuleViolation, match="in flight"):
+        bank.request_open(1, transaction_id="t2", requested_by="op", now=NOW, ttl=TTL)
+    # Another compartment is fine, and after the answer the first is free again.
+    assert bank.request_open(2, transaction_id="t3", requested_by="op", now=NOW, ttl=TTL)
+    fold(bank, bank.record_response("t1", result="success", now=NOW))
+    assert bank.request_open(1, transaction_id="t4", requested_by="op", now=NOW, ttl=TTL)
+
+
+def test_first_response_decides_and_a_second_changes_nothing() -> None:
+    bank = provisioned_bank()
+    open_sent(bank)
+    events = fold(bank, bank.record_response("t1", result="success", now=NOW))
+    assert [type(e) for e in events] == [CompartmentOpened]
+    assert bank.compartments[1].door_state == "open"
+    with pytest.raises(NotFound):
+        bank.record_response("t1", result="success", now=NOW)
+
+
+def test_error_response_is_command_failed_with_its_code() -> None:
+    bank = provisioned_bank()
+    open_sent(bank)
+    (event,) = bank.record_response("t1", result="error", error_code="DOOR_JAMMED", now=NOW)
+    assert isinstance(event, CommandFailed)
+    assert event.error_code == "DOOR_JAMMED" and not event.late
+
+
+def test_answer_after_timeout_is_applied_late() -> None:
+    bank = provisioned_bank()
+    open_sent(bank)
+    fold(bank, bank.time_out("t1", now=NOW))
+    assert bank.compartments[1].open_transaction is None
+    (event,) = fold(bank, bank.record_response("t1", result="success", now=NOW))
+    assert isinstance(event, CompartmentOpened) and event.late
+
+
+def test_expire_only_open_commands() -> None:
+    bank = provisioned_bank()
+    open_sent(bank)
+    assert bank.expire("t1", now=NOW)
+    assert bank.expire("unknown", now=NOW) == []
+
+
+def test_sent_is_recorded_once() -> None:
+    bank = provisioned_bank()
+    open_sent(bank)
+    assert bank.mark_sent("t1", now=NOW) == []
+
+
+def test_config_applied_flags_drift() -> None:
+    bank = provisioned_bank()
+    fold(bank, bank.request_config(transaction_id="c1", requested_by="op", now=NOW, ttl=TTL))
+    fold(bank, bank.request_config(transaction_id="c2", requested_by="op", now=NOW, ttl=TTL))
+    (ok,) = fold(
+        bank,
+        bank.record_response(
+            "c1", result="success", applied_config_hash=bank.desired_config_hash, now=NOW
+        ),
+    )
+    (bad,) = bank.record_response("c2", result="success", applied_config_hash="0" * 64, now=NOW)
+    assert isinstance(ok, ConfigApplied) and ok.in_sync
+    assert isinstance(bad, ConfigApplied) and not bad.in_sync
+
+
+def test_provisioning_token_rules() -> None:
+    bank = new_bank()
+    fold(bank, bank.issue_token("h1", now=NOW, ttl=timedelta(hours=1)))
+    fold(bank, bank.issue_token("h2", now=NOW, ttl=timedelta(hours=1)))  # voids h1
+    (old,) = bank.provision("h1", client_id="c", password_sha256="p", now=NOW)
+    assert isinstance(old, ProvisioningRejected)
+    late = NOW + timedelta(hours=2)
+    (expired,) = bank.provision("h2", client_id="c", password_sha256="p", now=late)
+    assert isinstance(expired, ProvisioningRejected) and "expired" in expired.reason
+    (ok,) = fold(bank, bank.provision("h2", client_id="c", password_sha256="p", now=NOW))
+    assert isinstance(ok, LockerBankProvisioned)
+    assert bank.status == "provisioned"
+    (reused,) = bank.provision("h2", client_id="c", password_sha256="p", now=NOW)
+    assert isinstance(reused, ProvisioningRejected)
+
+
+def test_liveness_transitions_only() -> None:
+    bank = provisioned_bank()
+    assert bank.went_offline("last_will", now=NOW) == []  # not online yet
+    fold(bank, bank.came_online(now=NOW))
+    assert bank.came_online(now=NOW) == []
+    fold(bank, bank.went_offline("heartbeat_timeout", now=NOW))
+    assert bank.status == "offline"
+    assert bank.came_online(now=NOW)
+
+
+def test_door_state_only_on_change() -> None:
+    bank = provisioned_bank()
+    fold(bank, bank.door_state_changed(2, "closed", now=NOW))
+    assert bank.door_state_changed(2, "closed", now=NOW) == []
+    assert bank.door_state_changed(2, "open", now=NOW)
+    with pytest.raises(NotFound):
+        bank.door_state_changed(99, "open", now=NOW)
+
+
+def test_unknown_bank_refuses_everything() -> None:
+    bank = LockerBank(UUID)
+    with pytest.raises(NotFound, match="no locker bank"):
+        bank.issue_token("h", now=NOW, ttl=TTL)
