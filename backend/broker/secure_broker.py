@@ -1,0 +1,289 @@
+"""amqtt 0.12.1's Broker with its authorization holes closed.
+
+Everything here overrides a private `amqtt.broker.Broker` method, each the smallest seam
+found in the 0.12.1 source (one is re-implemented whole, see item 7 below); amqtt is pinned
+to 0.12.1 (pyproject) because these names are not public API. Each override says what
+upstream does and why that is not acceptable for a fleet of lockers (DESIGN section 4).
+`tests/integration/test_embedded_broker.py` holds a regression test for every item and a
+canary that fails once upstream stops leaking retained messages on resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import websockets.asyncio.server
+from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.broker import Broker
+from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import ApplicationMessage, Session
+from amqtt.utils import gen_client_id
+
+log = logging.getLogger(__name__)
+
+_Subscribers = list[tuple[Session, int]]
+# Set on a Session (amqtt's Session is unhashable, so no set of them) whose CONNECT passed.
+_PREAUTHENTICATED = "_locker_console_preauthenticated"
+
+
+class SnapshotSubscriptions(dict[str, _Subscribers]):
+    """The broker's `filter -> [(session, qos)]` table, iterated over a snapshot.
+
+    amqtt 0.12.1 walks this dict with `for ... in self._subscriptions` / `.items()` and
+    awaits inside the loop (the HTTP topic check for every delivery in `_run_broadcast`;
+    retained replay in `_handle_client_session`). A SUBSCRIBE or a session clean-up by another
+    client during that await adds or deletes a key, and the loop dies with "dictionary changed
+    size during iteration": the rest of that broadcast is lost, or a reconnecting client is
+    left connected but never served. Iterating a copy (subscriber lists copied too, since an
+    unsubscribe pops from them) makes those loops safe without copying amqtt's methods.
+    Lookups, `in`, `len` and mutation are the plain dict's.
+    """
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().__iter__()))
+
+    def items(self) -> list[tuple[str, _Subscribers]]:  # type: ignore[override]
+        return [(key, list(subs)) for key, subs in super().items()]
+
+
+class SecureBroker(Broker):
+    """amqtt's Broker, authorizing every delivery through the topic plugins.
+
+    Changes from amqtt 0.12.1, all needed so that one locker can never see another's traffic:
+
+    1. **Retained replay on session resume** (`_publish_retained_messages_for_subscription`).
+       When a `clean_session=False` client reconnects, upstream `_handle_client_session`
+       calls this method for *every* filter in the broker (`self._subscriptions`, all clients'
+       filters, e.g. the backend's `locker/#`) and the method publishes every matching
+       retained message with no topic check. A locker reconnecting thus received other
+       banks' retained `locker/{other}/state`; the hook was never asked. Here the method
+       serves only filters the session itself holds (on the SUBSCRIBE path that is always
+       true, the filter has just been added) and asks the topic plugins (acc 1, receive) for
+       each retained message before sending it. Overriding this one method fixes both the
+       resume path and the normal retained-on-subscribe path, which upstream also did not
+       check with acc 1.
+    2. **Queued messages on resume** (`_publish_session_retained_messages`): messages queued
+       for an offline persistent session (checked with acc 1 when queued) are checked again
+       at delivery, so a revocation in between takes effect, and are sent with RETAIN=0, as
+       MQTT 3.1.1 [MQTT-3.3.1-9] requires for an established subscription (upstream sets 1,
+       which makes a queued command look like a stale retained one).
+    3. **Last will** (`_check_connect`): upstream never checks the will topic, so a device
+       could set a will on `locker/{other}/command` and inject a command by dropping its
+       connection. As Mosquitto does, a CONNECT whose will topic the client may not publish
+       to (acc 2) is refused "not authorized".
+    4. **Hook failures** (`_check_connect`, `_topic_filtering`): an unreachable or hung hook
+       raised out of amqtt's handlers (a broadcast lost, a client left half-connected) and the
+       plugins' HTTP session has no timeout. Here any failure or timeout is a denial, logged
+       without the URL.
+    5. **Iteration safety**: `_subscriptions` is a `SnapshotSubscriptions`.
+    6. **Pre-bound listener** (`_create_server_instance`): the owner binds the TCP socket
+       itself (clear "port in use" error, port 0), and the broker serves on that socket.
+    7. **Authenticate before touching sessions** (`_initialize_client_session`). Upstream
+       first applies a CONNECT to the broker's session table and only then authenticates:
+       with `clean_session=1` it deletes the existing session of that client id (queued
+       messages included), on resume it overwrites that session's username and will, and
+       `_handle_client_session` even takes over (disconnects) a connected client of that
+       id and installs its own handler before sending the refusing CONNACK. So anyone who
+       knew a device's client id could, without a password, knock it offline, wipe its
+       queue and leave its session pointing at a dead connection. The CONNECT is now
+       checked right after it is read; a refused one never reaches the session table.
+       Upstream has no smaller seam (the checks are inline in this method), so the method
+       is re-implemented here, line for line except for that check (and the will's retain
+       flag, which upstream forgot to carry over on resume).
+
+    Normal deliveries need no change: upstream `_run_broadcast` already asks the topic plugins
+    with `Action.RECEIVE` (acc 1) for every subscriber, online or queued.
+    """
+
+    def __init__(
+        self,
+        config: BrokerConfig | dict[str, Any],
+        *,
+        listen_socket: socket.socket | None = None,
+        hook_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(config)
+        self._subscriptions = SnapshotSubscriptions()
+        self._listen_socket = listen_socket
+        self._hook_timeout = hook_timeout
+
+    # -- 6. listener on a socket bound by the owner -------------------------------------
+
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: Any,
+    ) -> asyncio.Server | websockets.asyncio.server.Server:
+        if self._listen_socket is None or listener_type != ListenerType.TCP:
+            return await super()._create_server_instance(
+                listener_name, listener_type, address, port, ssl_context
+            )
+        sock, self._listen_socket = self._listen_socket, None
+        return await asyncio.start_server(
+            partial(self.stream_connected, listener_name=listener_name),
+            sock=sock,
+            ssl=ssl_context,
+        )
+
+    # -- 7. authenticate a CONNECT before it can touch the session table --------------------
+
+    async def _initialize_client_session(
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        remote_address: str,
+        remote_port: int,
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        peer = f"{remote_address}:{remote_port}"
+        try:
+            handler, client_session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except AMQTTError as exc:
+            log.warning("%s: can't read first packet as CONNECT: %s", peer, exc)
+            raise AMQTTError(exc) from exc
+        except MQTTError as exc:
+            log.warning("invalid connection from %s", peer)
+            await writer.close()
+            raise MQTTError(exc) from exc
+        except NoDataError as exc:
+            log.warning("no data from %s: %s", peer, exc)
+            raise AMQTTError(exc) from exc
+
+        if not await self._check_connect(client_session):
+            connack = ConnackPacket.build(0, NOT_AUTHORIZED)
+            await connack.to_stream(writer)
+            await writer.close()
+            raise MQTTError(f"CONNECT of client id {client_session.client_id!r} not authorized")
+
+        if client_session.clean_session:
+            if client_session.client_id:
+                await self._delete_session(client_session.client_id)
+            else:
+                client_session.client_id = gen_client_id()
+            client_session.parent = 0
+        elif client_session.client_id in self._sessions:
+            existing, _ = self._sessions[client_session.client_id]
+            existing.will_flag = client_session.will_flag
+            existing.will_message = client_session.will_message
+            existing.will_topic = client_session.will_topic
+            existing.will_qos = client_session.will_qos
+            existing.will_retain = client_session.will_retain
+            existing.keep_alive = client_session.keep_alive
+            existing.username = client_session.username
+            existing.password = client_session.password
+            client_session = existing
+            client_session.parent = 1
+        else:
+            client_session.parent = 0
+
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if client_session.keep_alive > 0 and isinstance(delay, int):
+            client_session.keep_alive += delay
+        setattr(client_session, _PREAUTHENTICATED, True)  # consumed by `_authenticate`
+        return handler, client_session
+
+    async def _check_connect(self, session: Session) -> bool:
+        """The hook's login check, then (3.) the will topic against the publish ACL."""
+        try:
+            async with asyncio.timeout(self._hook_timeout):
+                allowed = await super()._authenticate(session, self.listeners_config["default"])
+        except Exception as exc:
+            log.warning("auth hook failed for a CONNECT, refusing it: %s", type(exc).__name__)
+            return False
+        if not allowed or not session.will_flag:
+            return allowed
+        if not await self._topic_filtering(session, session.will_topic or "", Action.PUBLISH):
+            log.info("refusing CONNECT of %s: will topic not allowed", session.client_id)
+            return False
+        return True
+
+    async def _authenticate(self, session: Session, listener: ListenerConfig) -> bool:
+        """Already decided in `_initialize_client_session`; checks again for any other caller."""
+        if getattr(session, _PREAUTHENTICATED, False):
+            setattr(session, _PREAUTHENTICATED, False)
+            return True
+        return await self._check_connect(session)
+
+    # -- 4. topic checks fail closed --------------------------------------------------------
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        try:
+            async with asyncio.timeout(self._hook_timeout):
+                return await super()._topic_filtering(session, topic, action)
+        except Exception as exc:
+            log.warning("topic check failed, denying %s: %s", action.value, type(exc).__name__)
+            return False
+
+    # -- 1. retained messages: own subscriptions only, each through the ACL -----------------
+
+    def _granted_qos(self, topic_filter: str, session: Session) -> int | None:
+        """The QoS this session holds on `topic_filter`, None when it does not subscribe it."""
+        for subscriber, qos in self._subscriptions.get(topic_filter, ()):
+            if subscriber.client_id == session.client_id:
+                return qos
+        return None
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        topic_filter = subscription[0]
+        granted = self._granted_qos(topic_filter, session)
+        if granted is None:
+            return  # another client's filter: upstream's resume replay walks all of them
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        sends: list[asyncio.Task[Any]] = []
+        for topic, retained in list(self._retained_messages.items()):
+            if not self._matches(topic, topic_filter):
+                continue
+            if not await self._topic_filtering(session, topic, Action.RECEIVE):
+                log.debug("retained message withheld from %s", session.client_id)
+                continue
+            qos = min(granted, retained.qos if retained.qos is not None else granted)
+            sends.append(
+                asyncio.ensure_future(
+                    handler.mqtt_publish(retained.topic, retained.data, qos, retain=True)
+                )
+            )
+        await _settle(sends)
+
+    # -- 2. queued messages: re-checked, RETAIN=0 -------------------------------------------
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        sends: list[asyncio.Task[Any]] = []
+        while not session.retained_messages.empty():
+            queued: ApplicationMessage = session.retained_messages.get_nowait()
+            if not await self._topic_filtering(session, queued.topic, Action.RECEIVE):
+                log.debug("queued message withheld from %s", session.client_id)
+                continue
+            sends.append(
+                asyncio.ensure_future(
+                    handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
+                )
+            )
+        await _settle(sends)
+
+
+async def _settle(tasks: list[asyncio.Task[Any]]) -> None:
+    """Wait for the sends and consume their errors (a PUBACK timeout is not the broker's fault)."""
+    if not tasks:
+        return
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, BaseException):
+            log.debug("delivery to a client failed: %s", type(result).__name__)
