@@ -1,0 +1,123 @@
+"""What a device puts on the wire: its topics and the payloads it builds.
+
+Every payload is built from the contract models in `backend.domain.contract`,
+so whatever a device sends is, by construction, what the backend parses. The
+upstream form (DESIGN section 3, "Compatibility") adds a `message_id` to every
+message and splits the state topic into heartbeat, compartments and
+connection.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from backend.domain import topics
+from backend.domain.contract import (
+    Action,
+    CommandResponse,
+    CompartmentSnapshotItem,
+    CompartmentsSnapshot,
+    ConnectionLost,
+    DeviceEvent,
+    Heartbeat,
+    HeartbeatData,
+    RegisterRequest,
+)
+from simulator.hardware import DoorState
+
+
+@dataclass(frozen=True)
+class DeviceTopics:
+    """The topics one bank's device uses."""
+
+    command: str
+    response: str
+    event: str
+    heartbeat: str
+    will: str
+    snapshot: str | None
+
+    @classmethod
+    def for_bank(cls, bank_uuid: str, *, upstream: bool, legacy_status: bool) -> DeviceTopics:
+        state = topics.device_topic(bank_uuid, "state")
+        return cls(
+            command=topics.command_topic(bank_uuid),
+            response=topics.device_topic(bank_uuid, "status" if legacy_status else "response"),
+            event=topics.device_topic(bank_uuid, "event"),
+            heartbeat=f"{state}/heartbeat" if upstream else state,
+            will=f"{state}/connection" if upstream else state,
+            snapshot=f"{state}/compartments" if upstream else None,
+        )
+
+
+class Wire:
+    """Builds a device's payloads (bytes) with its clock and, in upstream form, message ids."""
+
+    def __init__(self, clock: Callable[[], datetime], *, upstream: bool) -> None:
+        self.clock = clock
+        self.upstream = upstream
+
+    def message_id(self) -> str | None:
+        return str(uuid.uuid4()) if self.upstream else None
+
+    def register(self, client_id: str) -> bytes:
+        return RegisterRequest(
+            client_id=client_id, timestamp=self.clock(), message_id=self.message_id()
+        ).to_bytes()
+
+    def heartbeat(self, uptime_seconds: float) -> bytes:
+        data = HeartbeatData(timestamp=self.clock(), uptime_seconds=round(uptime_seconds, 3))
+        return Heartbeat(data=data, message_id=self.message_id()).to_bytes()
+
+    def last_will(self) -> bytes:
+        return ConnectionLost(
+            timestamp=self.clock(), reason="mqtt_last_will", message_id=self.message_id()
+        ).to_bytes()
+
+    def response(
+        self,
+        action: Action,
+        transaction_id: str,
+        *,
+        error_code: str | None = None,
+        message: str | None = None,
+        applied_config_hash: str | None = None,
+    ) -> bytes:
+        return CommandResponse(
+            action=action,
+            result="error" if error_code else "success",
+            transaction_id=transaction_id,
+            timestamp=self.clock(),
+            message=message,
+            error_code=error_code,
+            applied_config_hash=applied_config_hash,
+            message_id=self.message_id(),
+        ).to_bytes()
+
+    def door_event(self, compartment: int, state: DoorState) -> bytes:
+        return DeviceEvent(
+            event="door_state_changed",
+            event_id=str(uuid.uuid4()),
+            timestamp=self.clock(),
+            data={"compartment_number": compartment, "state": state},
+            message_id=self.message_id(),
+        ).to_bytes()
+
+    def qr_event(self, qr_payload: str, scanner: str) -> bytes:
+        return DeviceEvent(
+            event="qr_scanned",
+            event_id=str(uuid.uuid4()),
+            timestamp=self.clock(),
+            data={"qr_payload": qr_payload, "scanner": scanner},
+            message_id=self.message_id(),
+        ).to_bytes()
+
+    def snapshot(self, doors: Mapping[int, DoorState]) -> bytes:
+        items = [
+            CompartmentSnapshotItem(compartment_number=n, door_state=s)
+            for n, s in sorted(doors.items())
+        ]
+        return CompartmentsSnapshot(compartments=items, message_id=self.message_id()).to_bytes()
