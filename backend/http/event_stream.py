@@ -1,0 +1,142 @@
+"""``GET /api/events/stream``: the stored events as server-sent events, live.
+
+Each event is one SSE message::
+
+    id: 42
+    data: {"position": 42, "event_type": "LockerBankCreated", ...}
+
+``id`` is the event's global position, so a client that reconnects with
+``Last-Event-ID`` (browsers' ``EventSource`` do it by themselves) receives
+exactly the events after the last one it saw; without the header it starts
+after ``?after=N`` (default 0: everything). ``data`` is the same JSON object as
+``GET /api/events`` returns, hashes of secrets left out. No ``event:`` field
+is sent, so ``EventSource.onmessage`` sees every event; its kind is
+``event_type`` in the data.
+
+The store is the source (events recorded by any process, the CLI included):
+the stream polls it every ``poll_interval`` seconds (0.25 by default), sends
+what is new in position order, and writes a ``: keepalive`` comment when it
+has been quiet for ``keepalive`` seconds (15 by default) so proxies and
+clients keep the connection. It ends cleanly when the client goes away and
+when the app shuts down (``close()``, wired to ``on_shutdown``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Final
+
+from aiohttp import hdrs, web
+
+from backend.http.errors import BadRequest
+from backend.http.requests import int_query
+from backend.service import LockerService
+from backend.views import EventView
+
+__all__ = ["EventStream", "sse_frame"]
+
+log = logging.getLogger(__name__)
+
+MAX_POSITION: Final = 2**63 - 1
+RETRY_MS: Final = 2000
+_KEEPALIVE: Final = b": keepalive\n\n"
+
+
+def sse_frame(event: EventView) -> bytes:
+    """One SSE message: ``id`` = position, ``data`` = the event as compact JSON."""
+    data = json.dumps(event.to_json(), separators=(",", ":"), ensure_ascii=False)
+    return f"id: {event.position}\ndata: {data}\n\n".encode()
+
+
+def _client_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+class EventStream:
+    """The stream handler and the count of streams open (a gauge on /metrics)."""
+
+    def __init__(
+        self,
+        service: LockerService,
+        *,
+        poll_interval: float = 0.25,
+        keepalive: float = 15.0,
+        batch: int = 500,
+    ) -> None:
+        self.service = service
+        self.poll_interval = poll_interval
+        self.keepalive = keepalive
+        self.batch = batch
+        self._closing = asyncio.Event()
+        self.open_streams = 0
+
+    async def close(self, _app: web.Application | None = None) -> None:
+        """End every open stream (at app shutdown); new ones end at once."""
+        self._closing.set()
+
+    def _start_position(self, request: web.Request) -> int:
+        last_id = request.headers.get("Last-Event-ID")
+        if last_id is not None and last_id.strip():
+            text = last_id.strip()
+            if not text.isascii() or not text.isdigit() or len(text) > 18:
+                raise BadRequest("Last-Event-ID must be an event position (an integer)")
+            return int(text)
+        return int_query(request, "after", 0, minimum=0, maximum=MAX_POSITION)
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._closing.wait()
+        except TimeoutError:
+            pass
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """``GET /api/events/stream``."""
+        position = self._start_position(request)
+        response = web.StreamResponse(
+            status=200,
+            headers={
+                hdrs.CONTENT_TYPE: "text/event-stream; charset=utf-8",
+                hdrs.CACHE_CONTROL: "no-cache",
+                "X-Accel-Buffering": "no",
+            },
+        )
+        await response.prepare(request)
+        self.open_streams += 1
+        loop = asyncio.get_running_loop()
+        try:
+            await response.write(f"retry: {RETRY_MS}\n\n".encode())
+            quiet_since = loop.time()
+            failing = False
+            while not self._closing.is_set() and not _client_gone(request):
+                try:
+                    events = await self.service.events_after(position, self.batch)
+                except Exception as exc:  # the store is briefly down: keep the client
+                    if not failing:
+                        log.warning("event stream: reading events failed: %s", exc)
+                    failing = True
+                    events = []
+                else:
+                    failing = False
+                if events:
+                    await response.write(b"".join(sse_frame(e) for e in events))
+                    position = events[-1].position
+                    quiet_since = loop.time()
+                    if len(events) >= self.batch:
+                        continue  # more are waiting: no pause
+                elif loop.time() - quiet_since >= self.keepalive:
+                    await response.write(_KEEPALIVE)
+                    quiet_since = loop.time()
+                await self._pause(self.poll_interval * (4 if failing else 1))
+        except ConnectionResetError:
+            log.debug("event stream: client went away at position %d", position)
+            return response
+        finally:
+            self.open_streams -= 1
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
+        return response

@@ -1,0 +1,113 @@
+"""Health and status: is the database answering, is the broker connected.
+
+``GET /healthz`` (no token; for systemd, load balancers, uptime checks) answers
+200 when both are fine and 503 otherwise, with the details as JSON.
+``GET /api/status`` answers the ``SystemStatus`` an attached console shows in
+its status line. The broker's state comes from a callable the MQTT runtime
+provides; without one the broker is reported as not connected, because nobody
+can vouch for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Final
+
+from aiohttp import web
+
+from backend.gateway import SystemStatus
+from backend.http.schemas import HealthCheck, HealthReport
+from backend.service import LockerService
+
+__all__ = ["DB_PING_TIMEOUT", "HealthMonitor"]
+
+log = logging.getLogger(__name__)
+DB_PING_TIMEOUT: Final = 3.0
+
+
+class HealthMonitor:
+    """Checks the database and asks the broker callables; shared by /healthz and /api/status."""
+
+    def __init__(
+        self,
+        service: LockerService,
+        *,
+        broker_connected: Callable[[], bool] | None = None,
+        broker_detail: Callable[[], str] | None = None,
+        mode: str = "headless",
+        ping_timeout: float = DB_PING_TIMEOUT,
+    ) -> None:
+        self.service = service
+        self._broker_connected = broker_connected
+        self._broker_detail = broker_detail
+        self.mode = mode
+        self._ping_timeout = ping_timeout
+
+    async def database_ok(self) -> bool:
+        """True if the database answers ``SELECT 1`` within the ping timeout."""
+        db = self.service.db
+        try:
+            async with asyncio.timeout(self._ping_timeout):
+                return bool(await db.read(db.ping))
+        except Exception:  # a timeout, a closed executor: either way not ok
+            return False
+
+    def broker_connected(self) -> bool:
+        if self._broker_connected is None:
+            return False
+        try:
+            return bool(self._broker_connected())
+        except Exception:
+            log.exception("broker_connected provider failed")
+            return False
+
+    def broker_detail(self) -> str:
+        if self._broker_connected is None:
+            return "broker connectivity is not reported by this process"
+        if self._broker_detail is None:
+            return ""
+        try:
+            return str(self._broker_detail())
+        except Exception:
+            log.exception("broker_detail provider failed")
+            return ""
+
+    async def status(self) -> SystemStatus:
+        """What ``GET /api/status`` answers."""
+        return SystemStatus(
+            broker_connected=self.broker_connected(),
+            database_ok=await self.database_ok(),
+            broker_detail=self.broker_detail(),
+            mode=self.mode,
+        )
+
+    async def report(self) -> HealthReport:
+        """What ``GET /healthz`` answers."""
+        database_ok = await self.database_ok()
+        broker_ok = self.broker_connected()
+        detail = self.broker_detail()
+        return HealthReport(
+            status="ok" if database_ok and broker_ok else "unavailable",
+            database=HealthCheck(
+                ok=database_ok,
+                detail=f"{self.service.db.dialect} " + ("answering" if database_ok else "down"),
+            ),
+            broker=HealthCheck(
+                ok=broker_ok, detail=detail or ("connected" if broker_ok else "disconnected")
+            ),
+        )
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        """``GET /healthz``."""
+        report = await self.report()
+        return web.json_response(
+            report.model_dump(mode="json"),
+            status=200 if report.status == "ok" else 503,
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def api_status(self, request: web.Request) -> web.Response:
+        """``GET /api/status``."""
+        return web.json_response((await self.status()).to_json())

@@ -1,0 +1,241 @@
+"""The HTTP application and its server: auth hook, REST API, event stream, health, metrics.
+
+Wiring for ``--headless`` (or the standalone console's services)::
+
+    directory = await load_directory(service, settings)
+    app = build_app(service, directory, settings,
+                    broker_connected=runtime.connected, mqtt_metrics=runtime.metrics.snapshot)
+    server = HttpServer(app)
+    await server.start(settings.http_host, settings.http_port)
+    ...
+    await server.stop()
+
+``build_app`` subscribes the hook's credential listener and runs the
+credential follower (``backend.http.credentials``) for as long as the app is
+up, so revocations by this process apply at once and those by other processes
+(the CLI) within a second. ``HttpServer`` serves with
+``RedactingAccessLogger``, so ``?mosq_secret=`` never reaches the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from aiohttp import web
+
+from backend.config import Settings
+from backend.http.api import RestApi
+from backend.http.auth import guard_for
+from backend.http.credentials import CredentialSync, follow_credentials
+from backend.http.endpoints import Endpoint, register
+from backend.http.errors import error_middleware
+from backend.http.event_stream import EventStream
+from backend.http.health import HealthMonitor
+from backend.http.hook import HookMetrics, RedactingAccessLogger, add_hook_routes
+from backend.http.openapi import build_openapi, hook_endpoints
+from backend.http.prometheus import CommandLatency, MetricsEndpoint, MqttMetricsProvider
+from backend.http.schemas import HealthReport
+from backend.http.users import UserDirectory
+from backend.service import LockerService
+
+__all__ = [
+    "PARTS",
+    "AppParts",
+    "HttpServer",
+    "HttpServerError",
+    "build_app",
+]
+
+log = logging.getLogger(__name__)
+OPENAPI_PATH: Final = "/api/openapi.json"
+
+
+@dataclass(frozen=True)
+class AppParts:
+    """The pieces of one app, for whoever needs to look inside (tests, the runtime)."""
+
+    service: LockerService
+    directory: UserDirectory
+    monitor: HealthMonitor
+    stream: EventStream
+    latency: CommandLatency
+    hook_metrics: HookMetrics
+    metrics: MetricsEndpoint
+    openapi: dict[str, Any]
+    endpoints: tuple[Endpoint, ...]
+
+
+PARTS: Final = web.AppKey("locker_parts", AppParts)
+
+
+def build_app(
+    service: LockerService,
+    directory: UserDirectory,
+    settings: Settings,
+    *,
+    broker_connected: Callable[[], bool] | None = None,
+    broker_detail: Callable[[], str] | None = None,
+    mqtt_metrics: MqttMetricsProvider | None = None,
+    hook_metrics: HookMetrics | None = None,
+    sync_credentials: bool = True,
+    credentials_interval: float = 1.0,
+    stream_poll_interval: float = 0.25,
+    stream_keepalive: float = 15.0,
+    mode: str = "headless",
+) -> web.Application:
+    """The aiohttp application with every route of the backend.
+
+    Raises ``SettingsError`` (naming ``MOSQ_SECRET``) when the hook has no
+    secret: it never runs open. ``broker_connected``/``broker_detail`` and
+    ``mqtt_metrics`` are the MQTT runtime's, when there is one.
+    """
+    hook_metrics = hook_metrics or HookMetrics()
+    app = web.Application(middlewares=[error_middleware])
+    add_hook_routes(
+        app,
+        directory,
+        settings.secret("mosq_secret"),
+        legacy_status=lambda: settings.mqtt_accept_legacy_status,
+        metrics=hook_metrics,
+    )
+    monitor = HealthMonitor(
+        service, broker_connected=broker_connected, broker_detail=broker_detail, mode=mode
+    )
+    stream = EventStream(service, poll_interval=stream_poll_interval, keepalive=stream_keepalive)
+    latency = CommandLatency(service)
+    metrics = MetricsEndpoint(
+        service,
+        monitor,
+        hook_metrics=hook_metrics,
+        mqtt_metrics=mqtt_metrics,
+        latency=latency,
+        open_streams=lambda: stream.open_streams,
+    )
+    api = RestApi(service, monitor, stream)
+
+    async def openapi(request: web.Request) -> web.Response:
+        return web.json_response(request.app[PARTS].openapi)
+
+    endpoints: list[Endpoint] = [
+        *api.endpoints(),
+        Endpoint(
+            "GET",
+            "/healthz",
+            "healthz",
+            "Database and broker health (200 when both are fine, 503 otherwise)",
+            monitor.healthz,
+            response=HealthReport,
+            extra_responses={503: "Something is down (same body)"},
+        ),
+        Endpoint(
+            "GET",
+            "/metrics",
+            "metrics",
+            "Prometheus metrics (text format 0.0.4)",
+            metrics.handle,
+            media_type="text/plain",
+        ),
+        Endpoint("GET", OPENAPI_PATH, "openapi", "This OpenAPI 3.1 document", openapi),
+    ]
+    register(app, endpoints, guard_for(service))
+    document = build_openapi([*endpoints, *hook_endpoints()])
+    app[PARTS] = AppParts(
+        service=service,
+        directory=directory,
+        monitor=monitor,
+        stream=stream,
+        latency=latency,
+        hook_metrics=hook_metrics,
+        metrics=metrics,
+        openapi=document,
+        endpoints=tuple(endpoints),
+    )
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        service.subscribe(latency.on_events)
+        follower: asyncio.Task[None] | None = None
+        if sync_credentials:
+            sync = CredentialSync.of(directory)
+            service.subscribe(sync.listener)
+            follower = asyncio.create_task(
+                follow_credentials(service, directory, credentials_interval),
+                name="credential-follower",
+            )
+        try:
+            yield
+        finally:
+            latency.closed = True  # the service keeps its listeners; make ours inert
+            if follower is not None:
+                follower.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await follower
+
+    app.cleanup_ctx.append(lifetime)
+    app.on_shutdown.append(stream.close)
+    return app
+
+
+class HttpServerError(RuntimeError):
+    """The HTTP server could not start; the message names the setting to change."""
+
+
+class HttpServer:
+    """Serves one app on a TCP port, with the secret-redacting access log."""
+
+    def __init__(self, app: web.Application, *, shutdown_timeout: float = 5.0) -> None:
+        self.app = app
+        self.shutdown_timeout = shutdown_timeout
+        self._runner: web.AppRunner | None = None
+        self.host: str | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the running server (the bound port if 0 was asked)."""
+        if self.host is None or self.port is None:
+            raise RuntimeError("the HTTP server is not running")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port``; ``HttpServerError`` naming HTTP_PORT when it is taken."""
+        if self._runner is not None:
+            raise RuntimeError("the HTTP server is already running")
+        runner = web.AppRunner(
+            self.app,
+            access_log_class=RedactingAccessLogger,
+            shutdown_timeout=self.shutdown_timeout,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                raise HttpServerError(
+                    f"HTTP_PORT {port} is already in use on {host}; "
+                    "stop the other process or set HTTP_PORT to a free port"
+                ) from None
+            raise HttpServerError(
+                f"cannot listen on {host}:{port} (HTTP_HOST/HTTP_PORT): {exc.strerror or exc}"
+            ) from None
+        self._runner = runner
+        addresses = runner.addresses
+        self.host = host
+        self.port = int(addresses[0][1]) if addresses else port
+        log.info("HTTP API listening on %s", self.url)
+
+    async def stop(self) -> None:
+        """Close the listener, end event streams, wait for requests in flight (bounded)."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        await runner.cleanup()
+        log.info("HTTP API stopped")
