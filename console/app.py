@@ -1,0 +1,244 @@
+"""The Textual operations console: `LockerConsoleApp(gateway, readonly=..., clock=...)`.
+
+The app talks only to a `ConsoleGateway`. It owns one watcher (a timer and a worker)
+that reads connectivity and the stored events after the last position it has seen,
+derives toasts from them and keeps the event tail for the Events screen. Each screen
+refreshes its own data on its own timer, in its own worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.theme import Theme
+
+from backend.domain.timeutil import Clock, SystemClock
+from backend.gateway import ConsoleGateway, SystemStatus
+from backend.views import EventView, TransactionView
+from console.alerts import (
+    Alert,
+    BankName,
+    event_alerts,
+    status_alerts,
+    transactions_needed,
+)
+from console.context import ConsoleContext
+from console.modals.help import HelpModal
+from console.palette import ConsoleCommands, PaletteCommand
+from console.screens.actions import ShowBank
+from console.screens.bank import BankScreen
+from console.screens.base import MODES, LiveScreen
+from console.screens.events import EventsScreen
+from console.screens.fleet import FleetScreen
+from console.screens.provisioning import ProvisioningScreen
+from console.screens.transactions import TransactionsScreen
+from widgets.status_line import Connectivity
+
+log = logging.getLogger(__name__)
+
+STYLES = Path(__file__).resolve().parent.parent / "styles"
+PAGE = 500
+MAX_PAGES_PER_TICK = 20
+
+# Colours that keep their meaning when the terminal has only 16 (they map onto the
+# standard ANSI palette); with a 16-colour terminal the app switches to `ansi-dark`,
+# which uses the terminal's own palette. Words carry every state either way.
+LOCKER_THEME = Theme(
+    name="locker",
+    primary="#5f87d7",
+    secondary="#00afaf",
+    accent="#d7af00",
+    warning="#d7af00",
+    error="#d75f5f",
+    success="#5faf5f",
+    foreground="#e4e4e4",
+    background="#000000",
+    surface="#121212",
+    panel="#1c1c1c",
+    dark=True,
+)
+
+LABELS = {"fleet": "Fleet", "transactions": "Transactions", "events": "Events"}
+LABELS["provisioning"] = "Provisioning"
+
+
+class LockerConsoleApp(App[None]):
+    """Fleet, bank, transactions, events and provisioning screens over a ConsoleGateway."""
+
+    TITLE = "locker-console"
+    CSS_PATH = STYLES / "console.tcss"
+    COMMANDS = App.COMMANDS | {ConsoleCommands}
+    ENABLE_COMMAND_PALETTE = True
+    BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
+        *(Binding(key, f"show('{mode}')", LABELS[mode], show=False) for key, mode, _ in MODES),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit", show=False),
+    ]
+
+    def __init__(
+        self,
+        gateway: ConsoleGateway,
+        *,
+        readonly: bool = False,
+        clock: Clock | None = None,
+        refresh_interval: float = 0.25,
+    ) -> None:
+        super().__init__()
+        self.readonly = readonly
+        self.ctx = ConsoleContext(
+            gateway=gateway,
+            clock=clock or SystemClock(),
+            readonly=readonly,
+            refresh_interval=refresh_interval,
+        )
+        self._position: int | None = None  # None until caught up with the stored events
+        self._status: SystemStatus | None = None
+        self._watching = False
+        self.add_mode("fleet", lambda: FleetScreen(self.ctx))
+        self.add_mode("transactions", lambda: TransactionsScreen(self.ctx))
+        self.add_mode("events", lambda: EventsScreen(self.ctx))
+        self.add_mode("provisioning", lambda: ProvisioningScreen(self.ctx))
+
+    @property
+    def gateway(self) -> ConsoleGateway:
+        return self.ctx.gateway
+
+    def on_mount(self) -> None:
+        self.register_theme(LOCKER_THEME)
+        sixteen_colours = self.console.color_system in ("standard", "windows")
+        self.theme = "ansi-dark" if sixteen_colours else "locker"
+        self.switch_mode("fleet")
+        self.set_interval(self.ctx.refresh_interval, self.watch_tick)
+        self.watch_tick()
+
+    # ----- navigation --------------------------------------------------------------------
+
+    def action_show(self, mode: str) -> None:
+        """Switch to one of the top-level screens (each keeps its own state and filter)."""
+        self.switch_mode(mode)
+
+    def on_show_bank(self, message: ShowBank) -> None:
+        self.push_screen(BankScreen(self.ctx, message.bank_uuid))
+
+    def action_help(self) -> None:
+        """The keys that apply here, and the meaning of the state words."""
+        screen = self.screen
+        if isinstance(screen, HelpModal):
+            return
+        keys: list[tuple[str, str]] = []
+        for active in screen.active_bindings.values():
+            if active.enabled and active.binding.description:
+                keys.append((self.get_key_display(active.binding), active.binding.description))
+        keys.append(("ctrl+p", "Command palette"))
+        title = screen.SCREEN_TITLE if isinstance(screen, LiveScreen) else "console"
+        self.push_screen(HelpModal(title, keys, self.readonly))
+
+    # ----- palette -----------------------------------------------------------------------
+
+    def commands_for(self, screen: Screen[object]) -> Iterable[PaletteCommand]:
+        """Palette commands: navigation, the screen's own, then per-bank commands."""
+        for key, mode, _ in MODES:
+            label = LABELS[mode]
+            yield PaletteCommand(
+                f"Show {label.lower()}", f"Switch to the {label} screen ({key})", self._show(mode)
+            )
+        yield PaletteCommand("Help", "Keys and state words (?)", self.action_help)
+        if isinstance(screen, LiveScreen):
+            yield PaletteCommand("Filter", "Filter this screen's table (/)", screen.action_filter)
+            yield from screen.palette_commands()
+        for bank in list(self.ctx.banks):
+            uuid = bank.uuid
+            yield PaletteCommand(
+                f"View bank: {bank.name}",
+                f"{bank.location} · {bank.status}",
+                lambda uuid=uuid: self.post_message(ShowBank(uuid)),  # type: ignore[misc]
+                discover=False,
+            )
+        if not self.readonly and isinstance(screen, FleetScreen | ProvisioningScreen):
+            for bank in list(self.ctx.banks):
+                yield from screen.bank_commands(bank, discover=False)
+
+    def _show(self, mode: str) -> Callable[[], object]:
+        return lambda: self.switch_mode(mode)
+
+    # ----- the watcher: connectivity, events, toasts -------------------------------------
+
+    def watch_tick(self) -> None:
+        if self._watching:
+            return
+        self._watching = True
+        self.watch_backend()
+
+    @work(exclusive=True, group="watch", exit_on_error=False)
+    async def watch_backend(self) -> None:
+        """Read status() and the events after our position; toast what deserves it."""
+        try:
+            await self._read_status()
+            await self._read_events()
+        except Exception as exc:
+            log.warning("console watcher: %s", exc)
+            self.ctx.connectivity = replace(self.ctx.connectivity, stale=True)
+        finally:
+            self._watching = False
+
+    async def _read_status(self) -> None:
+        status = await self.gateway.status()
+        for alert in status_alerts(self._status, status):
+            self.toast(alert)
+        self._status = status
+        self.ctx.connectivity = Connectivity(
+            broker_connected=status.broker_connected,
+            database_ok=status.database_ok,
+            broker_detail=status.broker_detail,
+            mode=status.mode,
+            operator=self.gateway.actor,
+            readonly=self.readonly,
+        )
+
+    async def _read_events(self) -> None:
+        catching_up = self._position is None
+        position = self._position or 0
+        for _ in range(MAX_PAGES_PER_TICK):
+            batch = await self.gateway.events_after(position, PAGE)
+            if not batch:
+                break
+            position = batch[-1].position
+            self._remember(batch)
+            if not catching_up:
+                await self._alert(batch)
+            if len(batch) < PAGE:
+                break
+        self._position = position
+
+    def _remember(self, events: list[EventView]) -> None:
+        for event in events:
+            if event.event_type == "LockerBankCreated":
+                name = str(event.payload.get("name", ""))
+                location = str(event.payload.get("location", ""))
+                self.ctx.names[event.aggregate_uuid] = BankName(name, location)
+        self.ctx.events.extend(events)
+
+    async def _alert(self, events: list[EventView]) -> None:
+        transactions: dict[str, TransactionView] = {}
+        for tid in transactions_needed(events, self.ctx.mine)[:20]:
+            try:
+                transactions[tid] = await self.gateway.get_transaction(tid)
+            except Exception as exc:
+                log.info("no details for transaction %s: %s", tid, exc)
+        for alert in event_alerts(events, self.ctx.names, transactions, self.ctx.mine):
+            self.toast(alert)
+
+    def toast(self, alert: Alert) -> None:
+        """Show one alert (errors stay longer)."""
+        timeout = 12.0 if alert.severity == "error" else 6.0
+        self.notify(
+            alert.message, title=alert.title, severity=alert.severity, timeout=timeout, markup=False
+        )

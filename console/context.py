@@ -1,0 +1,54 @@
+"""What every screen of the console shares: the gateway, the clock, the read-only switch,
+and the live state the app keeps up to date (connectivity, event tail, bank names).
+
+Screens get this object in their constructor; they never reach into the app for it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from backend.domain.timeutil import Clock
+from backend.gateway import ConsoleGateway
+from backend.views import BankView, EventView
+from console.alerts import BankName
+from console.heartbeats import HeartbeatHistory
+from widgets.status_line import Connectivity
+
+EVENT_TAIL = 2000
+
+
+@dataclass
+class ConsoleContext:
+    """Dependencies and shared live state of one console session."""
+
+    gateway: ConsoleGateway
+    clock: Clock
+    readonly: bool = False
+    refresh_interval: float = 0.25
+    heartbeats: HeartbeatHistory = field(default_factory=HeartbeatHistory)
+    names: dict[str, BankName] = field(default_factory=dict)
+    banks: list[BankView] = field(default_factory=list)
+    events: deque[EventView] = field(default_factory=lambda: deque(maxlen=EVENT_TAIL))
+    connectivity: Connectivity = field(
+        default_factory=lambda: Connectivity(broker_connected=None, database_ok=None)
+    )
+    mine: set[str] = field(default_factory=set)
+    """Transaction ids this console requested (their success is worth a toast)."""
+
+    def remember_banks(self, banks: list[BankView]) -> None:
+        """Keep the latest bank list (palette commands, names) and feed the heartbeat history."""
+        self.banks = banks
+        for bank in banks:
+            self.names[bank.uuid] = BankName(bank.name, bank.location)
+        self.heartbeats.observe(banks)
+
+    def name_of(self, uuid: str) -> str:
+        """The bank's name, or the start of its uuid when unknown."""
+        known = self.names.get(uuid)
+        return known.name if known else uuid[:8]
+
+    def plain_names(self) -> dict[str, str]:
+        """uuid -> name, for widgets."""
+        return {uuid: bank.name for uuid, bank in self.names.items()}

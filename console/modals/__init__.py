@@ -1,0 +1,1 @@
+"""Modal dialogs of the console: confirmations, the one-time token, help."""

@@ -1,0 +1,119 @@
+"""Confirmation before anything that acts on a real locker or voids a credential.
+
+The modal captures what it will act on when it opens (`payload`) and returns exactly
+that on confirmation, whatever the cursor underneath has done since. `y` confirms;
+Enter, `n` and Escape on the default (Cancel) button do not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, Static
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class OpenRequest:
+    """Open compartment `number` of the bank `bank_uuid` (named for the confirmation)."""
+
+    bank_uuid: str
+    bank_name: str
+    location: str
+    number: int
+
+
+@dataclass(frozen=True)
+class BankRequest:
+    """An action on a whole bank (new token, revoke, config push)."""
+
+    bank_uuid: str
+    bank_name: str
+    location: str
+
+
+class ConfirmModal(ModalScreen[T | None], Generic[T]):
+    """Ask before acting; dismisses with the captured payload, or None when cancelled."""
+
+    BINDINGS = [
+        Binding("y", "confirm", "Yes"),
+        Binding("n", "cancel", "No"),
+        Binding("escape", "cancel", "Cancel"),
+    ]
+
+    def __init__(
+        self, payload: T, *, title: str, lines: Sequence[str | Text], confirm: str
+    ) -> None:
+        super().__init__()
+        self.payload = payload
+        self._title = title
+        self._lines = list(lines)
+        self._confirm = confirm
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="dialog"):
+            yield Static(Text(self._title, style="bold"), id="dialog-title")
+            for line in self._lines:
+                yield Static(line if isinstance(line, Text) else Text(line), classes="line")
+            yield Static(
+                Text(f"y {self._confirm.lower()} · n / Esc cancel", style="dim"), classes="hint"
+            )
+            with Horizontal(id="buttons"):
+                yield Button(self._confirm, id="confirm", variant="warning")
+                yield Button("Cancel", id="cancel", variant="default")
+
+    def on_mount(self) -> None:
+        self.query_one("#cancel", Button).focus()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "confirm":
+            self.action_confirm()
+        else:
+            self.action_cancel()
+
+    def action_confirm(self) -> None:
+        self.dismiss(self.payload)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+def confirm_open(request: OpenRequest) -> ConfirmModal[OpenRequest]:
+    """The confirmation naming bank, location and compartment."""
+    where = Text("Bank      ")
+    where.append(request.bank_name, style="bold")
+    place = Text("Location  ")
+    place.append(request.location or "—", style="bold")
+    door = Text("Door      ")
+    door.append(f"compartment {request.number}", style="bold yellow")
+    return ConfirmModal(
+        request,
+        title=f"Open compartment {request.number}?",
+        lines=[where, place, door, Text(f"uuid      {request.bank_uuid}", style="dim")],
+        confirm="Open",
+    )
+
+
+def confirm_bank(
+    request: BankRequest, *, title: str, consequence: str, confirm: str
+) -> ConfirmModal[BankRequest]:
+    """A confirmation for an action on a whole bank."""
+    where = Text("Bank      ")
+    where.append(request.bank_name, style="bold")
+    place = Text("Location  ")
+    place.append(request.location or "—", style="bold")
+    return ConfirmModal(
+        request,
+        title=title,
+        lines=[where, place, Text(f"uuid      {request.bank_uuid}", style="dim"), consequence],
+        confirm=confirm,
+    )

@@ -1,0 +1,158 @@
+"""Actions on a bank shared by several screens: view, open a compartment, push config,
+issue a new provisioning token, revoke. Each asks for confirmation where it matters and
+runs through `LiveScreen.submit` (a worker; refused in read-only mode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from textual.message import Message
+
+from backend.views import BankView, IssuedToken, TransactionView
+from console.modals.confirm import BankRequest, OpenRequest, confirm_bank, confirm_open
+from console.modals.token import TokenModal
+from console.palette import PaletteCommand
+from console.screens.base import LiveScreen
+
+D = TypeVar("D")
+
+
+@dataclass
+class ShowBank(Message):
+    """Ask the app to show the bank screen of `bank_uuid`."""
+
+    bank_uuid: str
+
+
+class BankActionScreen(LiveScreen[D], Generic[D]):
+    """A `LiveScreen` that acts on banks."""
+
+    def view_bank(self, bank_uuid: str) -> None:
+        self.post_message(ShowBank(bank_uuid))
+
+    # ----- open a compartment ------------------------------------------------------------
+
+    def ask_open(self, request: OpenRequest) -> None:
+        """Confirm, then open exactly the compartment captured in `request`."""
+        if self.may_act():
+            self.app.push_screen(confirm_open(request), self._open_confirmed)
+
+    def _open_confirmed(self, request: OpenRequest | None) -> None:
+        if request is None:
+            return
+        gateway = self.ctx.gateway
+        what = f"Compartment {request.number} of {request.bank_name}"
+        self.submit(
+            f"Open compartment {request.number}",
+            lambda: gateway.request_open(request.bank_uuid, request.number),
+            lambda txn: self._requested(txn, what),
+        )
+
+    def _requested(self, txn: TransactionView, what: str) -> None:
+        self.ctx.mine.add(txn.transaction_id)
+        self.notify(f"{what}: {txn.status}.", title="Requested", markup=False)
+
+    # ----- configuration -----------------------------------------------------------------
+
+    def push_config(self, request: BankRequest) -> None:
+        """Send the bank its compartment mapping (no confirmation: it changes no door)."""
+        gateway = self.ctx.gateway
+        self.submit(
+            "Config push",
+            lambda: gateway.request_config_push(request.bank_uuid),
+            lambda txn: self._requested(txn, f"Config push to {request.bank_name}"),
+        )
+
+    # ----- credentials -------------------------------------------------------------------
+
+    def ask_new_token(self, request: BankRequest) -> None:
+        if self.may_act():
+            modal = confirm_bank(
+                request,
+                title="Issue a new provisioning token?",
+                consequence="The bank's previous token stops working.",
+                confirm="Issue",
+            )
+            self.app.push_screen(modal, self._new_token_confirmed)
+
+    def _new_token_confirmed(self, request: BankRequest | None) -> None:
+        if request is None:
+            return
+        gateway = self.ctx.gateway
+        self.submit(
+            "New token",
+            lambda: gateway.issue_token(request.bank_uuid),
+            lambda issued: self._show_token(issued, request.bank_name),
+        )
+
+    def _show_token(self, issued: IssuedToken, bank_name: str) -> None:
+        self.app.push_screen(
+            TokenModal(
+                bank_uuid=issued.uuid,
+                bank_name=bank_name,
+                token=issued.token,
+                expires_at=issued.token_expires_at,
+                reissued=True,
+            )
+        )
+
+    def ask_revoke(self, request: BankRequest) -> None:
+        if self.may_act():
+            modal = confirm_bank(
+                request,
+                title="Revoke this bank's credentials?",
+                consequence="The broker refuses the bank until it is provisioned again.",
+                confirm="Revoke",
+            )
+            self.app.push_screen(modal, self._revoke_confirmed)
+
+    def _revoke_confirmed(self, request: BankRequest | None) -> None:
+        if request is None:
+            return
+        gateway = self.ctx.gateway
+        self.submit(
+            "Revoke",
+            lambda: gateway.revoke(request.bank_uuid),
+            lambda _none: self.notify(
+                f"{request.bank_name} revoked.", title="Revoked", markup=False
+            ),
+        )
+
+    # ----- palette -----------------------------------------------------------------------
+
+    def bank_commands(self, bank: BankView, *, discover: bool) -> Iterable[PaletteCommand]:
+        """The state-changing palette commands for one bank."""
+        request = BankRequest(bank.uuid, bank.name, bank.location)
+        yield PaletteCommand(
+            f"Push config: {bank.name}",
+            "Send the bank its compartment mapping",
+            lambda: self.push_config(request),
+            changes_state=True,
+            discover=discover,
+        )
+        yield PaletteCommand(
+            f"New provisioning token: {bank.name}",
+            "Issue a token (the old one stops working)",
+            lambda: self.ask_new_token(request),
+            changes_state=True,
+            discover=discover,
+        )
+        yield PaletteCommand(
+            f"Revoke: {bank.name}",
+            "Revoke the bank's MQTT credentials",
+            lambda: self.ask_revoke(request),
+            changes_state=True,
+            discover=discover,
+        )
+        for compartment in bank.compartments:
+            open_request = OpenRequest(bank.uuid, bank.name, bank.location, compartment.number)
+            yield PaletteCommand(
+                f"Open compartment {compartment.number}: {bank.name}",
+                f"Open door {compartment.number} (asks first)",
+                lambda r=open_request: self.ask_open(r),  # type: ignore[misc]
+                changes_state=True,
+                discover=False,
+            )

@@ -1,0 +1,220 @@
+"""The base of the console's screens: one refresh timer, I/O in workers, a `/` filter,
+the status line, a footer, and read-only enforcement for every state-changing action.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import ClassVar, Generic, TypeVar
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from backend.domain.errors import DomainError
+from console.context import ConsoleContext
+from console.palette import PaletteCommand
+from widgets.filter_bar import FilterBar
+from widgets.mode_tabs import ModeTabs
+from widgets.status_line import StatusLine
+
+log = logging.getLogger(__name__)
+D = TypeVar("D")
+R = TypeVar("R")
+
+
+# The top-level screens: (key, mode name, short label), in tab order.
+MODES: tuple[tuple[str, str, str], ...] = (
+    ("1", "fleet", "Fleet"),
+    ("2", "transactions", "Txns"),
+    ("3", "events", "Events"),
+    ("4", "provisioning", "Prov"),
+)
+
+
+class TitleBar(Static):
+    """The first line of a screen: where you are and the headline numbers."""
+
+    DEFAULT_CSS = """
+    TitleBar { width: 1fr; height: 1; padding: 0 1; }
+    """
+
+
+class LiveScreen(Screen[None], Generic[D]):
+    """A screen that refreshes its data in a worker every `refresh_interval` seconds.
+
+    Subclasses implement `fetch` (awaits the gateway, runs in a worker), `draw` (puts the
+    last data on the widgets; no I/O) and `headline`. Actions named in `WRITE_ACTIONS`
+    change the fleet: in read-only mode they are hidden, unbound and refused.
+    """
+
+    BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
+        Binding("slash", "filter", "Filter"),
+    ]
+    WRITE_ACTIONS: ClassVar[frozenset[str]] = frozenset()
+    SCREEN_TITLE: ClassVar[str] = ""
+    MODE: ClassVar[str] = ""
+    """The tab this screen belongs to."""
+    SCREEN_TITLE_SHOWN: ClassVar[bool] = False
+    """Whether the title bar names the screen (the tabs already name the top-level ones)."""
+
+    def __init__(self, ctx: ConsoleContext, *, name: str | None = None) -> None:
+        super().__init__(name=name)
+        self.ctx = ctx
+        self.query_text = ""
+        self.data: D | None = None
+        self._loading = False
+        self._failing = False
+
+    # ----- composition -------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="title-bar"):
+            yield TitleBar(id="title")
+            yield ModeTabs(MODES, self.MODE)
+        yield from self.compose_body()
+        yield FilterBar(id="filter")
+        yield StatusLine(id="status-line")
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        """The screen's own widgets, between the title and the status line."""
+        yield from ()
+
+    def on_mount(self) -> None:
+        self.set_interval(self.ctx.refresh_interval, self.tick)
+        self.tick()
+
+    def on_screen_resume(self) -> None:
+        self.tick()
+
+    # ----- refresh -----------------------------------------------------------------------
+
+    @property
+    def shown(self) -> bool:
+        """True while the screen is in the current stack (on top or under a modal)."""
+        return self in self.app.screen_stack
+
+    def tick(self) -> None:
+        """Timer callback: redraw the status line and start a refresh unless one is running."""
+        self.query_one(StatusLine).show(self.ctx.connectivity, self.ctx.clock.now())
+        if self._loading or not self.shown:
+            return
+        self._loading = True
+        self.refresh_data()
+
+    @work(exclusive=True, group="refresh", exit_on_error=False)
+    async def refresh_data(self) -> None:
+        """Fetch (awaiting the gateway) and draw; a failure marks the data as stale."""
+        try:
+            self.data = await self.fetch()
+        except Exception as exc:
+            self._refresh_failed(exc)
+        else:
+            self._failing = False
+            self.redraw()
+        finally:
+            self._loading = False
+
+    def _refresh_failed(self, exc: Exception) -> None:
+        if not self._failing:
+            log.warning("refresh of %s failed: %s", type(self).__name__, exc)
+            self.notify(
+                f"Could not refresh: {exc}", title="Stale data", severity="warning", markup=False
+            )
+        self._failing = True
+        failing = Text(f"{self.SCREEN_TITLE} · refresh failing: {exc}", "bold red", no_wrap=True)
+        self.query_one(TitleBar).update(failing)
+
+    async def fetch(self) -> D:
+        """Load this screen's data through the gateway (runs in a worker)."""
+        raise NotImplementedError
+
+    def redraw(self) -> None:
+        """Put the last fetched data (filtered) on the widgets, and the headline in the title."""
+        if self.data is None:
+            return
+        self.draw(self.data)
+        title = Text(no_wrap=True, overflow="ellipsis")
+        if self.SCREEN_TITLE_SHOWN:
+            title.append(f"{self.SCREEN_TITLE} · ", style="bold")
+        title.append_text(self.headline(self.data))
+        if self.query_text:
+            title.append(f" · filter: {self.query_text}", style="cyan")
+        if self.ctx.readonly:
+            title.append(" · read-only", style="bold cyan")
+        self.query_one(TitleBar).update(title)
+
+    def draw(self, data: D) -> None:
+        """Show `data` on the screen's widgets."""
+
+    def headline(self, data: D) -> Text:
+        """Numbers for the title bar (counts by state)."""
+        return Text("")
+
+    # ----- filter ------------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        """Open the filter bar (it keeps the last filter of this screen)."""
+        self.query_one(FilterBar).open()
+
+    def on_filter_bar_changed(self, event: FilterBar.Changed) -> None:
+        self.query_text = event.query.strip()
+        self.redraw()
+
+    def on_filter_bar_done(self, event: FilterBar.Done) -> None:
+        self.focus_main()
+
+    def focus_main(self) -> None:
+        """Give focus back to the screen's main widget."""
+        self.focus_next()
+
+    # ----- actions and read-only ---------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return not (action in self.WRITE_ACTIONS and self.ctx.readonly)
+
+    def may_act(self) -> bool:
+        """False (and nothing happens) in read-only mode."""
+        return not self.ctx.readonly
+
+    def palette_commands(self) -> Iterable[PaletteCommand]:
+        """This screen's palette commands (actions marked `changes_state`)."""
+        return ()
+
+    def submit(
+        self,
+        label: str,
+        call: Callable[[], Awaitable[R]],
+        done: Callable[[R], None] | None = None,
+    ) -> None:
+        """Run a state-changing gateway call in a worker; refusals become error toasts."""
+        if not self.may_act():
+            return
+        self._submit(label, call, done)
+
+    @work(group="command", exit_on_error=False)
+    async def _submit(
+        self,
+        label: str,
+        call: Callable[[], Awaitable[R]],
+        done: Callable[[R], None] | None,
+    ) -> None:
+        # Not exclusive: a second command must never cancel one already on its way.
+        try:
+            result = await call()
+        except DomainError as exc:
+            self.notify(str(exc), title=f"{label} refused", severity="error", markup=False)
+            return
+        except Exception as exc:
+            log.exception("%s failed", label)
+            self.notify(f"{exc}", title=f"{label} failed", severity="error", markup=False)
+            return
+        if done is not None:
+            done(result)
+        self.tick()

@@ -1,0 +1,88 @@
+"""Fleet: one row per bank, the truth about the whole fleet at a glance."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+
+from backend.views import BankView
+from console.modals.confirm import BankRequest
+from console.palette import PaletteCommand
+from console.screens.actions import BankActionScreen
+from widgets.badges import state_text
+from widgets.bank_table import BankTable
+
+
+def fleet_headline(banks: list[BankView]) -> Text:
+    """`3 banks: 2 online · 1 offline · 2 pending`."""
+    counts = Counter(bank.status for bank in banks)
+    text = Text(f"{len(banks)} bank{'' if len(banks) == 1 else 's'}")
+    separator = ": "
+    for status in ("online", "offline", "provisioned", "unprovisioned", "revoked"):
+        if counts.get(status):
+            text.append(f"{separator}{counts[status]} ")
+            text.append_text(state_text(status))
+            separator = " · "
+    pending = sum(bank.pending_commands for bank in banks)
+    if pending:
+        text.append(f" · {pending} pending", style="yellow")
+    return text
+
+
+class FleetScreen(BankActionScreen[list[BankView]]):
+    """Every bank: status, heartbeat age and pulse, open doors, config, pending commands."""
+
+    SCREEN_TITLE = "Fleet"
+    MODE = "fleet"
+    BINDINGS = [
+        Binding("p", "push_config", "Push config"),
+    ]
+    WRITE_ACTIONS = frozenset({"push_config"})
+
+    def compose_body(self) -> ComposeResult:
+        yield BankTable(id="banks")
+
+    async def fetch(self) -> list[BankView]:
+        banks = await self.ctx.gateway.list_banks()
+        self.ctx.remember_banks(banks)
+        return banks
+
+    def draw(self, data: list[BankView]) -> None:
+        now = self.ctx.clock.now()
+        pulses = self.ctx.heartbeats.pulses((b.uuid for b in data), now)
+        self.query_one(BankTable).show(data, now, pulses, self.query_text)
+
+    def headline(self, data: list[BankView]) -> Text:
+        return fleet_headline(data)
+
+    def focus_main(self) -> None:
+        self.query_one(BankTable).focus()
+
+    @property
+    def highlighted(self) -> BankView | None:
+        """The bank under the cursor (from the last refresh)."""
+        key = self.query_one(BankTable).cursor_key
+        return next((b for b in self.data or [] if b.uuid == key), None)
+
+    def on_bank_table_bank_chosen(self, event: BankTable.BankChosen) -> None:
+        self.view_bank(event.bank_uuid)
+
+    def action_push_config(self) -> None:
+        bank = self.highlighted
+        if bank is not None:
+            self.push_config(BankRequest(bank.uuid, bank.name, bank.location))
+
+    def palette_commands(self) -> Iterable[PaletteCommand]:
+        bank = self.highlighted
+        if bank is None:
+            return
+        yield PaletteCommand(
+            f"View bank: {bank.name}",
+            "Compartments, config and recent transactions",
+            lambda: self.view_bank(bank.uuid),
+        )
+        yield from self.bank_commands(bank, discover=True)

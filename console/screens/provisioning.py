@@ -1,0 +1,198 @@
+"""Provisioning: create a bank (its token is shown once), issue a new token, revoke.
+
+In read-only mode the form is not there at all and the bank list is only a list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import Button, Input, Label
+
+from backend.domain.errors import InvalidInput
+from backend.views import BankView, CreatedBank
+from console.modals.confirm import BankRequest
+from console.modals.token import TokenModal
+from console.palette import PaletteCommand
+from console.screens.actions import BankActionScreen
+from widgets.badges import state_text
+from widgets.formatting import age, short_id, truncate
+from widgets.keyed_table import KeyedTable, Row, filter_rows
+
+
+def token_state(bank: BankView, now: datetime) -> Text:
+    """Whether the bank has a usable provisioning token, in words."""
+    if bank.token_expires_at is None:
+        if bank.provisioned_at is not None:
+            return Text(f"used {age(bank.provisioned_at, now)}")
+        return Text("none", style="dim")
+    left = (bank.token_expires_at - now).total_seconds()
+    if left <= 0:
+        return Text("expired", style="bold red")
+    days, hours = int(left // 86_400), int(left % 86_400 // 3600)
+    return Text(f"valid {days}d {hours}h" if days else f"valid {hours}h", style="green")
+
+
+def provisioning_row(bank: BankView, now: datetime) -> Row:
+    return Row(
+        bank.uuid,
+        (
+            Text(truncate(bank.name, 14)),
+            Text(truncate(bank.location, 10)),
+            state_text(bank.status),
+            token_state(bank, now),
+            Text(short_id(bank.uuid), style="dim"),
+        ),
+    )
+
+
+class ProvisioningTable(KeyedTable):
+    """Banks with their credential state, keyed by uuid."""
+
+    COLUMNS = (
+        ("name", "name", 14),
+        ("location", "location", 10),
+        ("status", "status", 13),
+        ("token", "token", 14),
+        ("uuid", "uuid", 8),
+    )
+
+    def show(self, banks: Sequence[BankView], now: datetime, query: str = "") -> None:
+        """Show `banks` (display order) filtered by `query`."""
+        self.sync(filter_rows([provisioning_row(b, now) for b in banks], query))
+
+
+def parse_count(text: str, what: str, low: int, high: int) -> int:
+    """A whole number in [low, high] from a form field, or InvalidInput naming the field."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise InvalidInput(f"{what} must be a whole number") from None
+    if not low <= value <= high:
+        raise InvalidInput(f"{what} must be between {low} and {high}")
+    return value
+
+
+class ProvisioningScreen(BankActionScreen[list[BankView]]):
+    """New banks and their credentials."""
+
+    SCREEN_TITLE = "Provisioning"
+    MODE = "provisioning"
+    BINDINGS = [
+        Binding("n", "new_bank", "New bank"),
+        Binding("t", "new_token", "New token"),
+        Binding("r", "revoke", "Revoke"),
+    ]
+    WRITE_ACTIONS = frozenset({"new_bank", "new_token", "revoke", "create"})
+
+    def compose_body(self) -> ComposeResult:
+        if not self.ctx.readonly:
+            with Horizontal(classes="form-row"):
+                yield Label("name", classes="form-label")
+                yield Input(placeholder="Main hall", id="new-name", compact=True)
+                yield Label("location", classes="form-label")
+                yield Input(placeholder="Berlin", id="new-location", compact=True)
+            with Horizontal(classes="form-row"):
+                yield Label("doors", classes="form-label")
+                yield Input("12", id="new-doors", compact=True, type="integer")
+                yield Label("beat (s)", classes="form-label")
+                yield Input("30", id="new-interval", compact=True, type="integer")
+                yield Button("Create bank", id="create", compact=True, variant="primary")
+        yield ProvisioningTable(id="provisioning")
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.query_one(ProvisioningTable).focus()
+
+    async def fetch(self) -> list[BankView]:
+        banks = await self.ctx.gateway.list_banks()
+        self.ctx.remember_banks(banks)
+        return banks
+
+    def draw(self, data: list[BankView]) -> None:
+        self.query_one(ProvisioningTable).show(data, self.ctx.clock.now(), self.query_text)
+
+    def headline(self, data: list[BankView]) -> Text:
+        waiting = sum(1 for b in data if b.status == "unprovisioned")
+        return Text(f"{len(data)} banks · {waiting} waiting for their device")
+
+    def focus_main(self) -> None:
+        self.query_one(ProvisioningTable).focus()
+
+    @property
+    def highlighted(self) -> BankRequest | None:
+        key = self.query_one(ProvisioningTable).cursor_key
+        bank = next((b for b in self.data or [] if b.uuid == key), None)
+        return BankRequest(bank.uuid, bank.name, bank.location) if bank else None
+
+    # ----- create ------------------------------------------------------------------------
+
+    def action_new_bank(self) -> None:
+        self.query_one("#new-name", Input).focus()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id and event.input.id.startswith("new-"):
+            event.stop()
+            self.action_create()
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "create":
+            event.stop()
+            self.action_create()
+
+    def action_create(self) -> None:
+        """Create the bank described by the form; its token is shown once."""
+        if not self.may_act():
+            return
+        name = self.query_one("#new-name", Input).value
+        location = self.query_one("#new-location", Input).value
+        try:
+            doors = parse_count(self.query_one("#new-doors", Input).value, "doors", 1, 10_000)
+            interval = parse_count(
+                self.query_one("#new-interval", Input).value, "heartbeat interval", 1, 3600
+            )
+        except InvalidInput as exc:
+            self.notify(str(exc), title="Create bank refused", severity="error", markup=False)
+            return
+        gateway = self.ctx.gateway
+        self.submit(
+            "Create bank",
+            lambda: gateway.create_bank(name, location, doors, interval),
+            self._created,
+        )
+
+    def _created(self, created: CreatedBank) -> None:
+        self.query_one("#new-name", Input).value = ""
+        self.query_one("#new-location", Input).value = ""
+        self.app.push_screen(
+            TokenModal(
+                bank_uuid=created.uuid,
+                bank_name=created.name,
+                token=created.token,
+                expires_at=created.token_expires_at,
+                reissued=False,
+            )
+        )
+
+    # ----- credentials -------------------------------------------------------------------
+
+    def action_new_token(self) -> None:
+        if (request := self.highlighted) is not None:
+            self.ask_new_token(request)
+
+    def action_revoke(self) -> None:
+        if (request := self.highlighted) is not None:
+            self.ask_revoke(request)
+
+    def palette_commands(self) -> Iterable[PaletteCommand]:
+        yield PaletteCommand(
+            "Create bank",
+            "Fill in the form (name, location, doors, heartbeat)",
+            self.action_new_bank,
+            changes_state=True,
+        )

@@ -1,0 +1,58 @@
+"""The `/` filter bar: an input docked under a table; Enter keeps the filter, Escape clears it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import Input
+
+
+class FilterBar(Input):
+    """Type to filter the table above (words match anywhere in a row, case-insensitive)."""
+
+    DEFAULT_CSS = """
+    FilterBar { height: 1; display: none; }
+    FilterBar.-active { display: block; }
+    """
+
+    BINDINGS = [Binding("escape", "clear", "Clear filter")]
+
+    @dataclass
+    class Changed(Message):
+        """The filter text changed (every keystroke)."""
+
+        query: str
+
+    @dataclass
+    class Done(Message):
+        """The operator left the filter bar (Enter keeps it, Escape cleared it)."""
+
+        query: str
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(
+            placeholder="filter: words to match · Enter keeps · Escape clears", id=id, compact=True
+        )
+
+    def open(self) -> None:
+        """Show the bar and put the cursor in it."""
+        self.add_class("-active")
+        self.focus()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        self.post_message(self.Changed(event.value))
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if not event.value:
+            self.remove_class("-active")
+        self.post_message(self.Done(event.value))
+
+    def action_clear(self) -> None:
+        self.value = ""
+        self.remove_class("-active")
+        self.post_message(self.Changed(""))
+        self.post_message(self.Done(""))
