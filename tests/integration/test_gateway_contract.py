@@ -1,0 +1,290 @@
+"""The ConsoleGateway contract: in-process and over HTTP, the console gets the same answers.
+
+One suite, parametrized over both gateways (``InProcessGateway`` on the
+service; ``HttpGateway`` against a real server on the same service) and over
+the databases of the ``service`` fixture. Each answer is compared with what
+the service itself says; each refusal must raise the same domain error type
+with the same message as the service, and change nothing.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from backend.domain.errors import DomainError, InvalidInput, NotFound, RuleViolation
+from backend.gateway import ConsoleGateway, InProcessGateway
+from backend.http.client_gateway import AccessDenied, BackendUnreachable, HttpGateway
+from backend.service import LockerService
+from backend.views import BankView, CreatedBank, EventView, IssuedToken, TransactionView
+from tests.support.http_api import OPERATOR, BrokerFlag, provision, serve_api
+
+UNKNOWN_UUID = "00000000-0000-4000-8000-000000000000"
+KINDS = ["in-process", "http"]
+
+
+class Subject:
+    """The gateway under test, the broker flag behind it, and how it reports its mode."""
+
+    def __init__(self, kind: str, gateway: ConsoleGateway, broker: BrokerFlag, mode: str) -> None:
+        self.kind = kind
+        self.gateway = gateway
+        self.broker = broker
+        self.mode = mode
+
+
+@pytest.fixture(params=KINDS)
+async def subject(request: pytest.FixtureRequest, service: LockerService) -> AsyncIterator[Subject]:
+    if request.param == "in-process":
+        broker = BrokerFlag()
+        yield Subject(
+            "in-process",
+            InProcessGateway(
+                service,
+                actor=OPERATOR,
+                broker_connected=broker.is_connected,
+                broker_detail=broker.describe,
+            ),
+            broker,
+            "standalone",
+        )
+        return
+    async with serve_api(service) as api:
+        gateway = HttpGateway(api.base_url, api.operator_token)
+        try:
+            assert await gateway.whoami() == (OPERATOR, "operator")
+            yield Subject("http", gateway, api.broker, "attach")
+        finally:
+            await gateway.close()
+
+
+async def everything(service: LockerService) -> dict[str, Any]:
+    return {
+        "events": [e.to_json() for e in await service.events_after(0, 100_000)],
+        "banks": [b.to_json() for b in await service.list_banks()],
+        "transactions": [t.to_json() for t in await service.list_transactions(None, 1000)],
+        "outbox": await service.devices.outbox_depth(),
+    }
+
+
+# ----- reads ---------------------------------------------------------------------------------
+
+
+async def test_actor_is_the_operator(subject: Subject) -> None:
+    assert subject.gateway.actor == OPERATOR
+
+
+async def test_list_and_get_banks(subject: Subject, service: LockerService) -> None:
+    assert await subject.gateway.list_banks() == []
+    ready = await provision(service, "Ready")
+    await service.create_bank("Fresh", "Hamburg", 3, actor="setup")
+    banks = await subject.gateway.list_banks()
+    assert banks == await service.list_banks()
+    assert all(type(b) is BankView for b in banks)
+    one = await subject.gateway.get_bank(ready.uuid)
+    assert one == await service.get_bank(ready.uuid)
+    assert one.open_compartments == 0 and len(one.compartments) == 4
+
+
+async def test_transactions(subject: Subject, service: LockerService) -> None:
+    a = await provision(service, "A")
+    b = await provision(service, "B")
+    await service.request_open(a.uuid, 1, actor="setup")
+    await service.request_open(a.uuid, 2, actor="setup")
+    txn = await service.request_open(b.uuid, 3, actor="setup")
+    gateway = subject.gateway
+    assert await gateway.list_transactions() == await service.list_transactions()
+    assert await gateway.list_transactions(a.uuid) == await service.list_transactions(a.uuid)
+    assert await gateway.list_transactions(a.uuid, 1) == await service.list_transactions(a.uuid, 1)
+    assert await gateway.list_transactions(None, 2) == await service.list_transactions(None, 2)
+    got = await gateway.get_transaction(txn.transaction_id)
+    assert type(got) is TransactionView and got == txn
+
+
+async def test_events_after(subject: Subject, service: LockerService) -> None:
+    assert await subject.gateway.events_after() == []
+    await provision(service, "A")
+    await service.create_bank("B", "", 2, actor="setup")
+    every = await service.events_after(0)
+    assert len(every) >= 5
+    for position, limit in ((0, 500), (0, 2), (every[1].position, 3), (every[-1].position, 10)):
+        got = await subject.gateway.events_after(position, limit)
+        assert got == await service.events_after(position, limit)
+        assert all(type(e) is EventView for e in got)
+
+
+async def test_status(subject: Subject) -> None:
+    status = await subject.gateway.status()
+    assert status.broker_connected is True and status.database_ok is True
+    assert status.broker_detail == subject.broker.detail
+    assert status.mode == subject.mode
+    subject.broker.connected = False
+    subject.broker.detail = "reconnecting"
+    status = await subject.gateway.status()
+    assert status.broker_connected is False and status.broker_detail == "reconnecting"
+
+
+# ----- commands ------------------------------------------------------------------------------
+
+
+async def test_create_bank(subject: Subject, service: LockerService) -> None:
+    created = await subject.gateway.create_bank("Hall A", "Berlin", 5, 10)
+    assert type(created) is CreatedBank
+    assert (created.name, created.location, created.compartments) == ("Hall A", "Berlin", 5)
+    assert created.heartbeat_interval_seconds == 10
+    assert await service.bank_by_token(created.token) == created.uuid
+    bank = await service.get_bank(created.uuid)
+    assert bank.token_expires_at == created.token_expires_at
+    assert bank.status == "unprovisioned" and len(bank.compartments) == 5
+    events = await service.events_after(0)
+    assert {e.metadata["actor"] for e in events} == {OPERATOR}
+
+
+async def test_issue_token(subject: Subject, service: LockerService) -> None:
+    created = await service.create_bank("Hall A", "", 2, actor="setup")
+    issued = await subject.gateway.issue_token(created.uuid)
+    assert type(issued) is IssuedToken and issued.uuid == created.uuid
+    assert await service.bank_by_token(issued.token) == created.uuid
+    assert await service.bank_by_token(created.token) is None
+    assert (await service.get_bank(created.uuid)).token_expires_at == issued.token_expires_at
+
+
+async def test_revoke(subject: Subject, service: LockerService) -> None:
+    bank = await provision(service)
+    assert await subject.gateway.revoke(bank.uuid) is None
+    assert (await service.get_bank(bank.uuid)).status == "revoked"
+    last = (await service.events_after(0))[-1]
+    assert last.event_type == "CredentialsRevoked" and last.metadata["actor"] == OPERATOR
+
+
+async def test_request_open(subject: Subject, service: LockerService) -> None:
+    bank = await provision(service)
+    txn = await subject.gateway.request_open(bank.uuid, 3)
+    assert type(txn) is TransactionView
+    assert txn == await service.get_transaction(txn.transaction_id)
+    assert (txn.action, txn.compartment_number, txn.status) == ("open_compartment", 3, "pending")
+    assert txn.requested_by == OPERATOR
+    compartment = (await service.get_bank(bank.uuid)).compartments[2]
+    assert compartment.open_transaction_id == txn.transaction_id
+
+
+async def test_request_config_push(subject: Subject, service: LockerService) -> None:
+    bank = await provision(service)
+    txn = await subject.gateway.request_config_push(bank.uuid)
+    assert type(txn) is TransactionView
+    assert txn == await service.get_transaction(txn.transaction_id)
+    assert (txn.action, txn.status, txn.requested_by) == ("apply_config", "pending", OPERATOR)
+    assert txn.config_hash == (await service.get_bank(bank.uuid)).desired_config_hash
+
+
+# ----- refusals ------------------------------------------------------------------------------
+
+Call = Callable[[ConsoleGateway, dict[str, str]], Awaitable[object]]
+
+REFUSALS: list[tuple[str, Call, type[DomainError]]] = [
+    ("get-unknown-bank", lambda g, b: g.get_bank(UNKNOWN_UUID), NotFound),
+    ("get-not-a-uuid", lambda g, b: g.get_bank("not-a-uuid"), NotFound),
+    ("get-unknown-transaction", lambda g, b: g.get_transaction("nope"), NotFound),
+    ("transactions-unknown-bank", lambda g, b: g.list_transactions(UNKNOWN_UUID), NotFound),
+    ("create-empty-name", lambda g, b: g.create_bank("", "", 2), InvalidInput),
+    ("create-blank-name", lambda g, b: g.create_bank("   ", "", 2), InvalidInput),
+    ("create-long-name", lambda g, b: g.create_bank("x" * 101, "", 2), InvalidInput),
+    ("create-long-location", lambda g, b: g.create_bank("X", "y" * 201, 2), InvalidInput),
+    ("create-no-compartments", lambda g, b: g.create_bank("X", "", 0), InvalidInput),
+    ("create-too-many", lambda g, b: g.create_bank("X", "", 1001), InvalidInput),
+    ("create-bad-interval", lambda g, b: g.create_bank("X", "", 2, 0), InvalidInput),
+    ("token-unknown-bank", lambda g, b: g.issue_token(UNKNOWN_UUID), NotFound),
+    ("revoke-unknown-bank", lambda g, b: g.revoke(UNKNOWN_UUID), NotFound),
+    ("revoke-unprovisioned", lambda g, b: g.revoke(b["fresh"]), RuleViolation),
+    ("open-unknown-bank", lambda g, b: g.request_open(UNKNOWN_UUID, 1), NotFound),
+    ("open-unprovisioned", lambda g, b: g.request_open(b["fresh"], 1), RuleViolation),
+    ("open-unknown-compartment", lambda g, b: g.request_open(b["ready"], 99), NotFound),
+    ("open-compartment-zero", lambda g, b: g.request_open(b["ready"], 0), NotFound),
+    ("open-in-flight", lambda g, b: g.request_open(b["ready"], 1), RuleViolation),
+    ("open-revoked", lambda g, b: g.request_open(b["revoked"], 1), RuleViolation),
+    ("config-unknown-bank", lambda g, b: g.request_config_push(UNKNOWN_UUID), NotFound),
+    ("config-unprovisioned", lambda g, b: g.request_config_push(b["fresh"]), RuleViolation),
+]
+
+
+@pytest.fixture
+async def banks(service: LockerService) -> dict[str, str]:
+    ready = await provision(service, "Ready")
+    await service.request_open(ready.uuid, 1, actor="setup")
+    revoked = await provision(service, "Revoked")
+    await service.revoke(revoked.uuid, actor="setup")
+    fresh = await service.create_bank("Fresh", "", 2, actor="setup")
+    return {"ready": ready.uuid, "fresh": fresh.uuid, "revoked": revoked.uuid}
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"), [(c, e) for _, c, e in REFUSALS], ids=[i for i, _, _ in REFUSALS]
+)
+async def test_refusals_match_the_service(
+    subject: Subject,
+    service: LockerService,
+    banks: dict[str, str],
+    call: Call,
+    expected: type[DomainError],
+) -> None:
+    oracle = InProcessGateway(service, actor=OPERATOR)
+    with pytest.raises(DomainError) as reference:
+        await call(oracle, banks)
+    assert type(reference.value) is expected
+    before = await everything(service)
+    with pytest.raises(DomainError) as raised:
+        await call(subject.gateway, banks)
+    assert type(raised.value) is expected
+    assert str(raised.value) == str(reference.value)
+    assert await everything(service) == before
+
+
+# ----- the HTTP gateway's own failures ------------------------------------------------------
+
+
+def closed_port() -> int:
+    """A port nobody listens on (bound once, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+async def test_http_gateway_backend_unreachable() -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    async with HttpGateway(url, "some-token") as gateway:
+        with pytest.raises(BackendUnreachable, match=f"backend unreachable at {url}") as info:
+            await gateway.list_banks()
+        assert isinstance(info.value, DomainError)
+        assert "some-token" not in str(info.value)
+        with pytest.raises(BackendUnreachable):
+            await gateway.request_open(UNKNOWN_UUID, 1)
+        with pytest.raises(BackendUnreachable):
+            await gateway.status()
+
+
+async def test_http_gateway_refused_tokens(service: LockerService) -> None:
+    async with serve_api(service) as api:
+        async with HttpGateway(api.base_url, "wrong-token") as stranger:
+            with pytest.raises(AccessDenied, match="invalid or revoked API token") as info:
+                await stranger.list_banks()
+            assert "wrong-token" not in str(info.value) and "wrong-token" not in repr(stranger)
+        async with HttpGateway(api.base_url, api.app_token) as app_client:
+            assert await app_client.whoami() == ("mobile-app", "app")
+            assert await app_client.list_banks() == []
+            before = await everything(service)
+            with pytest.raises(AccessDenied, match="may not do this"):
+                await app_client.create_bank("X", "", 2)
+            assert await everything(service) == before
+
+
+async def test_http_gateway_quotes_path_segments(service: LockerService) -> None:
+    async with serve_api(service) as api, HttpGateway(api.base_url, api.operator_token) as gw:
+        for odd in ("a/b", "../locker-banks", "x?y=1", "%2F", "#frag"):
+            with pytest.raises(NotFound):
+                await gw.get_bank(odd)
+            with pytest.raises(NotFound):
+                await gw.get_transaction(odd)
