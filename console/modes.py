@@ -1,13 +1,174 @@
-"""Run modes: standalone console, headless backend, demo, attach, simulate."""
+"""Run modes: standalone console, headless backend, demo, attach, simulate.
+
+Only the TUI modes import Textual (lazily); `--headless` and `simulate` never do.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import os
+import signal
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from backend.config import Settings, SettingsError, load_settings
+from backend.domain.errors import DomainError
+from console.logging_setup import configure
+
+
+def _port_env_set() -> bool:
+    return bool(os.environ.get("MQTT_PORT"))
 
 
 def run_mode(args: argparse.Namespace) -> int:
-    """Start the requested long-running mode."""
-    name = args.command or ("headless" if args.headless else "demo" if args.demo else "console")
-    print(f"error: the {name} mode is not available in this build yet", file=sys.stderr)
-    return 2
+    """Start the requested long-running mode; returns the exit code."""
+    settings = load_settings()
+    if args.command == "simulate":
+        configure(settings, to_file=False)
+        return _run(_simulate(settings, args))
+    if args.command == "attach":
+        return _run(_attach(settings, args))
+    if args.headless:
+        if args.demo or args.readonly:
+            raise SettingsError("--headless runs no console: drop --demo/--readonly")
+        configure(settings, to_file=False)
+        from backend.runner import run_headless
+
+        return _run(run_headless(settings))
+    if args.demo:
+        settings = _demo_settings(settings)
+    log_path = configure(settings, to_file=True)
+    return _run(_standalone(settings, args, log_path))
+
+
+def _run(main: Awaitable[Any]) -> int:
+    """Run until done or SIGINT/SIGTERM; startup problems are one line, exit 1."""
+    from backend.runner import StartupError
+
+    async def runner() -> None:
+        task = asyncio.ensure_future(main)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, task.cancel)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    try:
+        asyncio.run(runner())
+    except (StartupError, SettingsError, DomainError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _demo_settings(settings: Settings) -> Settings:
+    """`--demo` with no MQTT_PORT takes a free port when 1883 is busy (its devices are
+    in-process); likewise for HTTP_PORT when 8080 is taken."""
+    from backend.runner import free_port, port_free
+
+    update: dict[str, Any] = {}
+    mqtt_busy = not port_free("127.0.0.1", settings.mqtt_port)
+    if settings.embedded_broker and not _port_env_set() and mqtt_busy:
+        update["mqtt_port"] = free_port()
+    if not os.environ.get("HTTP_PORT") and not port_free(settings.http_host, settings.http_port):
+        update["http_port"] = free_port(settings.http_host)
+    return settings.model_copy(update=update) if update else settings
+
+
+async def _standalone(settings: Settings, args: argparse.Namespace, log_path: Any) -> None:
+    from backend.gateway import InProcessGateway
+    from backend.runner import BackendServices
+    from backend.service import default_actor
+    from console.app import LockerConsoleApp
+
+    services = BackendServices(settings, mode="demo" if args.demo else "standalone")
+    await services.start()
+    fleet_task: asyncio.Task[None] | None = None
+    try:
+        if args.demo:
+            from console.demo import run_demo_fleet
+
+            fleet_task = asyncio.create_task(run_demo_fleet(services, args.banks))
+        state = services.runtime.state
+        gateway = InProcessGateway(
+            services.service,
+            actor=default_actor(),
+            broker_connected=lambda: state.connected,
+            broker_detail=lambda: state.last_error or "",
+        )
+        app = LockerConsoleApp(gateway, readonly=args.readonly)
+        await app.run_async()
+    finally:
+        if fleet_task is not None:
+            fleet_task.cancel()
+            with contextlib.suppress(BaseException):
+                await fleet_task
+        await services.stop()
+
+
+async def _attach(settings: Settings, args: argparse.Namespace) -> None:
+    from backend.http.client_gateway import HttpGateway
+    from console.app import LockerConsoleApp
+
+    url = args.url or f"http://{settings.http_host}:{settings.http_port}"
+    token = args.token or os.environ.get("LOCKER_API_TOKEN")
+    if not token:
+        raise SettingsError("attach needs --token (or LOCKER_API_TOKEN): see `api-token create`")
+    configure(settings, to_file=True)
+    gateway = HttpGateway(url, token)
+    try:
+        await gateway.status()  # fail fast with a clear line if the backend is unreachable
+        app = LockerConsoleApp(gateway, readonly=args.attach_readonly)
+        await app.run_async()
+    finally:
+        close: Callable[[], Awaitable[None]] | None = getattr(gateway, "close", None)
+        if close is not None:
+            await close()
+
+
+async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from backend.service import LockerService
+    from simulator.cli import run_simulator
+    from simulator.faults import Faults
+
+    host, port = settings.mqtt_host or "127.0.0.1", settings.mqtt_port
+    if args.broker:
+        host, _, port_text = args.broker.rpartition(":")
+        if not host or not port_text.isdigit():
+            raise SettingsError("--broker must be HOST:PORT")
+        port = int(port_text)
+    tokens: list[str] | None = list(args.token) if args.token else None
+    if args.banks:
+        service = LockerService(settings)
+        try:
+            if service.db.dialect == "sqlite":
+                await service.migrate()
+            created = [
+                await service.create_bank(f"Sim {i + 1:03d}", "simulator", 12)
+                for i in range(args.banks)
+            ]
+        finally:
+            service.close()
+        tokens = (tokens or []) + [c.token for c in created]
+    faults = Faults(
+        duplicate_rate=args.duplicate_rate,
+        drop_rate=args.drop_rate,
+        jam_rate=args.jam_rate,
+        latency_seconds=args.latency,
+    )
+    await run_simulator(
+        host,
+        port,
+        tokens=tokens,
+        state_dir=Path(args.state_dir) if args.state_dir else settings.locker_data_dir / "sim",
+        provisioning_user=settings.mqtt_provisioning_user,
+        provisioning_password=settings.secret("mqtt_provisioning_password"),
+        faults=faults,
+        upstream=args.upstream,
+    )

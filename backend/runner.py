@@ -1,0 +1,138 @@
+"""The backend services in one process: what `--headless` runs, and what the standalone
+console runs beside its TUI.
+
+Start order: store (migrated) -> HTTP (auth hook, API, health, metrics) -> embedded broker
+when MQTT_HOST is unset (it asks the hook) -> MQTT runtime. Stop in reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Self
+
+from backend.broker import BrokerStartError, EmbeddedBroker
+from backend.config import Settings
+from backend.domain.timeutil import Clock
+from backend.http.credentials import load_directory
+from backend.http.server import HttpServer, HttpServerError, build_app
+from backend.mqtt.runtime import MqttRuntime, RuntimeOptions
+from backend.service import LockerService
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(RuntimeError):
+    """A service could not start; the message is one line for the operator."""
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class BackendServices:
+    """Store, HTTP server, optional embedded broker and MQTT runtime, started together."""
+
+    settings: Settings
+    clock: Clock | None = None
+    runtime_options: RuntimeOptions | None = None
+    mode: str = "headless"
+
+    def __post_init__(self) -> None:
+        self.service = LockerService(self.settings, clock=self.clock)
+        self.runtime = MqttRuntime(self.service, self.runtime_options)
+        self.http: HttpServer | None = None
+        self.broker: EmbeddedBroker | None = None
+
+    async def start(self) -> None:
+        try:
+            await self._start()
+        except (BrokerStartError, HttpServerError) as exc:
+            await self.stop()
+            raise StartupError(str(exc)) from None
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
+        settings = self.settings
+        await self.service.migrate()
+        directory = await load_directory(self.service, settings)
+        state = self.runtime.state
+        app = build_app(
+            self.service,
+            directory,
+            settings,
+            broker_connected=lambda: state.connected,
+            broker_detail=lambda: state.last_error or "",
+            mqtt_metrics=self.runtime.metrics.snapshot,
+            mode=self.mode,
+        )
+        self.http = HttpServer(app)
+        await self.http.start(settings.http_host, settings.http_port)
+        if settings.embedded_broker:
+            self.broker = EmbeddedBroker(
+                host="127.0.0.1",
+                port=settings.mqtt_port,
+                hook_url=self.http.url.replace("0.0.0.0", "127.0.0.1"),
+                mosq_secret=settings.secret("mosq_secret"),
+                data_dir=settings.locker_data_dir,
+            )
+            await self.broker.start()
+            log.info("embedded MQTT broker on 127.0.0.1:%d", self.broker.port)
+        await self.runtime.start()
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.runtime.stop()
+        if self.broker is not None:
+            with contextlib.suppress(Exception):
+                await self.broker.stop()
+        if self.http is not None:
+            with contextlib.suppress(Exception):
+                await self.http.stop()
+        self.service.close()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+async def run_headless(settings: Settings) -> None:
+    """Run the services until cancelled (SIGINT/SIGTERM)."""
+    services = BackendServices(settings)
+    await services.start()
+    log.info(
+        "locker-console backend running (HTTP %s, MQTT %s:%d)",
+        services.http.url if services.http else "-",
+        settings.mqtt_host or "127.0.0.1 (embedded)",
+        settings.mqtt_port,
+    )
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await services.stop()
