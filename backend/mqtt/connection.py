@@ -1,0 +1,225 @@
+"""The backend's one MQTT connection: session flags, last will, birth, reconnect loop.
+
+MQTT 3.1.1 (default): client id `MQTT_CLIENT_ID` with `clean_session=False`, so the
+broker keeps our subscriptions and queues QoS 1 messages while we are away. With
+`MQTT_SHARED_GROUP` set: MQTT 5, `$share/{group}/...` subscriptions and a clean start
+(the group, not one member's session, is what receives; DESIGN section 13). Each
+instance then needs its own `MQTT_CLIENT_ID`.
+
+Every connect publishes the birth `{"status":"online"}` retained on the last-will topic
+and (re)subscribes; the will `{"status":"offline"}` (retained, QoS 1) tells devices when
+we vanish. aiomqtt does not reconnect: `run()` loops with capped exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+import aiomqtt
+from aiomqtt import ProtocolVersion, Will
+from paho.mqtt.properties import Properties
+
+from backend.config import Settings
+from backend.domain.contract import ServerStatus
+from backend.mqtt.backoff import Backoff
+from backend.mqtt.metrics import Metrics
+from backend.mqtt.state import ConnectionState
+from backend.mqtt.subscriptions import subscriptions
+
+log = logging.getLogger(__name__)
+
+MessageCallback = Callable[[aiomqtt.Message], Awaitable[None]]
+BIRTH_PAYLOAD = ServerStatus(status="online").to_bytes()
+EMBEDDED_HOST = "127.0.0.1"
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+class PublishError(Exception):
+    """A publish that did not get the broker's PUBACK (not connected, lost, timed out)."""
+
+
+class MqttConnection:
+    """Connects, subscribes, hands every received message to `on_message`, reconnects."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        on_message: MessageCallback,
+        *,
+        state: ConnectionState | None = None,
+        metrics: Metrics | None = None,
+        backoff: Backoff | None = None,
+        keepalive: int = 30,
+        timeout: float = 10.0,
+    ) -> None:
+        self.settings = settings
+        self.state = state or ConnectionState()
+        self.metrics = metrics or Metrics()
+        self.v5 = settings.mqtt_shared_group is not None
+        self.subscriptions = subscriptions(settings)
+        self._on_message = on_message
+        self._backoff = backoff or Backoff()
+        self._keepalive = keepalive
+        self._timeout = timeout
+        self._password = settings.secret("mqtt_password")
+        self._client: aiomqtt.Client | None = None
+        self._lost = asyncio.Event()
+
+    # ----- the loop ----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect and receive until cancelled; after any loss, back off and start over."""
+        while True:
+            error = await self._session()
+            self.state.set_disconnected(error)
+            delay = self._backoff.next()
+            log.warning("MQTT broker connection: %s; reconnecting in %.1f s", error, delay)
+            await asyncio.sleep(delay)
+
+    async def _session(self) -> str:
+        """One connection from CONNECT to its loss; returns why it ended."""
+        client = self._make_client()
+        was_connected = False
+        try:
+            async with client:
+                await self._subscribe(client)
+                await client.publish(
+                    self.settings.mqtt_last_will_topic, BIRTH_PAYLOAD, qos=1, retain=True
+                )
+                self._client = client
+                self._lost = asyncio.Event()
+                was_connected = True
+                self._backoff.reset()
+                self.metrics.connects += 1
+                self.state.set_connected()
+                log.info(
+                    "connected to MQTT broker %s:%d as %s (%s)",
+                    self._host,
+                    self.settings.mqtt_port,
+                    self.settings.mqtt_client_id,
+                    "MQTT 5, shared group" if self.v5 else "MQTT 3.1.1, persistent session",
+                )
+                async for message in client.messages:
+                    await self._deliver(message)
+            return "disconnected by the broker"
+        except aiomqtt.MqttError as exc:
+            if _being_cancelled():
+                # aiomqtt's __aexit__ can turn our cancellation into an MqttError (a failed
+                # DISCONNECT); do not let that restart the loop.
+                raise asyncio.CancelledError from exc
+            return str(exc) or exc.__class__.__name__
+        finally:
+            self._client = None
+            self._lost.set()
+            if was_connected:
+                self.metrics.disconnects += 1
+
+    async def _deliver(self, message: aiomqtt.Message) -> None:
+        try:
+            await self._on_message(message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug in a handler must not take the connection down with it.
+            log.exception("inbound message handler failed")
+
+    async def _subscribe(self, client: aiomqtt.Client) -> None:
+        granted = await client.subscribe(self.subscriptions)
+        codes = [getattr(code, "value", code) for code in granted]
+        refused = [
+            f for (f, _qos), code in zip(self.subscriptions, codes, strict=False) if code >= 0x80
+        ]
+        if refused:
+            # The broker's ACL said no: keep the connection (publishing still works) but say so.
+            log.error("MQTT broker refused the subscriptions %s", ", ".join(refused))
+            self.state.last_error = f"subscription refused: {', '.join(refused)}"
+
+    @property
+    def _host(self) -> str:
+        return self.settings.mqtt_host or EMBEDDED_HOST
+
+    def _make_client(self) -> aiomqtt.Client:
+        will = Will(
+            topic=self.settings.mqtt_last_will_topic,
+            payload=self.settings.mqtt_last_will_message.encode(),
+            qos=1,
+            retain=True,
+        )
+        common = {
+            "hostname": self._host,
+            "port": self.settings.mqtt_port,
+            "username": self.settings.mqtt_user,
+            "password": self._password,
+            "identifier": self.settings.mqtt_client_id,
+            "will": will,
+            "keepalive": self._keepalive,
+            "timeout": self._timeout,
+        }
+        if self.v5:
+            return aiomqtt.Client(protocol=ProtocolVersion.V5, clean_start=True, **common)  # type: ignore[arg-type]
+        return aiomqtt.Client(protocol=ProtocolVersion.V311, clean_session=False, **common)  # type: ignore[arg-type]
+
+    # ----- publishing --------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None and self.state.connected
+
+    async def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        properties: Properties | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Publish and return after the PUBACK (QoS 1); PublishError if that cannot happen."""
+        client, lost = self._client, self._lost
+        if client is None or lost.is_set():
+            raise PublishError("not connected to the MQTT broker")
+        pub = asyncio.ensure_future(
+            client.publish(
+                topic,
+                payload,
+                qos=qos,
+                retain=retain,
+                properties=properties,
+                timeout=timeout or self._timeout,
+            )
+        )
+        lost_wait = asyncio.ensure_future(lost.wait())
+        try:
+            done, _ = await asyncio.wait({pub, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost_wait.cancel()
+            if not pub.done():
+                pub.cancel()
+        if pub in done:
+            try:
+                pub.result()
+            except aiomqtt.MqttError as exc:
+                raise PublishError(str(exc) or exc.__class__.__name__) from exc
+            return
+        raise PublishError("connection lost before the PUBACK")
+
+    async def say_goodbye(self, timeout: float = 2.0) -> None:
+        """Publish the last-will message ourselves before a clean disconnect (the broker
+        drops the will then). Best effort."""
+        try:
+            await self.publish(
+                self.settings.mqtt_last_will_topic,
+                self.settings.mqtt_last_will_message.encode(),
+                qos=1,
+                retain=True,
+                timeout=timeout,
+            )
+        except PublishError as exc:
+            log.info("could not publish the offline status: %s", exc)

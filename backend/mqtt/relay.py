@@ -1,0 +1,258 @@
+"""The outbox relay: publishes what the store committed, in order, at least once.
+
+Rows (commands, provisioning replies) are written in the transaction of the event
+that causes them. The relay publishes due rows QoS 1 in id order and marks a row
+sent only after the broker's PUBACK (aiomqtt's `publish(qos=1)` returns then); a
+crash between PUBACK and that mark republishes the row, which devices deduplicate by
+`transaction_id`. While the broker is away rows stay pending: the failure is
+recorded with a `retry_at` and the relay waits for it and for the connection before
+trying again, oldest row first, so order is kept. A command found past `expires_at`
+is never published (`outbox_expired` -> `CommandExpired`); under MQTT 5 the Message
+Expiry Interval is set from `expires_at` as well.
+
+The relay wakes at once when this process commits events (`on_events`, subscribed to
+the service) and polls every `poll_interval` for rows written by other processes
+(the CLI). Only one relay drains at a time: on PostgreSQL the draining instance holds
+a session-level advisory lock (`pg_try_advisory_lock`) on a dedicated connection; the
+others retry every `lock_retry` seconds and take over when it dies. On SQLite a
+single backend instance is assumed (it is a single-host database) and no lock is
+taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy import Connection, Engine, text
+
+from backend.device_service import RelayItem
+from backend.mqtt.backoff import Backoff
+from backend.mqtt.connection import MqttConnection, PublishError
+from backend.mqtt.metrics import Metrics
+from backend.service import LockerService
+from backend.store.event_store import RecordedEvent
+
+log = logging.getLogger(__name__)
+
+RELAY_LOCK_KEY = 0x6C6F636B72656C61  # "lockrela": one advisory lock per database
+LOCK_CHECK_INTERVAL = 5.0
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    """Tuning of the relay."""
+
+    poll_interval: float = 0.5
+    batch_size: int = 100
+    publish_timeout: float = 10.0
+    retry_initial: float = 0.2
+    retry_max: float = 10.0
+    lock_retry: float = 2.0
+
+
+class DrainLock(Protocol):
+    """Who may drain the outbox."""
+
+    async def acquire(self) -> bool: ...
+
+    async def release(self) -> None: ...
+
+
+class SingleInstanceLock:
+    """SQLite: one backend instance per database is assumed, so the lock is always ours."""
+
+    async def acquire(self) -> bool:
+        return True
+
+    async def release(self) -> None:
+        return None
+
+
+class PostgresAdvisoryLock:
+    """A session-level advisory lock held on its own connection while this relay drains."""
+
+    def __init__(self, engine: Engine, key: int = RELAY_LOCK_KEY) -> None:
+        self._engine = engine
+        self._key = key
+        self._conn: Connection | None = None
+        self._checked = 0.0
+
+    @property
+    def held(self) -> bool:
+        return self._conn is not None
+
+    async def acquire(self) -> bool:
+        if self._conn is not None and time.monotonic() - self._checked < LOCK_CHECK_INTERVAL:
+            return True
+        return await asyncio.to_thread(self._acquire_sync)
+
+    def _acquire_sync(self) -> bool:
+        if self._conn is not None:
+            try:
+                self._conn.execute(text("SELECT 1"))
+                self._checked = time.monotonic()
+                return True
+            except Exception:
+                log.warning("lost the relay lock connection; trying to take the lock again")
+                self._close_sync()
+        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            got = bool(
+                conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key}).scalar()
+            )
+        except Exception:
+            conn.close()
+            raise
+        if not got:
+            conn.close()
+            return False
+        log.info("this instance now drains the outbox (advisory lock taken)")
+        self._conn = conn
+        self._checked = time.monotonic()
+        return True
+
+    async def release(self) -> None:
+        if self._conn is not None:
+            await asyncio.to_thread(self._release_sync)
+
+    def _release_sync(self) -> None:
+        if self._conn is None:
+            return
+        with contextlib.suppress(Exception):
+            self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
+        self._close_sync()
+
+    def _close_sync(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+def drain_lock_for(service: LockerService) -> DrainLock:
+    if service.db.is_postgres:
+        return PostgresAdvisoryLock(service.db.write_engine)
+    return SingleInstanceLock()
+
+
+def expiry_properties(expires_at: datetime | None, now: datetime) -> Properties | None:
+    """MQTT 5 PUBLISH properties carrying the Message Expiry Interval (whole seconds, >= 1)."""
+    if expires_at is None:
+        return None
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = max(1, math.ceil((expires_at - now).total_seconds()))
+    return props
+
+
+class OutboxRelay:
+    """Drains the outbox through the connection."""
+
+    def __init__(
+        self,
+        service: LockerService,
+        connection: MqttConnection,
+        metrics: Metrics,
+        options: RelayOptions | None = None,
+        lock: DrainLock | None = None,
+    ) -> None:
+        self.service = service
+        self.devices = service.devices
+        self.connection = connection
+        self.metrics = metrics
+        self.options = options or RelayOptions()
+        self.lock = lock or drain_lock_for(service)
+        self._wake = asyncio.Event()
+        self._backoff = Backoff(self.options.retry_initial, self.options.retry_max)
+        self._active = True
+
+    def wake(self) -> None:
+        """Look at the outbox now (something was just committed)."""
+        if self._active:
+            self._wake.set()
+
+    def on_events(self, events: list[RecordedEvent]) -> None:
+        """Service listener: rows are committed with the events that cause them."""
+        if events:
+            self.wake()
+
+    def deactivate(self) -> None:
+        self._active = False
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self.connection.state.wait_for(True)
+                try:
+                    if not await self.lock.acquire():
+                        await self._idle(self.options.lock_retry)
+                        continue
+                    more = await self.drain_once()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("outbox relay pass failed")
+                    await self._idle(self._backoff.next())
+                    continue
+                if not more:
+                    await self._idle(self.options.poll_interval)
+        finally:
+            with contextlib.suppress(Exception):
+                await self.lock.release()
+
+    async def _idle(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+
+    async def drain_once(self) -> bool:
+        """Publish one batch of due rows; True if more may be waiting."""
+        self._wake.clear()
+        items = await self.devices.outbox_due(self.options.batch_size)
+        for item in items:
+            if not await self._relay(item):
+                return True
+        return len(items) >= self.options.batch_size
+
+    async def _relay(self, item: RelayItem) -> bool:
+        """Publish one row; False if the broker failed us (the caller stops this batch)."""
+        now = self.devices.now
+        if item.kind == "command" and item.expires_at is not None and now >= item.expires_at:
+            await self.devices.outbox_expired(item)
+            self.metrics.commands["expired_unsent"] += 1
+            log.info("command %s expired before it could be sent", item.transaction_id)
+            return True
+        properties = expiry_properties(item.expires_at, now) if self.connection.v5 else None
+        try:
+            await self.connection.publish(
+                item.topic,
+                item.payload,
+                qos=item.qos,
+                retain=item.retain,
+                properties=properties,
+                timeout=self.options.publish_timeout,
+            )
+        except PublishError as exc:
+            await self._failed(item, exc)
+            return False
+        self._backoff.reset()
+        self.metrics.published[item.kind] += 1
+        await self.devices.outbox_published(item)
+        return True
+
+    async def _failed(self, item: RelayItem, exc: PublishError) -> None:
+        self.metrics.publish_failures += 1
+        delay = self._backoff.next()
+        retry_at = self.devices.now + timedelta(seconds=delay)
+        log.warning("publishing outbox row %d failed (%s); retry in %.1f s", item.id, exc, delay)
+        await self.devices.outbox_failed(item, str(exc), retry_at)
+        # Wait until the row is due again, so it goes out before anything queued after it.
+        await asyncio.sleep(max(0.0, (retry_at - self.devices.now).total_seconds()) + 0.002)

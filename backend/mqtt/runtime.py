@@ -1,0 +1,177 @@
+"""The MQTT runtime that `--headless` and the standalone console start.
+
+`MqttRuntime(service)` wires the connection (reconnect loop, birth, will), the
+listener (lanes, handlers, batchers), the outbox relay and the sweeper, and runs
+them as tasks:
+
+    async with MqttRuntime(service) as runtime:
+        await runtime.state.wait_for(True, timeout=10)
+        ...
+
+`state` (ConnectionState) and `metrics` (Metrics) are what the console, /healthz and
+/metrics read. `stop()` is the clean shutdown (relay and sweeper stop, the offline
+status is published, the connection closes, what was received is handled); `abort()`
+drops everything at once, as a crash would, for tests of recovery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+from backend.mqtt.backoff import Backoff
+from backend.mqtt.connection import MqttConnection
+from backend.mqtt.listener import Listener, ListenerOptions
+from backend.mqtt.metrics import Metrics
+from backend.mqtt.relay import OutboxRelay, RelayOptions
+from backend.mqtt.state import ConnectionState
+from backend.mqtt.sweeper import Sweeper, SweeperOptions
+from backend.service import LockerService
+from backend.store.event_store import RecordedEvent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Intervals and limits; the defaults suit production, tests shorten them."""
+
+    listener: ListenerOptions = field(default_factory=ListenerOptions)
+    relay: RelayOptions = field(default_factory=RelayOptions)
+    sweeper: SweeperOptions = field(default_factory=SweeperOptions)
+    reconnect_initial: float = 0.1
+    reconnect_max: float = 10.0
+    keepalive: int = 30
+    mqtt_timeout: float = 10.0
+    stop_timeout: float = 10.0
+
+
+class MqttRuntime:
+    """Connection + listener + relay + sweeper for one LockerService."""
+
+    def __init__(self, service: LockerService, options: RuntimeOptions | None = None) -> None:
+        self.service = service
+        self.options = options or RuntimeOptions()
+        self.metrics = Metrics()
+        self.state = ConnectionState()
+        self.listener = Listener(
+            service, self.metrics, self.options.listener, on_outbox_work=self.wake_relay
+        )
+        self.connection = MqttConnection(
+            service.settings,
+            self.listener.on_message,
+            state=self.state,
+            metrics=self.metrics,
+            backoff=Backoff(self.options.reconnect_initial, self.options.reconnect_max),
+            keepalive=self.options.keepalive,
+            timeout=self.options.mqtt_timeout,
+        )
+        self.relay = OutboxRelay(service, self.connection, self.metrics, self.options.relay)
+        self.sweeper = Sweeper(
+            service, self.metrics, self.options.sweeper, on_outbox_work=self.relay.wake
+        )
+        self._connection_task: asyncio.Task[None] | None = None
+        self._workers: list[asyncio.Task[None]] = []
+        self._listening = False
+
+    # ----- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._connection_task is not None
+
+    async def start(self) -> None:
+        """Start every part; returns at once (await `state.wait_for(True)` to know more)."""
+        if self.running:
+            return
+        if not self._listening:
+            self.service.subscribe(self._on_events)
+            self._listening = True
+        self.listener.start()
+        self._connection_task = self._spawn(self.connection.run(), "mqtt-connection")
+        self._workers = [
+            self._spawn(self.relay.run(), "outbox-relay"),
+            self._spawn(self.sweeper.run(), "sweeper"),
+        ]
+
+    async def stop(self) -> None:
+        """Clean shutdown: nothing received is dropped, devices see the offline status."""
+        if not self.running:
+            return
+        await _cancel(self._workers)
+        if self.state.connected:
+            await self.connection.say_goodbye()
+        await _cancel([self._connection_task] if self._connection_task else [])
+        self._connection_task = None
+        self._workers = []
+        await self.listener.stop(self.options.stop_timeout)
+        self.state.set_disconnected("stopped")
+        log.info("MQTT runtime stopped")
+
+    async def abort(self) -> None:
+        """Stop at once, as a crash would: no offline status, received messages dropped,
+        nothing flushed. (Store calls already running in a worker thread still finish.)"""
+        tasks = [*self._workers, *([self._connection_task] if self._connection_task else [])]
+        self._connection_task = None
+        self._workers = []
+        await self.listener.abort()
+        await _cancel(tasks)
+        self.state.set_disconnected("aborted")
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ----- wiring ------------------------------------------------------------------------
+
+    def wake_relay(self) -> None:
+        self.relay.wake()
+
+    def _on_events(self, events: list[RecordedEvent]) -> None:
+        if not self.running:
+            return
+        self.listener.observe(events)
+        self.relay.on_events(events)
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        task.add_done_callback(_report_crash)
+        return task
+
+    # ----- what the console and /healthz read --------------------------------------------
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await self.state.wait_for(True, timeout)
+
+    async def health(self) -> dict[str, Any]:
+        """Connection state, outbox depth, lanes in flight."""
+        return {
+            "mqtt": self.state.as_dict(),
+            "outbox_depth": await self.service.devices.outbox_depth(),
+            "inbound_pending": self.listener.dispatcher.pending,
+        }
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None:
+        log.error("MQTT runtime task %s died", task.get_name(), exc_info=exc)

@@ -1,0 +1,73 @@
+"""Periodic housekeeping: liveness, command timeouts, expiry, re-asks; pruning.
+
+`devices.sweep()` sets silent banks offline (no heartbeat for 3 x interval), times
+out and expires commands, and re-queues unanswered commands after
+COMMAND_RETRY_AFTER; `prune()` drops old dedup keys and rejected messages, rarely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from backend.mqtt.backoff import Backoff
+from backend.mqtt.metrics import Metrics
+from backend.service import LockerService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SweeperOptions:
+    sweep_interval: float = 0.5
+    prune_interval: float = 3600.0
+
+
+class Sweeper:
+    """Runs the sweeps; tells the relay when a sweep queued re-asks."""
+
+    def __init__(
+        self,
+        service: LockerService,
+        metrics: Metrics,
+        options: SweeperOptions | None = None,
+        *,
+        on_outbox_work: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.devices = service.devices
+        self.metrics = metrics
+        self.options = options or SweeperOptions()
+        self._on_outbox_work = on_outbox_work
+        self._backoff = Backoff(self.options.sweep_interval, 30.0)
+        self.sweeps = 0
+
+    async def run(self) -> None:
+        next_prune = time.monotonic() + self.options.prune_interval
+        while True:
+            delay = self.options.sweep_interval
+            try:
+                await self.sweep_once()
+                if time.monotonic() >= next_prune:
+                    await self.devices.prune()
+                    next_prune = time.monotonic() + self.options.prune_interval
+                self._backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = self._backoff.next()
+                log.warning("sweep failed (%s); next in %.1f s", exc.__class__.__name__, delay)
+            await asyncio.sleep(delay)
+
+    async def sweep_once(self) -> dict[str, int]:
+        counts = await self.devices.sweep()
+        self.sweeps += 1
+        self.metrics.banks_offline += counts.get("offline", 0)
+        for key in ("timeout", "expired", "reasked"):
+            if counts.get(key):
+                self.metrics.commands[key] += counts[key]
+        if counts.get("reasked"):
+            self._on_outbox_work()
+        return counts
