@@ -227,6 +227,8 @@ class LockerBank:
         if command.status not in OPEN_STATES | LATE_STATES:
             return []
         late = command.status in LATE_STATES
+        if command.status == "expired" and error_code == "COMMAND_EXPIRED":
+            return []  # the device confirms it did not act: the expiry stands
         if result == "success" and command.action == "open_compartment":
             assert command.compartment_number is not None
             return [
