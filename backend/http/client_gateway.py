@@ -33,6 +33,7 @@ from backend.domain.errors import (
     RuleViolation,
 )
 from backend.gateway import SystemStatus
+from backend.http.api import MAX_LIMIT
 from backend.views import BankView, CreatedBank, EventView, IssuedToken, TransactionView
 
 __all__ = ["AccessDenied", "BackendUnreachable", "HttpGateway"]
@@ -201,19 +202,29 @@ class HttpGateway:
     async def list_transactions(
         self, bank_uuid: str | None = None, limit: int = 200
     ) -> list[TransactionView]:
-        query: dict[str, str | int] = {"limit": limit}
+        """Newest first; at most the API's ``MAX_LIMIT`` (1000) per call."""
+        query: dict[str, str | int] = {"limit": min(max(limit, 1), MAX_LIMIT)}
         if bank_uuid is not None:
             query["bank"] = bank_uuid
         data = await self._call("GET", "/api/transactions", query=query)
-        return [self._build(TransactionView, item) for item in data]
+        return [self._build(TransactionView, item) for item in data][: max(limit, 0)]
 
     async def get_transaction(self, transaction_id: str) -> TransactionView:
         data = await self._call("GET", f"/api/transactions/{_segment(transaction_id)}")
         return self._build(TransactionView, data)
 
     async def events_after(self, position: int = 0, limit: int = 500) -> list[EventView]:
-        data = await self._call("GET", "/api/events", query={"after": position, "limit": limit})
-        return [self._build(EventView, item) for item in data]
+        """Events after ``position``, oldest first; pages of ``MAX_LIMIT`` for larger limits."""
+        events: list[EventView] = []
+        while len(events) < limit:
+            page = min(limit - len(events), MAX_LIMIT)
+            query = {"after": max(position, 0), "limit": page}
+            data = await self._call("GET", "/api/events", query=query)
+            events.extend(self._build(EventView, item) for item in data)
+            if len(data) < page:
+                break
+            position = events[-1].position
+        return events
 
     async def status(self) -> SystemStatus:
         """The backend's status as seen from here (``mode`` is ``attach``)."""

@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from backend.config import Settings
 from backend.domain.events import CredentialsRevoked, LockerBankProvisioned
@@ -131,9 +132,9 @@ async def load_directory(service: LockerService, settings: Settings) -> UserDire
             # the events after it onto them is harmless (newest per bank wins).
             position = last_position(session)
             rows = session.execute(
-                select(LockerBankRow.uuid, LockerBankRow.password_sha256)
-                .where(LockerBankRow.status != "revoked")
-                .where(LockerBankRow.password_sha256.is_not(None))  # type: ignore[union-attr]
+                select(col(LockerBankRow.uuid), col(LockerBankRow.password_sha256))
+                .where(col(LockerBankRow.status) != "revoked")
+                .where(col(LockerBankRow.password_sha256).is_not(None))
             ).all()
             return position, [(str(u), str(h)) for u, h in rows]
 

@@ -28,10 +28,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Final, TypeGuard
 
 from aiohttp import web
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from backend.domain.errors import NotFound
 from backend.domain.events import (
@@ -250,17 +251,21 @@ class MetricsEndpoint:
                 banks = {
                     str(status): int(n)
                     for status, n in session.execute(
-                        select(LockerBankRow.status, func.count()).group_by(LockerBankRow.status)
+                        select(col(LockerBankRow.status), func.count()).group_by(
+                            col(LockerBankRow.status)
+                        )
                     )
                 }
                 txns = {
                     (str(action), str(status)): int(n)
                     for action, status, n in session.execute(
                         select(
-                            CommandTransactionRow.action,
-                            CommandTransactionRow.status,
+                            col(CommandTransactionRow.action),
+                            col(CommandTransactionRow.status),
                             func.count(),
-                        ).group_by(CommandTransactionRow.action, CommandTransactionRow.status)
+                        ).group_by(
+                            col(CommandTransactionRow.action), col(CommandTransactionRow.status)
+                        )
                     )
                 }
                 return banks, txns
@@ -355,5 +360,5 @@ class MetricsEndpoint:
         )
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -17,6 +17,7 @@ import pytest
 
 from backend.domain.errors import DomainError, InvalidInput, NotFound, RuleViolation
 from backend.gateway import ConsoleGateway, InProcessGateway
+from backend.http import client_gateway
 from backend.http.client_gateway import AccessDenied, BackendUnreachable, HttpGateway
 from backend.service import LockerService
 from backend.views import BankView, CreatedBank, EventView, IssuedToken, TransactionView
@@ -116,6 +117,25 @@ async def test_events_after(subject: Subject, service: LockerService) -> None:
         assert all(type(e) is EventView for e in got)
 
 
+async def test_large_and_tiny_limits(
+    subject: Subject, service: LockerService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Limits beyond one API page are fetched in pages; 0 means nothing."""
+    monkeypatch.setattr(client_gateway, "MAX_LIMIT", 2)  # pages of 2 over HTTP
+    a = await provision(service, "A")
+    for number in (1, 2, 3):
+        await service.request_open(a.uuid, number, actor="setup")
+    every = await service.events_after(0)
+    assert len(every) > 5
+    gateway = subject.gateway
+    for position, limit in ((0, 5), (0, 100), (every[2].position, 3), (0, 0)):
+        assert await gateway.events_after(position, limit) == await service.events_after(
+            position, limit
+        )
+    assert await gateway.list_transactions(None, 0) == []
+    assert len(await gateway.list_transactions(a.uuid, 2)) == 2
+
+
 async def test_status(subject: Subject) -> None:
     status = await subject.gateway.status()
     assert status.broker_connected is True and status.database_ok is True
@@ -154,7 +174,7 @@ async def test_issue_token(subject: Subject, service: LockerService) -> None:
 
 async def test_revoke(subject: Subject, service: LockerService) -> None:
     bank = await provision(service)
-    assert await subject.gateway.revoke(bank.uuid) is None
+    await subject.gateway.revoke(bank.uuid)
     assert (await service.get_bank(bank.uuid)).status == "revoked"
     last = (await service.events_after(0))[-1]
     assert last.event_type == "CredentialsRevoked" and last.metadata["actor"] == OPERATOR

@@ -380,6 +380,7 @@ async def test_refusals_change_nothing(
 
 async def test_a_revoked_api_token_is_refused(api: ApiHarness, service: LockerService) -> None:
     from sqlalchemy import update
+    from sqlmodel import col
 
     from backend.store.tables import ApiTokenRow
 
@@ -387,7 +388,7 @@ async def test_a_revoked_api_token_is_refused(api: ApiHarness, service: LockerSe
         with service.db.write_session() as session:
             session.execute(
                 update(ApiTokenRow)
-                .where(ApiTokenRow.name == APP)
+                .where(col(ApiTokenRow.name) == APP)
                 .values(revoked_at=service.clock.now())
             )
 
