@@ -708,6 +708,24 @@ async def test_metrics(api: ApiHarness, service: LockerService, clock: FrozenClo
     assert samples["locker_http_event_streams"] == 0
 
 
+async def test_metrics_render_the_mqtt_runtime_counters(service: LockerService) -> None:
+    """The runtime's own ``Metrics.snapshot`` plugs in as the provider, as it is."""
+    from backend.mqtt.metrics import Metrics
+
+    runtime_metrics = Metrics()
+    runtime_metrics.messages["response"] += 4
+    runtime_metrics.commands["late"] += 1
+    runtime_metrics.batch_items["heartbeat"] += 9
+    runtime_metrics.publish_failures = 2
+    async with serve_api(service, mqtt_metrics=runtime_metrics.snapshot) as api:
+        samples = parse_metrics(await (await api.client.get("/metrics")).text())
+    assert samples['locker_mqtt_messages_total{kind="response"}'] == 4
+    assert samples['locker_mqtt_commands_total{result="late"}'] == 1
+    assert samples['locker_mqtt_batch_items_total{kind="heartbeat"}'] == 9
+    assert samples["locker_mqtt_publish_failures_total"] == 2
+    assert samples["locker_mqtt_connects_total"] == 0
+
+
 # ----- credentials for the hook ----------------------------------------------------------
 
 

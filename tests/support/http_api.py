@@ -78,8 +78,7 @@ async def serve_api(service: LockerService, **build_kwargs: Any) -> AsyncIterato
         service.settings,
         broker_connected=broker.is_connected,
         broker_detail=broker.describe,
-        mqtt_metrics=lambda: counters,
-        **build_kwargs,
+        **{"mqtt_metrics": lambda: counters, **build_kwargs},
     )
     server = TestServer(app)
     await server.start_server(access_log_class=RedactingAccessLogger)
