@@ -72,6 +72,11 @@ class BackendServices:
 
     async def _start(self) -> None:
         settings = self.settings
+        if settings.embedded_broker and not port_free("127.0.0.1", settings.mqtt_port):
+            raise BrokerStartError(
+                f"MQTT port {settings.mqtt_port} on 127.0.0.1 is already in use; set MQTT_HOST "
+                "to use an external broker or MQTT_PORT to pick another port"
+            )
         await self.service.migrate()
         directory = await load_directory(self.service, settings)
         state = self.runtime.state
