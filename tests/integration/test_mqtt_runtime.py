@@ -20,10 +20,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiomqtt
 import pytest
 
 from backend.config import Settings, load_settings
 from backend.domain.contract import CommandResponse, DeviceEvent, ServerStatus, parse
+from backend.mqtt.relay import PostgresAdvisoryLock
 from backend.mqtt.runtime import MqttRuntime
 from backend.service import LockerService
 from backend.store import queries
@@ -405,8 +407,10 @@ async def test_sigkilled_backend_process_recovers_every_command(harness: Harness
 
         dev.hold = True
         tids = [(await svc.request_open(created.uuid, n)).transaction_id for n in range(1, 8)]
-        # Let the process publish some of them, then kill it mid-way.
-        await eventually(lambda: _received_at_least(dev, tids, 2), timeout=15)
+        # Kill it as soon as the first command is sent and unanswered: usually others are
+        # published but not yet marked sent, or committed but not yet published.
+        await dev.wait_for_command(tids[0], timeout=15)
+        await eventually(lambda: _status(svc, tids[0], "sent"), interval=0.005)
     finally:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGKILL)
@@ -414,6 +418,7 @@ async def test_sigkilled_backend_process_recovers_every_command(harness: Harness
     assert process.returncode == -signal.SIGKILL
 
     statuses = [(await svc.get_transaction(t)).status for t in tids]
+    assert statuses[0] == "sent", statuses
     await dev.answer_held()
     dev.hold = False
 
@@ -430,8 +435,59 @@ async def test_sigkilled_backend_process_recovers_every_command(harness: Harness
         assert len(await events_of(svc, "CompartmentOpened", tid)) == 1
 
 
-async def _received_at_least(dev: TestDevice, tids: list[str], count: int) -> bool:
-    return sum(1 for c in dev.commands() if c.transaction_id in tids) >= count
+# ----- several backends (MQTT 5, shared subscriptions, one relay) ---------------------------
+
+
+async def test_shared_group_speaks_mqtt5_and_one_relay_drains(harness: Harness) -> None:
+    """With MQTT_SHARED_GROUP: MQTT 5, `$share/...` subscriptions, Message Expiry on
+    commands. On PostgreSQL two backends share the work and only one relay drains, until
+    it stops and the other takes over (SQLite assumes a single instance: one backend)."""
+    postgres = harness.db_url.startswith("postgresql")
+    services = [
+        await harness.service(mqtt_shared_group="backends") for _ in range(2 if postgres else 1)
+    ]
+    runtimes = [await harness.runtime(svc) for svc in services]
+    assert all(r.connection.v5 for r in runtimes)
+    assert all(f.startswith("$share/backends/") for f, _ in runtimes[0].connection.subscriptions)
+    created, dev = await harness.online_bank(services[0], compartments=6)
+
+    async with raw_client(
+        harness.broker.host, harness.broker.port, protocol=aiomqtt.ProtocolVersion.V5
+    ) as watcher:
+        await watcher.subscribe(f"locker/{created.uuid}/command", qos=1)
+        tids = [
+            (await services[n % len(services)].request_open(created.uuid, n + 1)).transaction_id
+            for n in range(4)
+        ]
+        expiry: list[int] = []
+        async with asyncio.timeout(10):
+            async for message in watcher.messages:
+                assert message.properties is not None
+                expiry.append(message.properties.MessageExpiryInterval)
+                if len(expiry) == len(tids):
+                    break
+    ttl = services[0].settings.command_ttl
+    assert all(0 < seconds <= ttl for seconds in expiry), expiry
+
+    for tid in tids:
+        assert (await eventually(lambda t=tid: terminal(services[0], t))).status == "success"
+        assert dev.executed.count(tid) == 1
+        assert len(await events_of(services[0], "CompartmentOpened", tid)) == 1
+
+    if not postgres:
+        return
+    holders = [
+        r for r in runtimes if isinstance(r.relay.lock, PostgresAdvisoryLock) and r.relay.lock.held
+    ]
+    assert len(holders) == 1
+    holder = holders[0]
+    other = next(r for r in runtimes if r is not holder)
+    await holder.stop()
+    last = await other.service.request_open(created.uuid, 6)
+    assert (await eventually(lambda: terminal(other.service, last.transaction_id))).status == (
+        "success"
+    )
+    assert isinstance(other.relay.lock, PostgresAdvisoryLock) and other.relay.lock.held
 
 
 # ----- 5. expiry -----------------------------------------------------------------------------
