@@ -35,7 +35,6 @@ from enum import StrEnum
 from pathlib import Path
 
 import aiomqtt
-from paho.mqtt.reasoncodes import ReasonCode
 
 from backend.domain import topics
 from backend.domain.contract import (
@@ -102,6 +101,8 @@ class DeviceOptions:
     reconnect_max_seconds: float = 10.0
     mqtt_timeout: float = 10.0
     watch_server_status: bool = True
+    history_limit: int = 10_000
+    """How many sent responses and events a device keeps for inspection."""
 
 
 @dataclass(frozen=True)
@@ -171,8 +172,8 @@ class SimulatedDevice:
         self.handler: CommandHandler | None = None
         self.status = DeviceStatus.STOPPED
         self.stats = DeviceStats()
-        self.responses_sent: list[CommandResponse] = []
-        self.events_sent: list[DeviceEvent] = []
+        self.responses_sent: deque[CommandResponse] = deque(maxlen=self.options.history_limit)
+        self.events_sent: deque[DeviceEvent] = deque(maxlen=self.options.history_limit)
         self.last_error: str | None = None
         self.provisioning_error: str | None = None
         self.server_online: bool | None = None
@@ -365,7 +366,8 @@ class SimulatedDevice:
         """Subscribe over the device's connection; the granted QoS codes (128 = refused)."""
         client = self._require_client()
         granted = await client.subscribe(topic_filter, qos=qos)
-        return [g.value if isinstance(g, ReasonCode) else int(g) for g in granted]
+        # MQTT 3.1.1 gives granted QoS ints, paho's v2 callbacks ReasonCode objects (.value)
+        return [int(getattr(g, "value", g)) for g in granted]
 
     def _require_client(self) -> aiomqtt.Client:
         if self._client is None or not self.online.is_set():
