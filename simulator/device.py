@@ -70,6 +70,8 @@ class DeviceStatus(StrEnum):
     CRASHED = "crashed"
     REJECTED = "rejected"
     """Provisioning was refused; the device waits for `reprovision(token)`."""
+    FAILED = "failed"
+    """An unexpected error ended the device (see `last_error`)."""
 
 
 class ProvisioningRejected(Exception):
@@ -439,6 +441,11 @@ class SimulatedDevice:
                 self._after_run(DeviceStatus.CRASHED)
                 self._schedule_restart()
                 return
+            except Exception as exc:  # a bug or a broken disk: say so, do not limp on
+                log.exception("%s: device failed", self.name)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._after_run(DeviceStatus.FAILED)
+                return
             self._client = None
             self.online.clear()
             self._set_status(DeviceStatus.RECONNECTING)
@@ -470,12 +477,17 @@ class SimulatedDevice:
     async def _connected(self, client: aiomqtt.Client) -> AsyncIterator[aiomqtt.Client]:
         """Connect (through the fleet's connect gate) and disconnect on exit."""
         async with contextlib.AsyncExitStack() as stack:
-            if self._gate is not None:
-                async with self._gate:
+            self._client = client  # visible at once, so a crash can cut a half-open connection
+            try:
+                if self._gate is not None:
+                    async with self._gate:
+                        await stack.enter_async_context(client)
+                else:
                     await stack.enter_async_context(client)
-            else:
-                await stack.enter_async_context(client)
-            self._client = client
+            except BaseException:
+                abort_connection(client)  # no half-open socket left behind (refused, cancelled)
+                self._client = None
+                raise
             try:
                 yield client
             finally:
@@ -549,7 +561,9 @@ class SimulatedDevice:
             will=aiomqtt.Will(device_topics.will, self.wire.last_will(), qos=1, retain=False),
         )
         async with self._connected(client):
-            await client.subscribe(device_topics.command, qos=1)
+            granted = await client.subscribe(device_topics.command, qos=1)
+            if any(int(getattr(g, "value", g)) >= 0x80 for g in granted):
+                raise aiomqtt.MqttError(f"subscription to {device_topics.command} refused")
             if self.options.watch_server_status:
                 await client.subscribe(topics.SERVER_STATUS, qos=1)
             self.stats.connects += 1

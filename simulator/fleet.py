@@ -80,9 +80,17 @@ class Fleet:
     # --- membership ---------------------------------------------------------------------
 
     def add(
-        self, token: str | None = None, *, name: str | None = None, faults: Faults | None = None
+        self,
+        token: str | None = None,
+        *,
+        name: str | None = None,
+        faults: Faults | None = None,
+        options: DeviceOptions | None = None,
     ) -> SimulatedDevice:
-        """Create (not start) a device; its name defaults to one derived from the token."""
+        """Create (not start) a device; its name defaults to one derived from the token.
+
+        faults and options override the fleet's for this device (e.g. one upstream device).
+        """
         if name is None:
             if token is None:
                 raise ValueError("a device needs a token or a name")
@@ -98,7 +106,7 @@ class Fleet:
             provisioning_user=self.provisioning_user,
             provisioning_password=self.provisioning_password,
             seed=self.seed,
-            options=self.options,
+            options=options or self.options,
         )
         device = SimulatedDevice(
             config,
