@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 from backend.config import Settings, SettingsError, load_settings
@@ -121,13 +121,11 @@ async def _attach(settings: Settings, args: argparse.Namespace) -> None:
     configure(settings, to_file=True)
     gateway = HttpGateway(url, token)
     try:
-        await gateway.status()  # fail fast with a clear line if the backend is unreachable
+        await gateway.whoami()  # fail fast with one line if unreachable or the token is bad
         app = LockerConsoleApp(gateway, readonly=args.attach_readonly)
         await app.run_async()
     finally:
-        close: Callable[[], Awaitable[None]] | None = getattr(gateway, "close", None)
-        if close is not None:
-            await close()
+        await gateway.close()
 
 
 async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
