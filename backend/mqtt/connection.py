@@ -88,7 +88,7 @@ class MqttConnection:
         was_connected = False
         try:
             async with client:
-                await self._subscribe(client)
+                refused = await self._subscribe(client)
                 await client.publish(
                     self.settings.mqtt_last_will_topic, BIRTH_PAYLOAD, qos=1, retain=True
                 )
@@ -97,7 +97,9 @@ class MqttConnection:
                 was_connected = True
                 self._backoff.reset()
                 self.metrics.connects += 1
-                self.state.set_connected()
+                self.state.set_connected(
+                    f"subscriptions refused: {', '.join(refused)}" if refused else None
+                )
                 log.info(
                     "connected to MQTT broker %s:%d as %s (%s)",
                     self._host,
@@ -129,16 +131,17 @@ class MqttConnection:
             # A bug in a handler must not take the connection down with it.
             log.exception("inbound message handler failed")
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
+    async def _subscribe(self, client: aiomqtt.Client) -> list[str]:
+        """Subscribe to every filter; returns the filters the broker refused."""
         granted = await client.subscribe(self.subscriptions)
         codes = [getattr(code, "value", code) for code in granted]
         refused = [
             f for (f, _qos), code in zip(self.subscriptions, codes, strict=False) if code >= 0x80
         ]
         if refused:
-            # The broker's ACL said no: keep the connection (publishing still works) but say so.
+            # The broker's ACL said no: keep the connection (publishing still works), say so.
             log.error("MQTT broker refused the subscriptions %s", ", ".join(refused))
-            self.state.last_error = f"subscription refused: {', '.join(refused)}"
+        return refused
 
     @property
     def _host(self) -> str:

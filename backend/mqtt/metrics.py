@@ -32,6 +32,7 @@ class Metrics:
     heartbeats_ignored: int = 0
     """Heartbeats not taken as life: stale retained ones, unknown or unprovisioned banks."""
     last_wills: int = 0
+    """Last wills that set a bank offline."""
     banks_offline: int = 0
     """Banks the sweeper set offline for silence."""
     batches: Counter[str] = field(default_factory=Counter)

@@ -112,8 +112,10 @@ class MqttRuntime:
         log.info("MQTT runtime stopped")
 
     async def abort(self) -> None:
-        """Stop at once, as a crash would: no offline status, received messages dropped,
-        nothing flushed. (Store calls already running in a worker thread still finish.)"""
+        """Stop at once, like a crash for the store: no offline status, received (acked)
+        messages dropped, nothing flushed. Store calls already running in a worker thread
+        still finish, and aiomqtt still closes the socket with a DISCONNECT (so the broker
+        keeps our will to itself); a real crash is tested with a SIGKILLed process."""
         tasks = [*self._workers, *([self._connection_task] if self._connection_task else [])]
         self._connection_task = None
         self._workers = []

@@ -48,10 +48,10 @@ class ConnectionState:
 
         return remove
 
-    def set_connected(self) -> None:
-        """A session with the broker is up (clears the last error)."""
+    def set_connected(self, note: str | None = None) -> None:
+        """A session with the broker is up; `last_error` becomes `note` (usually None)."""
         self.connects += 1
-        self._set(True, None, force=True)
+        self._set(True, note, force=True)
 
     def set_disconnected(self, error: str | None) -> None:
         """No session; `error` says why (None keeps the previous reason)."""
