@@ -30,7 +30,7 @@ from console.alerts import (
     status_alerts,
     transactions_needed,
 )
-from console.context import ConsoleContext
+from console.context import EVENT_TAIL, ConsoleContext
 from console.modals.help import HelpModal
 from console.palette import ConsoleCommands, PaletteCommand
 from console.screens.actions import ShowBank
@@ -111,10 +111,16 @@ class LockerConsoleApp(App[None]):
     def gateway(self) -> ConsoleGateway:
         return self.ctx.gateway
 
+    @property
+    def ready(self) -> bool:
+        """True once connectivity is known and the stored events have been read to the end."""
+        return self._status is not None and self._position is not None
+
     def on_mount(self) -> None:
         self.register_theme(LOCKER_THEME)
-        sixteen_colours = self.console.color_system in ("standard", "windows")
-        self.theme = "ansi-dark" if sixteen_colours else "locker"
+        # Headless (tests, snapshots) always uses our theme, whatever the environment says.
+        sixteen = not self.is_headless and self.console.color_system in ("standard", "windows")
+        self.theme = "ansi-dark" if sixteen else "locker"
         self.switch_mode("fleet")
         self.set_interval(self.ctx.refresh_interval, self.watch_tick)
         self.watch_tick()
@@ -133,17 +139,32 @@ class LockerConsoleApp(App[None]):
         screen = self.screen
         if isinstance(screen, HelpModal):
             return
+        title = screen.SCREEN_TITLE if isinstance(screen, LiveScreen) else "console"
+        self.push_screen(HelpModal(title, self.help_keys(screen), self.readonly))
+
+    def help_keys(self, screen: Screen[object]) -> list[tuple[str, str]]:
+        """The focused widget's shown keys, this screen's, then the console's (not Textual's
+        generic ones), each only when it applies."""
+        ours = _declared(type(screen), LiveScreen) | _declared(type(self), LockerConsoleApp)
         keys: list[tuple[str, str]] = []
         for active in screen.active_bindings.values():
-            if active.enabled and active.binding.description:
-                keys.append((self.get_key_display(active.binding), active.binding.description))
-        keys.append(("ctrl+p", "Command palette"))
-        title = screen.SCREEN_TITLE if isinstance(screen, LiveScreen) else "console"
-        self.push_screen(HelpModal(title, keys, self.readonly))
+            binding = active.binding
+            if not (active.enabled and binding.description):
+                continue
+            if (binding.key, binding.action) in ours or (
+                active.node not in (screen, self) and binding.show
+            ):
+                keys.append((self.get_key_display(binding), binding.description))
+        return [
+            *keys,
+            ("ctrl+p", "Command palette (every command)"),
+            ("arrows", "Move the cursor"),
+            ("tab", "Next part of the screen"),
+        ]
 
     # ----- palette -----------------------------------------------------------------------
 
-    def commands_for(self, screen: Screen[object]) -> Iterable[PaletteCommand]:
+    def _all_commands(self, screen: Screen[object]) -> Iterable[PaletteCommand]:
         """Palette commands: navigation, the screen's own, then per-bank commands."""
         for key, mode, _ in MODES:
             label = LABELS[mode]
@@ -162,9 +183,15 @@ class LockerConsoleApp(App[None]):
                 lambda uuid=uuid: self.post_message(ShowBank(uuid)),  # type: ignore[misc]
                 discover=False,
             )
-        if not self.readonly and isinstance(screen, FleetScreen | ProvisioningScreen):
+        if isinstance(screen, FleetScreen | ProvisioningScreen):
             for bank in list(self.ctx.banks):
                 yield from screen.bank_commands(bank, discover=False)
+
+    def commands_for(self, screen: Screen[object]) -> Iterable[PaletteCommand]:
+        """Palette commands for `screen`; none that changes anything in read-only mode."""
+        for command in self._all_commands(screen):
+            if not (self.readonly and command.changes_state):
+                yield command
 
     def _show(self, mode: str) -> Callable[[], object]:
         return lambda: self.switch_mode(mode)
@@ -205,7 +232,10 @@ class LockerConsoleApp(App[None]):
 
     async def _read_events(self) -> None:
         catching_up = self._position is None
-        position = self._position or 0
+        if self._position is None:
+            position = max(0, await self._end_position() - EVENT_TAIL)
+        else:
+            position = self._position
         for _ in range(MAX_PAGES_PER_TICK):
             batch = await self.gateway.events_after(position, PAGE)
             if not batch:
@@ -217,6 +247,24 @@ class LockerConsoleApp(App[None]):
             if len(batch) < PAGE:
                 break
         self._position = position
+        self.ctx.position = position
+
+    async def _end_position(self) -> int:
+        """The last stored event's position (0 when there is none), in O(log n) small reads:
+        only the tail is shown, so a long history is not read at start."""
+        read = self.gateway.events_after
+        if not await read(0, 1):
+            return 0
+        low, high = 0, 1024  # there are events after `low`; are there any after `high`?
+        while await read(high, 1):
+            low, high = high, high * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            if await read(middle, 1):
+                low = middle
+            else:
+                high = middle
+        return high
 
     def _remember(self, events: list[EventView]) -> None:
         for event in events:
@@ -242,3 +290,14 @@ class LockerConsoleApp(App[None]):
         self.notify(
             alert.message, title=alert.title, severity=alert.severity, timeout=timeout, markup=False
         )
+
+
+def _declared(cls: type[object], root: type[object]) -> set[tuple[str, str]]:
+    """(key, action) of the bindings declared by `root` and its subclasses up to `cls`."""
+    out: set[tuple[str, str]] = set()
+    for klass in cls.__mro__:
+        if isinstance(klass, type) and issubclass(klass, root):
+            for binding in klass.__dict__.get("BINDINGS", []):
+                if isinstance(binding, Binding):
+                    out.add((binding.key, binding.action))
+    return out

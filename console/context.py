@@ -34,6 +34,8 @@ class ConsoleContext:
     connectivity: Connectivity = field(
         default_factory=lambda: Connectivity(broker_connected=None, database_ok=None)
     )
+    position: int = 0
+    """The position of the last stored event read (screens refetch when it moves)."""
     mine: set[str] = field(default_factory=set)
     """Transaction ids this console requested (their success is worth a toast)."""
 

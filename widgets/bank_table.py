@@ -47,6 +47,7 @@ class BankTable(KeyedTable):
     """Banks with status, heartbeat age and pulse, open/total doors, config, pending commands."""
 
     BINDINGS = [Binding("enter", "select_cursor", "View bank")]
+    FLEX_MAX = 32
 
     COLUMNS = (
         ("name", "name", None),

@@ -83,6 +83,8 @@ def event_row(event: EventView, bank_name: str) -> Row:
 class EventTable(KeyedTable):
     """Stored events in position order (oldest at the top, the newest at the bottom)."""
 
+    FLEX_MAX = 100
+
     COLUMNS = (
         ("position", "pos", 5),
         ("time", "time", 8),

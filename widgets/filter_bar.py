@@ -20,7 +20,7 @@ class FilterBar(Input):
     BINDINGS = [Binding("escape", "clear", "Clear filter")]
 
     @dataclass
-    class Changed(Message):
+    class Updated(Message):
         """The filter text changed (every keystroke)."""
 
         query: str
@@ -43,7 +43,7 @@ class FilterBar(Input):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         event.stop()
-        self.post_message(self.Changed(event.value))
+        self.post_message(self.Updated(event.value))
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -54,5 +54,5 @@ class FilterBar(Input):
     def action_clear(self) -> None:
         self.value = ""
         self.remove_class("-active")
-        self.post_message(self.Changed(""))
+        self.post_message(self.Updated(""))
         self.post_message(self.Done(""))

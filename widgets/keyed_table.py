@@ -41,8 +41,10 @@ class KeyedTable(DataTable[Text]):
 
     COLUMNS: tuple[tuple[str, str, int | None], ...] = ()
     """(key, label, width) of each column; one width may be None: that column takes the
-    remaining width (at least `FLEX_MIN`) and its cells are cut to fit with an ellipsis."""
+    remaining width (from `FLEX_MIN` to `FLEX_MAX`) and its cells are cut to fit with an
+    ellipsis."""
     FLEX_MIN = 10
+    FLEX_MAX = 40
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
@@ -59,7 +61,8 @@ class KeyedTable(DataTable[Text]):
     def _flex_for(self, total: int) -> int:
         fixed = sum(width or 0 for _, _, width in self.COLUMNS)
         padding = 2 * self.cell_padding * len(self.COLUMNS)
-        return max(self.FLEX_MIN, total - fixed - padding - 1)  # 1: the vertical scrollbar
+        spare = total - fixed - padding - 1  # 1: the vertical scrollbar
+        return min(self.FLEX_MAX, max(self.FLEX_MIN, spare))
 
     def on_resize(self) -> None:
         if not any(width is None for _, _, width in self.COLUMNS):

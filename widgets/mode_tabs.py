@@ -1,14 +1,20 @@
-"""One-line tab strip naming the top-level screens and their keys (`1 Fleet 2 Txns ...`)."""
+"""One-line tab strip naming the top-level screens and their keys (`1 Fleet 2 Txns ...`).
+
+Below `WIDE` columns only the current tab keeps its label (`1 Fleet 2 3 4`), leaving
+room for the headline next to it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from textual.content import Content
-from textual.widgets import Static
+from textual.widget import Widget
+
+WIDE = 100
 
 
-class ModeTabs(Static):
+class ModeTabs(Widget):
     """The screens you can switch to; the current one is shown reversed. Clickable."""
 
     DEFAULT_CSS = """
@@ -19,8 +25,18 @@ class ModeTabs(Static):
         self, tabs: Sequence[tuple[str, str, str]], current: str, *, id: str | None = None
     ) -> None:
         """`tabs` are (key, mode, short label); `current` is the mode shown now."""
+        super().__init__(id=id)
+        self._tabs = list(tabs)
+        self._current = current
+
+    def render(self) -> Content:
+        wide = self.app.size.width >= WIDE
         parts = []
-        for key, mode, label in tabs:
-            style = "reverse bold" if mode == current else "dim"
-            parts.append(f"[{style} @click=app.show('{mode}')]{key} {label}[/]")
-        super().__init__(Content.from_markup(" ".join(parts)), id=id)
+        for key, mode, label in self._tabs:
+            if mode == self._current:
+                parts.append(f"[reverse bold @click=app.show('{mode}')]{key} {label}[/]")
+            elif wide:
+                parts.append(f"[dim @click=app.show('{mode}')]{key} {label}[/]")
+            else:
+                parts.append(f"[dim @click=app.show('{mode}')]{key}[/]")
+        return Content.from_markup(" ".join(parts))

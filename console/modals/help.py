@@ -52,6 +52,9 @@ class HelpModal(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="dialog"):
             yield Static(Text(f"Help · {self._title}", style="bold"), id="dialog-title")
+            if self._readonly:
+                note = "Read-only console: nothing here can change the fleet."
+                yield Static(Text(note, style="cyan"), classes="line")
             keys = Text()
             for i, (key, description) in enumerate(self._keys):
                 if i:
@@ -59,9 +62,6 @@ class HelpModal(ModalScreen[None]):
                 keys.append(f"{key:>8}  ", style="bold")
                 keys.append(description)
             yield Static(keys, classes="line")
-            if self._readonly:
-                note = "Read-only console: nothing here can change the fleet."
-                yield Static(Text(note, style="cyan"), classes="line")
             yield Static(legend_text(), classes="line legend")
             hint = Text("Esc / ? close · ctrl+p command palette", style="dim")
             yield Static(hint, classes="hint")

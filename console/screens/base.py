@@ -19,6 +19,7 @@ from textual.widgets import Footer, Static
 from backend.domain.errors import DomainError
 from console.context import ConsoleContext
 from console.palette import PaletteCommand
+from console.screens.schedule import RefreshSchedule
 from widgets.filter_bar import FilterBar
 from widgets.mode_tabs import ModeTabs
 from widgets.status_line import StatusLine
@@ -68,6 +69,10 @@ class LiveScreen(Screen[None], Generic[D]):
         self.ctx = ctx
         self.query_text = ""
         self.data: D | None = None
+        self.refreshes = 0
+        """How many refreshes have been drawn (tests wait on it)."""
+        self.schedule = RefreshSchedule(period=max(1.0, ctx.refresh_interval))
+        self._drawn_second = -1
         self._loading = False
         self._failing = False
 
@@ -88,24 +93,43 @@ class LiveScreen(Screen[None], Generic[D]):
 
     def on_mount(self) -> None:
         self.set_interval(self.ctx.refresh_interval, self.tick)
-        self.tick()
+        self.tick(force=True)
 
     def on_screen_resume(self) -> None:
-        self.tick()
+        self.query_one(ModeTabs).refresh(layout=True)
+        self.tick(force=True)
+
+    def on_resize(self) -> None:
+        self.query_one(ModeTabs).refresh(layout=True)
 
     # ----- refresh -----------------------------------------------------------------------
+
+    @property
+    def loading(self) -> bool:
+        """True while a fetch is in flight."""
+        return self._loading
 
     @property
     def shown(self) -> bool:
         """True while the screen is in the current stack (on top or under a modal)."""
         return self in self.app.screen_stack
 
-    def tick(self) -> None:
-        """Timer callback: redraw the status line and start a refresh unless one is running."""
-        self.query_one(StatusLine).show(self.ctx.connectivity, self.ctx.clock.now())
-        if self._loading or not self.shown:
+    def tick(self, force: bool = False) -> None:
+        """Timer callback: redraw what moves with the clock; start a fetch when one is due.
+
+        `force` fetches as soon as the duty limit allows (after an action, on resume).
+        """
+        now = self.ctx.clock.now()
+        self.query_one(StatusLine).show(self.ctx.connectivity, now)
+        if not self.shown:
+            return
+        if self.data is not None and int(now.timestamp()) != self._drawn_second:
+            self.redraw()  # ages ("3s ago") move with the clock, no I/O needed
+        position = self.ctx.position
+        if self._loading or not self.schedule.due(position, force=force):
             return
         self._loading = True
+        self.schedule.started(position)
         self.refresh_data()
 
     @work(exclusive=True, group="refresh", exit_on_error=False)
@@ -118,7 +142,9 @@ class LiveScreen(Screen[None], Generic[D]):
         else:
             self._failing = False
             self.redraw()
+            self.refreshes += 1
         finally:
+            self.schedule.finished()
             self._loading = False
 
     def _refresh_failed(self, exc: Exception) -> None:
@@ -139,6 +165,7 @@ class LiveScreen(Screen[None], Generic[D]):
         """Put the last fetched data (filtered) on the widgets, and the headline in the title."""
         if self.data is None:
             return
+        self._drawn_second = int(self.ctx.clock.now().timestamp())
         self.draw(self.data)
         title = Text(no_wrap=True, overflow="ellipsis")
         if self.SCREEN_TITLE_SHOWN:
@@ -163,7 +190,7 @@ class LiveScreen(Screen[None], Generic[D]):
         """Open the filter bar (it keeps the last filter of this screen)."""
         self.query_one(FilterBar).open()
 
-    def on_filter_bar_changed(self, event: FilterBar.Changed) -> None:
+    def on_filter_bar_updated(self, event: FilterBar.Updated) -> None:
         self.query_text = event.query.strip()
         self.redraw()
 
@@ -217,4 +244,4 @@ class LiveScreen(Screen[None], Generic[D]):
             return
         if done is not None:
             done(result)
-        self.tick()
+        self.tick(force=True)
