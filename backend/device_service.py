@@ -149,6 +149,10 @@ class DeviceService:
     def _response(
         self, uow: UnitOfWork, bank_uuid: str, response: CommandResponse, raw: bytes
     ) -> ResponseOutcome:
+        # Write lock first (PostgreSQL): the tracker row read next must include what another
+        # instance committed for this transaction a moment ago (else a duplicate looks like
+        # a first answer to a command the aggregate has already finished: "no command").
+        uow.bank(bank_uuid)
         txn = uow.session.get(CommandTransactionRow, (bank_uuid, response.transaction_id))
         if txn is None:
             return ResponseOutcome("rejected", "unknown transaction for this bank")
@@ -185,6 +189,7 @@ class DeviceService:
         """`door_state_changed` / `qr_scanned`; returns "applied", "duplicate" or a reason."""
 
         def work(uow: UnitOfWork) -> str:
+            uow.bank(bank_uuid)  # write lock before the dedup check (another instance)
             key = event.dedup_key()
             if key is not None:
                 if uow.session.get(ProcessedMessageRow, (bank_uuid, key)) is not None:
@@ -192,6 +197,7 @@ class DeviceService:
                 uow.session.add(
                     ProcessedMessageRow(bank_uuid=bank_uuid, message_key=key, processed_at=uow.now)
                 )
+                uow.session.flush()  # the write session does not autoflush
             if event.event == "door_state_changed":
                 door = event.door_data()
                 uow.execute(
@@ -246,6 +252,7 @@ class DeviceService:
                 if row is None:
                     row = BankLivenessRow(bank_uuid=item.bank_uuid)
                     uow.session.add(row)
+                    uow.session.flush()  # a second beat in this batch must find it
                 row.last_heartbeat_at = item.received_at
                 row.device_timestamp = sent_at
                 row.uptime_seconds = item.heartbeat.data.uptime_seconds
@@ -432,6 +439,11 @@ class DeviceService:
         """After the broker's PUBACK: row sent; a command's first send is `CommandSent`."""
 
         def work(uow: UnitOfWork) -> None:
+            if item.bank_uuid:
+                # Lock order: the write lock before any row lock. A lock holder applying
+                # this command's response needs its command_transactions row; taking that
+                # row first and the lock after deadlocks two instances.
+                uow.bank(item.bank_uuid)
             values: dict[str, object] = {"status": "sent", "sent_at": uow.now}
             if item.kind == "provisioning_reply":
                 values["payload"] = ""  # the password leaves the database once sent
@@ -457,6 +469,8 @@ class DeviceService:
         """A command found past `expires_at` before publication: never sent, `CommandExpired`."""
 
         def work(uow: UnitOfWork) -> None:
+            if item.bank_uuid:
+                uow.bank(item.bank_uuid)  # lock order: write lock before row locks
             outbox.mark(uow.session, item.id, status="expired")
             if item.bank_uuid and item.transaction_id:
                 tid = item.transaction_id

@@ -62,16 +62,23 @@ def append(
     expected_version: int,
     events: Sequence[DomainEvent],
     metadata: EventMetadata,
+    *,
+    verify: bool = True,
 ) -> list[RecordedEvent]:
-    """Append events after `expected_version`; raise ConcurrencyConflict if someone was first."""
+    """Append events after `expected_version`; raise ConcurrencyConflict if someone was first.
+
+    `verify=False` skips the version query for callers that caught up under the write lock
+    (the unit of work); the unique (aggregate, version) index still refuses a stale append.
+    """
     if not events:
         return []
     lock_appends(session)
-    actual = current_version(session, aggregate_uuid)
-    if actual != expected_version:
-        raise ConcurrencyConflict(
-            f"bank {aggregate_uuid} is at version {actual}, expected {expected_version}"
-        )
+    if verify:
+        actual = current_version(session, aggregate_uuid)
+        if actual != expected_version:
+            raise ConcurrencyConflict(
+                f"bank {aggregate_uuid} is at version {actual}, expected {expected_version}"
+            )
     meta_json = _dumps(metadata.model_dump(exclude_none=True))
     rows = [
         StoredEvent(

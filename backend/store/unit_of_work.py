@@ -8,7 +8,6 @@ touched by the single writer thread.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,11 +26,35 @@ React = Callable[[LockerBank, list[DomainEvent]], list[OutboundMessage]]
 
 
 class AggregateCache:
-    """Banks as of their last committed version, keyed by uuid (writer thread only)."""
+    """Banks as of the last position this process has seen, keyed by uuid.
+
+    Only the single writer thread touches it, and only while holding the store's write
+    lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: the append advisory lock), so after
+    `sync` the cached banks are exactly the committed state and no per-bank version
+    query is needed before an append.
+    """
 
     def __init__(self, limit: int = 50_000) -> None:
         self._banks: dict[str, LockerBank] = {}
         self._limit = limit
+        self.position = 0
+
+    def sync(self, session: Session) -> None:
+        """Catch up on what other processes appended since we last looked."""
+        newest = event_store.last_position(session)
+        while self.position < newest:
+            batch = event_store.read_after(session, self.position, 2000)
+            if not batch:
+                break
+            for recorded in batch:
+                bank = self._banks.get(recorded.aggregate_uuid)
+                if bank is not None:
+                    if recorded.aggregate_version == bank.version + 1:
+                        bank.apply(recorded.event)
+                    elif recorded.aggregate_version > bank.version:
+                        self.forget(recorded.aggregate_uuid)  # reload in full when needed
+            self.position = batch[-1].position
+        self.position = max(self.position, newest)
 
     def get(self, session: Session, uuid: str) -> LockerBank:
         bank = self._banks.get(uuid)
@@ -39,46 +62,44 @@ class AggregateCache:
             if len(self._banks) >= self._limit:
                 self._banks.clear()
             bank = self._banks[uuid] = LockerBank(uuid)
-        for recorded in event_store.load(session, uuid, after_version=bank.version):
-            bank.apply(recorded.event)
+            for recorded in event_store.load(session, uuid):
+                bank.apply(recorded.event)
         return bank
-
-    def peek(self, uuid: str) -> LockerBank:
-        """The cached bank without catching up (it was loaded earlier in this transaction)."""
-        return self._banks[uuid]
 
     def forget(self, uuid: str) -> None:
         self._banks.pop(uuid, None)
 
     def clear(self) -> None:
         self._banks.clear()
+        self.position = 0
 
 
 @dataclass
 class UnitOfWork:
-    """Collects the effects of one transaction; applied to the cache only after commit."""
+    """One write transaction. Decisions apply their events to the cached banks at once (so
+    a later decision in the same transaction sees them); if the transaction fails, every
+    bank it touched is dropped from the cache and reloaded from the store next time."""
 
     session: Session
     cache: AggregateCache
     now: datetime
     recorded: list[RecordedEvent] = field(default_factory=list)
-    _pending: list[tuple[LockerBank, list[DomainEvent]]] = field(default_factory=list)
-    _versions: dict[str, int] = field(default_factory=dict)
+    _touched: set[str] = field(default_factory=set)
     _locked: bool = False
+    _position_before: int = 0
 
     def bank(self, uuid: str) -> LockerBank:
         """The bank as of this transaction (including events it already recorded)."""
-        if uuid in self._versions:
-            bank = self.cache.peek(uuid)
-            return _replay(bank, [e for b, es in self._pending if b is bank for e in es])
         self._lock()
         return self.cache.get(self.session, uuid)
 
     def _lock(self) -> None:
-        """Serialize writers before reading aggregate state (PostgreSQL), so that concurrent
-        instances queue up instead of deciding on stale state and conflicting."""
+        """Take the write lock (PostgreSQL; SQLite holds it from BEGIN IMMEDIATE) and catch up,
+        so concurrent instances queue up instead of deciding on stale state."""
         if not self._locked:
             event_store.lock_appends(self.session)
+            self._position_before = self.cache.position
+            self.cache.sync(self.session)
             self._locked = True
 
     def execute(
@@ -89,27 +110,22 @@ class UnitOfWork:
         react: React | None = None,
     ) -> list[RecordedEvent]:
         """Run a decision on a bank and record its events, projections and messages."""
-        if uuid in self._versions:
-            # Touched before in this transaction: the cache must not catch up on our own
-            # uncommitted rows; decide on the cached state plus our pending events.
-            bank = self.cache.peek(uuid)
-            view = _replay(bank, [e for b, es in self._pending if b is bank for e in es])
-            expected = self._versions[uuid]
-        else:
-            self._lock()
-            bank = view = self.cache.get(self.session, uuid)
-            expected = bank.version
-        events = decide(view)
+        bank = self.bank(uuid)
+        events = decide(bank)
         if not events:
             return []
-        recorded = event_store.append(self.session, uuid, expected, events, metadata)
+        self._touched.add(uuid)
+        recorded = event_store.append(
+            self.session, uuid, bank.version, events, metadata, verify=False
+        )
+        for event in events:
+            bank.apply(event)
         for r in recorded:
             project(self.session, r)
         if react is not None:
-            for message in react(view, events):
+            for message in react(bank, events):
                 outbox.enqueue(self.session, message, self.now)
-        self._versions[uuid] = expected + len(events)
-        self._pending.append((bank, events))
+        self.cache.position = max(self.cache.position, recorded[-1].position)
         self.recorded.extend(recorded)
         return recorded
 
@@ -117,19 +133,10 @@ class UnitOfWork:
         outbox.enqueue(self.session, message, self.now)
 
     def committed(self) -> None:
-        for bank, events in self._pending:
-            for event in events:
-                bank.apply(event)
+        """Nothing to do: the cache already holds this transaction's events."""
 
     def failed(self) -> None:
-        for bank, _ in self._pending:
-            self.cache.forget(bank.uuid)
-
-
-def _replay(bank: LockerBank, events: list[DomainEvent]) -> LockerBank:
-    if not events:
-        return bank
-    view = copy.deepcopy(bank)
-    for event in events:
-        view.apply(event)
-    return view
+        for uuid in self._touched:
+            self.cache.forget(uuid)
+        if self._locked:
+            self.cache.position = self._position_before
