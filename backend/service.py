@@ -103,6 +103,11 @@ class LockerService:
         """Call `listener` with the events this process records, after each commit."""
         self._listeners.append(listener)
 
+    def unsubscribe(self, listener: EventListener) -> None:
+        """Stop calling `listener` (no error if it was not subscribed)."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     @property
     def secret_key(self) -> str:
         return self.settings.secret("secret_key")
