@@ -1,0 +1,225 @@
+"""The device side of a benchmark, in a process of its own (so the backend's numbers stay
+the backend's).
+
+    python bench/devices.py fleet --port P --state-dir DIR [--interval 5] [--report 5]
+    python bench/devices.py echo --port P
+
+* fleet: every simulated device (`simulator.Fleet`) whose state directory is under DIR
+  (credentials written there by the benchmark), against the broker on 127.0.0.1:P.
+* echo: the bare MQTT responder of the round-trip baseline: every message on
+  `bench/rt/request/{id}` is published back, QoS 1, on `bench/rt/response/{id}`.
+
+Both print JSON lines on stdout: `{"type": "ready"}` / `{"type": "online", ...}` once up,
+then `{"type": "stats", ...}` every REPORT seconds (fleet counters, CPU seconds, RSS), and
+run until SIGTERM or SIGINT (a fleet then stops cleanly: DISCONNECT, no last wills).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiomqtt
+
+from bench.stats import cpu_seconds
+from simulator.device import DeviceOptions
+from simulator.fleet import Fleet
+
+SCRIPT = str(Path(__file__).resolve())
+REQUEST_FILTER = "bench/rt/request/+"
+RESPONSE_PREFIX = "bench/rt/response/"
+
+
+def say(kind: str, **values: Any) -> None:
+    print(json.dumps({"type": kind, "t": time.time(), **values}), flush=True)
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def stop_event() -> asyncio.Event:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_fleet(args: argparse.Namespace) -> None:
+    stop = stop_event()
+    options = DeviceOptions(
+        heartbeat_interval=args.interval,
+        durable=False,
+        keepalive=60,
+        door_dwell_seconds=args.dwell if args.dwell > 0 else None,
+        history_limit=100,
+    )
+    fleet = Fleet(
+        "127.0.0.1",
+        args.port,
+        state_dir=args.state_dir,
+        options=options,
+        connect_concurrency=args.connect_concurrency,
+    )
+    started = time.perf_counter()
+    devices = await fleet.resume()
+    say("started", devices=len(devices))
+    try:
+        await fleet.wait_until_online(timeout=args.online_timeout)
+    except TimeoutError as exc:
+        say("online_timeout", error=str(exc), online=fleet.stats().online)
+    else:
+        say("online", devices=len(devices), seconds=round(time.perf_counter() - started, 2))
+    try:
+        while not stop.is_set():
+            stats = fleet.stats()
+            say(
+                "stats",
+                devices=stats.devices,
+                online=stats.online,
+                heartbeats_sent=stats.heartbeats_sent,
+                commands_received=stats.commands_received,
+                responses_sent=stats.responses_sent,
+                events_sent=stats.events_sent,
+                connection_losses=stats.connection_losses,
+                cpu_s=round(cpu_seconds(), 3),
+                rss_mb=round(rss_mb(), 1),
+            )
+            try:
+                async with asyncio.timeout(args.report):
+                    await stop.wait()
+            except TimeoutError:
+                pass
+    finally:
+        await fleet.stop()
+        say("stopped")
+
+
+async def run_echo(args: argparse.Namespace) -> None:
+    stop = stop_event()
+    options = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),) if args.nodelay else ()
+    echo_client = aiomqtt.Client(
+        "127.0.0.1", args.port, identifier="bench-echo", socket_options=options
+    )
+    async with echo_client as client:
+        await client.subscribe(REQUEST_FILTER, qos=1)
+        say("ready")
+
+        async def echo() -> None:
+            async for message in client.messages:
+                key = message.topic.value.rsplit("/", 1)[-1]
+                payload = message.payload if isinstance(message.payload, bytes) else b""
+                await client.publish(RESPONSE_PREFIX + key, payload, qos=1)
+
+        task = asyncio.create_task(echo())
+        await stop.wait()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+class DeviceProcess:
+    """The parent's handle on a `bench/devices.py` process: its JSON lines and its end."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+        self.lines: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def start(cls, *args: str) -> DeviceProcess:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            SCRIPT,
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def _read(self) -> None:
+        assert self.process.stdout is not None
+        while line := await self.process.stdout.readline():
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:
+                continue
+            self._changed.set()
+        self._changed.set()
+
+    def last(self, kind: str) -> dict[str, Any] | None:
+        return next((line for line in reversed(self.lines) if line["type"] == kind), None)
+
+    async def wait_for(self, *kinds: str, timeout: float) -> dict[str, Any]:
+        """The first line of one of `kinds` (TimeoutError, or RuntimeError if it exited)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                found = next((line for line in self.lines if line["type"] in kinds), None)
+                if found is not None:
+                    return found
+                if self._reader.done():
+                    raise RuntimeError(f"device process exited ({self.process.returncode})")
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def next_stats(self, timeout: float) -> dict[str, Any]:
+        """The next `stats` line after now."""
+        seen = len(self.lines)
+        async with asyncio.timeout(timeout):
+            while True:
+                for line in self.lines[seen:]:
+                    if line["type"] == "stats":
+                        return line
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def stop(self, timeout: float = 60.0) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.process.wait()
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    fleet = sub.add_parser("fleet")
+    fleet.add_argument("--port", type=int, required=True)
+    fleet.add_argument("--state-dir", type=Path, required=True)
+    fleet.add_argument("--interval", type=float, default=5.0)
+    fleet.add_argument("--dwell", type=float, default=5.0, help="door open seconds (0: never)")
+    fleet.add_argument("--report", type=float, default=5.0)
+    fleet.add_argument("--online-timeout", type=float, default=600.0)
+    fleet.add_argument("--connect-concurrency", type=int, default=64)
+    echo = sub.add_parser("echo")
+    echo.add_argument("--port", type=int, required=True)
+    echo.add_argument("--nodelay", action="store_true", help="TCP_NODELAY on the socket")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    asyncio.run(run_fleet(args) if args.mode == "fleet" else run_echo(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,478 @@
+"""Fleet: how many banks one backend sustains at a 5 s heartbeat with liveness lag p99 < 1 s.
+
+Steps up through sizes (default 1,000, 2,500, 5,000, 10,000) until a step fails. Each step
+runs three kinds of processes, so the backend's measurements are its own:
+
+* this process (the orchestrator): a private Mosquitto; the store (SQLite) seeded with N
+  provisioned banks (5 s heartbeat, 12 compartments); a simulator state file per device;
+* the backend (`fleet.py --backend`): `BackendServices` as `--headless` runs it (store,
+  HTTP hook and API, MQTT runtime; production options) against that broker;
+* the simulated devices (`bench/devices.py fleet`, PER_PROCESS per process).
+
+The devices connect and heartbeat; the backend brings every bank online and pushes its
+configuration (apply_config) once. When all N banks are online and configured and the
+outbox is empty, a WINDOW-second measurement starts. Liveness lag is measured per
+heartbeat from the device's send time (the `data.timestamp` it puts in the payload) to
+the commit of the `record_heartbeats` transaction that wrote its `last_heartbeat_at` (an
+observing wrapper around the runtime's heartbeat batcher flush).
+
+A step passes when the lag p99 < 1 s, the backend took >= 95 % of the heartbeats the
+devices were expected to send in the window, and no bank was set offline for silence.
+Reported per step: lag p50/p99/max, heartbeats expected/sent/taken, the backend's CPU %,
+RSS and peak RSS, event-loop lag, lanes in flight, the simulators' CPU. Target: 10,000 banks
+with backend RSS < 300 MB.
+
+    .venv/bin/python bench/fleet.py [--quick] [--steps 1000,2500,5000,10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import func, select
+
+from backend.config import load_settings
+from backend.device_service import HeartbeatIn
+from backend.runner import BackendServices
+from backend.service import LockerService
+from backend.store.tables import LockerBankRow
+from bench.common import (
+    bench_settings,
+    emit,
+    log,
+    mosquitto,
+    raise_fd_limit,
+    result,
+    rss_mb,
+    seed_banks,
+    sqlite_url,
+    write_device_states,
+)
+from bench.devices import DeviceProcess
+from bench.stats import cpu_seconds, percentile, summary_ms
+
+TARGET_BANKS = 10_000
+TARGET_RSS_MB = 300.0
+LAG_P99_S = 1.0
+TAKEN_MIN = 0.95
+MOSQUITTO_EXTRA = "max_connections -1\n"
+
+
+# ----- the backend process -----------------------------------------------------------------
+
+
+class Probe:
+    """What the backend process measures: heartbeat lag at commit, loop lag, lanes."""
+
+    def __init__(self, services: BackendServices) -> None:
+        self.services = services
+        self.lags: list[float] = []
+        self.loop_lags: list[float] = []
+        self.pending_max = 0
+        self.mark_at = time.perf_counter()
+        self.cpu_at = cpu_seconds()
+        self.metrics_at: dict[str, Any] = services.runtime.metrics.snapshot()
+        batcher = services.runtime.listener.heartbeats
+        inner = batcher._flush
+
+        async def timed_flush(items: list[HeartbeatIn]) -> Sequence[None]:
+            out = await inner(items)
+            now = datetime.now(UTC)
+            self.lags.extend((now - i.heartbeat.data.timestamp).total_seconds() for i in items)
+            return out
+
+        batcher._flush = timed_flush
+
+    async def watch_loop(self) -> None:
+        """Event-loop lag (how late a 100 ms sleep wakes) and the lanes in flight."""
+        dispatcher = self.services.runtime.listener.dispatcher
+        while True:
+            started = time.perf_counter()
+            await asyncio.sleep(0.1)
+            self.loop_lags.append(time.perf_counter() - started - 0.1)
+            self.pending_max = max(self.pending_max, dispatcher.pending)
+
+    def mark(self) -> None:
+        self.lags.clear()
+        self.loop_lags.clear()
+        self.pending_max = 0
+        self.mark_at = time.perf_counter()
+        self.cpu_at = cpu_seconds()
+        self.metrics_at = self.services.runtime.metrics.snapshot()
+
+    def report(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.mark_at
+        now = self.services.runtime.metrics.snapshot()
+        before = self.metrics_at
+        batches = now["batches"].get("heartbeats", 0) - before["batches"].get("heartbeats", 0)
+        items = now["batch_items"].get("heartbeats", 0) - before["batch_items"].get("heartbeats", 0)
+        return {
+            "window_s": round(wall, 2),
+            "lag": summary_ms(self.lags),
+            "lag_p99_s": round(percentile(self.lags, 99), 3) if self.lags else None,
+            "heartbeats_committed": len(self.lags),
+            "heartbeats_taken": now["heartbeats_taken"] - before["heartbeats_taken"],
+            "heartbeats_ignored": now["heartbeats_ignored"] - before["heartbeats_ignored"],
+            "banks_set_offline": now["banks_offline"] - before["banks_offline"],
+            "last_wills": now["last_wills"] - before["last_wills"],
+            "handler_errors": now["handler_errors"] - before["handler_errors"],
+            "heartbeat_batches": batches,
+            "mean_batch": round(items / batches, 1) if batches else 0,
+            "cpu_percent": round(100 * (cpu_seconds() - self.cpu_at) / wall, 1),
+            "rss_mb": round(rss_mb(), 1),
+            "peak_rss_mb": round(rss_mb(field="VmHWM"), 1),
+            "loop_lag": summary_ms(self.loop_lags),
+            "lanes_pending_max": self.pending_max,
+        }
+
+
+async def bank_counts(service: LockerService) -> dict[str, int]:
+    def work() -> dict[str, int]:
+        with service.db.read_session() as session:
+            rows = session.execute(
+                select(LockerBankRow.status, LockerBankRow.config_state, func.count()).group_by(
+                    LockerBankRow.status, LockerBankRow.config_state
+                )
+            ).all()
+        counts: dict[str, int] = {}
+        for status, config_state, n in rows:
+            counts[status] = counts.get(status, 0) + n
+            counts[f"config_{config_state}"] = counts.get(f"config_{config_state}", 0) + n
+        return counts
+
+    return await service.db.read(work)
+
+
+def say(kind: str, **values: Any) -> None:
+    print(json.dumps({"type": kind, **values}), flush=True)
+
+
+async def backend_main(overrides: dict[str, Any]) -> None:
+    from console.logging_setup import configure
+
+    settings = load_settings(_env_file=None, **overrides)
+    configure(settings, to_file=False, level=logging.WARNING)
+    services = BackendServices(settings)
+    probe = Probe(services)
+    await services.start()
+    await services.runtime.wait_connected(30)
+    watcher = asyncio.create_task(probe.watch_loop())
+    say("ready", rss_mb=round(rss_mb(), 1))
+    try:
+        while True:
+            line = (await asyncio.to_thread(sys.stdin.readline)).strip()
+            if line in ("", "quit"):
+                break
+            if line == "status":
+                counts = await bank_counts(services.service)
+                depth = await services.service.devices.outbox_depth()
+                say("status", banks=counts, outbox_depth=depth, rss_mb=round(rss_mb(), 1))
+            elif line == "mark":
+                probe.mark()
+                say("marked")
+            elif line == "report":
+                say("report", **probe.report(), banks=await bank_counts(services.service))
+    finally:
+        watcher.cancel()
+        await services.stop()
+
+
+class Backend:
+    """The orchestrator's handle on the backend process (JSON lines over stdin/stdout)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, overrides: dict[str, Any]) -> Backend:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            SCRIPT,
+            "--backend",
+            json.dumps(overrides),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        return cls(process)
+
+    async def read(self, kind: str, timeout: float) -> dict[str, Any]:
+        assert self.process.stdout is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.process.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"backend exited ({self.process.returncode})")
+                with_type = json.loads(line)
+                if with_type.get("type") == kind:
+                    return dict(with_type)
+
+    async def ask(self, command: str, kind: str, timeout: float = 60.0) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(command.encode() + b"\n")
+        await self.process.stdin.drain()
+        return await self.read(kind, timeout)
+
+    async def stop(self) -> None:
+        if self.process.returncode is None and self.process.stdin is not None:
+            self.process.stdin.write(b"quit\n")
+            try:
+                await self.process.stdin.drain()
+                async with asyncio.timeout(60):
+                    await self.process.wait()
+            except (TimeoutError, ConnectionError):
+                self.process.kill()
+                await self.process.wait()
+
+
+SCRIPT = str(Path(__file__).resolve())
+
+
+# ----- the orchestrator --------------------------------------------------------------------
+
+
+async def seed(workdir: Path, db_url: str, port: int, banks: int, per_process: int) -> list[Path]:
+    """The store with `banks` provisioned banks and the simulator state dirs (one per
+    simulator process)."""
+    service = LockerService(bench_settings(workdir, db_url, mqtt_port=port))
+    try:
+        await service.migrate()
+        seeded = await seed_banks(service, banks, compartments=12, heartbeat_interval=5)
+    finally:
+        service.close()
+    dirs = []
+    for index, start in enumerate(range(0, banks, per_process)):
+        state_dir = workdir / "sim" / f"p{index}"
+        write_device_states(state_dir, seeded[start : start + per_process])
+        dirs.append(state_dir)
+    return dirs
+
+
+async def run_step(args: argparse.Namespace, banks: int) -> dict[str, Any]:
+    """One fleet size: set up, settle, measure a window, tear down."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-fleet-{banks}-") as tmp:
+        workdir = Path(tmp)
+        with mosquitto(workdir, MOSQUITTO_EXTRA) as broker:
+            db_url = sqlite_url(workdir)
+            started = time.perf_counter()
+            dirs = await seed(workdir, db_url, broker.port, banks, args.per_process)
+            log(f"{banks}: seeded in {time.perf_counter() - started:.1f} s")
+            overrides = {
+                "locker_data_dir": str(workdir),
+                "database_url": db_url,
+                "mqtt_host": "127.0.0.1",
+                "mqtt_port": broker.port,
+                "mqtt_password": "bench-backend-password",
+                "mqtt_provisioning_password": "bench-provisioning-password",
+                "mosq_secret": "bench-mosq-secret",
+                "secret_key": "bench-secret-key",
+                "mqtt_client_id": f"bench-fleet-backend-{banks}",
+                "http_host": "127.0.0.1",
+                "http_port": 0,
+            }
+            backend = await Backend.start(overrides)
+            sims: list[DeviceProcess] = []
+            try:
+                ready = await backend.read("ready", timeout=120)
+                started = time.perf_counter()
+                for state_dir in dirs:
+                    sims.append(
+                        await DeviceProcess.start(
+                            "fleet",
+                            "--port",
+                            str(broker.port),
+                            "--state-dir",
+                            str(state_dir),
+                            "--interval",
+                            str(args.interval),
+                            "--report",
+                            "2",
+                            "--online-timeout",
+                            str(args.settle_timeout),
+                        )
+                    )
+                for sim in sims:
+                    line = await sim.wait_for(
+                        "online", "online_timeout", timeout=args.settle_timeout + 30
+                    )
+                    if line["type"] != "online":
+                        return failed_step(banks, "devices did not all connect", line)
+                online_s = time.perf_counter() - started
+                log(f"{banks}: all devices online after {online_s:.1f} s; settling")
+                status = await settle(backend, banks, args.settle_timeout)
+                settle_s = time.perf_counter() - started
+                if status is None:
+                    last = await backend.ask("status", "status")
+                    return failed_step(banks, "backend did not settle", last)
+                log(f"{banks}: settled after {settle_s:.1f} s; measuring {args.window:.0f} s")
+                sent_before = [await sim.next_stats(30) for sim in sims]
+                await backend.ask("mark", "marked")
+                await asyncio.sleep(args.window)
+                report = await backend.ask("report", "report", timeout=120)
+                sent_after = [await sim.next_stats(30) for sim in sims]
+            finally:
+                for sim in sims:
+                    await sim.stop()
+                await backend.stop()
+    return judge_step(args, banks, ready, report, sent_before, sent_after, online_s, settle_s)
+
+
+async def settle(backend: Backend, banks: int, timeout: float) -> dict[str, Any] | None:
+    """Until every bank is online and configured and the outbox is empty (None on timeout)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = await backend.ask("status", "status")
+        counts = status["banks"]
+        if (
+            counts.get("online", 0) >= banks
+            and counts.get("config_in_sync", 0) >= banks
+            and status["outbox_depth"] == 0
+        ):
+            return status
+        await asyncio.sleep(2)  # polling the backend's read model for a condition
+    return None
+
+
+def failed_step(banks: int, why: str, detail: dict[str, Any]) -> dict[str, Any]:
+    log(f"{banks}: FAILED: {why}: {detail}")
+    return {"banks": banks, "pass": False, "why": why, "detail": detail}
+
+
+def judge_step(
+    args: argparse.Namespace,
+    banks: int,
+    ready: dict[str, Any],
+    report: dict[str, Any],
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    online_s: float,
+    settle_s: float,
+) -> dict[str, Any]:
+    window = float(report["window_s"])
+    expected = banks * window / args.interval
+    sim_wall = max(a["t"] - b["t"] for a, b in zip(after, before, strict=True))
+    sent = sum(
+        a["heartbeats_sent"] - b["heartbeats_sent"] for a, b in zip(after, before, strict=True)
+    )
+    sent_rate = sent / sim_wall if sim_wall else 0.0
+    sim_cpu = sum(a["cpu_s"] - b["cpu_s"] for a, b in zip(after, before, strict=True))
+    taken = int(report["heartbeats_taken"])
+    lag_p99 = report["lag_p99_s"]
+    reasons = []
+    if lag_p99 is None or lag_p99 >= LAG_P99_S:
+        reasons.append(f"liveness lag p99 {lag_p99} s >= {LAG_P99_S} s")
+    if taken < TAKEN_MIN * expected:
+        reasons.append(
+            f"backend took {taken} of {expected:.0f} expected heartbeats "
+            f"(devices sent {sent_rate * window:.0f} in the window)"
+        )
+    if report["banks_set_offline"]:
+        reasons.append(f"{report['banks_set_offline']} banks set offline for silence")
+    step = {
+        "banks": banks,
+        "pass": not reasons,
+        "why": "; ".join(reasons) or None,
+        "lag_p50_ms": report["lag"].get("p50_ms"),
+        "lag_p99_ms": report["lag"].get("p99_ms"),
+        "lag_max_ms": report["lag"].get("max_ms"),
+        "heartbeats_expected": round(expected),
+        "heartbeats_sent_rate": round(sent_rate, 1),
+        "heartbeats_taken": taken,
+        "backend_cpu_percent": report["cpu_percent"],
+        "backend_rss_mb": report["rss_mb"],
+        "backend_peak_rss_mb": report["peak_rss_mb"],
+        "backend_rss_at_start_mb": ready.get("rss_mb"),
+        "loop_lag_p99_ms": report["loop_lag"].get("p99_ms"),
+        "lanes_pending_max": report["lanes_pending_max"],
+        "mean_heartbeat_batch": report["mean_batch"],
+        "simulator_cpu_percent": round(100 * sim_cpu / sim_wall, 1) if sim_wall else None,
+        "simulator_processes": len(before),
+        "devices_online_s": round(online_s, 1),
+        "settled_s": round(settle_s, 1),
+        "report": report,
+    }
+    log(
+        f"{banks}: {'PASS' if step['pass'] else 'FAIL'} lag p50 {step['lag_p50_ms']} ms "
+        f"p99 {step['lag_p99_ms']} ms, taken {taken}/{expected:.0f}, backend CPU "
+        f"{step['backend_cpu_percent']} %, RSS {step['backend_rss_mb']} MB"
+        + (f" -- {step['why']}" if step["why"] else "")
+    )
+    return step
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    raise_fd_limit()
+    steps: list[dict[str, Any]] = []
+    for banks in args.steps:
+        log(f"step {banks} banks")
+        step = await run_step(args, banks)
+        steps.append(step)
+        if not step["pass"] and not args.keep_going:
+            break
+    passing = [s for s in steps if s["pass"]]
+    largest = max((int(s["banks"]) for s in passing), default=0)
+    at_largest = next((s for s in passing if s["banks"] == largest), None)
+    rss = at_largest.get("backend_rss_mb") if at_largest else None
+    broke = next((s for s in steps if not s["pass"]), None)
+    target = TARGET_BANKS if not args.quick else max(args.steps)
+    return result(
+        "fleet",
+        figure=largest,
+        unit="banks sustained (5 s heartbeat, liveness lag p99 < 1 s)",
+        baseline=None,
+        baseline_unit="none (absolute figure; ratio = figure / target)",
+        ratio=largest / target,
+        target=f">= {target} banks with backend RSS < {TARGET_RSS_MB:.0f} MB",
+        passed=largest >= target and rss is not None and rss < TARGET_RSS_MB,
+        params={
+            "steps": args.steps,
+            "interval_s": args.interval,
+            "window_s": args.window,
+            "per_process": args.per_process,
+            "quick": args.quick,
+        },
+        backend_rss_mb=rss,
+        breaks_at=broke["banks"] if broke else None,
+        breaks_because=broke["why"] if broke else None,
+        steps=steps,
+    )
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", default="1000,2500,5000,10000")
+    parser.add_argument("--interval", type=float, default=5.0, help="heartbeat seconds")
+    parser.add_argument("--window", type=float, default=30.0, help="measured seconds")
+    parser.add_argument("--per-process", type=int, default=2500, help="devices per simulator")
+    parser.add_argument("--settle-timeout", type=float, default=600.0)
+    parser.add_argument("--keep-going", action="store_true", help="run every step")
+    parser.add_argument("--quick", action="store_true", help="tiny size (smoke test)")
+    parser.add_argument("--backend", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.window, args.settle_timeout = "10", 3.0, 120.0
+    args.steps = [int(s) for s in str(args.steps).split(",") if s.strip()]
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    if args.backend:
+        asyncio.run(backend_main(json.loads(args.backend)))
+        return
+    emit(asyncio.run(main_async(args)))
+
+
+if __name__ == "__main__":
+    main()
