@@ -211,7 +211,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 await wait_ready(service, args.banks, timeout=120)
                 log(f"{args.banks} banks online and configured; warming up")
                 uuids = [b.uuid for b in banks]
-                await product_round_trips(service, uuids, min(20, args.requests), opened)
+                await product_round_trips(
+                    service, uuids, min(20, max(1, args.requests // 5)), opened
+                )
                 log(f"measuring {args.requests} product round trips")
                 product, stages = await product_round_trips(service, uuids, args.requests, opened)
                 log(f"product: {summary_ms(product)}")
@@ -227,7 +229,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 try:
                     await echo.wait_for("ready", timeout=30)
-                    await bare_round_trips(broker.port, min(20, args.requests), nodelay=nodelay)
+                    await bare_round_trips(
+                        broker.port, min(20, max(1, args.requests // 5)), nodelay=nodelay
+                    )
                     log(f"measuring {args.requests} bare MQTT round trips (nodelay {nodelay})")
                     times = await bare_round_trips(broker.port, args.requests, nodelay=nodelay)
                     log(f"bare (TCP_NODELAY on the clients: {nodelay}): {summary_ms(times)}")
@@ -273,7 +277,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny size (smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.banks, args.requests = 5, 20
+        args.banks, args.requests = 5, 10
     return args
 
 
