@@ -103,3 +103,4 @@ class EventTable(KeyedTable):
         """Keep the newest event in view (cursor on the last row)."""
         if self.row_count:
             self.move_cursor(row=self.row_count - 1)
+            self.call_after_refresh(self._sync_scrollbar)

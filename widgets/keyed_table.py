@@ -78,6 +78,14 @@ class KeyedTable(DataTable[Text]):
             self.add_row(*self._fit(row.cells), key=row.key)
         if cursor is not None:
             self.move_to_key(cursor)
+        self.call_after_refresh(self._sync_scrollbar)
+
+    def _sync_scrollbar(self) -> None:
+        """Textual copies `scroll_y` to the scrollbar only while the bar is shown; a table that
+        scrolled (to its cursor) before its first layout showed the bar keeps a thumb at the
+        top. Put the thumb where the rows are."""
+        if self.show_vertical_scrollbar and self.vertical_scrollbar.position != self.scroll_y:
+            self.vertical_scrollbar.position = self.scroll_y
 
     def _fit(self, cells: tuple[Text, ...]) -> tuple[Text, ...]:
         """Cut the flex column's cell to the flex width (the others are built to fit)."""
@@ -134,6 +142,7 @@ class KeyedTable(DataTable[Text]):
                 self._rebuild(rows)
             if cursor is not None and cursor in set(wanted):
                 self.move_to_key(cursor)
+            self.call_after_refresh(self._sync_scrollbar)
         self._update_cells(rows)
 
     @staticmethod
