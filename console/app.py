@@ -1,16 +1,14 @@
 """The Textual operations console: `LockerConsoleApp(gateway, readonly=..., clock=...)`.
 
-The app talks only to a `ConsoleGateway`. It owns one watcher (a timer and a worker)
-that reads connectivity and the stored events after the last position it has seen,
-derives toasts from them and keeps the event tail for the Events screen. Each screen
-refreshes its own data on its own timer, in its own worker.
+The app talks only to a `ConsoleGateway`. It runs one `BackendWatcher` (on a timer, in a
+worker) that reads connectivity and the stored events after the last position seen and
+says what deserves a toast. Each screen refreshes its own data on its own timer, in its
+own worker.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
-from dataclasses import replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,16 +19,9 @@ from textual.screen import Screen
 from textual.theme import Theme
 
 from backend.domain.timeutil import Clock, SystemClock
-from backend.gateway import ConsoleGateway, SystemStatus
-from backend.views import EventView, TransactionView
-from console.alerts import (
-    Alert,
-    BankName,
-    event_alerts,
-    status_alerts,
-    transactions_needed,
-)
-from console.context import EVENT_TAIL, ConsoleContext
+from backend.gateway import ConsoleGateway
+from console.alerts import Alert
+from console.context import ConsoleContext
 from console.modals.help import HelpModal
 from console.palette import ConsoleCommands, PaletteCommand
 from console.screens.actions import ShowBank
@@ -40,13 +31,9 @@ from console.screens.events import EventsScreen
 from console.screens.fleet import FleetScreen
 from console.screens.provisioning import ProvisioningScreen
 from console.screens.transactions import TransactionsScreen
-from widgets.status_line import Connectivity
-
-log = logging.getLogger(__name__)
+from console.watcher import BackendWatcher
 
 STYLES = Path(__file__).resolve().parent.parent / "styles"
-PAGE = 500
-MAX_PAGES_PER_TICK = 20
 
 # Colours that keep their meaning when the terminal has only 16 (they map onto the
 # standard ANSI palette); with a 16-colour terminal the app switches to `ansi-dark`,
@@ -99,8 +86,7 @@ class LockerConsoleApp(App[None]):
             readonly=readonly,
             refresh_interval=refresh_interval,
         )
-        self._position: int | None = None  # None until caught up with the stored events
-        self._status: SystemStatus | None = None
+        self.watcher = BackendWatcher(self.ctx)
         self._watching = False
         self.add_mode("fleet", lambda: FleetScreen(self.ctx))
         self.add_mode("transactions", lambda: TransactionsScreen(self.ctx))
@@ -114,7 +100,7 @@ class LockerConsoleApp(App[None]):
     @property
     def ready(self) -> bool:
         """True once connectivity is known and the stored events have been read to the end."""
-        return self._status is not None and self._position is not None
+        return self.watcher.ready
 
     def on_mount(self) -> None:
         self.register_theme(LOCKER_THEME)
@@ -172,6 +158,13 @@ class LockerConsoleApp(App[None]):
                 f"Show {label.lower()}", f"Switch to the {label} screen ({key})", self._show(mode)
             )
         yield PaletteCommand("Help", "Keys and state words (?)", self.action_help)
+        if not isinstance(screen, ProvisioningScreen):
+            yield PaletteCommand(
+                "Create bank",
+                "Open the provisioning form (the token is shown once)",
+                self._create_bank,
+                changes_state=True,
+            )
         if isinstance(screen, LiveScreen):
             yield PaletteCommand("Filter", "Filter this screen's table (/)", screen.action_filter)
             yield from screen.palette_commands()
@@ -193,6 +186,12 @@ class LockerConsoleApp(App[None]):
             if not (self.readonly and command.changes_state):
                 yield command
 
+    async def _create_bank(self) -> None:
+        await self.switch_mode("provisioning")
+        screen = self.screen
+        if isinstance(screen, ProvisioningScreen) and not self.readonly:
+            screen.action_new_bank()
+
     def _show(self, mode: str) -> Callable[[], object]:
         return lambda: self.switch_mode(mode)
 
@@ -208,81 +207,10 @@ class LockerConsoleApp(App[None]):
     async def watch_backend(self) -> None:
         """Read status() and the events after our position; toast what deserves it."""
         try:
-            await self._read_status()
-            await self._read_events()
-        except Exception as exc:
-            log.warning("console watcher: %s", exc)
-            self.ctx.connectivity = replace(self.ctx.connectivity, stale=True)
+            for alert in await self.watcher.poll():
+                self.toast(alert)
         finally:
             self._watching = False
-
-    async def _read_status(self) -> None:
-        status = await self.gateway.status()
-        for alert in status_alerts(self._status, status):
-            self.toast(alert)
-        self._status = status
-        self.ctx.connectivity = Connectivity(
-            broker_connected=status.broker_connected,
-            database_ok=status.database_ok,
-            broker_detail=status.broker_detail,
-            mode=status.mode,
-            operator=self.gateway.actor,
-            readonly=self.readonly,
-        )
-
-    async def _read_events(self) -> None:
-        catching_up = self._position is None
-        if self._position is None:
-            position = max(0, await self._end_position() - EVENT_TAIL)
-        else:
-            position = self._position
-        for _ in range(MAX_PAGES_PER_TICK):
-            batch = await self.gateway.events_after(position, PAGE)
-            if not batch:
-                break
-            position = batch[-1].position
-            self._remember(batch)
-            if not catching_up:
-                await self._alert(batch)
-            if len(batch) < PAGE:
-                break
-        self._position = position
-        self.ctx.position = position
-
-    async def _end_position(self) -> int:
-        """The last stored event's position (0 when there is none), in O(log n) small reads:
-        only the tail is shown, so a long history is not read at start."""
-        read = self.gateway.events_after
-        if not await read(0, 1):
-            return 0
-        low, high = 0, 1024  # there are events after `low`; are there any after `high`?
-        while await read(high, 1):
-            low, high = high, high * 2
-        while high - low > 1:
-            middle = (low + high) // 2
-            if await read(middle, 1):
-                low = middle
-            else:
-                high = middle
-        return high
-
-    def _remember(self, events: list[EventView]) -> None:
-        for event in events:
-            if event.event_type == "LockerBankCreated":
-                name = str(event.payload.get("name", ""))
-                location = str(event.payload.get("location", ""))
-                self.ctx.names[event.aggregate_uuid] = BankName(name, location)
-        self.ctx.events.extend(events)
-
-    async def _alert(self, events: list[EventView]) -> None:
-        transactions: dict[str, TransactionView] = {}
-        for tid in transactions_needed(events, self.ctx.mine)[:20]:
-            try:
-                transactions[tid] = await self.gateway.get_transaction(tid)
-            except Exception as exc:
-                log.info("no details for transaction %s: %s", tid, exc)
-        for alert in event_alerts(events, self.ctx.names, transactions, self.ctx.mine):
-            self.toast(alert)
 
     def toast(self, alert: Alert) -> None:
         """Show one alert (errors stay longer)."""

@@ -6,11 +6,15 @@ keeps the tail in the context; this screen only shows it, so it does no I/O itse
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 
 from backend.views import EventView
+from console.context import ConsoleContext
+from console.palette import PaletteCommand
 from console.screens.base import LiveScreen
 from widgets.event_log import EventTable
 
@@ -25,10 +29,9 @@ class EventsScreen(LiveScreen[list[EventView]]):
         Binding("space", "follow", "Follow"),
     ]
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, ctx: ConsoleContext) -> None:
+        super().__init__(ctx)
         self.following = True
-        self._frozen: list[EventView] = []
 
     def compose_body(self) -> ComposeResult:
         yield EventTable(id="events")
@@ -63,6 +66,12 @@ class EventsScreen(LiveScreen[list[EventView]]):
         if action == "follow":
             return not self.following
         return super().check_action(action, parameters)
+
+    def palette_commands(self) -> Iterable[PaletteCommand]:
+        if self.following:
+            yield PaletteCommand("Pause the event log", "Stop following (space)", self.action_pause)
+        else:
+            yield PaletteCommand("Follow the event log", "Show new events", self.action_follow)
 
     def action_pause(self) -> None:
         self.following = False

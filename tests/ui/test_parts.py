@@ -1,0 +1,218 @@
+"""The console's parts on their own: alerts, refresh schedule, keyed table, watcher,
+formatting; and two flows that need no screenshots (timeouts, hostile names)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+
+from backend.domain.timeutil import FrozenClock
+from backend.gateway import SystemStatus
+from backend.service import LockerService
+from backend.views import EventView
+from console.alerts import BankName, event_alerts, status_alerts
+from console.app import LockerConsoleApp
+from console.context import EVENT_TAIL, ConsoleContext
+from console.screens.schedule import RefreshSchedule
+from console.watcher import BackendWatcher
+from tests.ui.conftest import Devices, Toasts, wait_until
+from tests.ui.test_flows import cell, ready
+from widgets.bank_table import BankTable
+from widgets.formatting import age, duration, truncate
+from widgets.keyed_table import KeyedTable, Row, filter_rows
+from widgets.sparkline import spark
+
+T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def event(position: int, event_type: str, bank: str = "b1", **payload: Any) -> EventView:
+    return EventView(
+        position=position,
+        event_type=event_type,
+        aggregate_uuid=bank,
+        aggregate_version=position,
+        payload={"occurred_at": "2026-01-01T12:00:00Z", **payload},
+        metadata={"actor": "device"},
+        created_at=T0,
+    )
+
+
+# ----- alerts ----------------------------------------------------------------------------
+
+
+def test_offline_alerts_name_the_bank_and_a_burst_is_summarised() -> None:
+    names = {f"b{i}": BankName(f"Bank {i}", "Berlin") for i in range(10)}
+    one = event_alerts(
+        [event(1, "LockerBankWentOffline", "b1", reason="last_will")], names, {}, set()
+    )
+    assert [(a.severity, a.message) for a in one] == [
+        ("warning", "Bank 1 (Berlin) went offline (last will).")
+    ]
+    burst = [
+        event(i, "LockerBankWentOffline", f"b{i}", reason="heartbeat_timeout") for i in range(8)
+    ]
+    assert [a.message for a in event_alerts(burst, names, {}, set())] == ["8 banks went offline."]
+
+
+def test_status_alerts_only_on_changes() -> None:
+    up = SystemStatus(broker_connected=True, database_ok=True)
+    down = SystemStatus(broker_connected=False, database_ok=True, broker_detail="refused")
+    assert status_alerts(None, down) == []
+    assert status_alerts(up, up) == []
+    (dropped,) = status_alerts(up, down)
+    assert dropped.severity == "error" and "refused" in dropped.message
+    (back,) = status_alerts(down, up)
+    assert back.severity == "information"
+
+
+# ----- refresh schedule ------------------------------------------------------------------
+
+
+def test_schedule_fetches_on_change_periodically_and_within_its_duty() -> None:
+    now = [0.0]
+    schedule = RefreshSchedule(period=1.0, duty=0.25, monotonic=lambda: now[0])
+    assert schedule.due(0)
+    schedule.started(0)
+    now[0] = 0.1
+    schedule.finished()  # the fetch took 0.1 s: no new fetch before 0.4 s
+    now[0] = 0.3
+    assert not schedule.due(5, force=True)
+    now[0] = 0.45
+    assert schedule.due(5)  # the event log moved
+    assert not schedule.due(0)  # nothing happened, not a second yet
+    assert schedule.due(0, force=True)
+    now[0] = 1.01
+    assert schedule.due(0)  # a second without news: look anyway (heartbeats)
+
+
+# ----- keyed table -----------------------------------------------------------------------
+
+
+class Letters(KeyedTable):
+    COLUMNS = (("name", "name", 8), ("state", "state", None))
+    FLEX_MAX = 12
+
+
+class TableApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield Letters()
+
+
+def rows(*items: tuple[str, str]) -> list[Row]:
+    return [Row(key, (Text(key.upper()), Text(state))) for key, state in items]
+
+
+async def test_keyed_table_updates_in_place_and_keeps_the_cursor() -> None:
+    app = TableApp()
+    async with app.run_test(size=(40, 10)) as pilot:
+        table = app.query_one(Letters)
+        table.sync(rows(("a", "on"), ("b", "on"), ("c", "on")))
+        await pilot.pause()
+        table.move_to_key("b")
+        table.sync(rows(("a", "on"), ("b", "off"), ("c", "on")))
+        assert table.keys == ["a", "b", "c"] and table.cursor_key == "b"
+        assert table.get_cell("b", "state").plain == "off"
+        table.sync(rows(("a", "on"), ("c", "on"), ("b", "off"), ("d", "new")))  # reordered
+        assert table.keys == ["a", "c", "b", "d"] and table.cursor_key == "b"
+        table.sync(rows(("b", "off"), ("d", "new")))  # rows gone: patched, not rebuilt
+        assert table.keys == ["b", "d"] and table.cursor_key == "b"
+        table.sync(rows(("b", "a very long state that will not fit"), ("d", "new")))
+        await pilot.pause()
+        assert table.get_cell("b", "state").plain.endswith("…")
+        assert filter_rows(rows(("a", "on"), ("b", "off")), "OFF") == rows(("b", "off"))
+
+
+# ----- watcher ---------------------------------------------------------------------------
+
+
+class Log:
+    """A gateway over a fixed event log with gaps in its positions."""
+
+    actor = "alice"
+
+    def __init__(self, positions: list[int]) -> None:
+        self.events = [
+            event(p, "DoorStateChanged", compartment_number=1, state="open") for p in positions
+        ]
+        self.reads = 0
+
+    async def events_after(self, position: int = 0, limit: int = 500) -> list[EventView]:
+        self.reads += 1
+        return [e for e in self.events if e.position > position][:limit]
+
+    async def status(self) -> SystemStatus:
+        return SystemStatus(broker_connected=True, database_ok=True)
+
+
+async def test_watcher_reads_only_the_tail_of_a_long_log() -> None:
+    log = Log([*range(1, 9000, 3), 9001])
+    ctx = ConsoleContext(gateway=log, clock=FrozenClock())  # type: ignore[arg-type]
+    watcher = BackendWatcher(ctx)
+    assert await watcher.end_position() == 9001
+    log.reads = 0
+    assert await watcher.poll() == []  # history is shown, never toasted
+    assert watcher.ready and ctx.position == 9001
+    assert ctx.events[-1].position == 9001 and len(ctx.events) <= EVENT_TAIL
+    assert ctx.events[0].position > 9001 - EVENT_TAIL
+    assert log.reads < 40
+    empty = BackendWatcher(ConsoleContext(gateway=Log([]), clock=FrozenClock()))  # type: ignore[arg-type]
+    assert await empty.end_position() == 0
+
+
+# ----- formatting ------------------------------------------------------------------------
+
+
+def test_formatting() -> None:
+    assert age(None, T0) == "never"
+    assert age(T0 - timedelta(seconds=3), T0) == "3s ago"
+    assert age(T0 - timedelta(minutes=5), T0) == "5m ago"
+    assert age(T0 - timedelta(hours=3), T0) == "3h ago"
+    assert duration(0.4) == "0.40s" and duration(None) == "—" and duration(125) == "2m 05s"
+    assert truncate("Main hall\x1b[31m", 20) == "Main hall?[31m"
+    assert truncate("abcdef", 4) == "abc…"
+    assert spark([30, 30, 90], 90, width=3) == "▃▃█"
+
+
+# ----- flows without screenshots ---------------------------------------------------------
+
+MakeApp = Callable[..., LockerConsoleApp]
+
+
+async def test_a_timeout_is_toasted_and_shown(
+    make_app: MakeApp,
+    devices: Devices,
+    service: LockerService,
+    clock: FrozenClock,
+    toasts: Toasts,
+) -> None:
+    uuid = await devices.bank("Main hall", "Berlin")
+    app = make_app()
+    async with app.run_test(size=(80, 24), notifications=True, message_hook=toasts) as pilot:
+        await ready(pilot, app)
+        txn = await service.request_open(uuid, 4, actor="bob")
+        await devices.relay()
+        clock.advance(service.settings.command_timeout + 1)
+        assert (await service.devices.sweep())["timeout"] >= 1
+        await pilot.press("2")
+        table = app.screen.query_one("#transactions", KeyedTable)
+        await wait_until(
+            pilot, lambda: cell(table, txn.transaction_id, "status") == "timeout", "timeout"
+        )
+        await wait_until(pilot, lambda: toasts.matching("Command timed out"), "the toast")
+        messages = [n.message for n in toasts.matching("Command timed out")]
+        assert "Opening compartment 4 on Main hall (Berlin) got no answer." in messages
+
+
+async def test_hostile_names_are_shown_literally(make_app: MakeApp, devices: Devices) -> None:
+    uuid = await devices.bank("[/bold] [red]x[/red] \x1b[2J", "[link=evil]", online=False)
+    app = make_app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.screen.query_one(BankTable)
+        await wait_until(pilot, lambda: uuid in table.keys, "the bank")
+        assert cell(table, uuid, "name").startswith("[/bold] [red]")  # literal, cut to fit
+        assert cell(table, uuid, "location").startswith("[link=evi")
+        assert "\x1b" not in cell(table, uuid, "name")
