@@ -132,15 +132,18 @@ def event_alerts(
     return out
 
 
-def status_alerts(before: SystemStatus | None, after: SystemStatus) -> list[Alert]:
-    """Toasts for connectivity changes (not for the state found at start)."""
+def status_alerts(
+    before: SystemStatus | None, after: SystemStatus, *, was_up: bool = True
+) -> list[Alert]:
+    """Toasts for connectivity changes (not for the state found at start). `was_up`: the
+    broker has been connected at some point, so a reconnection is news ("back")."""
     if before is None:
         return []
     out: list[Alert] = []
     if before.broker_connected and not after.broker_connected:
         detail = f": {after.broker_detail}" if after.broker_detail else ""
         out.append(Alert("error", "Broker disconnected", f"The broker connection dropped{detail}."))
-    elif not before.broker_connected and after.broker_connected:
+    elif not before.broker_connected and after.broker_connected and was_up:
         out.append(Alert("information", "Broker connected", "The broker connection is back."))
     if before.database_ok and not after.database_ok:
         out.append(Alert("error", "Database unreachable", "The database does not answer."))

@@ -30,6 +30,7 @@ class BackendWatcher:
         self.ctx = ctx
         self.status: SystemStatus | None = None
         self.position: int | None = None  # None until caught up with the stored events
+        self._broker_was_up = False
 
     @property
     def ready(self) -> bool:
@@ -50,7 +51,8 @@ class BackendWatcher:
     async def _read_status(self) -> list[Alert]:
         gateway = self.ctx.gateway
         status = await gateway.status()
-        alerts = status_alerts(self.status, status)
+        alerts = status_alerts(self.status, status, was_up=self._broker_was_up)
+        self._broker_was_up = self._broker_was_up or status.broker_connected
         self.status = status
         self.ctx.connectivity = Connectivity(
             broker_connected=status.broker_connected,

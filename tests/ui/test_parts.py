@@ -67,6 +67,7 @@ def test_status_alerts_only_on_changes() -> None:
     assert dropped.severity == "error" and "refused" in dropped.message
     (back,) = status_alerts(down, up)
     assert back.severity == "information"
+    assert status_alerts(down, up, was_up=False) == []  # connecting at start is no news
 
 
 # ----- refresh schedule ------------------------------------------------------------------
