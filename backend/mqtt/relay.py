@@ -193,7 +193,11 @@ class OutboxRelay:
                 await self.connection.state.wait_for(True)
                 try:
                     if not await self.lock.acquire():
-                        await self._idle(self.options.lock_retry)
+                        # Another instance drains: wake-ups (our own commits) are not a
+                        # reason to ask for the lock again, so wait the full retry interval
+                        # (with the wake flag left set, `_idle` would return at once: a spin).
+                        self._wake.clear()
+                        await asyncio.sleep(self.options.lock_retry)
                         continue
                     more = await self.drain_once()
                 except asyncio.CancelledError:
