@@ -13,6 +13,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
@@ -21,6 +22,7 @@ from console.context import ConsoleContext
 from console.palette import PaletteCommand
 from console.screens.schedule import RefreshSchedule
 from widgets.filter_bar import FilterBar
+from widgets.keyed_table import KeyedTable
 from widgets.mode_tabs import ModeTabs
 from widgets.status_line import StatusLine
 
@@ -58,6 +60,8 @@ class LiveScreen(Screen[None], Generic[D]):
         Binding("slash", "filter", "Filter"),
     ]
     WRITE_ACTIONS: ClassVar[frozenset[str]] = frozenset()
+    SELECTION_ACTIONS: ClassVar[frozenset[str]] = frozenset()
+    """Actions that need a highlighted row: hidden from the footer while there is none."""
     SCREEN_TITLE: ClassVar[str] = ""
     MODE: ClassVar[str] = ""
     """The tab this screen belongs to."""
@@ -166,7 +170,10 @@ class LiveScreen(Screen[None], Generic[D]):
         if self.data is None:
             return
         self._drawn_second = int(self.ctx.clock.now().timestamp())
+        selected = self.has_selection()
         self.draw(self.data)
+        if self.has_selection() != selected:
+            self.refresh_bindings()
         title = Text(no_wrap=True, overflow="ellipsis")
         if self.SCREEN_TITLE_SHOWN:
             title.append(f"{self.SCREEN_TITLE} · ", style="bold")
@@ -204,7 +211,20 @@ class LiveScreen(Screen[None], Generic[D]):
     # ----- actions and read-only ---------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return not (action in self.WRITE_ACTIONS and self.ctx.readonly)
+        if action in self.WRITE_ACTIONS and self.ctx.readonly:
+            return False
+        return not (action in self.SELECTION_ACTIONS and not self.has_selection())
+
+    def has_selection(self) -> bool:
+        """Whether a row (bank, transaction) is highlighted for the selection actions."""
+        return True
+
+    def cursor_of(self, table: type[KeyedTable]) -> str | None:
+        """The key under the cursor of this screen's `table` (None before it is composed)."""
+        try:
+            return self.query_one(table).cursor_key
+        except NoMatches:
+            return None
 
     def may_act(self) -> bool:
         """False (and nothing happens) in read-only mode."""

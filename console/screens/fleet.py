@@ -42,6 +42,7 @@ class FleetScreen(BankActionScreen[list[BankView]]):
         Binding("p", "push_config", "Push config"),
     ]
     WRITE_ACTIONS = frozenset({"push_config"})
+    SELECTION_ACTIONS = frozenset({"push_config"})
 
     def compose_body(self) -> ComposeResult:
         yield BankTable(id="banks")
@@ -67,6 +68,9 @@ class FleetScreen(BankActionScreen[list[BankView]]):
         """The bank under the cursor (from the last refresh)."""
         key = self.query_one(BankTable).cursor_key
         return next((b for b in self.data or [] if b.uuid == key), None)
+
+    def has_selection(self) -> bool:
+        return self.cursor_of(BankTable) is not None
 
     def on_bank_table_bank_chosen(self, event: BankTable.BankChosen) -> None:
         self.view_bank(event.bank_uuid)

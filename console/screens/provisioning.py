@@ -89,6 +89,7 @@ class ProvisioningScreen(BankActionScreen[list[BankView]]):
         Binding("r", "revoke", "Revoke"),
     ]
     WRITE_ACTIONS = frozenset({"new_bank", "new_token", "revoke", "create"})
+    SELECTION_ACTIONS = frozenset({"new_token", "revoke"})
 
     def compose_body(self) -> ComposeResult:
         if not self.ctx.readonly:
@@ -123,6 +124,9 @@ class ProvisioningScreen(BankActionScreen[list[BankView]]):
 
     def focus_main(self) -> None:
         self.query_one(ProvisioningTable).focus()
+
+    def has_selection(self) -> bool:
+        return self.cursor_of(ProvisioningTable) is not None
 
     @property
     def highlighted(self) -> BankRequest | None:

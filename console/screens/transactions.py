@@ -24,6 +24,7 @@ class TransactionsScreen(BankActionScreen[list[TransactionView]]):
     SCREEN_TITLE = "Transactions"
     MODE = "transactions"
     BINDINGS = [Binding("b", "view_bank", "Bank")]
+    SELECTION_ACTIONS = frozenset({"view_bank"})
 
     def compose_body(self) -> ComposeResult:
         yield TransactionTable(id="transactions")
@@ -47,6 +48,9 @@ class TransactionsScreen(BankActionScreen[list[TransactionView]]):
 
     def focus_main(self) -> None:
         self.query_one(TransactionTable).focus()
+
+    def has_selection(self) -> bool:
+        return self.cursor_of(TransactionTable) is not None
 
     def _show_detail(self, transaction_id: str | None) -> None:
         txn = next((t for t in self.data or [] if t.transaction_id == transaction_id), None)

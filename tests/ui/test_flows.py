@@ -384,3 +384,53 @@ async def test_help_lists_the_keys_that_apply(
         assert "online" in text and "in sync" in text and "timeout" in text
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, BankScreen), "help closed")
+
+
+async def test_reissue_and_revoke_ask_first(
+    make_app: MakeApp, devices: Devices, service: LockerService, toasts: Toasts
+) -> None:
+    depot = await devices.bank("Depot", "Leipzig", online=False)
+    hall = await devices.bank("Main hall", "Berlin")
+    old_token = devices.tokens[depot]
+    app = make_app()
+    async with app.run_test(size=SIZE, notifications=True, message_hook=toasts) as pilot:
+        await ready(pilot, app)
+        await pilot.press("4")
+        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
+        table = app.screen.query_one(KeyedTable)
+        await wait_until(pilot, lambda: table.keys == [depot, hall], "the banks")
+        table.move_to_key(depot)
+
+        await pilot.press("t")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        assert "previous token stops working" in modal_text(app)
+        await pilot.press("y")
+        await wait_until(pilot, lambda: isinstance(app.screen, TokenModal), "the new token")
+        new_token = plain(app.screen.query_one("#token", Static))
+        assert new_token != old_token and "no longer works" in modal_text(app)
+        assert await service.bank_by_token(new_token) == depot
+        assert await service.bank_by_token(old_token) is None
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "closed")
+
+        # A refusal by the domain is one clear sentence in an error toast; nothing changes.
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: toasts.matching("Revoke refused"), "the refusal")
+        (refusal,) = toasts.matching("Revoke refused")
+        assert refusal.severity == "error" and "no credentials to revoke" in refusal.message
+        assert (await service.get_bank(depot)).status == "unprovisioned"
+
+        table.move_to_key(hall)
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        assert "Revoke this bank's credentials?" in modal_text(app)
+        assert "Main hall" in modal_text(app)
+        await pilot.press("escape")  # cancelled: nothing happens
+        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "cancelled")
+        assert (await service.get_bank(hall)).status == "online"
+        await pilot.press("r")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: cell(table, hall, "status") == "revoked", "revoked")
