@@ -92,7 +92,7 @@ class OpenCompartmentData(Message):
 
 class CompartmentMapping(Message):
     id: CompartmentNumber
-    slaveId: Annotated[int, Field(ge=0, le=247)]  # noqa: N815 - wire name
+    slaveId: Annotated[int, Field(ge=0, le=247)]
     address: Annotated[int, Field(ge=0, le=65535)]
 
 
