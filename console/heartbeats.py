@@ -7,7 +7,7 @@ sparkline plots the gaps between pulses plus the silence since the last one.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from itertools import pairwise
 
@@ -44,6 +44,25 @@ class HeartbeatHistory:
         out.append(max(0.0, (ensure_utc(now) - times[-1]).total_seconds()))
         return out
 
-    def pulses(self, uuids: Iterable[str], now: datetime) -> dict[str, list[float]]:
-        """`gaps` for many banks at once."""
-        return {uuid: self.gaps(uuid, now) for uuid in uuids}
+    def pulses(self, now: datetime) -> Pulses:
+        """`gaps` of every bank as of `now`, computed only for the banks asked about."""
+        return Pulses(self, now)
+
+
+class Pulses(Mapping[str, list[float]]):
+    """A lazy uuid -> gaps mapping (a fleet table asks only for the rows it redraws)."""
+
+    def __init__(self, history: HeartbeatHistory, now: datetime) -> None:
+        self._history = history
+        self._now = now
+
+    def __getitem__(self, uuid: str) -> list[float]:
+        if uuid not in self._history._seen:
+            raise KeyError(uuid)
+        return self._history.gaps(uuid, self._now)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._history._seen)
+
+    def __len__(self) -> int:
+        return len(self._history._seen)

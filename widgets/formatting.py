@@ -64,7 +64,7 @@ def offset(start: datetime, value: datetime | None) -> str:
 
 def truncate(text: str, width: int) -> str:
     """Cut `text` to `width` cells, ending in an ellipsis when cut; control characters go."""
-    clean = "".join(ch if ch.isprintable() else "?" for ch in text)
+    clean = text if text.isprintable() else "".join(c if c.isprintable() else "?" for c in text)
     if len(clean) <= width:
         return clean
     return clean[: max(0, width - 1)] + ELLIPSIS

@@ -49,7 +49,10 @@ class KeyedTable(DataTable[Text]):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=False)
         self._flex_width = self.FLEX_MIN
+        flex = [i for i, (_, _, width) in enumerate(self.COLUMNS) if width is None]
+        self._flex_index: int | None = flex[0] if flex else None
         self._rows: list[Row] = []
+        self._synced: dict[str, Row] = {}
 
     def on_mount(self) -> None:
         self._add_columns()
@@ -87,14 +90,19 @@ class KeyedTable(DataTable[Text]):
         if self.show_vertical_scrollbar and self.vertical_scrollbar.position != self.scroll_y:
             self.vertical_scrollbar.position = self.scroll_y
 
+    def _fitted(self, row: Row) -> Row:
+        cells = self._fit(row.cells)
+        return row if cells is row.cells else Row(row.key, cells)
+
     def _fit(self, cells: tuple[Text, ...]) -> tuple[Text, ...]:
         """Cut the flex column's cell to the flex width (the others are built to fit)."""
+        index = self._flex_index
+        if index is None or index >= len(cells) or cells[index].cell_len <= self._flex_width:
+            return cells
         out = list(cells)
-        for index, (_, _, width) in enumerate(self.COLUMNS):
-            if width is None and index < len(out) and out[index].cell_len > self._flex_width:
-                cut = out[index].copy()
-                cut.truncate(self._flex_width, overflow="ellipsis")
-                out[index] = cut
+        cut = out[index].copy()
+        cut.truncate(self._flex_width, overflow="ellipsis")
+        out[index] = cut
         return tuple(out)
 
     @property
@@ -130,7 +138,7 @@ class KeyedTable(DataTable[Text]):
         are gone are removed and new rows appended when that keeps the order; otherwise
         the table is rebuilt. Either way the cursor stays on the key it was on.
         """
-        rows = [Row(row.key, self._fit(row.cells)) for row in rows]
+        rows = [self._fitted(row) for row in rows]
         self._rows = rows
         wanted = [row.key for row in rows]
         current = self.keys
@@ -144,6 +152,7 @@ class KeyedTable(DataTable[Text]):
                 self.move_to_key(cursor)
             self.call_after_refresh(self._sync_scrollbar)
         self._update_cells(rows)
+        self._synced = {row.key: row for row in rows}
 
     @staticmethod
     def _can_patch(current: list[str], wanted: list[str]) -> bool:
@@ -173,8 +182,12 @@ class KeyedTable(DataTable[Text]):
 
     def _update_cells(self, rows: Sequence[Row]) -> None:
         columns = [column.key for column in self.ordered_columns]
+        synced = self._synced
         for row in rows:
-            old = self.get_row(row.key)
+            previous = synced.get(row.key)
+            if previous is row:
+                continue  # the very same row object: nothing changed
+            old = previous.cells if previous is not None else self.get_row(row.key)
             for column, before, after in zip(columns, old, row.cells, strict=False):
                 if before != after:
                     self.update_cell(row.key, column, after)

@@ -27,6 +27,13 @@ def spark(values: Sequence[float], ceiling: float, width: int = 6) -> str:
     return "".join(out)
 
 
+def spark_look(values: Sequence[float], ceiling: float, width: int = 6) -> tuple[str, str]:
+    """What `spark_text` would show (bars and tail style), cheap to compare."""
+    if not values:
+        return ("", "")
+    return (spark(values, ceiling, width), _tail_style(values[-1], ceiling))
+
+
 def spark_text(values: Sequence[float], ceiling: float, width: int = 6) -> Text:
     """The sparkline with its tail coloured when the latest silence passes one interval."""
     line = spark(values, ceiling, width)

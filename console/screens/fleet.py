@@ -54,7 +54,7 @@ class FleetScreen(BankActionScreen[list[BankView]]):
 
     def draw(self, data: list[BankView]) -> None:
         now = self.ctx.clock.now()
-        pulses = self.ctx.heartbeats.pulses((b.uuid for b in data), now)
+        pulses = self.ctx.heartbeats.pulses(now)
         self.query_one(BankTable).show(data, now, pulses, self.query_text)
 
     def headline(self, data: list[BankView]) -> Text:

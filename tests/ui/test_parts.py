@@ -13,7 +13,7 @@ from textual.app import App, ComposeResult
 from backend.domain.timeutil import FrozenClock
 from backend.gateway import SystemStatus
 from backend.service import LockerService
-from backend.views import EventView
+from backend.views import BankView, EventView
 from console.alerts import BankName, event_alerts, status_alerts
 from console.app import LockerConsoleApp
 from console.context import EVENT_TAIL, ConsoleContext
@@ -217,3 +217,47 @@ async def test_hostile_names_are_shown_literally(make_app: MakeApp, devices: Dev
         assert cell(table, uuid, "name").startswith("[/bold] [red]")  # literal, cut to fit
         assert cell(table, uuid, "location").startswith("[link=evi")
         assert "\x1b" not in cell(table, uuid, "name")
+
+
+def bank_view(i: int, heard: datetime) -> BankView:
+    return BankView(
+        uuid=f"00000000-0000-4000-8000-{i:012d}",
+        name=f"Bank {i:03d}",
+        location="Berlin",
+        status="online",
+        heartbeat_interval_seconds=30,
+        last_heartbeat_at=heard,
+        config_state="in_sync",
+        desired_config_hash="0" * 64,
+        created_at=T0,
+        updated_at=T0,
+    )
+
+
+class FleetApp(App[None]):
+    def compose(self) -> ComposeResult:
+        yield BankTable()
+
+
+async def test_fleet_ages_move_near_the_viewport_and_catch_up_when_scrolled() -> None:
+    banks = [bank_view(i, T0) for i in range(300)]
+    first, last = banks[0].uuid, banks[-1].uuid
+    app = FleetApp()
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(BankTable)
+        table.show(banks, T0 + timedelta(seconds=3), {})
+        await pilot.pause()
+        assert cell(table, first, "heartbeat").startswith("3s ago")
+        assert cell(table, last, "heartbeat").startswith("3s ago")
+        table.show(banks, T0 + timedelta(seconds=9), {})
+        assert cell(table, first, "heartbeat").startswith("9s ago")
+        assert cell(table, last, "heartbeat").startswith("3s ago")  # far away: not yet
+        table.move_to_key(last)
+        await pilot.pause()
+        table.show(banks, T0 + timedelta(seconds=10), {})
+        assert cell(table, last, "heartbeat").startswith("10s ago")
+        moved = [*banks[:-1], bank_view(299, T0 + timedelta(seconds=10))]
+        table.move_to_key(first)
+        await pilot.pause()
+        table.show(moved, T0 + timedelta(seconds=10), {})
+        assert cell(table, last, "heartbeat").startswith("0s ago")  # its bank changed
