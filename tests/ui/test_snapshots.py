@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Input
 
 from backend.domain.contract import CommandResponse
 from backend.domain.timeutil import FrozenClock
@@ -124,6 +125,8 @@ async def settle(pilot: Pilot[None]) -> None:
             return False
 
         await wait_until(pilot, fetched_again, "a fresh redraw")
+    for field in app.screen.query(Input):
+        field.cursor_blink = False
     await app.workers.wait_for_complete()
     await pilot.pause()
 
