@@ -49,6 +49,7 @@ __all__ = [
     "bench_settings",
     "cpu_seconds",
     "emit",
+    "force_client_nodelay",
     "free_port",
     "log",
     "mosquitto",
@@ -164,6 +165,25 @@ def machine() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "packages": packages,
     }
+
+
+def force_client_nodelay() -> None:
+    """EXPERIMENT ONLY (never the default): make every aiomqtt client of this process set
+    TCP_NODELAY, to measure what Nagle's algorithm costs the product's MQTT clients (the
+    backend's connection and the simulator's devices set no socket options)."""
+    import socket
+
+    import aiomqtt
+
+    original = aiomqtt.Client.__init__
+    nodelay = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+
+    def patched(self: aiomqtt.Client, *args: Any, **kwargs: Any) -> None:
+        if not kwargs.get("socket_options"):
+            kwargs["socket_options"] = nodelay
+        original(self, *args, **kwargs)
+
+    aiomqtt.Client.__init__ = patched  # type: ignore[method-assign]
 
 
 # ----- brokers and databases ---------------------------------------------------------------

@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import socket
 import sys
@@ -76,7 +77,13 @@ async def run_fleet(args: argparse.Namespace) -> None:
         connect_concurrency=args.connect_concurrency,
     )
     started = time.perf_counter()
-    devices = await fleet.resume()
+    if args.ramp_per_s > 0:
+        devices = fleet.add_existing()
+        for device in devices:  # a gradual start: RAMP devices per second
+            await device.start()
+            await asyncio.sleep(1 / args.ramp_per_s)
+    else:
+        devices = await fleet.resume()
     say("started", devices=len(devices))
     try:
         await fleet.wait_until_online(timeout=args.online_timeout)
@@ -213,11 +220,16 @@ def main() -> None:
     fleet.add_argument("--report", type=float, default=5.0)
     fleet.add_argument("--online-timeout", type=float, default=600.0)
     fleet.add_argument("--connect-concurrency", type=int, default=64)
+    fleet.add_argument("--ramp-per-s", type=float, default=0.0, help="0: start all at once")
     echo = sub.add_parser("echo")
     echo.add_argument("--port", type=int, required=True)
     echo.add_argument("--nodelay", action="store_true", help="TCP_NODELAY on the socket")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    if os.environ.get("BENCH_CLIENT_NODELAY") == "1":
+        from bench.common import force_client_nodelay
+
+        force_client_nodelay()
     asyncio.run(run_fleet(args) if args.mode == "fleet" else run_echo(args))
 
 

@@ -178,7 +178,15 @@ async def backend_main(overrides: dict[str, Any]) -> None:
             if line == "status":
                 counts = await bank_counts(services.service)
                 depth = await services.service.devices.outbox_depth()
-                say("status", banks=counts, outbox_depth=depth, rss_mb=round(rss_mb(), 1))
+                metrics = services.runtime.metrics
+                say(
+                    "status",
+                    banks=counts,
+                    outbox_depth=depth,
+                    rss_mb=round(rss_mb(), 1),
+                    banks_set_offline=metrics.banks_offline,
+                    commands=dict(metrics.commands),
+                )
             elif line == "mark":
                 probe.mark()
                 say("marked")
@@ -300,6 +308,8 @@ async def run_step(args: argparse.Namespace, banks: int) -> dict[str, Any]:
                             "2",
                             "--online-timeout",
                             str(args.settle_timeout),
+                            "--ramp-per-s",
+                            str(args.ramp / len(dirs)),
                         )
                     )
                 for sim in sims:
@@ -325,7 +335,9 @@ async def run_step(args: argparse.Namespace, banks: int) -> dict[str, Any]:
                 for sim in sims:
                     await sim.stop()
                 await backend.stop()
-    return judge_step(args, banks, ready, report, sent_before, sent_after, online_s, settle_s)
+    step = judge_step(args, banks, ready, report, sent_before, sent_after, online_s, settle_s)
+    step["set_offline_during_startup"] = status.get("banks_set_offline")
+    return step
 
 
 async def settle(backend: Backend, banks: int, timeout: float) -> dict[str, Any] | None:
@@ -440,6 +452,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "interval_s": args.interval,
             "window_s": args.window,
             "per_process": args.per_process,
+            "ramp_per_s": args.ramp,
             "quick": args.quick,
         },
         backend_rss_mb=rss,
@@ -455,13 +468,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=5.0, help="heartbeat seconds")
     parser.add_argument("--window", type=float, default=30.0, help="measured seconds")
     parser.add_argument("--per-process", type=int, default=2500, help="devices per simulator")
+    parser.add_argument(
+        "--ramp",
+        type=float,
+        default=40.0,
+        help="devices started per second (0: all at once, as after a backend restart)",
+    )
     parser.add_argument("--settle-timeout", type=float, default=600.0)
     parser.add_argument("--keep-going", action="store_true", help="run every step")
     parser.add_argument("--quick", action="store_true", help="tiny size (smoke test)")
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.steps, args.window, args.settle_timeout = "10", 3.0, 120.0
+        args.steps, args.window, args.settle_timeout, args.ramp = "10", 3.0, 120.0, 0.0
     args.steps = [int(s) for s in str(args.steps).split(",") if s.strip()]
     return args
 

@@ -64,6 +64,7 @@ from bench.common import (
     seed_banks,
     sqlite_url,
 )
+from bench.stats import cpu_seconds
 
 TARGET = 0.8
 QUIET = logging.getLogger("bench.mqtt")
@@ -81,6 +82,8 @@ class StoreRun:
     ingest_rate: float
     raw_seconds: float
     ingest_seconds: float
+    raw_cpu_ms: float
+    ingest_cpu_ms: float
     sweep_ms_with_backlog: float
     mean_batch: float
     batches: int
@@ -99,6 +102,8 @@ class StoreRun:
             "ratio": round(self.ratio, 3),
             "ingest_s": round(self.ingest_seconds, 3),
             "raw_s": round(self.raw_seconds, 3),
+            "ingest_cpu_ms_per_message": round(self.ingest_cpu_ms, 3),
+            "raw_cpu_ms_per_message": round(self.raw_cpu_ms, 3),
             "response_batches": self.batches,
             "mean_batch": round(self.mean_batch, 1),
             "sweep_ms_with_backlog": round(self.sweep_ms_with_backlog, 1),
@@ -222,7 +227,9 @@ async def measure_store(
             log(f"{label}: published {total} responses in {publish_s:.2f} s (queued for both)")
 
             timeout = max(60.0, total / 50)
+            cpu_before = cpu_seconds()
             raw_s = await drain_raw(broker.port, raw_id, total, timeout)
+            raw_cpu = cpu_seconds() - cpu_before
             log(f"{label}: raw aiomqtt drained {total} in {raw_s:.3f} s ({total / raw_s:.0f}/s)")
 
             done = asyncio.Event()
@@ -240,11 +247,13 @@ async def measure_store(
             runtime = MqttRuntime(service, RuntimeOptions())
             if sweeper == "parked":
                 runtime.sweeper = _ParkedSweeper()  # type: ignore[assignment]
+            cpu_before = cpu_seconds()
             started = time.perf_counter()
             await runtime.start()
             try:
                 async with asyncio.timeout(timeout):
                     await done.wait()
+                ingest_cpu = cpu_seconds() - cpu_before
             finally:
                 await runtime.stop()
             ingest_s = finished_at - started
@@ -260,6 +269,8 @@ async def measure_store(
                 ingest_rate=total / ingest_s,
                 raw_seconds=raw_s,
                 ingest_seconds=ingest_s,
+                raw_cpu_ms=raw_cpu / total * 1000,
+                ingest_cpu_ms=ingest_cpu / total * 1000,
                 sweep_ms_with_backlog=sweep_ms,
                 mean_batch=metrics.batch_items["responses"] / batches if batches else 0.0,
                 batches=batches,
@@ -322,7 +333,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--banks", type=int, default=1000)
-    parser.add_argument("--per-bank", type=int, default=20, help="open commands per bank")
+    parser.add_argument("--per-bank", type=int, default=10, help="open commands per bank")
     parser.add_argument("--sweeper", choices=("parked", "live"), default="parked")
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--quick", action="store_true", help="tiny size (smoke test)")

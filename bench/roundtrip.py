@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import sys
 import tempfile
@@ -44,6 +45,7 @@ from backend.store.event_store import RecordedEvent
 from bench.common import (
     bench_settings,
     emit,
+    force_client_nodelay,
     log,
     mosquitto,
     result,
@@ -185,6 +187,9 @@ async def bare_round_trips(port: int, count: int, *, nodelay: bool = False) -> l
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    if args.experiment_client_nodelay:
+        force_client_nodelay()  # this process's clients; the devices process below too
+        os.environ["BENCH_CLIENT_NODELAY"] = "1"
     with tempfile.TemporaryDirectory(prefix="bench-roundtrip-") as tmp:
         workdir = Path(tmp)
         with mosquitto(workdir, BROKER_NODELAY if args.broker_nodelay else "") as broker:
@@ -253,6 +258,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "banks": args.banks,
             "requests": args.requests,
             "broker_nodelay": args.broker_nodelay,
+            "experiment_client_nodelay": args.experiment_client_nodelay,
             "quick": args.quick,
         },
         product=p,
@@ -268,6 +274,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--banks", type=int, default=100)
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument(
+        "--experiment-client-nodelay",
+        action="store_true",
+        help="EXPERIMENT: force TCP_NODELAY on every aiomqtt client (backend and devices)",
+    )
     parser.add_argument(
         "--broker-nodelay",
         action=argparse.BooleanOptionalAction,
