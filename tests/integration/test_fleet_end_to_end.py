@@ -39,7 +39,7 @@ from backend.runner import BackendServices
 from backend.service import LockerService
 from backend.store.tables import OutboxRow
 from simulator.device import DeviceOptions, DeviceStatus, SimulatedDevice
-from simulator.faults import Faults
+from simulator.faults import CrashPoint, Faults
 from simulator.fleet import Fleet
 from tests.conftest import make_settings
 from tests.support.mosquitto import MosquittoBroker, free_port
@@ -294,12 +294,12 @@ async def test_a_hundred_banks_online_and_duplicates_never_act_twice(
     [("after_action", "error", "UNKNOWN_ERROR"), ("before_response", "success", None)],
 )
 async def test_a_device_crashing_mid_command_never_acts_twice(
-    backend: Backend, tmp_path: Path, point: str, status: str, error_code: str | None
+    backend: Backend, tmp_path: Path, point: CrashPoint, status: str, error_code: str | None
 ) -> None:
     fleet, devices, _ = await _online_fleet(backend, tmp_path, 1, Faults())
     try:
         ((uuid, device),) = devices.items()
-        device.arm_crash(point)  # type: ignore[arg-type]
+        device.arm_crash(point)
         txn = await backend.service.request_open(uuid, 2, actor="e2e")
         tid = txn.transaction_id
         await device.wait_for(lambda d: d.status == DeviceStatus.CRASHED, 30)
