@@ -197,7 +197,7 @@ class DeviceService:
                 uow.session.add(
                     ProcessedMessageRow(bank_uuid=bank_uuid, message_key=key, processed_at=uow.now)
                 )
-                uow.session.flush()  # the write session does not autoflush
+                uow.session.flush()  # visible to the next lookup in this transaction
             if event.event == "door_state_changed":
                 door = event.door_data()
                 uow.execute(
