@@ -1,0 +1,151 @@
+"""Issue 8, item 3: stale commands.
+
+The MQTT runtime (in process, Mosquitto, SQLite, COMMAND_TTL small) and simulated banks.
+Half of the banks go offline (clean DISCONNECT, persistent session kept by the broker),
+get an open command published into their session, and stay away until it has expired:
+when they come back the queued command reaches them late and is refused; it never opens
+a door. The other half go offline the same way and come back within the TTL: the command
+is executed exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from backend.config import load_settings
+from backend.mqtt.runtime import MqttRuntime
+from backend.service import LockerService
+from simulator.device import DeviceOptions, SimulatedDevice
+from simulator.fleet import Fleet
+from tests.reliability.conftest import size
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.mqtt_runtime_process import fast_options
+from tests.support.reliability_tools import SqlProbe, until
+
+BANKS = size("stale_banks", 10, 100)
+TTL = 5.0
+
+pytestmark = [pytest.mark.reliability, pytest.mark.mosquitto, pytest.mark.timeout(300)]
+
+
+async def test_offline_past_the_ttl_never_executes_back_within_executes_once(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    db_url = f"sqlite:///{tmp_path / 'locker.db'}"
+    service = LockerService(
+        load_settings(
+            _env_file=None,
+            locker_data_dir=tmp_path,
+            database_url=db_url,
+            mqtt_host=mosquitto.host,
+            mqtt_port=mosquitto.port,
+            mqtt_password="x",
+            mqtt_provisioning_password="y",
+            mosq_secret="z",
+            secret_key="k",
+            mqtt_client_id=f"backend-{uuid.uuid4().hex[:8]}",
+            command_timeout=60.0,
+            command_ttl=TTL,
+            command_retry_after=60.0,
+        )
+    )
+    await service.migrate()
+    runtime = MqttRuntime(service, fast_options())
+    probe = SqlProbe(db_url)
+    fleet = Fleet(
+        mosquitto.host,
+        mosquitto.port,
+        state_dir=tmp_path / "sim",
+        provisioning_password="y",
+        options=DeviceOptions(
+            heartbeat_interval=5, compartments=2, door_dwell_seconds=None, durable=False
+        ),
+    )
+    figures: dict[str, Any] = {"banks": BANKS, "ttl_seconds": TTL}
+    try:
+        await runtime.start()
+        await runtime.wait_connected(20)
+        created = [
+            await service.create_bank(f"Stale {n}", "Lab", 2, heartbeat_interval_seconds=5)
+            for n in range(BANKS)
+        ]
+        await fleet.start([c.token for c in created])
+        await fleet.wait_until_online(60)
+        devices: dict[str, SimulatedDevice] = {}
+        for c in created:
+            device = fleet.by_bank(c.uuid)
+            assert device is not None
+            devices[c.uuid] = device
+        await until(
+            lambda: probe.scalar("SELECT count(*) FROM locker_banks WHERE config_state='in_sync'"),
+            lambda n: n == BANKS,
+            "configs applied",
+            60,
+        )
+        away = [c.uuid for c in created[: BANKS // 2]]
+        back = [c.uuid for c in created[BANKS // 2 :]]
+        await asyncio.gather(*(devices[u].stop() for u in away + back))
+        tids = {
+            u: (await service.request_open(u, 1, actor="stale")).transaction_id for u in devices
+        }
+
+        async def statuses() -> dict[str, str]:
+            return await probe.statuses()
+
+        # Every command is in the brokers' sessions (PUBACK) while its device is away.
+        await until(
+            statuses,
+            lambda s: all(s[t] in ("sent", "expired") for t in tids.values()),
+            "commands published into the offline sessions",
+            30,
+            0.05,
+        )
+        # Back within the TTL: restart at once.
+        await asyncio.gather(*(devices[u].start() for u in back))
+        # Away past the TTL: only once the backend has expired the command.
+        await until(
+            statuses,
+            lambda s: all(s[tids[u]] == "expired" for u in away),
+            "commands of the away banks expired",
+            TTL + 30,
+        )
+        await asyncio.gather(*(devices[u].start() for u in away))
+        await fleet.wait_until_online(60)
+        final = await until(
+            statuses,
+            lambda s: all(s[tids[u]] == "success" for u in back),
+            "commands of the returning banks executed",
+            60,
+        )
+        # The away devices received their queued command late and refused it.
+        await until(
+            lambda: asyncio.sleep(0, sum(devices[u].stats.outcomes["refused"] for u in away)),
+            lambda n: n == len(away),
+            "late commands refused by the away devices",
+            30,
+        )
+        after = await probe.statuses()
+        for u in away:
+            assert tids[u] not in devices[u].executed, u
+            assert final[tids[u]] == after[tids[u]] == "expired"
+        for u in back:
+            assert devices[u].executed.get(tids[u]) == 1, u
+        outcomes = await probe.outcomes()
+        for u in away:
+            assert "CompartmentOpened" not in outcomes.get(tids[u], []), u
+        for u in back:
+            assert outcomes[tids[u]] == ["CompartmentOpened"], u
+        figures["away_expired_never_executed"] = len(away)
+        figures["back_executed_once"] = len(back)
+    finally:
+        print("figures:", json.dumps(figures))
+        await fleet.stop()
+        await runtime.stop()
+        probe.close()
+        service.close()
