@@ -7,8 +7,9 @@ Covered elsewhere, not repeated here (see RELIABILITY.md): wrong/missing `mosq_s
 usernames `#`, `+`, `a/b`, empty passwords, ACL filters -> tests/integration/test_hook_http.py.
 
 New here:
-- the hook's password check and the secret check take the same time whether a wrong
-  value differs at its first or at its last character (statistical, generous bound);
+- the hook's password checks (backend, provisioning client, device) and the secret check
+  take the same time whether a wrong value differs at its first or at its last
+  character (statistical, generous bound);
 - so does the provisioning-token lookup (`service.bank_by_token`);
 - guessing provisioning tokens over MQTT from one client id is rate limited;
 - revoked credentials are refused at the next CONNECT;
@@ -36,7 +37,7 @@ from tests.conftest import make_settings
 from tests.reliability.conftest import size
 from tests.support.mosquitto import free_port
 from tests.support.mqtt_runtime_process import fast_options
-from tests.support.reliability_tools import until
+from tests.support.reliability_tools import SqlProbe, until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 
@@ -146,6 +147,16 @@ async def test_hook_checks_take_the_same_time_wherever_a_secret_differs(
     created = await backend.service.create_bank("Timing", "Lab", 2)
     assert await backend.service.devices.register(created.token, "timing-cid") == "success"
     backend_pw = backend.settings.secret("mqtt_password")
+    # The device's password as the backend queued it for the reply (read from the outbox).
+    assert backend.settings.database_url
+    probe = SqlProbe(backend.settings.database_url)
+    try:
+        replies = await probe.rows(
+            "SELECT payload FROM outbox WHERE topic = 'locker/provisioning/reply/timing-cid'"
+        )
+    finally:
+        probe.close()
+    device_pw = json.loads(replies[0].payload)["data"]["mqtt_password"]
     url = backend.http.url if backend.http else ""
     auth = f"{url}/api/mosq/auth"
     async with aiohttp.ClientSession() as session:
@@ -173,6 +184,12 @@ async def test_hook_checks_take_the_same_time_wherever_a_secret_differs(
             login(PROV_USER, _flip(PROV_PW, 0)), login(PROV_USER, _flip(PROV_PW, -1)), SAMPLES
         )
         assert_close(first, last, "provisioning password")
+        first, last = await paired_medians(
+            login(created.uuid, _flip(device_pw, 0)),
+            login(created.uuid, _flip(device_pw, -1)),
+            SAMPLES,
+        )
+        assert_close(first, last, "device password")
         first, last = await paired_medians(
             secret(_flip(MOSQ_SECRET, 0)), secret(_flip(MOSQ_SECRET, -1)), SAMPLES
         )
