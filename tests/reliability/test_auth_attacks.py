@@ -274,8 +274,16 @@ async def test_revoked_credentials_are_refused_at_the_next_connect_and_replies_s
     assert user == created.uuid
 
     async with mqtt(backend, user, password, f"{user}-a") as device:
-        await device.subscribe(f"locker/{user}/command", qos=1)
-    await backend.service.revoke(created.uuid, actor="reliability")
+        granted = await device.subscribe(f"locker/{user}/command", qos=1)
+        assert list(granted) == [1], granted
+        await backend.service.revoke(created.uuid, actor="reliability")
+
+        async def subscribe_refused() -> bool:
+            granted = await device.subscribe(f"locker/{user}/command", qos=1)
+            return list(granted) == [0x80]
+
+        # The session that was open when the bank was revoked: its next SUBSCRIBE fails.
+        await until(subscribe_refused, bool, "revoked session's SUBSCRIBE refused", 15)
 
     async def refused() -> bool:
         try:
