@@ -112,6 +112,9 @@ async def run_fleet(args: argparse.Namespace) -> None:
             except TimeoutError:
                 pass
     finally:
+        # aiomqtt logs "Bad file descriptor" from add_writer for every socket closed under
+        # it while thousands of devices disconnect at once; only teardown noise.
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         await fleet.stop()
         say("stopped")
 

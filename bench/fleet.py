@@ -320,15 +320,18 @@ async def run_step(args: argparse.Namespace, banks: int) -> dict[str, Any]:
                         return failed_step(banks, "devices did not all connect", line)
                 online_s = time.perf_counter() - started
                 log(f"{banks}: all devices online after {online_s:.1f} s; settling")
-                status = await settle(backend, banks, args.settle_timeout)
+                status, why = await settle(backend, banks, args.settle_timeout)
                 settle_s = time.perf_counter() - started
                 if status is None:
                     last = await backend.ask("status", "status")
-                    return failed_step(banks, "backend did not settle", last)
+                    return failed_step(banks, why, last | {"after_s": round(settle_s, 1)})
                 log(f"{banks}: settled after {settle_s:.1f} s; measuring {args.window:.0f} s")
                 sent_before = [await sim.next_stats(30) for sim in sims]
                 await backend.ask("mark", "marked")
-                await asyncio.sleep(args.window)
+                if args.profile_dir:
+                    await profile(backend, banks, args.window, Path(args.profile_dir))
+                else:
+                    await asyncio.sleep(args.window)
                 report = await backend.ask("report", "report", timeout=120)
                 sent_after = [await sim.next_stats(30) for sim in sims]
             finally:
@@ -340,9 +343,12 @@ async def run_step(args: argparse.Namespace, banks: int) -> dict[str, Any]:
     return step
 
 
-async def settle(backend: Backend, banks: int, timeout: float) -> dict[str, Any] | None:
-    """Until every bank is online and configured and the outbox is empty (None on timeout)."""
+async def settle(backend: Backend, banks: int, timeout: float) -> tuple[dict[str, Any] | None, str]:
+    """Until every bank is online and configured and the outbox is empty. (None, why) on a
+    timeout, or as soon as banks flap: set offline for silence although their devices
+    heartbeat (their heartbeats are committed too late), back online with the next one."""
     deadline = time.monotonic() + timeout
+    flap_limit = max(50, banks // 2)
     while time.monotonic() < deadline:
         status = await backend.ask("status", "status")
         counts = status["banks"]
@@ -351,9 +357,41 @@ async def settle(backend: Backend, banks: int, timeout: float) -> dict[str, Any]
             and counts.get("config_in_sync", 0) >= banks
             and status["outbox_depth"] == 0
         ):
-            return status
+            return status, ""
+        if status["banks_set_offline"] > flap_limit:
+            return None, (
+                f"did not settle: {status['banks_set_offline']} times a bank was set offline "
+                "for silence while its device heartbeated (heartbeat writes fell behind; "
+                "each comes back online with its next heartbeat: flapping)"
+            )
         await asyncio.sleep(2)  # polling the backend's read model for a condition
-    return None
+    return None, f"did not settle within {timeout:.0f} s"
+
+
+async def profile(backend: Backend, banks: int, seconds: float, directory: Path) -> None:
+    """Sample the backend with py-spy for the window (investigations only; py-spy is not a
+    dependency: `.venv/bin/pip install py-spy`)."""
+    spy = Path(sys.executable).with_name("py-spy")
+    out = directory / f"fleet-{banks}.txt"
+    process = await asyncio.create_subprocess_exec(
+        str(spy),
+        "record",
+        "--pid",
+        str(backend.process.pid),
+        "--duration",
+        str(int(seconds)),
+        "--rate",
+        "50",
+        "--threads",
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await process.wait()
+    log(f"{banks}: py-spy samples in {out}")
 
 
 def failed_step(banks: int, why: str, detail: dict[str, Any]) -> dict[str, Any]:
@@ -464,7 +502,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="1000,2500,5000,10000")
+    parser.add_argument("--steps", default="1000,2500,3500,5000,7500,10000")
     parser.add_argument("--interval", type=float, default=5.0, help="heartbeat seconds")
     parser.add_argument("--window", type=float, default=30.0, help="measured seconds")
     parser.add_argument("--per-process", type=int, default=2500, help="devices per simulator")
@@ -476,6 +514,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--settle-timeout", type=float, default=600.0)
     parser.add_argument("--keep-going", action="store_true", help="run every step")
+    parser.add_argument("--profile-dir", help="py-spy the backend during each window")
     parser.add_argument("--quick", action="store_true", help="tiny size (smoke test)")
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
