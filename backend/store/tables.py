@@ -126,7 +126,10 @@ class OutboxRow(SQLModel, table=True):
     """Messages to publish, written in the transaction of the event that causes them."""
 
     __tablename__ = "outbox"
-    __table_args__ = (Index("ix_outbox_status_id", "status", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_status_id", "status", "id"),
+        Index("ix_outbox_bank_transaction", "bank_uuid", "transaction_id"),
+    )
 
     id: int | None = _id()  # type: ignore[assignment]
     kind: str = Field(max_length=32)
