@@ -228,15 +228,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 frames_before, paint_before = app.frames, app.paint_s
                 started = time.perf_counter()
                 profiler = _profiler(args.profile)
-                for _ in range(args.presses):
+                for index in range(args.presses):
                     await asyncio.sleep(rng.uniform(0.05, 0.25))
                     if table.cursor_row >= table.row_count - 1:
                         table.move_cursor(row=0)
                         await pilot.pause()
+                    key = "up" if args.pattern == "updown" and index % 2 else "down"
                     expecting = Expectation(table, table.cursor_row)
                     app.expecting = expecting
                     pressed = time.perf_counter()
-                    app.post_message(events.Key("down", None))
+                    app.post_message(events.Key(key, None))
                     try:
                         async with asyncio.timeout(5):
                             await expecting.done.wait()
@@ -273,6 +274,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "rate": args.rate,
             "response_share": args.response_share,
             "presses": args.presses,
+            "pattern": args.pattern,
             "size": f"{args.width}x{args.height}",
             "warmup_s": args.warmup,
             "quick": args.quick,
@@ -307,6 +309,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of ingest first")
     parser.add_argument("--width", type=int, default=120)
     parser.add_argument("--height", type=int, default=40)
+    parser.add_argument(
+        "--pattern",
+        choices=("down", "updown"),
+        default="down",
+        help="down: cursor down each time (the table scrolls once past the first screen); "
+        "updown: down, up, down... (never scrolls)",
+    )
     parser.add_argument("--profile", help="write a pyinstrument HTML profile of the presses")
     parser.add_argument("--quick", action="store_true", help="tiny size (smoke test)")
     args = parser.parse_args(argv)
