@@ -48,6 +48,31 @@ def postgres_url() -> str | None:
         return None
 
 
+def git_state() -> str:
+    """The commit measured, and how many tracked files outside bench/ differed from it."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=BENCH.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=BENCH.parent,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    dirty = [line for line in status if not line[3:].startswith("bench/")]
+    return f"{head}" + (f" (+{len(dirty)} modified files)" if dirty else "")
+
+
 def run_one(name: str, quick: bool, env: dict[str, str]) -> tuple[dict[str, Any], float]:
     """Run one benchmark; its result line (or an error record) and its wall time."""
     command = [sys.executable, str(BENCH / f"{name}.py"), *(["--quick"] if quick else [])]
@@ -77,6 +102,8 @@ def run_one(name: str, quick: bool, env: dict[str, str]) -> tuple[dict[str, Any]
 def _fmt(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, float) and value.is_integer():
+        return f"{int(value):,}"
     if isinstance(value, float):
         return f"{value:,.3f}".rstrip("0").rstrip(".") if abs(value) < 10 else f"{value:,.1f}"
     return str(value)
@@ -89,7 +116,8 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         START,
         "",
-        f"Run {report['started']} ({'quick' if report['quick'] else 'full'} sizes), "
+        f"Run {report['started']} at commit {report.get('commit', '?')} "
+        f"({'quick' if report['quick'] else 'full'} sizes); "
         f"`bench/run_all.py` took {report['total_s'] / 60:.1f} min.",
         "",
         f"Machine: {m['cores']} cores ({m['cpu']}), {m['ram_gb']} GB RAM, {m['os']}, "
@@ -143,6 +171,7 @@ def main() -> None:
         "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "quick": args.quick,
         "machine": machine(),
+        "commit": git_state(),
         "postgres": bool(url),
         "rerun": "bench/run_all.py" + (" --quick" if args.quick else ""),
         "results": {},
@@ -161,6 +190,7 @@ def main() -> None:
         previous["durations_s"].update(report["durations_s"])
         previous["total_s"] = round(sum(previous["durations_s"].values()), 1)
         previous["machine"] = report["machine"]
+        previous["commit"] = report["commit"]
         report = previous
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"results written to {out}", file=sys.stderr)
