@@ -1,0 +1,192 @@
+"""Profiles behind the findings in BENCHMARKS.md (investigation tools, not benchmarks).
+
+    .venv/bin/python bench/profiles.py responses [--banks 300] [--postgres URL]
+    .venv/bin/python bench/profiles.py sweep
+    .venv/bin/python bench/profiles.py acl
+
+* responses: the response write path (`DeviceService._response` in one transaction per
+  batch, as `record_responses` runs it): SQL statements per response, CPU per response and a
+  cProfile breakdown by stage.
+* sweep: how long one `DeviceService._sweep` takes with 1,000 / 2,000 / 4,000 unanswered
+  commands, and the query plan of its per-command outbox lookup.
+* acl: microbenchmarks of the hook's decisions (`UserDirectory.acl`, `authenticate`,
+  `valid_identity`).
+
+The fleet and console findings come from py-spy (`bench/fleet.py --profile-dir`, or
+`py-spy record --threads -f raw --pid PID` during `bench/console.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import io
+import pstats
+import sys
+import tempfile
+import time
+import timeit
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import event, text
+
+from backend.domain.contract import CommandResponse
+from backend.service import LockerService
+from bench.common import bench_settings, open_commands, private_postgres, seed_banks, sqlite_url
+
+LONG = {"command_timeout": 86400.0, "command_ttl": 86400.0, "command_retry_after": 86400.0}
+
+Stage = Callable[[tuple[str, int, str]], bool]
+STAGES: dict[str, Stage] = {
+    "UnitOfWork.execute": lambda k: k[2] == "execute" and "unit_of_work" in k[0],
+    "event_store.append": lambda k: k[2] == "append" and "event_store" in k[0],
+    "projections.project": lambda k: k[2] == "project" and "projections" in k[0],
+    "Session.get": lambda k: k[2] == "get" and k[0].endswith("orm/session.py"),
+    "Session.flush": lambda k: k[2] == "flush" and k[0].endswith("orm/session.py"),
+    "Connection._exec_single_context": lambda k: k[2] == "_exec_single_context",
+}
+
+
+async def responses(url: str, workdir: Path, banks: int, per_bank: int, batch: int) -> None:
+    service = LockerService(bench_settings(workdir, url, **LONG))
+    try:
+        await service.migrate()
+        seeded = await seed_banks(service, banks, compartments=per_bank)
+        opened = await open_commands(service, seeded, per_bank)
+        now = datetime.now(UTC)
+        items = []
+        for round_ in range(per_bank):
+            for bank_uuid, tid in opened[round_::per_bank]:
+                response = CommandResponse(
+                    action="open_compartment", result="success", transaction_id=tid, timestamp=now
+                )
+                items.append((bank_uuid, response, response.to_bytes()))
+        statements: Counter[str] = Counter()
+
+        def count(_c: Any, _cur: Any, statement: str, *_rest: Any) -> None:
+            words = statement.split()
+            table = next((w for w in words[1:4] if w.islower() and w.isidentifier()), "")
+            statements[f"{words[0]} {table}".strip()] += 1
+
+        event.listen(service.db.write_engine, "before_cursor_execute", count)
+        devices = service.devices
+        rounds = [items[i : i + batch] for i in range(0, len(items), batch)]
+
+        def run(chunk: list[Any]) -> None:
+            service._transact_sync(lambda uow: [devices._response(uow, *item) for item in chunk])
+
+        run(rounds[0])  # warm; then two fresh batches under cProfile, the rest timed
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for chunk in rounds[1:3]:
+            run(chunk)
+        profiler.disable()
+        measured = [item for chunk in rounds[3:] for item in chunk]
+        statements.clear()
+        cpu, wall = time.process_time(), time.perf_counter()
+        for chunk in rounds[3:]:
+            run(chunk)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        n = len(measured)
+        print(f"{service.db.dialect}: {n} responses, batches of {batch}")
+        print(f"  CPU {cpu / n * 1e3:.2f} ms/response, wall {wall / n * 1e3:.2f} ms/response")
+        print("  statements per response:", {k: round(v / n, 2) for k, v in statements.items()})
+        stats = pstats.Stats(profiler)
+        raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+        total = sum(v[3] for k, v in raw.items() if k[2] == "_response")
+        print("  share of DeviceService._response (cProfile, cumulative):")
+        for name, match in STAGES.items():
+            share = sum(v[3] for k, v in raw.items() if match(k)) / total
+            print(f"    {name:34s} {share:6.1%}")
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(10)
+        print("\n".join(out.getvalue().splitlines()[6:20]))
+    finally:
+        service.close()
+
+
+async def sweep() -> None:
+    for banks in (100, 200, 400):
+        with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+            workdir = Path(tmp)
+            service = LockerService(bench_settings(workdir, sqlite_url(workdir), **LONG))
+            try:
+                await service.migrate()
+                seeded = await seed_banks(service, banks, compartments=10)
+                await open_commands(service, seeded, 10)
+                started = time.perf_counter()
+                service._transact_sync(service.devices._sweep)
+                took = time.perf_counter() - started
+                print(f"{banks * 10:5d} unanswered commands: one sweep {took:.2f} s")
+                with service.db.read_session() as session:
+                    plan = session.execute(
+                        text(
+                            "EXPLAIN QUERY PLAN SELECT status, sent_at, created_at FROM outbox "
+                            "WHERE bank_uuid = 'x' AND transaction_id = 'y' ORDER BY id DESC"
+                        )
+                    ).all()
+                print(f"      re-ask lookup plan: {[row[-1] for row in plan]}")
+            finally:
+                service.close()
+
+
+def acl() -> None:
+    from backend.domain.acl import valid_identity
+    from backend.http.users import UserDirectory, hash_password
+
+    directory = UserDirectory("locker_backend", "pw", "provisioning_client", "pw2")
+    u = str(uuid.uuid4())
+    directory.device_provisioned(u, hash_password("x"))
+    checks: dict[str, Callable[[], object]] = {
+        "valid_identity(uuid)": lambda: valid_identity(u),
+        "acl: device publishes its state (acc 2)": lambda: directory.acl(
+            u, u, f"locker/{u}/state", 2
+        ),
+        "acl: backend receives it (acc 1)": lambda: directory.acl(
+            "locker_backend", "locker-backend", f"locker/{u}/state", 1
+        ),
+        "acl: device subscribes to commands (acc 4)": lambda: directory.acl(
+            u, u, f"locker/{u}/command", 4
+        ),
+        "authenticate (device)": lambda: directory.authenticate(u, "x", u),
+    }
+    for name, call in checks.items():
+        per_call = timeit.timeit(call, number=20_000) / 20_000
+        print(f"{name:45s} {per_call * 1e6:6.1f} us")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=("responses", "sweep", "acl"))
+    parser.add_argument("--banks", type=int, default=300)
+    parser.add_argument("--per-bank", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=300)
+    parser.add_argument("--postgres", help="also profile PostgreSQL (a private database)")
+    args = parser.parse_args()
+    if args.what == "acl":
+        acl()
+        return
+    if args.what == "sweep":
+        asyncio.run(sweep())
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        workdir = Path(tmp)
+        asyncio.run(responses(sqlite_url(workdir), workdir, args.banks, args.per_bank, args.batch))
+    if args.postgres:
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp,
+            private_postgres(args.postgres) as url,
+        ):
+            asyncio.run(responses(url, Path(tmp), args.banks, args.per_bank, args.batch))
+
+
+if __name__ == "__main__":
+    main()
