@@ -29,6 +29,7 @@ from backend.domain.messages import (
 from backend.domain.ratelimit import FailureLimiter
 from backend.domain.timeutil import truncate_ms
 from backend.store import outbox
+from backend.store.batch_reads import preload, preload_responses, silent_banks
 from backend.store.tables import (
     BankLivenessRow,
     CommandTransactionRow,
@@ -137,14 +138,23 @@ class DeviceService:
         self, items: Sequence[tuple[str, CommandResponse, bytes]]
     ) -> list[ResponseOutcome]:
         """Apply responses (bank uuid, parsed, raw payload) in one transaction, in order."""
-        return await self.service.transact(
-            lambda uow: [self._response(uow, bank, resp, raw) for bank, resp, raw in items]
-        )
+        return await self.service.transact(lambda uow: self._responses(uow, items))
 
     async def record_response(
         self, bank_uuid: str, response: CommandResponse, raw: bytes = b""
     ) -> ResponseOutcome:
         return (await self.record_responses([(bank_uuid, response, raw)]))[0]
+
+    def _responses(
+        self, uow: UnitOfWork, items: Sequence[tuple[str, CommandResponse, bytes]]
+    ) -> list[ResponseOutcome]:
+        if not items:
+            return []
+        uow.bank(items[0][0])  # the write lock before any tracker row is read
+        held = preload_responses(uow.session, [(b, r.transaction_id) for b, r, _ in items])
+        outcomes = [self._response(uow, bank, resp, raw) for bank, resp, raw in items]
+        del held
+        return outcomes
 
     def _response(
         self, uow: UnitOfWork, bank_uuid: str, response: CommandResponse, raw: bytes
@@ -239,6 +249,9 @@ class DeviceService:
 
         def work(uow: UnitOfWork) -> int:
             taken = 0
+            if items:
+                uow.bank(items[0].bank_uuid)
+            held = preload(uow.session, BankLivenessRow, {i.bank_uuid for i in items})
             for item in items:
                 bank = uow.bank(item.bank_uuid)
                 if not bank.exists or bank.status in ("unprovisioned", "revoked"):
@@ -251,14 +264,14 @@ class DeviceService:
                 row = uow.session.get(BankLivenessRow, item.bank_uuid)
                 if row is None:
                     row = BankLivenessRow(bank_uuid=item.bank_uuid)
-                    uow.session.add(row)
-                    uow.session.flush()  # a second beat in this batch must find it
+                    uow.session.add(row)  # in the identity map: a second beat finds it
                 row.last_heartbeat_at = item.received_at
                 row.device_timestamp = sent_at
                 row.uptime_seconds = item.heartbeat.data.uptime_seconds
                 row.heartbeats = (row.heartbeats or 0) + 1
                 if bank.status != "online":
                     self._came_online(uow, item.bank_uuid)
+            del held
             return taken
 
         return await self.service.transact(work)
@@ -313,17 +326,8 @@ class DeviceService:
     def _sweep(self, uow: UnitOfWork) -> dict[str, int]:
         now = uow.now
         counts = {"offline": 0, "timeout": 0, "expired": 0, "reasked": 0}
-        rows = uow.session.execute(
-            select(LockerBankRow.uuid, LockerBankRow.heartbeat_interval_seconds, BankLivenessRow)
-            .join(BankLivenessRow, BankLivenessRow.bank_uuid == LockerBankRow.uuid, isouter=True)
-            .where(LockerBankRow.status == "online")
-        ).all()
-        for uuid, interval, liveness in rows:
-            last = liveness.last_heartbeat_at if liveness else None
-            silent = last is None or now - last > timedelta(seconds=3 * interval)
-            if silent and uow.execute(
-                uuid, lambda b: b.went_offline("heartbeat_timeout", now=now), SYSTEM
-            ):
+        for uuid in silent_banks(uow.session, now):
+            if uow.execute(uuid, lambda b: b.went_offline("heartbeat_timeout", now=now), SYSTEM):
                 counts["offline"] += 1
         open_txns = list(
             uow.session.execute(

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from backend.config import Settings
 from backend.domain.bank import LockerBank, default_compartments
@@ -25,7 +26,7 @@ from backend.domain.events import CompartmentSpec, DomainEvent, EventMetadata
 from backend.domain.messages import OutboundMessage, command_message
 from backend.domain.timeutil import Clock, SystemClock, truncate_ms
 from backend.domain.topics import is_bank_uuid
-from backend.store import queries
+from backend.store import event_store, queries
 from backend.store.database import Database
 from backend.store.event_store import RecordedEvent
 from backend.store.migrate import upgrade
@@ -140,13 +141,16 @@ class LockerService:
                 with self.db.write_session() as session:
                     uow = UnitOfWork(session, self._cache, truncate_ms(self.clock.now()))
                     result = work(uow)
+                    uow.flush()
                 uow.committed()
                 return result, uow.recorded
-            except ConcurrencyConflict:
+            except (ConcurrencyConflict, IntegrityError) as exc:
                 if uow is not None:
                     uow.failed()
-                if attempt == MAX_CONFLICT_RETRIES:
+                if isinstance(exc, IntegrityError) and not event_store.is_append_clash(exc):
                     raise
+                if attempt == MAX_CONFLICT_RETRIES:
+                    raise ConcurrencyConflict(str(exc)) from None
                 log.info("version conflict, retrying (attempt %d)", attempt)
             except Exception:
                 if uow is not None:

@@ -81,7 +81,7 @@ async def responses(url: str, workdir: Path, banks: int, per_bank: int, batch: i
         rounds = [items[i : i + batch] for i in range(0, len(items), batch)]
 
         def run(chunk: list[Any]) -> None:
-            service._transact_sync(lambda uow: [devices._response(uow, *item) for item in chunk])
+            service._transact_sync(lambda uow: devices._responses(uow, chunk))
 
         run(rounds[0])  # warm; then two fresh batches under cProfile, the rest timed
         profiler = cProfile.Profile()
@@ -101,8 +101,8 @@ async def responses(url: str, workdir: Path, banks: int, per_bank: int, batch: i
         print("  statements per response:", {k: round(v / n, 2) for k, v in statements.items()})
         stats = pstats.Stats(profiler)
         raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
-        total = sum(v[3] for k, v in raw.items() if k[2] == "_response")
-        print("  share of DeviceService._response (cProfile, cumulative):")
+        total = sum(v[3] for k, v in raw.items() if k[2] == "_responses")
+        print("  share of DeviceService._responses (cProfile, cumulative):")
         for name, match in STAGES.items():
             share = sum(v[3] for k, v in raw.items() if match(k)) / total
             print(f"    {name:34s} {share:6.1%}")

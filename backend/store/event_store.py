@@ -64,15 +64,23 @@ def append(
     metadata: EventMetadata,
     *,
     verify: bool = True,
+    first_position: int | None = None,
+    flush: bool = True,
 ) -> list[RecordedEvent]:
     """Append events after `expected_version`; raise ConcurrencyConflict if someone was first.
 
-    `verify=False` skips the version query for callers that caught up under the write lock
-    (the unit of work); the unique (aggregate, version) index still refuses a stale append.
+    Positions are assigned here, under the write lock, as the next after the newest stored
+    one, so they are gap-free and in commit order on every backend. `verify=False` skips the
+    version query for callers that caught up under the write lock (the unit of work); such a
+    caller also passes `first_position` (it tracks the tail itself) and `flush=False` to
+    write a whole batch in one flush, where the unique (aggregate, version) index still
+    refuses a stale append (see `flush_appends`).
     """
     if not events:
         return []
     lock_appends(session)
+    if first_position is None:
+        first_position = last_position(session) + 1
     if verify:
         actual = current_version(session, aggregate_uuid)
         if actual != expected_version:
@@ -82,6 +90,7 @@ def append(
     meta_json = _dumps(metadata.model_dump(exclude_none=True))
     rows = [
         StoredEvent(
+            id=first_position + offset - 1,
             aggregate_uuid=aggregate_uuid,
             aggregate_version=expected_version + offset,
             event_type=event.event_type,
@@ -93,13 +102,25 @@ def append(
         for offset, event in enumerate(events, start=1)
     ]
     session.add_all(rows)
+    if flush:
+        flush_appends(session, f"bank {aggregate_uuid} at version {expected_version}")
+    return [_recorded(row, event, metadata) for row, event in zip(rows, events, strict=True)]
+
+
+def flush_appends(session: Session, what: str = "events") -> None:
+    """Flush pending appends; a clash on the event store's unique keys is a lost race."""
     try:
         session.flush()
-    except IntegrityError:
-        raise ConcurrencyConflict(
-            f"bank {aggregate_uuid} was appended to concurrently at version {expected_version}"
-        ) from None
-    return [_recorded(row, event, metadata) for row, event in zip(rows, events, strict=True)]
+    except IntegrityError as exc:
+        if not is_append_clash(exc):
+            raise
+        raise ConcurrencyConflict(f"{what}: appended to concurrently") from None
+
+
+def is_append_clash(exc: IntegrityError) -> bool:
+    """True when a flush failed on the event store's keys (position or aggregate version):
+    another writer appended first. Any flush (an autoflush too) may surface it."""
+    return "stored_events" in str(exc.orig)
 
 
 def _recorded(row: StoredEvent, event: DomainEvent, metadata: EventMetadata) -> RecordedEvent:

@@ -39,8 +39,9 @@ class AggregateCache:
         self._limit = limit
         self.position = 0
 
-    def sync(self, session: Session) -> None:
-        """Catch up on what other processes appended since we last looked."""
+    def sync(self, session: Session) -> int:
+        """Catch up on what other processes appended since we last looked; returns the
+        newest stored position."""
         newest = event_store.last_position(session)
         while self.position < newest:
             batch = event_store.read_after(session, self.position, 2000)
@@ -55,6 +56,7 @@ class AggregateCache:
                         self.forget(recorded.aggregate_uuid)  # reload in full when needed
             self.position = batch[-1].position
         self.position = max(self.position, newest)
+        return newest
 
     def get(self, session: Session, uuid: str) -> LockerBank:
         bank = self._banks.get(uuid)
@@ -87,6 +89,7 @@ class UnitOfWork:
     _touched: set[str] = field(default_factory=set)
     _locked: bool = False
     _position_before: int = 0
+    _next_position: int = 0
 
     def bank(self, uuid: str) -> LockerBank:
         """The bank as of this transaction (including events it already recorded)."""
@@ -99,7 +102,7 @@ class UnitOfWork:
         if not self._locked:
             event_store.lock_appends(self.session)
             self._position_before = self.cache.position
-            self.cache.sync(self.session)
+            self._next_position = self.cache.sync(self.session) + 1
             self._locked = True
 
     def execute(
@@ -116,8 +119,16 @@ class UnitOfWork:
             return []
         self._touched.add(uuid)
         recorded = event_store.append(
-            self.session, uuid, bank.version, events, metadata, verify=False
+            self.session,
+            uuid,
+            bank.version,
+            events,
+            metadata,
+            verify=False,
+            first_position=self._next_position,
+            flush=False,
         )
+        self._next_position += len(recorded)
         for event in events:
             bank.apply(event)
         for r in recorded:
@@ -131,6 +142,10 @@ class UnitOfWork:
 
     def enqueue(self, message: OutboundMessage) -> None:
         outbox.enqueue(self.session, message, self.now)
+
+    def flush(self) -> None:
+        """Write what is pending (appends are batched until here or the next query)."""
+        event_store.flush_appends(self.session)
 
     def committed(self) -> None:
         """Nothing to do: the cache already holds this transaction's events."""
