@@ -11,8 +11,9 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -65,16 +66,16 @@ def append(
     *,
     verify: bool = True,
     first_position: int | None = None,
-    flush: bool = True,
+    pending: list[dict[str, Any]] | None = None,
 ) -> list[RecordedEvent]:
     """Append events after `expected_version`; raise ConcurrencyConflict if someone was first.
 
     Positions are assigned here, under the write lock, as the next after the newest stored
     one, so they are gap-free and in commit order on every backend. `verify=False` skips the
     version query for callers that caught up under the write lock (the unit of work); such a
-    caller also passes `first_position` (it tracks the tail itself) and `flush=False` to
-    write a whole batch in one flush, where the unique (aggregate, version) index still
-    refuses a stale append (see `flush_appends`).
+    caller also passes `first_position` (it tracks the tail itself) and a `pending` list that
+    collects the rows, to write a whole batch with one `write_rows` (where the unique
+    (aggregate, version) index still refuses a stale append).
     """
     if not events:
         return []
@@ -89,32 +90,46 @@ def append(
             )
     meta_json = _dumps(metadata.model_dump(exclude_none=True))
     rows = [
-        StoredEvent(
-            id=first_position + offset - 1,
-            aggregate_uuid=aggregate_uuid,
-            aggregate_version=expected_version + offset,
-            event_type=event.event_type,
-            event_version=event.event_version,
-            payload=_dumps(event.payload()),
-            event_metadata=meta_json,
-            created_at=event.occurred_at,
-        )
+        {
+            "id": first_position + offset - 1,
+            "aggregate_uuid": aggregate_uuid,
+            "aggregate_version": expected_version + offset,
+            "event_type": event.event_type,
+            "event_version": event.event_version,
+            "payload": _dumps(event.payload()),
+            "metadata": meta_json,
+            "created_at": event.occurred_at,
+        }
         for offset, event in enumerate(events, start=1)
     ]
-    session.add_all(rows)
-    if flush:
-        flush_appends(session, f"bank {aggregate_uuid} at version {expected_version}")
-    return [_recorded(row, event, metadata) for row, event in zip(rows, events, strict=True)]
+    if pending is None:
+        write_rows(session, rows)
+    else:
+        pending.extend(rows)
+    return [
+        RecordedEvent(
+            position=row["id"],
+            aggregate_uuid=aggregate_uuid,
+            aggregate_version=row["aggregate_version"],
+            event=event,
+            metadata=metadata,
+            created_at=event.occurred_at,
+        )
+        for row, event in zip(rows, events, strict=True)
+    ]
 
 
-def flush_appends(session: Session, what: str = "events") -> None:
-    """Flush pending appends; a clash on the event store's unique keys is a lost race."""
+def write_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert event rows in one statement; a clash on the event store's unique keys is a
+    lost race (ConcurrencyConflict)."""
+    if not rows:
+        return
     try:
-        session.flush()
+        session.execute(insert(StoredEvent.__table__), rows)  # type: ignore[arg-type]
     except IntegrityError as exc:
         if not is_append_clash(exc):
             raise
-        raise ConcurrencyConflict(f"{what}: appended to concurrently") from None
+        raise ConcurrencyConflict("events were appended to concurrently") from None
 
 
 def is_append_clash(exc: IntegrityError) -> bool:

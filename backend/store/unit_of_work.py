@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlmodel import Session
 
@@ -58,6 +59,9 @@ class AggregateCache:
         self.position = max(self.position, newest)
         return newest
 
+    def __contains__(self, uuid: str) -> bool:
+        return uuid in self._banks
+
     def get(self, session: Session, uuid: str) -> LockerBank:
         bank = self._banks.get(uuid)
         if bank is None:
@@ -90,10 +94,13 @@ class UnitOfWork:
     _locked: bool = False
     _position_before: int = 0
     _next_position: int = 0
+    _pending_events: list[dict[str, Any]] = field(default_factory=list)
 
     def bank(self, uuid: str) -> LockerBank:
         """The bank as of this transaction (including events it already recorded)."""
         self._lock()
+        if self._pending_events and uuid not in self.cache:
+            self._write_events()  # the bank is loaded from the store: it must see them
         return self.cache.get(self.session, uuid)
 
     def _lock(self) -> None:
@@ -126,7 +133,7 @@ class UnitOfWork:
             metadata,
             verify=False,
             first_position=self._next_position,
-            flush=False,
+            pending=self._pending_events,
         )
         self._next_position += len(recorded)
         for event in events:
@@ -144,8 +151,13 @@ class UnitOfWork:
         outbox.enqueue(self.session, message, self.now)
 
     def flush(self) -> None:
-        """Write what is pending (appends are batched until here or the next query)."""
-        event_store.flush_appends(self.session)
+        """Write what is pending: the batched event rows, then the read models."""
+        self._write_events()
+        self.session.flush()
+
+    def _write_events(self) -> None:
+        event_store.write_rows(self.session, self._pending_events)
+        self._pending_events.clear()
 
     def committed(self) -> None:
         """Nothing to do: the cache already holds this transaction's events."""
