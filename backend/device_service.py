@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -29,7 +29,7 @@ from backend.domain.messages import (
 from backend.domain.ratelimit import FailureLimiter
 from backend.domain.timeutil import truncate_ms
 from backend.store import outbox
-from backend.store.batch_reads import preload, preload_responses, silent_banks
+from backend.store.batch_reads import chunks, preload, preload_responses, silent_banks
 from backend.store.tables import (
     BankLivenessRow,
     CommandTransactionRow,
@@ -48,6 +48,7 @@ DEVICE = EventMetadata(actor="device")
 SYSTEM = EventMetadata(actor="system")
 REJECTED_HEAD_BYTES = 2048
 DEDUP_TTL = timedelta(days=7)
+HeardAt = Callable[[str], datetime | None]  # bank uuid -> receive time of its last heartbeat
 
 
 @dataclass(frozen=True)
@@ -249,6 +250,7 @@ class DeviceService:
 
         def work(uow: UnitOfWork) -> int:
             taken = 0
+            came: list[str] = []
             if items:
                 uow.bank(items[0].bank_uuid)
             held = preload(uow.session, BankLivenessRow, {i.bank_uuid for i in items})
@@ -269,32 +271,48 @@ class DeviceService:
                 row.device_timestamp = sent_at
                 row.uptime_seconds = item.heartbeat.data.uptime_seconds
                 row.heartbeats = (row.heartbeats or 0) + 1
-                if bank.status != "online":
-                    self._came_online(uow, item.bank_uuid)
+                if bank.status != "online" and uow.execute(
+                    item.bank_uuid, lambda b: b.came_online(now=uow.now), DEVICE
+                ):
+                    came.append(item.bank_uuid)
+            if came:
+                self._came_online(uow, came)
             del held
             return taken
 
         return await self.service.transact(work)
 
-    def _came_online(self, uow: UnitOfWork, bank_uuid: str) -> None:
-        recorded = uow.execute(bank_uuid, lambda b: b.came_online(now=uow.now), DEVICE)
-        if not recorded:
-            return
-        bank_row = uow.session.get(LockerBankRow, bank_uuid)
-        # Re-ask what is still unanswered, then make sure the device has its mapping.
-        self._reask(uow, bank_uuid)
-        if bank_row is not None and bank_row.config_state in ("unknown", "drifted"):
-            self._push_config(uow, bank_uuid)
+    def _came_online(self, uow: UnitOfWork, banks: list[str]) -> None:
+        """Banks just back online: re-ask what is still unanswered, then make sure each
+        device has its mapping. A few queries for the whole batch, not a few per bank (a
+        fleet reconnecting after a restart arrives in large batches)."""
+        bank_rows = preload(uow.session, LockerBankRow, banks)
+        for chunk in chunks(banks):
+            for txn in uow.session.execute(
+                select(CommandTransactionRow)
+                .where(CommandTransactionRow.locker_uuid.in_(chunk))  # type: ignore[attr-defined]
+                .where(CommandTransactionRow.status == "sent")
+                .where(CommandTransactionRow.first_seen_at.is_(None))  # type: ignore[union-attr]
+                .order_by(CommandTransactionRow.requested_at)  # type: ignore[arg-type]
+            ).scalars():
+                if txn.expires_at > uow.now:
+                    self._reask_one(uow, txn)
+        stale = [row.uuid for row in bank_rows if row.config_state in ("unknown", "drifted")]
+        in_flight: set[str] = set()
+        for chunk in chunks(stale):
+            in_flight.update(
+                uow.session.execute(
+                    select(CommandTransactionRow.locker_uuid)
+                    .where(CommandTransactionRow.locker_uuid.in_(chunk))  # type: ignore[attr-defined]
+                    .where(CommandTransactionRow.action == "apply_config")
+                    .where(CommandTransactionRow.status.in_(("pending", "sent")))  # type: ignore[attr-defined]
+                ).scalars()
+            )
+        for bank_uuid in stale:
+            if bank_uuid not in in_flight:
+                self._push_config(uow, bank_uuid)
 
     def _push_config(self, uow: UnitOfWork, bank_uuid: str) -> None:
-        in_flight = uow.session.execute(
-            select(CommandTransactionRow.transaction_id)
-            .where(CommandTransactionRow.locker_uuid == bank_uuid)
-            .where(CommandTransactionRow.action == "apply_config")
-            .where(CommandTransactionRow.status.in_(("pending", "sent")))  # type: ignore[attr-defined]
-        ).first()
-        if in_flight:
-            return
         transaction_id = self.service.new_id()
         ttl = timedelta(seconds=self.settings.command_ttl)
         uow.execute(
@@ -319,14 +337,19 @@ class DeviceService:
 
     # ----- sweeps ------------------------------------------------------------------------
 
-    async def sweep(self) -> dict[str, int]:
-        """Silent banks offline, timeouts, expiries and re-asks; returns counts."""
-        return await self.service.transact(self._sweep)
+    async def sweep(self, heard: HeardAt | None = None) -> dict[str, int]:
+        """Silent banks offline, timeouts, expiries and re-asks; returns counts. `heard`
+        tells when the receive side last got a heartbeat of a bank that the store may not
+        show yet (it is still queued): such a bank is not silent."""
+        return await self.service.transact(lambda uow: self._sweep(uow, heard))
 
-    def _sweep(self, uow: UnitOfWork) -> dict[str, int]:
+    def _sweep(self, uow: UnitOfWork, heard: HeardAt | None = None) -> dict[str, int]:
         now = uow.now
         counts = {"offline": 0, "timeout": 0, "expired": 0, "reasked": 0}
-        for uuid in silent_banks(uow.session, now):
+        for uuid, interval in silent_banks(uow.session, now):
+            at = heard(uuid) if heard is not None else None
+            if at is not None and now - at <= timedelta(seconds=3 * interval):
+                continue
             if uow.execute(uuid, lambda b: b.went_offline("heartbeat_timeout", now=now), SYSTEM):
                 counts["offline"] += 1
         open_txns = list(
@@ -370,16 +393,6 @@ class DeviceService:
             return False
         status, sent_at, created_at = latest
         return status == "sent" and (sent_at or created_at) <= now - retry
-
-    def _reask(self, uow: UnitOfWork, bank_uuid: str) -> None:
-        for txn in uow.session.execute(
-            select(CommandTransactionRow)
-            .where(CommandTransactionRow.locker_uuid == bank_uuid)
-            .where(CommandTransactionRow.status == "sent")
-            .where(CommandTransactionRow.first_seen_at.is_(None))  # type: ignore[union-attr]
-        ).scalars():
-            if txn.expires_at > uow.now:
-                self._reask_one(uow, txn)
 
     def _reask_one(self, uow: UnitOfWork, txn: CommandTransactionRow) -> int:
         """Publish the same command again (same transaction_id) unless one is queued."""

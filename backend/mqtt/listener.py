@@ -18,6 +18,7 @@ from backend.domain.timeutil import truncate_ms
 from backend.mqtt.batcher import Batcher
 from backend.mqtt.dispatcher import Dispatcher
 from backend.mqtt.handlers import InboundHandlers
+from backend.mqtt.heard import HeardFrom
 from backend.mqtt.inbound import Inbound, classify
 from backend.mqtt.known_banks import KnownBanks
 from backend.mqtt.metrics import Metrics
@@ -58,6 +59,7 @@ class Listener:
         self.options = options or ListenerOptions()
         devices = service.devices
         self.banks = KnownBanks(devices)
+        self.heard = HeardFrom()
         self.heartbeats: Batcher[HeartbeatIn, None] = Batcher(
             "heartbeats",
             self._record_heartbeats,
@@ -95,6 +97,7 @@ class Listener:
             accept_legacy_status=self.service.settings.mqtt_accept_legacy_status,
         )
         self.metrics.messages[item.label] += 1
+        self.heard.observe(item)
         await self.dispatcher.put(item.lane, item)
 
     def observe(self, events: list[RecordedEvent]) -> None:

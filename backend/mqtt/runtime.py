@@ -71,7 +71,11 @@ class MqttRuntime:
         )
         self.relay = OutboxRelay(service, self.connection, self.metrics, self.options.relay)
         self.sweeper = Sweeper(
-            service, self.metrics, self.options.sweeper, on_outbox_work=self.relay.wake
+            service,
+            self.metrics,
+            self.options.sweeper,
+            on_outbox_work=self.relay.wake,
+            heard=self.listener.heard.get,
         )
         self._connection_task: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from backend.device_service import HeardAt
 from backend.mqtt.backoff import Backoff
 from backend.mqtt.metrics import Metrics
 from backend.service import LockerService
@@ -36,8 +37,10 @@ class Sweeper:
         options: SweeperOptions | None = None,
         *,
         on_outbox_work: Callable[[], None] = lambda: None,
+        heard: HeardAt | None = None,
     ) -> None:
         self.devices = service.devices
+        self._heard = heard
         self.metrics = metrics
         self.options = options or SweeperOptions()
         self._on_outbox_work = on_outbox_work
@@ -62,7 +65,7 @@ class Sweeper:
             await asyncio.sleep(delay)
 
     async def sweep_once(self) -> dict[str, int]:
-        counts = await self.devices.sweep()
+        counts = await self.devices.sweep(self._heard)
         self.sweeps += 1
         self.metrics.banks_offline += counts.get("offline", 0)
         for key in ("timeout", "expired", "reasked"):

@@ -28,7 +28,7 @@ Row = TypeVar("Row", bound=SQLModel)
 CHUNK = 400  # keys per IN list: far below every backend's bound-parameter limit
 
 
-def _chunks(values: Collection[Any]) -> Iterator[list[Any]]:
+def chunks(values: Collection[Any]) -> Iterator[list[Any]]:
     items = list(values)
     for start in range(0, len(items), CHUNK):
         yield items[start : start + CHUNK]
@@ -38,7 +38,7 @@ def preload(session: Session, table: type[Row], keys: Collection[str]) -> list[R
     """Load the rows of a table with a single-column primary key into the identity map."""
     column = next(iter(table.__table__.primary_key.columns))  # type: ignore[attr-defined]
     rows: list[Row] = []
-    for chunk in _chunks(keys):
+    for chunk in chunks(keys):
         rows.extend(session.execute(select(table).where(column.in_(chunk))).scalars())
     return rows
 
@@ -48,7 +48,7 @@ def preload_responses(session: Session, keys: Iterable[tuple[str, str]]) -> list
     compartments and their banks."""
     pairs = set(keys)
     txns: list[CommandTransactionRow] = []
-    for chunk in _chunks(pairs):
+    for chunk in chunks(pairs):
         txns.extend(
             session.execute(
                 select(CommandTransactionRow).where(
@@ -62,7 +62,7 @@ def preload_responses(session: Session, keys: Iterable[tuple[str, str]]) -> list
     compartments = {
         (t.locker_uuid, t.compartment_number) for t in txns if t.compartment_number is not None
     }
-    for chunk in _chunks(compartments):
+    for chunk in chunks(compartments):
         held.extend(
             session.execute(
                 select(CompartmentRow).where(
@@ -73,20 +73,21 @@ def preload_responses(session: Session, keys: Iterable[tuple[str, str]]) -> list
     return held
 
 
-def silent_banks(session: Session, now: datetime) -> list[str]:
+def silent_banks(session: Session, now: datetime) -> list[tuple[str, int]]:
     """Online banks whose last heartbeat is older than three of their intervals (or that
     never sent one). Only those rows are read: one query per distinct interval, instead of
-    loading every online bank twice a second."""
+    loading every online bank twice a second. Returns (uuid, heartbeat interval) pairs."""
     intervals = session.execute(
         select(LockerBankRow.heartbeat_interval_seconds)
         .where(LockerBankRow.status == "online")
         .distinct()
     ).scalars()
-    silent: list[str] = []
+    silent: list[tuple[str, int]] = []
     for interval in list(intervals):
         cutoff = now - timedelta(seconds=3 * interval)
         silent.extend(
-            session.execute(
+            (uuid, interval)
+            for uuid in session.execute(
                 select(LockerBankRow.uuid)
                 .join(
                     BankLivenessRow, BankLivenessRow.bank_uuid == LockerBankRow.uuid, isouter=True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
+from backend.device_service import HeartbeatIn
+from backend.domain.contract import Heartbeat, HeartbeatData
 from backend.domain.errors import ConcurrencyConflict, NotFound, RuleViolation
 from backend.domain.events import EventMetadata, LockerBankCameOnline
 from backend.domain.timeutil import FrozenClock
 from backend.service import LockerService
 from backend.store import event_store
-from backend.store.tables import OutboxRow, StoredEvent
+from backend.store.tables import BankLivenessRow, OutboxRow, StoredEvent
 from tests.conftest import make_settings
 from tests.support.scenario import OPS, Scenario, dump_read_models
 
@@ -201,3 +204,56 @@ def test_rebuild_is_identical_for_any_history(tmp_path: Path, ops: list[str], se
             svc.close()
 
     asyncio.run(run())
+
+
+def beat(bank: str, at: datetime) -> HeartbeatIn:
+    hb = Heartbeat(data=HeartbeatData(timestamp=at, uptime_seconds=1))
+    return HeartbeatIn(bank, hb, at)
+
+
+async def test_heartbeat_batch_brings_many_banks_online(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    """One batch with two beats each of 30 banks (as after a restart): each comes online
+    once, gets one config push, and its liveness counts both beats."""
+    banks = [await provisioned(service) for _ in range(30)]
+    before = await service.events_after(0, 100_000)
+    items = [beat(b, clock.now()) for b in banks] * 2
+    assert await service.devices.record_heartbeats(items) == 60
+    new = [e for e in await service.events_after(0, 100_000) if e not in before]
+    kinds = [(e.aggregate_uuid, e.event_type) for e in new]
+    for bank in banks:
+        assert kinds.count((bank, "LockerBankCameOnline")) == 1
+        assert kinds.count((bank, "ConfigApplyRequested")) == 1
+        assert (await service.get_bank(bank)).status == "online"
+
+    def liveness() -> dict[str, int]:
+        with service.db.read_session() as session:
+            return {
+                r.bank_uuid: r.heartbeats
+                for r in session.execute(select(BankLivenessRow)).scalars()
+            }
+
+    assert liveness() == {b: 2 for b in banks}
+    # A second batch pushes no second config while the first is in flight.
+    await service.devices.record_heartbeats([beat(b, clock.now()) for b in banks])
+    after = [e.event_type for e in await service.events_after(0, 100_000)]
+    assert after.count("ConfigApplyRequested") == 30
+
+
+async def test_sweep_spares_a_bank_whose_heartbeat_is_still_queued(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    """Silent in the store but heard by the receive side a moment ago: not offline."""
+    quiet, queued = await provisioned(service), await provisioned(service)
+    await service.devices.record_heartbeats([beat(quiet, clock.now()), beat(queued, clock.now())])
+    interval = (await service.get_bank(quiet)).heartbeat_interval_seconds
+    clock.advance(3 * interval + 1)
+    heard = {queued: clock.now()}
+    counts = await service.devices.sweep(heard.get)
+    assert counts["offline"] == 1
+    assert (await service.get_bank(quiet)).status == "offline"
+    assert (await service.get_bank(queued)).status == "online"
+    clock.advance(3 * interval + 1)  # heard too long ago now
+    assert (await service.devices.sweep(heard.get))["offline"] == 1
+    assert (await service.get_bank(queued)).status == "offline"
