@@ -29,7 +29,14 @@ from backend.domain.messages import (
 from backend.domain.ratelimit import FailureLimiter
 from backend.domain.timeutil import truncate_ms
 from backend.store import outbox
-from backend.store.batch_reads import chunks, preload, preload_responses, silent_banks
+from backend.store.batch_reads import (
+    chunks,
+    due_commands,
+    latest_outbox,
+    preload,
+    preload_responses,
+    silent_banks,
+)
 from backend.store.tables import (
     BankLivenessRow,
     CommandTransactionRow,
@@ -352,16 +359,16 @@ class DeviceService:
                 continue
             if uow.execute(uuid, lambda b: b.went_offline("heartbeat_timeout", now=now), SYSTEM):
                 counts["offline"] += 1
-        open_txns = list(
-            uow.session.execute(
-                select(CommandTransactionRow).where(
-                    CommandTransactionRow.status.in_(("pending", "sent"))  # type: ignore[attr-defined]
-                )
-            ).scalars()
-        )
         timeout = timedelta(seconds=self.settings.command_timeout)
         retry = timedelta(seconds=self.settings.command_retry_after)
-        for txn in open_txns:
+        candidates = due_commands(uow.session, now, now - min(timeout, retry))
+        unanswered = [
+            (t.locker_uuid, t.transaction_id)
+            for t in candidates
+            if t.status == "sent" and t.first_seen_at is None
+        ]
+        latest = latest_outbox(uow.session, unanswered)
+        for txn in candidates:
             bank, tid = txn.locker_uuid, txn.transaction_id
             meta = EventMetadata(actor="system", correlation_id=tid)
             if now >= txn.expires_at:
@@ -372,27 +379,11 @@ class DeviceService:
                 if uow.execute(bank, lambda b, t=tid: b.time_out(t, now=now), meta):
                     counts["timeout"] += 1
                     self._drop_outbox(uow, bank, tid, "timeout")
-            elif (
-                txn.status == "sent"
-                and txn.first_seen_at is None
-                and self._retry_due(uow, txn, now, retry)
-            ):
-                counts["reasked"] += self._reask_one(uow, txn)
+            elif txn.status == "sent" and txn.first_seen_at is None:
+                last = latest.get((bank, tid))
+                if last is not None and last.status == "sent" and last.at <= now - retry:
+                    counts["reasked"] += self._reask_one(uow, txn)
         return counts
-
-    def _retry_due(
-        self, uow: UnitOfWork, txn: CommandTransactionRow, now: datetime, retry: timedelta
-    ) -> bool:
-        latest = uow.session.execute(
-            select(OutboxRow.status, OutboxRow.sent_at, OutboxRow.created_at)
-            .where(OutboxRow.bank_uuid == txn.locker_uuid)
-            .where(OutboxRow.transaction_id == txn.transaction_id)
-            .order_by(OutboxRow.id.desc())  # type: ignore[union-attr]
-        ).first()
-        if latest is None:
-            return False
-        status, sent_at, created_at = latest
-        return status == "sent" and (sent_at or created_at) <= now - retry
 
     def _reask_one(self, uow: UnitOfWork, txn: CommandTransactionRow) -> int:
         """Publish the same command again (same transaction_id) unless one is queued."""

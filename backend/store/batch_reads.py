@@ -11,10 +11,11 @@ they work.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import or_, select, tuple_
+from sqlalchemy import and_, or_, select, tuple_
 from sqlmodel import Session, SQLModel
 
 from backend.store.tables import (
@@ -22,6 +23,7 @@ from backend.store.tables import (
     CommandTransactionRow,
     CompartmentRow,
     LockerBankRow,
+    OutboxRow,
 )
 
 Row = TypeVar("Row", bound=SQLModel)
@@ -103,3 +105,59 @@ def silent_banks(session: Session, now: datetime) -> list[tuple[str, int]]:
             ).scalars()
         )
     return silent
+
+
+def due_commands(
+    session: Session, now: datetime, sent_before: datetime
+) -> list[CommandTransactionRow]:
+    """Open commands the sweep may have to act on: expired, or sent before `sent_before`
+    (the later of the timeout and re-ask cutoffs; a re-ask never goes out before the first
+    send, so a command first sent after it cannot be due for either). Commands still well
+    within their time are not read at all."""
+    return list(
+        session.execute(
+            select(CommandTransactionRow)
+            .where(CommandTransactionRow.status.in_(("pending", "sent")))  # type: ignore[attr-defined]
+            .where(
+                or_(
+                    CommandTransactionRow.expires_at <= now,  # type: ignore[operator]
+                    and_(
+                        CommandTransactionRow.status == "sent",
+                        CommandTransactionRow.sent_at <= sent_before,  # type: ignore[operator]
+                    ),
+                )
+            )
+            .order_by(CommandTransactionRow.requested_at)  # type: ignore[arg-type]
+        ).scalars()
+    )
+
+
+@dataclass(frozen=True)
+class LatestSend:
+    """The newest outbox row of a command: its status and when it went out (or was queued)."""
+
+    status: str
+    at: datetime
+
+
+def latest_outbox(
+    session: Session, keys: Collection[tuple[str, str]]
+) -> dict[tuple[str, str], LatestSend]:
+    """The newest outbox row per (bank, transaction), for many commands in a few queries."""
+    newest: dict[tuple[str, str], tuple[int, LatestSend]] = {}
+    for chunk in chunks(keys):
+        rows = session.execute(
+            select(
+                OutboxRow.bank_uuid,
+                OutboxRow.transaction_id,
+                OutboxRow.id,
+                OutboxRow.status,
+                OutboxRow.sent_at,
+                OutboxRow.created_at,
+            ).where(tuple_(OutboxRow.bank_uuid, OutboxRow.transaction_id).in_(chunk))
+        )
+        for bank, tid, row_id, status, sent_at, created_at in rows:
+            key = (bank, tid)
+            if key not in newest or row_id > newest[key][0]:
+                newest[key] = (row_id, LatestSend(status, sent_at or created_at))
+    return {key: send for key, (_id, send) in newest.items()}
