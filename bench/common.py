@@ -167,20 +167,21 @@ def machine() -> dict[str, Any]:
     }
 
 
-def force_client_nodelay() -> None:
-    """EXPERIMENT ONLY (never the default): make every aiomqtt client of this process set
-    TCP_NODELAY, to measure what Nagle's algorithm costs the product's MQTT clients (the
-    backend's connection and the simulator's devices set no socket options)."""
+def force_client_nodelay(enabled: bool) -> None:
+    """EXPERIMENT ONLY: make every aiomqtt client of this process set TCP_NODELAY
+    (`enabled`) or no socket option at all (not `enabled`: paho's default, Nagle's
+    algorithm on), whatever its caller asks for. The product's clients (the backend's
+    connection, the simulator's devices) set TCP_NODELAY; `enabled=False` measures what
+    Nagle's algorithm would cost them."""
     import socket
 
     import aiomqtt
 
     original = aiomqtt.Client.__init__
-    nodelay = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+    options = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),) if enabled else ()
 
     def patched(self: aiomqtt.Client, *args: Any, **kwargs: Any) -> None:
-        if not kwargs.get("socket_options"):
-            kwargs["socket_options"] = nodelay
+        kwargs["socket_options"] = options
         original(self, *args, **kwargs)
 
     aiomqtt.Client.__init__ = patched  # type: ignore[method-assign]
@@ -190,9 +191,12 @@ def force_client_nodelay() -> None:
 
 
 @contextlib.contextmanager
-def mosquitto(workdir: Path, extra_config: str = "") -> Iterator[MosquittoBroker]:
-    """A private anonymous Mosquitto on a free loopback port (tests/support/mosquitto.py)."""
-    with run_mosquitto(workdir, extra_config) as broker:
+def mosquitto(
+    workdir: Path, extra_config: str = "", *, tcp_nodelay: bool = True
+) -> Iterator[MosquittoBroker]:
+    """A private anonymous Mosquitto on a free loopback port (tests/support/mosquitto.py),
+    with `set_tcp_nodelay true` as deployed unless `tcp_nodelay` is False."""
+    with run_mosquitto(workdir, extra_config, tcp_nodelay=tcp_nodelay) as broker:
         yield broker
 
 

@@ -7,7 +7,11 @@ the backend's).
 * fleet: every simulated device (`simulator.Fleet`) whose state directory is under DIR
   (credentials written there by the benchmark), against the broker on 127.0.0.1:P.
 * echo: the bare MQTT responder of the round-trip baseline: every message on
-  `bench/rt/request/{id}` is published back, QoS 1, on `bench/rt/response/{id}`.
+  `bench/rt/request/{id}` is published back, QoS 1, on `bench/rt/response/{id}`. Its
+  socket options are the simulated devices' (TCP_NODELAY).
+
+`BENCH_CLIENT_NODELAY=0|1` in the environment overrides the socket options of every
+aiomqtt client of the process (an experiment: `bench/common.py:force_client_nodelay`).
 
 Both print JSON lines on stdout: `{"type": "ready"}` / `{"type": "online", ...}` once up,
 then `{"type": "stats", ...}` every REPORT seconds (fleet counters, CPU seconds, RSS), and
@@ -22,7 +26,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -33,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import aiomqtt
 
 from bench.stats import cpu_seconds
+from simulator.connection import SOCKET_OPTIONS
 from simulator.device import DeviceOptions
 from simulator.fleet import Fleet
 
@@ -121,9 +125,8 @@ async def run_fleet(args: argparse.Namespace) -> None:
 
 async def run_echo(args: argparse.Namespace) -> None:
     stop = stop_event()
-    options = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),) if args.nodelay else ()
     echo_client = aiomqtt.Client(
-        "127.0.0.1", args.port, identifier="bench-echo", socket_options=options
+        "127.0.0.1", args.port, identifier="bench-echo", socket_options=SOCKET_OPTIONS
     )
     async with echo_client as client:
         await client.subscribe(REQUEST_FILTER, qos=1)
@@ -226,13 +229,12 @@ def main() -> None:
     fleet.add_argument("--ramp-per-s", type=float, default=0.0, help="0: start all at once")
     echo = sub.add_parser("echo")
     echo.add_argument("--port", type=int, required=True)
-    echo.add_argument("--nodelay", action="store_true", help="TCP_NODELAY on the socket")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    if os.environ.get("BENCH_CLIENT_NODELAY") == "1":
+    if os.environ.get("BENCH_CLIENT_NODELAY") in ("0", "1"):
         from bench.common import force_client_nodelay
 
-        force_client_nodelay()
+        force_client_nodelay(os.environ["BENCH_CLIENT_NODELAY"] == "1")
     asyncio.run(run_fleet(args) if args.mode == "fleet" else run_echo(args))
 
 

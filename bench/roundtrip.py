@@ -14,9 +14,15 @@ applied, REQUESTS opens are made one after another, cycling over banks and compa
   (`bench/devices.py echo`) publishes back (QoS 1) on a topic the first one subscribes to;
   from the publish until the answer arrives.
 
+Both sides use the product's socket options: TCP_NODELAY on every client (the backend's
+`SOCKET_OPTIONS`, the simulator's `SOCKET_OPTIONS`) and `set_tcp_nodelay true` on the
+broker, as deploy/mosquitto.conf does. `--no-client-nodelay` / `--no-broker-nodelay`
+(experiments) take them away on every client, product and baseline alike, to show what
+Nagle's algorithm costs.
+
 Target: p50 <= 3 x the bare p50.
 
-    .venv/bin/python bench/roundtrip.py [--quick]
+    .venv/bin/python bench/roundtrip.py [--quick] [--requests N] [--banks N]
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -38,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiomqtt
 
-from backend.mqtt.connection import MqttConnection
+from backend.mqtt.connection import SOCKET_OPTIONS, MqttConnection
 from backend.runner import BackendServices
 from backend.service import LockerService
 from backend.store.event_store import RecordedEvent
@@ -57,8 +62,6 @@ from bench.devices import REQUEST_FILTER, RESPONSE_PREFIX, DeviceProcess
 from bench.stats import percentile, summary_ms
 
 TARGET = 3.0
-NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-BROKER_NODELAY = "set_tcp_nodelay true\n"
 COMPARTMENTS = 12
 PAUSE_S = 0.02
 
@@ -161,13 +164,13 @@ async def product_round_trips(
     return times, stages
 
 
-async def bare_round_trips(port: int, count: int, *, nodelay: bool = False) -> list[float]:
+async def bare_round_trips(port: int, count: int) -> list[float]:
     times: list[float] = []
     client = aiomqtt.Client(
         "127.0.0.1",
         port,
         identifier=f"bench-rt-{uuid.uuid4().hex[:6]}",
-        socket_options=NODELAY if nodelay else (),
+        socket_options=SOCKET_OPTIONS,  # the backend's (force_client_nodelay may override)
     )
     async with client as c:
         await c.subscribe(RESPONSE_PREFIX + "+", qos=1)
@@ -187,12 +190,12 @@ async def bare_round_trips(port: int, count: int, *, nodelay: bool = False) -> l
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
-    if args.experiment_client_nodelay:
-        force_client_nodelay()  # this process's clients; the devices process below too
-        os.environ["BENCH_CLIENT_NODELAY"] = "1"
+    if not args.client_nodelay:
+        force_client_nodelay(False)  # this process's clients; the devices processes too
+        os.environ["BENCH_CLIENT_NODELAY"] = "0"
     with tempfile.TemporaryDirectory(prefix="bench-roundtrip-") as tmp:
         workdir = Path(tmp)
-        with mosquitto(workdir, BROKER_NODELAY if args.broker_nodelay else "") as broker:
+        with mosquitto(workdir, tcp_nodelay=args.broker_nodelay) as broker:
             settings = bench_settings(workdir, sqlite_url(workdir), mqtt_port=broker.port)
             services = BackendServices(settings)
             service = services.service
@@ -226,23 +229,15 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 if devices is not None:
                     await devices.stop()
                 await services.stop()
-            bare: list[float] = []
-            floor: list[float] = []
-            for nodelay in (False, True):
-                echo = await DeviceProcess.start(
-                    "echo", "--port", str(broker.port), *(["--nodelay"] if nodelay else [])
-                )
-                try:
-                    await echo.wait_for("ready", timeout=30)
-                    await bare_round_trips(
-                        broker.port, min(20, max(1, args.requests // 5)), nodelay=nodelay
-                    )
-                    log(f"measuring {args.requests} bare MQTT round trips (nodelay {nodelay})")
-                    times = await bare_round_trips(broker.port, args.requests, nodelay=nodelay)
-                    log(f"bare (TCP_NODELAY on the clients: {nodelay}): {summary_ms(times)}")
-                finally:
-                    await echo.stop()
-                (floor if nodelay else bare).extend(times)
+            echo = await DeviceProcess.start("echo", "--port", str(broker.port))
+            try:
+                await echo.wait_for("ready", timeout=30)
+                await bare_round_trips(broker.port, min(20, max(1, args.requests // 5)))
+                log(f"measuring {args.requests} bare MQTT round trips")
+                bare = await bare_round_trips(broker.port, args.requests)
+                log(f"bare: {summary_ms(bare)}")
+            finally:
+                await echo.stop()
     p, b = summary_ms(product), summary_ms(bare)
     ratio = float(p["p50_ms"]) / float(b["p50_ms"])
     return result(
@@ -258,12 +253,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "banks": args.banks,
             "requests": args.requests,
             "broker_nodelay": args.broker_nodelay,
-            "experiment_client_nodelay": args.experiment_client_nodelay,
+            "client_nodelay": args.client_nodelay,
             "quick": args.quick,
         },
         product=p,
         bare=b,
-        bare_clients_nodelay=summary_ms(floor),
         stages_p50_ms={k: round(percentile(v, 50) * 1000, 3) for k, v in stages.items() if v},
         stages_p99_ms={k: round(percentile(v, 99) * 1000, 3) for k, v in stages.items() if v},
         p99_ratio=round(float(p["p99_ms"]) / float(b["p99_ms"]), 3),
@@ -275,9 +269,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--banks", type=int, default=100)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument(
-        "--experiment-client-nodelay",
-        action="store_true",
-        help="EXPERIMENT: force TCP_NODELAY on every aiomqtt client (backend and devices)",
+        "--client-nodelay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="TCP_NODELAY on every aiomqtt client, product and baseline, as the product "
+        "sets it (--no-client-nodelay, an experiment: Nagle adds ~40 ms per QoS 1 hop)",
     )
     parser.add_argument(
         "--broker-nodelay",

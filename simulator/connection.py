@@ -1,5 +1,9 @@
 """MQTT connection helpers for devices: client construction and the abrupt drop.
 
+Every device client sets `SOCKET_OPTIONS` (TCP_NODELAY): paho sets no socket options,
+and with Nagle's algorithm a response waits for the ACK of the previous packet (up to
+the peer's delayed-ACK timeout, ~40 ms on Linux).
+
 aiomqtt has no way to lose a connection on purpose: leaving its context
 manager always sends DISCONNECT, which makes the broker discard the last
 will. `abort_connection` drops the TCP connection the way a power cut or a
@@ -16,6 +20,8 @@ import struct
 
 import aiomqtt
 from paho.mqtt.client import MQTTErrorCode
+
+SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
 
 def abort_connection(client: aiomqtt.Client) -> bool:

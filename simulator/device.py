@@ -47,7 +47,7 @@ from backend.domain.contract import (
 )
 from backend.domain.timeutil import Clock, SystemClock
 from simulator.commands import CommandHandler, Outcome, SimulatedCrash
-from simulator.connection import abort_connection
+from simulator.connection import SOCKET_OPTIONS, abort_connection
 from simulator.faults import CrashPoint, FaultDice, Faults
 from simulator.hardware import DoorState, Hardware
 from simulator.state import AppliedConfig, DeviceState, StateStore
@@ -509,6 +509,7 @@ class SimulatedDevice:
             clean_session=False,
             keepalive=self.options.keepalive,
             timeout=self.options.mqtt_timeout,
+            socket_options=SOCKET_OPTIONS,
         )
         async with self._connected(client):
             await client.subscribe(reply_topic, qos=1)
@@ -558,6 +559,7 @@ class SimulatedDevice:
             clean_session=False,
             keepalive=self.options.keepalive,
             timeout=self.options.mqtt_timeout,
+            socket_options=SOCKET_OPTIONS,
             will=aiomqtt.Will(device_topics.will, self.wire.last_will(), qos=1, retain=False),
         )
         async with self._connected(client):

@@ -19,6 +19,7 @@ import aiomqtt
 from backend.domain import topics
 from backend.domain.contract import ContractError, ProvisioningReply, parse
 from backend.domain.timeutil import iso
+from simulator.connection import SOCKET_OPTIONS
 from simulator.device import SimulatedDevice
 
 MALFORMED_PAYLOADS: dict[str, bytes] = {
@@ -161,7 +162,12 @@ async def register_with_token(
     client_id = client_id or "guess-" + secrets.token_hex(6)
     reply_topic = topics.reply_topic(client_id)
     async with aiomqtt.Client(
-        host, port, username=username, password=password, identifier=client_id
+        host,
+        port,
+        username=username,
+        password=password,
+        identifier=client_id,
+        socket_options=SOCKET_OPTIONS,
     ) as client:
         await client.subscribe(reply_topic, qos=1)
         payload = json.dumps({"client_id": client_id}).encode()

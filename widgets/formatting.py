@@ -6,7 +6,10 @@ frozen output (snapshots) and nothing reads the wall clock behind the caller's b
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from datetime import datetime
+
+from rich.text import Text
 
 from backend.domain.timeutil import ensure_utc
 
@@ -73,3 +76,17 @@ def truncate(text: str, width: int) -> str:
 def short_id(value: str) -> str:
     """The first block of a uuid, enough to tell rows apart at a glance."""
     return value.split("-", 1)[0][:8]
+
+
+def text_look(text: Text) -> Hashable:
+    """Everything that decides how `text` is drawn (`Text.__eq__` ignores its base style
+    and wrapping), to skip repainting a line that did not change."""
+    return (
+        text.plain,
+        tuple(text.spans),
+        str(text.style),
+        text.justify,
+        text.overflow,
+        text.no_wrap,
+        text.end,
+    )

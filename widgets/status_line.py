@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -9,7 +10,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from widgets.badges import state_text
-from widgets.formatting import truncate
+from widgets.formatting import text_look, truncate
 
 
 @dataclass(frozen=True)
@@ -53,12 +54,26 @@ def status_text(state: Connectivity, now: datetime, width: int = 80) -> Text:
 
 
 class StatusLine(Static):
-    """One line at the bottom of every screen (above the footer)."""
+    """One line at the bottom of every screen (above the footer).
+
+    Its size never depends on its text (one line, the screen's width), so a change is
+    repainted without a layout of the screen, and an unchanged text (the screens call
+    `show` four times a second, the clock moves once) is not repainted at all.
+    """
 
     DEFAULT_CSS = """
     StatusLine { height: 1; padding: 0 1; }
     """
 
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._shown: Hashable = None
+
     def show(self, state: Connectivity, now: datetime) -> None:
         """Render `state` as of `now`."""
-        self.update(status_text(state, now, max(20, self.content_size.width)))
+        text = status_text(state, now, max(20, self.content_size.width))
+        look = text_look(text)
+        if look == self._shown:
+            return
+        self._shown = look
+        self.update(text, layout=False)

@@ -12,7 +12,10 @@ Expiry Interval is set from `expires_at` as well.
 
 The relay wakes at once when this process commits events (`on_events`, subscribed to
 the service) and polls every `poll_interval` for rows written by other processes
-(the CLI). Only one relay drains at a time: on PostgreSQL the draining instance holds
+(the CLI). Its own bookkeeping commits (`CommandSent`, `CommandExpired`, a failure's
+retry time) never add rows, so they do not wake it: without that, every published
+command cost one more outbox query, run while the device's response was arriving.
+Only one relay drains at a time: on PostgreSQL the draining instance holds
 a session-level advisory lock (`pg_try_advisory_lock`) on a dedicated connection; the
 others retry every `lock_retry` seconds and take over when it dies. On SQLite a
 single backend instance is assumed (it is a single-host database) and no lock is
@@ -173,15 +176,25 @@ class OutboxRelay:
         self._wake = asyncio.Event()
         self._backoff = Backoff(self.options.retry_initial, self.options.retry_max)
         self._active = True
+        self._draining: asyncio.Task[object] | None = None
 
     def wake(self) -> None:
         """Look at the outbox now (something was just committed)."""
         if self._active:
             self._wake.set()
 
+    @property
+    def woken(self) -> bool:
+        """A wake-up is pending: the next wait returns at once and the outbox is read."""
+        return self._wake.is_set()
+
     def on_events(self, events: list[RecordedEvent]) -> None:
-        """Service listener: rows are committed with the events that cause them."""
-        if events:
+        """Service listener: rows are committed with the events that cause them.
+
+        The service calls its listeners in the task that committed. Commits made by the
+        draining task itself are the relay's bookkeeping (marks, `CommandSent`,
+        `CommandExpired`), which add no rows: they are not a reason to look again."""
+        if events and (self._draining is None or asyncio.current_task() is not self._draining):
             self.wake()
 
     def deactivate(self) -> None:
@@ -220,11 +233,15 @@ class OutboxRelay:
     async def drain_once(self) -> bool:
         """Publish one batch of due rows; True if more may be waiting."""
         self._wake.clear()
-        items = await self.devices.outbox_due(self.options.batch_size)
-        for item in items:
-            if not await self._relay(item):
-                return True
-        return len(items) >= self.options.batch_size
+        self._draining = asyncio.current_task()
+        try:
+            items = await self.devices.outbox_due(self.options.batch_size)
+            for item in items:
+                if not await self._relay(item):
+                    return True
+            return len(items) >= self.options.batch_size
+        finally:
+            self._draining = None
 
     async def _relay(self, item: RelayItem) -> bool:
         """Publish one row; False if the broker failed us (the caller stops this batch)."""

@@ -5,7 +5,7 @@ the status line, a footer, and read-only enforcement for every state-changing ac
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import ClassVar, Generic, TypeVar
 
 from rich.text import Text
@@ -22,6 +22,7 @@ from console.context import ConsoleContext
 from console.palette import PaletteCommand
 from console.screens.schedule import RefreshSchedule
 from widgets.filter_bar import FilterBar
+from widgets.formatting import text_look
 from widgets.keyed_table import KeyedTable
 from widgets.mode_tabs import ModeTabs
 from widgets.status_line import StatusLine
@@ -41,11 +42,26 @@ MODES: tuple[tuple[str, str, str], ...] = (
 
 
 class TitleBar(Static):
-    """The first line of a screen: where you are and the headline numbers."""
+    """The first line of a screen: where you are and the headline numbers.
+
+    Its size is fixed (one line, the width the tabs leave), so `show` repaints a changed
+    title without a layout of the screen, and does nothing when the title is the same.
+    """
 
     DEFAULT_CSS = """
     TitleBar { width: 1fr; height: 1; padding: 0 1; }
     """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self._shown: Hashable = None
+
+    def show(self, title: Text) -> None:
+        look = text_look(title)
+        if look == self._shown:
+            return
+        self._shown = look
+        self.update(title, layout=False)
 
 
 class LiveScreen(Screen[None], Generic[D]):
@@ -159,7 +175,7 @@ class LiveScreen(Screen[None], Generic[D]):
             )
         self._failing = True
         failing = Text(f"{self.SCREEN_TITLE} · refresh failing: {exc}", "bold red", no_wrap=True)
-        self.query_one(TitleBar).update(failing)
+        self.query_one(TitleBar).show(failing)
 
     async def fetch(self) -> D:
         """Load this screen's data through the gateway (runs in a worker)."""
@@ -182,7 +198,7 @@ class LiveScreen(Screen[None], Generic[D]):
             title.append(f" · filter: {self.query_text}", style="cyan")
         if self.ctx.readonly:
             title.append(" · read-only", style="bold cyan")
-        self.query_one(TitleBar).update(title)
+        self.query_one(TitleBar).show(title)
 
     def draw(self, data: D) -> None:
         """Show `data` on the screen's widgets."""

@@ -69,8 +69,11 @@ def _spawn(config: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 @contextlib.contextmanager
-def run_mosquitto(workdir: Path, extra_config: str = "") -> Iterator[MosquittoBroker]:
-    """Run mosquitto with anonymous access on a free port; extra_config is appended."""
+def run_mosquitto(
+    workdir: Path, extra_config: str = "", *, tcp_nodelay: bool = True
+) -> Iterator[MosquittoBroker]:
+    """Run mosquitto with anonymous access on a free port; extra_config is appended.
+    `set_tcp_nodelay true` as in deploy/mosquitto.conf unless `tcp_nodelay` is False."""
     port = free_port()
     config = workdir / f"mosquitto-{port}.conf"
     config.write_text(
@@ -78,6 +81,7 @@ def run_mosquitto(workdir: Path, extra_config: str = "") -> Iterator[MosquittoBr
         "allow_anonymous true\n"
         "persistence false\n"
         "max_queued_messages 100000\n"
+        f"set_tcp_nodelay {'true' if tcp_nodelay else 'false'}\n"
         "log_type error\n" + extra_config
     )
     broker = MosquittoBroker("127.0.0.1", port, _spawn(config, port), config)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
+import sys
+import unicodedata
 
 import pytest
 from hypothesis import assume, given, settings
@@ -225,7 +227,12 @@ def test_decision_helpers() -> None:
 # --------------------------------------------------------------------------- identities
 
 
-@pytest.mark.parametrize("value", [U, "locker_backend", "a", "x" * 256, "Ünïcödé-ok", "a b", "$x"])
+@pytest.mark.parametrize(
+    "value",
+    [U, "locker_backend", "a", "x" * 256, "Ünïcödé-ok", "a b", "$x", "\u00a0nbsp", "\u00a0",
+     "zero\u200bwidth", "rtl\u202e", "\ue000private", "\U0001f600", "\ufffe",
+     "\U0010ffff", "\u00ad", " ", "é" * 256],
+)  # fmt: skip
 def test_valid_identities(value: str) -> None:
     assert valid_identity(value)
 
@@ -247,10 +254,40 @@ def test_valid_identities(value: str) -> None:
         "\u0085",
         "\ud800",
         "x" * 257,
+        "\u0080",
+        "\u009f",
+        "a\u0090b",
+        "\udfff",
+        "ok\udc80",
+        "\t",
+        "a\nb",
+        "é" * 257,
+        U + "/",
+        "ü+",
     ],
 )
 def test_invalid_identities(value: str) -> None:
     assert not valid_identity(value)
+
+
+def test_identity_characters_are_judged_as_by_unicode_categories() -> None:
+    """Every code point, one at a time, against the definition: `/ + #` and the general
+    categories Cc (control) and Cs (surrogate) are refused, everything else is allowed."""
+    wrong = [
+        cp
+        for cp in range(sys.maxunicode + 1)
+        if valid_identity("a" + chr(cp))
+        == (chr(cp) in "/+#" or unicodedata.category(chr(cp)) in ("Cc", "Cs"))
+    ]
+    assert wrong == []
+
+
+@given(st.text(min_size=1, max_size=300))
+def test_identity_matches_the_per_character_definition(value: str) -> None:
+    expected = len(value) <= 256 and not any(
+        ch in "/+#" or unicodedata.category(ch) in ("Cc", "Cs") for ch in value
+    )
+    assert valid_identity(value) == expected
 
 
 def test_non_string_identity_refused() -> None:
