@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from backend.domain.contract import CommandResponse, DeviceEvent, Heartbeat
 from backend.domain.errors import DomainError, NotFound
@@ -444,32 +444,48 @@ class DeviceService:
         return await self.service.db.read(work)
 
     async def outbox_published(self, item: RelayItem) -> None:
-        """After the broker's PUBACK: row sent; a command's first send is `CommandSent`."""
+        await self.outbox_published_many([item])
+
+    async def outbox_published_many(self, items: Sequence[RelayItem]) -> None:
+        """After the broker's PUBACKs: rows sent; a command's first send is `CommandSent`.
+        One transaction for a relay batch."""
 
         def work(uow: UnitOfWork) -> None:
-            if item.bank_uuid:
-                # Lock order: the write lock before any row lock. A lock holder applying
-                # this command's response needs its command_transactions row; taking that
-                # row first and the lock after deadlocks two instances.
-                uow.bank(item.bank_uuid)
-            values: dict[str, object] = {"status": "sent", "sent_at": uow.now}
-            if item.kind == "provisioning_reply":
-                values["payload"] = ""  # the password leaves the database once sent
-            outbox.mark(uow.session, item.id, **values)
-            outbox.mark(uow.session, item.id, attempts=OutboxRow.attempts + 1)
-            if item.kind == "command" and item.bank_uuid and item.transaction_id:
-                tid = item.transaction_id
-                uow.session.execute(
-                    update(CommandTransactionRow)
-                    .where(CommandTransactionRow.locker_uuid == item.bank_uuid)
-                    .where(CommandTransactionRow.transaction_id == tid)
-                    .values(attempts=CommandTransactionRow.attempts + 1)
-                )
+            if not items:
+                return
+            # Lock order: the write lock before any row lock. A lock holder applying a
+            # command's response needs its command_transactions row; taking that row first
+            # and the lock after deadlocks two instances.
+            uow.lock()
+            commands = [
+                (i.bank_uuid, i.transaction_id)
+                for i in items
+                if i.kind == "command" and i.bank_uuid and i.transaction_id
+            ]
+            held = preload_responses(uow.session, commands)
+            table = OutboxRow.__table__  # Core executemany (not the ORM's bulk by key)
+            sent = update(table).where(table.c.id == bindparam("row_id"))  # type: ignore[attr-defined]
+            values = {"status": "sent", "sent_at": uow.now, "attempts": table.c.attempts + 1}  # type: ignore[attr-defined]
+            for kind_items, extra in (
+                ([i for i in items if i.kind != "provisioning_reply"], {}),
+                # the password leaves the database once sent
+                ([i for i in items if i.kind == "provisioning_reply"], {"payload": ""}),
+            ):
+                if kind_items:
+                    uow.session.execute(
+                        sent.values(**values, **extra), [{"row_id": i.id} for i in kind_items]
+                    )
+            for bank_uuid, tid in commands:
+                assert bank_uuid is not None and tid is not None
+                txn = uow.session.get(CommandTransactionRow, (bank_uuid, tid))
+                if txn is not None:
+                    txn.attempts = (txn.attempts or 0) + 1
                 uow.execute(
-                    item.bank_uuid,
-                    lambda b: b.mark_sent(tid, now=uow.now),
+                    bank_uuid,
+                    lambda b, t=tid: b.mark_sent(t, now=uow.now),
                     EventMetadata(actor="system", correlation_id=tid),
                 )
+            del held
 
         await self.service.transact(work)
 

@@ -103,6 +103,10 @@ class UnitOfWork:
             self._write_events()  # the bank is loaded from the store: it must see them
         return self.cache.get(self.session, uuid)
 
+    def lock(self) -> None:
+        """Take the write lock now (before reading rows another instance may change)."""
+        self._lock()
+
     def _lock(self) -> None:
         """Take the write lock (PostgreSQL; SQLite holds it from BEGIN IMMEDIATE) and catch up,
         so concurrent instances queue up instead of deciding on stale state."""
