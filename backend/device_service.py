@@ -254,40 +254,39 @@ class DeviceService:
     async def record_heartbeats(self, items: Sequence[HeartbeatIn]) -> int:
         """Update liveness; a fresh heartbeat of a bank not online brings it online. Returns
         how many were taken as life (a stale retained one is not)."""
+        return await self.service.transact(lambda uow: self._record_heartbeats(uow, items))
 
-        def work(uow: UnitOfWork) -> int:
-            taken = 0
-            came: list[str] = []
-            if items:
-                uow.bank(items[0].bank_uuid)
-            held = preload(uow.session, BankLivenessRow, {i.bank_uuid for i in items})
-            for item in items:
-                bank = uow.bank(item.bank_uuid)
-                if not bank.exists or bank.status in ("unprovisioned", "revoked"):
-                    continue
-                limit = timedelta(seconds=3 * bank.heartbeat_interval_seconds)
-                sent_at = item.heartbeat.data.timestamp
-                if item.retained and item.received_at - sent_at > limit:
-                    continue  # evidence from the past, not of life
-                taken += 1
-                row = uow.session.get(BankLivenessRow, item.bank_uuid)
-                if row is None:
-                    row = BankLivenessRow(bank_uuid=item.bank_uuid)
-                    uow.session.add(row)  # in the identity map: a second beat finds it
-                row.last_heartbeat_at = item.received_at
-                row.device_timestamp = sent_at
-                row.uptime_seconds = item.heartbeat.data.uptime_seconds
-                row.heartbeats = (row.heartbeats or 0) + 1
-                if bank.status != "online" and uow.execute(
-                    item.bank_uuid, lambda b: b.came_online(now=uow.now), DEVICE
-                ):
-                    came.append(item.bank_uuid)
-            if came:
-                self._came_online(uow, came)
-            del held
-            return taken
-
-        return await self.service.transact(work)
+    def _record_heartbeats(self, uow: UnitOfWork, items: Sequence[HeartbeatIn]) -> int:
+        taken = 0
+        came: list[str] = []
+        if items:
+            uow.bank(items[0].bank_uuid)
+        held = preload(uow.session, BankLivenessRow, {i.bank_uuid for i in items})
+        for item in items:
+            bank = uow.bank(item.bank_uuid)
+            if not bank.exists or bank.status in ("unprovisioned", "revoked"):
+                continue
+            limit = timedelta(seconds=3 * bank.heartbeat_interval_seconds)
+            sent_at = item.heartbeat.data.timestamp
+            if item.retained and item.received_at - sent_at > limit:
+                continue  # evidence from the past, not of life
+            taken += 1
+            row = uow.session.get(BankLivenessRow, item.bank_uuid)
+            if row is None:
+                row = BankLivenessRow(bank_uuid=item.bank_uuid)
+                uow.session.add(row)  # in the identity map: a second beat finds it
+            row.last_heartbeat_at = item.received_at
+            row.device_timestamp = sent_at
+            row.uptime_seconds = item.heartbeat.data.uptime_seconds
+            row.heartbeats = (row.heartbeats or 0) + 1
+            if bank.status != "online" and uow.execute(
+                item.bank_uuid, lambda b: b.came_online(now=uow.now), DEVICE
+            ):
+                came.append(item.bank_uuid)
+        if came:
+            self._came_online(uow, came)
+        del held
+        return taken
 
     def _came_online(self, uow: UnitOfWork, banks: list[str]) -> None:
         """Banks just back online: re-ask what is still unanswered, then make sure each

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/profiles.py responses [--banks 300] [--postgres URL]
     .venv/bin/python bench/profiles.py sweep
+    .venv/bin/python bench/profiles.py heartbeats [--banks 2000] [--batch 300]
     .venv/bin/python bench/profiles.py acl
 
 * responses: the response write path (`DeviceService._response` in one transaction per
@@ -9,6 +10,9 @@
   cProfile breakdown by stage.
 * sweep: how long one `DeviceService._sweep` takes with 1,000 / 2,000 / 4,000 unanswered
   commands, and the query plan of its per-command outbox lookup.
+* heartbeats: the liveness write path (`DeviceService.record_heartbeats`): CPU per bank for
+  a fleet coming online at once (came-online event, config push), CPU per steady heartbeat,
+  and one sweep with the whole fleet online.
 * acl: microbenchmarks of the hook's decisions (`UserDirectory.acl`, `authenticate`,
   `valid_identity`).
 
@@ -38,7 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import event, text
 
-from backend.domain.contract import CommandResponse
+from backend.device_service import HeartbeatIn
+from backend.domain.contract import CommandResponse, Heartbeat, HeartbeatData
 from backend.service import LockerService
 from bench.common import bench_settings, open_commands, private_postgres, seed_banks, sqlite_url
 
@@ -163,9 +168,41 @@ def acl() -> None:
         print(f"{name:45s} {per_call * 1e6:6.1f} us")
 
 
+async def heartbeats(banks: int, batch: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        workdir = Path(tmp)
+        service = LockerService(bench_settings(workdir, sqlite_url(workdir), **LONG))
+        try:
+            await service.migrate()
+            seeded = [b.uuid for b in await seed_banks(service, banks, compartments=10)]
+
+            def beats() -> list[HeartbeatIn]:
+                now = datetime.now(UTC)
+                hb = Heartbeat(data=HeartbeatData(timestamp=now, uptime_seconds=1))
+                return [HeartbeatIn(uuid, hb, now) for uuid in seeded]
+
+            async def run(items: list[HeartbeatIn]) -> float:
+                cpu = time.process_time()
+                for start in range(0, len(items), batch):
+                    await service.devices.record_heartbeats(items[start : start + batch])
+                return (time.process_time() - cpu) / len(items) * 1e3
+
+            print(f"sqlite: {banks} banks, batches of {batch}")
+            online = await run(beats())
+            print(f"  coming online (event + config push): {online:.3f} ms CPU per bank")
+            steady = [await run(beats()) for _ in range(5)]
+            print(f"  steady heartbeats: {min(steady):.3f} ms CPU per heartbeat (best of 5)")
+            cpu = time.process_time()
+            counts = service._transact_sync(service.devices._sweep)[0]
+            took = (time.process_time() - cpu) * 1e3
+            print(f"  one sweep, {banks} online banks: {took:.1f} ms CPU ({counts})")
+        finally:
+            service.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("responses", "sweep", "acl"))
+    parser.add_argument("what", choices=("responses", "sweep", "heartbeats", "acl"))
     parser.add_argument("--banks", type=int, default=300)
     parser.add_argument("--per-bank", type=int, default=10)
     parser.add_argument("--batch", type=int, default=300)
@@ -176,6 +213,9 @@ def main() -> None:
         return
     if args.what == "sweep":
         asyncio.run(sweep())
+        return
+    if args.what == "heartbeats":
+        asyncio.run(heartbeats(args.banks, args.batch))
         return
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         workdir = Path(tmp)

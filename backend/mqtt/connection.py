@@ -32,6 +32,7 @@ from backend.mqtt.state import ConnectionState
 from backend.mqtt.subscriptions import subscriptions
 
 log = logging.getLogger(__name__)
+PENDING_PUBLISH_WARNING = 1000  # far above a relay batch
 
 MessageCallback = Callable[[aiomqtt.Message], Awaitable[None]]
 BIRTH_PAYLOAD = ServerStatus(status="online").to_bytes()
@@ -172,8 +173,13 @@ class MqttConnection:
             "socket_options": SOCKET_OPTIONS,
         }
         if self.v5:
-            return aiomqtt.Client(protocol=ProtocolVersion.V5, clean_start=True, **common)  # type: ignore[arg-type]
-        return aiomqtt.Client(protocol=ProtocolVersion.V311, clean_session=False, **common)  # type: ignore[arg-type]
+            client = aiomqtt.Client(protocol=ProtocolVersion.V5, clean_start=True, **common)  # type: ignore[arg-type]
+        else:
+            client = aiomqtt.Client(protocol=ProtocolVersion.V311, clean_session=False, **common)  # type: ignore[arg-type]
+        # The relay pipelines a batch of publishes; aiomqtt warns (one log line per publish)
+        # above 10 awaiting their PUBACK.
+        client.pending_calls_threshold = PENDING_PUBLISH_WARNING
+        return client
 
     # ----- publishing --------------------------------------------------------------------
 
