@@ -261,7 +261,14 @@ class DeviceService:
         came: list[str] = []
         if items:
             uow.bank(items[0].bank_uuid)
-        held = preload(uow.session, BankLivenessRow, {i.bank_uuid for i in items})
+        held: list[object] = [
+            *preload(uow.session, BankLivenessRow, {i.bank_uuid for i in items}),
+            *preload(
+                uow.session,
+                LockerBankRow,
+                {i.bank_uuid for i in items if uow.bank(i.bank_uuid).status != "online"},
+            ),
+        ]
         for item in items:
             bank = uow.bank(item.bank_uuid)
             if not bank.exists or bank.status in ("unprovisioned", "revoked"):

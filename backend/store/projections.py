@@ -1,7 +1,9 @@
 """Projectors: keep the read models in step with the events, in the append transaction.
 
 Every projector is a function of the event alone (times come from the event),
-so replaying all events into empty tables (`rebuild`) gives identical rows.
+so replaying all events into empty tables (`rebuild`) gives identical rows. New rows
+are only added to the session: a later lookup of one in the same transaction is a
+query, and the session autoflushes before it, so no projector flushes by itself.
 """
 
 from __future__ import annotations
@@ -172,7 +174,6 @@ def _open_requested(session: Session, r: RecordedEvent) -> None:
     assert compartment is not None
     compartment.open_transaction_id = e.transaction_id
     compartment.last_transaction_id = e.transaction_id
-    session.flush()
 
 
 @projector(ConfigApplyRequested)
@@ -194,7 +195,6 @@ def _config_requested(session: Session, r: RecordedEvent) -> None:
     row = _bank(session, r)
     if row.config_state != "in_sync":
         row.config_state = "pending"
-    session.flush()
 
 
 @projector(CommandSent)
