@@ -40,8 +40,13 @@ MAX_NAME = 100
 MAX_LOCATION = 200
 MAX_COMPARTMENTS = 1000
 OPEN_STATES = frozenset({"pending", "sent"})
+CONTROL_CHARACTERS = "".join(map(chr, [*range(0x20), 0x7F]))
 LATE_STATES = frozenset({"timeout", "expired"})
 COMMAND_ABLE = frozenset({"provisioned", "online", "offline"})
+
+
+def _has_control(text: str) -> bool:
+    return any(ch in CONTROL_CHARACTERS for ch in text)
 
 
 @dataclass
@@ -105,6 +110,9 @@ class LockerBank:
             raise InvalidInput(f"bank name is longer than {MAX_NAME} characters")
         if len(location) > MAX_LOCATION:
             raise InvalidInput(f"location is longer than {MAX_LOCATION} characters")
+        if _has_control(name) or _has_control(location):
+            # NUL cannot even be stored by PostgreSQL; the rest are never meant in a name.
+            raise InvalidInput("bank name and location must not contain control characters")
         if not 1 <= len(compartments) <= MAX_COMPARTMENTS:
             raise InvalidInput(f"a bank needs 1 to {MAX_COMPARTMENTS} compartments")
         numbers = [c.number for c in compartments]
@@ -155,6 +163,8 @@ class LockerBank:
         self._require_exists()
         if self.status in ("unprovisioned", "revoked"):
             raise RuleViolation(f"bank {self.name!r} has no credentials to revoke ({self.status})")
+        if "\x00" in reason:
+            raise InvalidInput("reason must not contain NUL characters")
         return [CredentialsRevoked(occurred_at=now, reason=reason)]
 
     def request_open(

@@ -30,7 +30,7 @@ from aiohttp import web
 from backend.gateway import SystemStatus
 from backend.http.auth import principal
 from backend.http.endpoints import Endpoint, QueryParam
-from backend.http.event_stream import EventStream
+from backend.http.event_stream import MAX_POSITION, EventStream
 from backend.http.health import HealthMonitor
 from backend.http.requests import int_path, int_query, read_body, str_query
 from backend.http.schemas import (
@@ -142,7 +142,7 @@ class RestApi:
         return _json(txn.to_json())
 
     async def events(self, request: web.Request) -> web.Response:
-        after = int_query(request, "after", 0, minimum=0, maximum=2**63 - 1)
+        after = int_query(request, "after", 0, minimum=0, maximum=MAX_POSITION)
         limit = int_query(request, "limit", 500, minimum=1, maximum=MAX_LIMIT)
         return _json(_views(await self.service.events_after(after, limit)))
 
@@ -169,7 +169,7 @@ class RestApi:
         )
         after = QueryParam(
             "after",
-            {"type": "integer", "minimum": 0, "default": 0},
+            {"type": "integer", "minimum": 0, "maximum": MAX_POSITION, "default": 0},
             "Only events with a position greater than this.",
         )
         return [

@@ -236,6 +236,8 @@ def _acc(body: _Body) -> int:
             raise _BadRequest("field 'acc' must be an integer")
         if isinstance(raw, int):
             acc = raw
+        elif isinstance(raw, float) and raw.is_integer():
+            acc = int(raw) if abs(raw) < 1e9 else -1  # 2.0 is an integer in JSON Schema
         elif body.form and isinstance(raw, str) and raw.isascii() and raw.isdigit():
             # form bodies carry every value as text; JSON ones must use a number
             acc = int(raw) if len(raw) <= 9 else -1  # -1: an unknown access type, denied

@@ -13,9 +13,10 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from backend.domain.contract import CompartmentNumber
 from backend.http.endpoints import Endpoint
 from backend.http.hook import ACL_PATH, AUTH_PATH, SUPERUSER_PATH
 from backend.http.schemas import (
@@ -33,7 +34,10 @@ REF_TEMPLATE: Final = "#/components/schemas/{model}"
 _PATH_PARAM: Final = re.compile(r"\{([^}/:]+)(?::[^}]*)?\}")
 _PATH_PARAMS: Final[dict[str, tuple[dict[str, Any], str]]] = {
     "uuid": ({"type": "string", "format": "uuid"}, "The locker bank's UUID."),
-    "number": ({"type": "integer"}, "The compartment's number in its bank."),
+    "number": (
+        TypeAdapter(CompartmentNumber).json_schema(),
+        "The compartment's number in its bank (the device contract's range).",
+    ),
     "transaction_id": ({"type": "string"}, "The command's transaction id."),
 }
 _STATUS_TEXT: Final[dict[int, str]] = {

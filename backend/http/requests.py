@@ -15,7 +15,8 @@ __all__ = ["MAX_BODY_BYTES", "int_path", "int_query", "read_body", "str_query"]
 
 M = TypeVar("M", bound=BaseModel)
 MAX_BODY_BYTES: Final = 64 * 1024
-_INT: Final = re.compile(r"-?[0-9]{1,9}")
+# Up to 19 digits: every int64 (event positions go to 2**63 - 1); ranges are checked after.
+_INT: Final = re.compile(r"-?[0-9]{1,19}")
 
 
 def _describe(exc: ValidationError) -> str:

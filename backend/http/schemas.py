@@ -3,15 +3,20 @@
 Request bodies are strict (``12`` is a number, ``"12"`` is not; unknown fields
 are refused) so a typo in a mobile app fails loudly instead of being ignored.
 Limits on values (name length, compartment count, interval) are the domain's
-and are checked there, so every caller gets the same rule and the same words.
+and are checked there, so every caller gets the same rule and the same words;
+the JSON schema states them (``json_schema_extra``) so the OpenAPI document
+says what the server accepts.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic.json_schema import SkipJsonSchema
 
+from backend.domain.bank import MAX_COMPARTMENTS, MAX_LOCATION, MAX_NAME
+from backend.domain.contract import CompartmentNumber
 from backend.views import TransactionView
 
 __all__ = [
@@ -30,6 +35,30 @@ __all__ = [
 ]
 
 
+_COMPARTMENT_NUMBER: Final = {
+    k: v for k, v in TypeAdapter(CompartmentNumber).json_schema().items() if k != "type"
+}
+
+
+def _integral(value: object) -> object:
+    """``12.0`` is the integer 12 in JSON Schema (and so in the OpenAPI document); ``"12"``
+    and ``12.5`` are still refused by the strict model."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+
+# "Something other than whitespace", whitespace being what str.strip() removes (the domain
+# trims names), spelled out because \s differs between Python and ECMA/JSON Schema regexes.
+NOT_ONLY_SPACE: Final = (
+    r"[^\t-\r\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+)
+# No C0 control character or DEL (the domain refuses them in names and locations).
+NO_CONTROL: Final = r"^[^\u0000-\u001f\u007f]*$"
+
+
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
@@ -37,26 +66,49 @@ class _Request(BaseModel):
 class CreateBankRequest(_Request):
     """``POST /api/locker-banks``."""
 
-    name: str = Field(description="Shown to operators; 1 to 100 characters.")
-    location: str = Field(default="", description="Where the cabinet stands; up to 200 characters.")
-    compartments: int = Field(
-        default=12, description="How many compartments (1 to 1000), numbered from 1."
+    name: str = Field(
+        description=f"Shown to operators; 1 to {MAX_NAME} characters (trimmed).",
+        json_schema_extra={
+            "minLength": 1,
+            "maxLength": MAX_NAME,
+            "allOf": [{"pattern": NOT_ONLY_SPACE}, {"pattern": NO_CONTROL}],
+        },
     )
-    heartbeat_interval_seconds: int = Field(
-        default=30, description="How often the device reports it is alive (1 to 3600 s)."
+    location: str = Field(
+        default="",
+        description=f"Where the cabinet stands; up to {MAX_LOCATION} characters (trimmed).",
+        json_schema_extra={"maxLength": MAX_LOCATION, "pattern": NO_CONTROL},
+    )
+    compartments: JsonInt = Field(
+        default=12,
+        description=f"How many compartments (1 to {MAX_COMPARTMENTS}), numbered from 1.",
+        json_schema_extra={"minimum": 1, "maximum": MAX_COMPARTMENTS},
+    )
+    heartbeat_interval_seconds: JsonInt = Field(
+        default=30,
+        description="How often the device reports it is alive (1 to 3600 s).",
+        json_schema_extra={"minimum": 1, "maximum": 3600},
     )
 
 
 class OpenCompartmentRequest(_Request):
     """``POST /api/compartments/{uuid}/open`` (``uuid`` is the bank's)."""
 
-    compartment_number: int = Field(description="The compartment's number in its bank.")
+    compartment_number: JsonInt = Field(
+        description="The compartment's number in its bank (the device contract's range).",
+        json_schema_extra=_COMPARTMENT_NUMBER,
+    )
 
 
 class RevokeRequest(_Request):
     """``POST /api/locker-banks/{uuid}/revoke`` (the body may be empty)."""
 
-    reason: str = Field(default="", max_length=500, description="Recorded with the event.")
+    reason: str = Field(
+        default="",
+        max_length=500,
+        description="Recorded with the event (no NUL characters).",
+        json_schema_extra={"pattern": r"^[^\u0000]*$"},
+    )
 
 
 class CommandAccepted(BaseModel):
@@ -121,15 +173,22 @@ class HookSuperuserBody(BaseModel):
 
 
 class HookAclBody(BaseModel):
-    """``POST /api/mosq/acl``; EMQX may send ``action`` in place of ``acc``."""
+    """``POST /api/mosq/acl``; EMQX may send ``action`` in place of ``acc``.
+
+    Exactly one of ``acc`` and ``action`` (the hook also takes both when they agree).
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["acc"]}, {"required": ["action"]}]}
+    )
 
     username: str | None
     clientid: str | None
     topic: str
-    acc: int | None = Field(
+    acc: int | SkipJsonSchema[None] = Field(
         default=None, description="1 receive, 2 publish, 3 read+write, 4 subscribe."
     )
-    action: Literal["publish", "subscribe"] | None = None
+    action: Literal["publish", "subscribe"] | SkipJsonSchema[None] = None
 
 
 class HookAnswer(BaseModel):

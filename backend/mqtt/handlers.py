@@ -40,7 +40,7 @@ from backend.mqtt.batcher import Batcher
 from backend.mqtt.inbound import INVALID_LANE, REGISTER_LANE, Inbound
 from backend.mqtt.known_banks import KnownBanks
 from backend.mqtt.metrics import Metrics
-from backend.mqtt.rejects import Rejector
+from backend.mqtt.rejects import LogThrottle, Rejector
 from backend.mqtt.subscriptions import valid_identity
 
 log = logging.getLogger(__name__)
@@ -121,6 +121,16 @@ class InboundHandlers:
         self._on_outbox_work = on_outbox_work
         self._store_retries = store_retries
         self._store_retry_initial = store_retry_initial
+        # Per-message warnings an attacker (or a store outage) can repeat at will.
+        self._rate_limited_log = LogThrottle("rate-limited registrations", logger=log)
+        self._retry_log = LogThrottle("store retries", logger=log)
+        self._given_up_log = LogThrottle("messages given up", logger=log)
+
+    def flush_logs(self) -> None:
+        """Report what the log throttles held back (at shutdown)."""
+        self.rejector.flush_log()
+        for throttle in (self._rate_limited_log, self._retry_log, self._given_up_log):
+            throttle.flush()
 
     # ----- entry point -------------------------------------------------------------------
 
@@ -267,7 +277,10 @@ class InboundHandlers:
             return
         self.metrics.registrations[result] += 1
         if result == "rate_limited":
-            log.warning("registration attempts rate limited for client id %.64r", work.client_id)
+            if self._rate_limited_log.allow():
+                log.warning(
+                    "registration attempts rate limited for client id %.64r", work.client_id
+                )
         else:
             self._on_outbox_work()  # the reply is in the outbox
 
@@ -311,16 +324,18 @@ class InboundHandlers:
                 return None
             except STORE_ERRORS as exc:
                 if attempt == self._store_retries:
-                    log.error(
-                        "giving up on %d %s after %d attempts: %s",
-                        count,
-                        what,
-                        attempt,
-                        exc.__class__.__name__,
-                    )
+                    if self._given_up_log.allow():
+                        log.error(
+                            "giving up on %d %s after %d attempts: %s",
+                            count,
+                            what,
+                            attempt,
+                            exc.__class__.__name__,
+                        )
                     self.metrics.handler_errors += count
                     return None
-                log.warning("store failed for %s (%s); retrying", what, exc.__class__.__name__)
+                if self._retry_log.allow():
+                    log.warning("store failed for %s (%s); retrying", what, exc.__class__.__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
             except Exception:

@@ -123,6 +123,7 @@ class Listener:
             await self.dispatcher.abort()
         await self.heartbeats.stop()
         await self.responses.stop()
+        self.handlers.flush_logs()
 
     async def abort(self) -> None:
         """Drop everything in flight (for crash tests)."""

@@ -304,6 +304,8 @@ REFUSALS: list[tuple[str, Case]] = [
                       400, "InvalidInput")),
     ("bool-count", ("POST", "/api/locker-banks", "operator", {"name": "X", "compartments": True},
                     400, "InvalidInput")),
+    ("fraction-count", ("POST", "/api/locker-banks", "operator",
+                        {"name": "X", "compartments": 4.5}, 400, "InvalidInput")),
     ("extra-field", ("POST", "/api/locker-banks", "operator", {"name": "X", "colour": "red"},
                      400, "InvalidInput")),
     ("blank-name", ("POST", "/api/locker-banks", "operator", {"name": "  "}, 400,

@@ -1,7 +1,8 @@
 """Issue 8, item 1: crash consistency.
 
-A real `locker-console --headless` process (MQTT_HOST set, a private Mosquitto, SQLite in
-tmp) serves a simulated fleet in the test process (device dedup on). While the test
+A real `locker-console --headless` process (MQTT_HOST set, a private Mosquitto; the store
+on SQLite in tmp, and again on PostgreSQL when TEST_DATABASE_URL is set) serves a
+simulated fleet in the test process (device dedup on). While the test
 requests one open per compartment, the backend is SIGKILLed at random points and
 restarted, and the broker is restarted twice (persistence off: every session is lost, so
 only the backend's re-ask recovers commands that were in flight). Afterwards every command
@@ -28,8 +29,9 @@ from backend.service import LockerService
 from simulator.device import DeviceOptions
 from simulator.faults import Faults
 from simulator.fleet import Fleet
-from tests.conftest import make_settings
+from tests.conftest import DB_KINDS, make_settings
 from tests.reliability.conftest import size
+from tests.support.databases import truncate_all
 from tests.support.headless_instances import clean_env, headless_instance
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.reliability_tools import (
@@ -57,11 +59,21 @@ SECRETS = {
 pytestmark = [pytest.mark.reliability, pytest.mark.mosquitto, pytest.mark.timeout(600)]
 
 
+@pytest.fixture(params=DB_KINDS)
+def crash_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A SQLite file, or (with TEST_DATABASE_URL) the run's private PostgreSQL emptied."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'locker.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    truncate_all(url)
+    return url
+
+
 async def test_sigkills_and_broker_restarts_lose_nothing_and_do_nothing_twice(
-    tmp_path: Path, mosquitto: MosquittoBroker
+    tmp_path: Path, mosquitto: MosquittoBroker, crash_db_url: str
 ) -> None:
     rng = random.Random(SEED)
-    db_url = f"sqlite:///{tmp_path / 'locker.db'}"
+    db_url = crash_db_url
     settings = {
         "DATABASE_URL": db_url,
         "MQTT_HOST": mosquitto.host,
@@ -94,7 +106,11 @@ async def test_sigkills_and_broker_restarts_lose_nothing_and_do_nothing_twice(
         faults=Faults(),
         connect_concurrency=16,
     )
-    figures: dict[str, Any] = {"banks": BANKS, "opens": OPENS}
+    figures: dict[str, Any] = {
+        "database": db_url.split(":", 1)[0],
+        "banks": BANKS,
+        "opens": OPENS,
+    }
     session = aiohttp.ClientSession()
     try:
         await backend.start()

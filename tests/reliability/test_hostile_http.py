@@ -6,7 +6,7 @@ the expected keys holding hostile values), content types and path parameters for
 POST endpoint of the API and for the three hook endpoints, with and without valid
 credentials. Every answer must be a 4xx with a JSON error body, the backend must stay
 healthy, and nothing may change in the store (no new event, identical read models).
-schemathesis is not used (not a dependency of the project).
+Schema-driven fuzzing of every operation (GET ones too) is `test_schemathesis.py`.
 """
 
 from __future__ import annotations

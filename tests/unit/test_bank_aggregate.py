@@ -63,6 +63,8 @@ def open_sent(bank: LockerBank, number: int = 1, txn: str = "t1") -> None:
         ("", [1], 5, "name must not be empty"),
         ("   ", [1], 5, "name must not be empty"),
         ("x" * 101, [1], 5, "longer than 100"),
+        ("a\x00b", [1], 5, "control characters"),
+        ("a\tb", [1], 5, "control characters"),
         ("ok", [], 5, "1 to 1000 compartments"),
         ("ok", [1, 1], 5, "unique"),
         ("ok", [0, 1], 5, "start at 1"),
@@ -82,6 +84,20 @@ def test_create_rejects_bad_input(
             heartbeat_interval_seconds=interval,
             now=NOW,
         )
+
+
+def test_control_characters_in_location_and_nul_in_a_revoke_reason_are_refused() -> None:
+    with pytest.raises(InvalidInput, match="control characters"):
+        LockerBank.create(
+            UUID,
+            name="ok",
+            location="Hall\x00",
+            compartments=[CompartmentSpec(number=1, slave_id=1, address=1)],
+            heartbeat_interval_seconds=5,
+            now=NOW,
+        )
+    with pytest.raises(InvalidInput, match="NUL"):
+        provisioned_bank().revoke(now=NOW, reason="a\x00b")
 
 
 def test_created_bank_has_its_compartments_and_a_desired_hash() -> None:
