@@ -44,6 +44,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from backend.domain.acl import Access, Decision
 from backend.http.users import UserDirectory
+from backend.log_throttle import LogThrottle
 
 __all__ = [
     "ACL_PATH",
@@ -294,6 +295,9 @@ class _Hook:
         self._secret = _secret_digest(secret)
         self._legacy_status = legacy_status
         self._metrics = metrics
+        # A flood of wrong-secret or malformed calls must not flood the log.
+        self._unauthorized_log = LogThrottle("hook calls with a wrong secret", logger=log)
+        self._bad_request_log = LogThrottle("malformed hook calls", logger=log)
 
     def _count(self, endpoint: str, result: str) -> None:
         if self._metrics is not None:
@@ -313,13 +317,15 @@ class _Hook:
     ) -> web.Response:
         if not self._authorized(request):
             self._count(endpoint, "unauthorized")
-            log.warning("mosq %s: missing or wrong secret from %s", endpoint, request.remote)
+            if self._unauthorized_log.allow():
+                log.warning("mosq %s: missing or wrong secret from %s", endpoint, request.remote)
             return _json(_UNAUTHORIZED_BODY, 401)
         try:
             query = parse(await _read_body(request))
         except _BadRequest as exc:
             self._count(endpoint, "bad_request")
-            log.info("mosq %s: bad request: %s", endpoint, exc)
+            if self._bad_request_log.allow():
+                log.info("mosq %s: bad request: %s", endpoint, exc)
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
         try:
             decision = query.decide()

@@ -36,11 +36,12 @@ from backend.domain.contract import (
 )
 from backend.domain.errors import DomainError
 from backend.domain.topics import TopicKind
+from backend.log_throttle import LogThrottle
 from backend.mqtt.batcher import Batcher
 from backend.mqtt.inbound import INVALID_LANE, REGISTER_LANE, Inbound
 from backend.mqtt.known_banks import KnownBanks
 from backend.mqtt.metrics import Metrics
-from backend.mqtt.rejects import LogThrottle, Rejector
+from backend.mqtt.rejects import Rejector
 from backend.mqtt.subscriptions import valid_identity
 
 log = logging.getLogger(__name__)

@@ -42,6 +42,7 @@ from backend.http.hook import (
     redact_topic,
 )
 from backend.http.users import UserDirectory, hash_password
+from backend.log_throttle import LOG_BURST
 
 SECRET = "hook-secret-7Qp2xW9vLk3s"
 BACKEND_USER, BACKEND_PW = "locker_backend", "backend-pw-Hc81tQ0aZ"
@@ -359,6 +360,22 @@ async def test_secret_checked_before_the_body(hook: Hook) -> None:
     assert answer.status == 401
     assert hook.metrics.snapshot()[("auth", "unauthorized")] == 1
     assert hook.metrics.snapshot()[("auth", "bad_request")] == 0
+
+
+async def test_a_flood_of_bad_calls_logs_a_bounded_number_of_lines(
+    hook: Hook, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every call is answered and counted, but the log gets at most a burst per window."""
+    caplog.set_level(logging.INFO, logger="backend.http.hook")
+    flood = 10 * LOG_BURST
+    for _ in range(flood):
+        assert (await post(hook, AUTH_PATH, {"username": "x"}, secret="wrong")).status == 401
+        assert (await post(hook, AUTH_PATH, raw=b"{not json")).status == 400
+    snapshot = hook.metrics.snapshot()
+    assert snapshot[("auth", "unauthorized")] == snapshot[("auth", "bad_request")] == flood
+    lines = [r.getMessage() for r in caplog.records if r.name == "backend.http.hook"]
+    assert sum("wrong secret" in line for line in lines) == LOG_BURST
+    assert sum("bad request" in line for line in lines) == LOG_BURST
 
 
 async def test_repeated_secret_parameter_is_401(hook: Hook) -> None:

@@ -41,7 +41,7 @@ import aiomqtt
 import pytest
 
 from backend.domain.topics import device_topic, register_topic
-from backend.mqtt.rejects import LOG_BURST, LOG_WINDOW
+from backend.log_throttle import LOG_BURST, LOG_WINDOW
 from backend.service import LockerService
 from tests.conftest import make_settings
 from tests.reliability.conftest import size

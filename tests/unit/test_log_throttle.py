@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from backend.mqtt.rejects import LogThrottle
+from backend.log_throttle import LogThrottle
 
 
 def test_burst_then_summary_per_window_and_at_flush(caplog: pytest.LogCaptureFixture) -> None:
