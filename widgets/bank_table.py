@@ -56,15 +56,26 @@ def bank_row(bank: BankView, now: datetime, gaps: Sequence[float]) -> Row:
     return Row(bank.uuid, tuple(build(bank, now, gaps) for build in _CELL_BUILDERS))
 
 
-def _shown_fields(bank: BankView) -> tuple[Hashable, ...]:
-    """The fields of a bank its row is made from: equal means the row needs no rebuild
-    (comparing whole views, compartments included, costs more than the row itself)."""
+class _Fields(NamedTuple):
+    """The fields of a bank its row is made from, but for the time of its last heartbeat:
+    equal means a row away from the viewport needs no rebuild (comparing whole views,
+    compartments included, costs more than the row itself)."""
+
+    name: str
+    location: str
+    status: str
+    heartbeat_interval_seconds: int
+    doors: tuple[int, int]  # open, total
+    config_state: str
+    pending_commands: int
+
+
+def _shown_fields(bank: BankView) -> _Fields:
     doors = [c.door_state for c in bank.compartments]
-    return (
+    return _Fields(
         bank.name,
         bank.location,
         bank.status,
-        bank.last_heartbeat_at,
         bank.heartbeat_interval_seconds,
         (doors.count("open"), len(doors)),
         bank.config_state,
@@ -73,7 +84,7 @@ def _shown_fields(bank: BankView) -> tuple[Hashable, ...]:
 
 
 def _looks(
-    bank: BankView, fields: tuple[Hashable, ...], now: datetime, gaps: Sequence[float]
+    bank: BankView, fields: _Fields, now: datetime, gaps: Sequence[float]
 ) -> tuple[Hashable, ...]:
     """What each cell of `_CELL_BUILDERS` shows, cheap to compare (`fields` are the
     bank's `_shown_fields`)."""
@@ -83,14 +94,14 @@ def _looks(
         bank.location,
         bank.status,
         (age(bank.last_heartbeat_at, now), spark_look(gaps, ceiling, HEARTBEAT_BARS)),
-        fields[5],
+        fields.doors,
         bank.config_state,
         bank.pending_commands,
     )
 
 
 class _Cached(NamedTuple):
-    fields: tuple[Hashable, ...]
+    fields: _Fields
     looks: tuple[Hashable, ...]
     row: Row
 
@@ -130,9 +141,10 @@ class BankTable(KeyedTable):
     ) -> None:
         """Show `banks` (already in display order), filtered by `query`.
 
-        Heartbeat ages are refreshed for the rows in and around the viewport; a row further
-        away keeps its last look until it is scrolled near (or its bank changes), so the
-        work per second does not grow with the fleet.
+        Heartbeat cells (age and pulse) are refreshed for the rows in and around the
+        viewport; a row further away keeps its last heartbeat cell until it is scrolled
+        near (a new heartbeat alone does not rebuild it; a change of anything else it shows
+        does), so the work per second does not grow with the fleet or the ingest rate.
         """
         rows = [self._kept(bank, now, pulses) for bank in banks]
         shown = filter_rows(rows, query)
@@ -145,8 +157,8 @@ class BankTable(KeyedTable):
         self.sync(shown)
 
     def _kept(self, bank: BankView, now: datetime, pulses: Mapping[str, Sequence[float]]) -> Row:
-        """The bank's last row while the fields it shows are the same (its age may be
-        old), else its row now."""
+        """The bank's last row while the fields it shows are the same (its heartbeat
+        cell may be old), else its row now."""
         cached = self._cache.get(bank.uuid)
         fields = _shown_fields(bank)
         if cached is not None and cached.fields == fields:
@@ -158,7 +170,7 @@ class BankTable(KeyedTable):
         bank: BankView,
         now: datetime,
         pulses: Mapping[str, Sequence[float]],
-        fields: tuple[Hashable, ...] | None = None,
+        fields: _Fields | None = None,
     ) -> Row:
         """The bank's row as of `now`; the cells that look the same are the same objects,
         and the same row object is returned while none changed."""

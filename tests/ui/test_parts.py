@@ -260,7 +260,17 @@ async def test_fleet_ages_move_near_the_viewport_and_catch_up_when_scrolled() ->
         table.move_to_key(first)
         await pilot.pause()
         table.show(moved, T0 + timedelta(seconds=10), {})
-        assert cell(table, last, "heartbeat").startswith("0s ago")  # its bank changed
+        assert cell(table, last, "heartbeat").startswith("10s ago")  # far away: not yet
+        table.move_to_key(last)
+        await pilot.pause()
+        table.show(moved, T0 + timedelta(seconds=11), {})
+        assert cell(table, last, "heartbeat").startswith("1s ago")  # its new heartbeat
+        gone = [*moved[:-1], moved[-1].model_copy(update={"status": "offline"})]
+        table.move_to_key(first)
+        await pilot.pause()
+        table.show(gone, T0 + timedelta(seconds=40), {})
+        assert cell(table, last, "status") == "offline"  # far away, but its bank changed
+        assert cell(table, last, "heartbeat").startswith("30s ago")
 
 
 async def test_fleet_rows_are_rebuilt_for_what_they_show_only() -> None:
