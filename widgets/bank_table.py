@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from rich.text import Text
 from textual.binding import Binding
@@ -27,28 +28,82 @@ def heartbeat_cell(bank: BankView, now: datetime, gaps: Sequence[float]) -> Text
     return text
 
 
+def _doors_cell(bank: BankView) -> Text:
+    open_ = bank.open_compartments
+    return Text(f"{open_}/{len(bank.compartments)}", style="bold yellow" if open_ else "")
+
+
+def _pending_cell(bank: BankView) -> Text:
+    pending = bank.pending_commands
+    return Text(str(pending), style="yellow" if pending else "")
+
+
+# The cells of a row, in column order; each is rebuilt only when its look (`_looks`)
+# changes.
+_CELL_BUILDERS: tuple[Callable[[BankView, datetime, Sequence[float]], Text], ...] = (
+    lambda bank, _now, _gaps: Text(truncate(bank.name, 60)),
+    lambda bank, _now, _gaps: Text(truncate(bank.location, 10)),
+    lambda bank, _now, _gaps: state_text(bank.status),
+    heartbeat_cell,
+    lambda bank, _now, _gaps: _doors_cell(bank),
+    lambda bank, _now, _gaps: state_text(bank.config_state),
+    lambda bank, _now, _gaps: _pending_cell(bank),
+)
+
+
 def bank_row(bank: BankView, now: datetime, gaps: Sequence[float]) -> Row:
     """The fleet row of one bank (all states in words)."""
-    doors = f"{bank.open_compartments}/{len(bank.compartments)}"
-    pending = Text(str(bank.pending_commands), style="yellow" if bank.pending_commands else "")
-    return Row(
-        bank.uuid,
-        (
-            Text(truncate(bank.name, 60)),
-            Text(truncate(bank.location, 10)),
-            state_text(bank.status),
-            heartbeat_cell(bank, now, gaps),
-            Text(doors, style="bold yellow" if bank.open_compartments else ""),
-            state_text(bank.config_state),
-            pending,
-        ),
+    return Row(bank.uuid, tuple(build(bank, now, gaps) for build in _CELL_BUILDERS))
+
+
+class _Fields(NamedTuple):
+    """The fields of a bank its row is made from, but for the time of its last heartbeat:
+    equal means a row away from the viewport needs no rebuild (comparing whole views,
+    compartments included, costs more than the row itself)."""
+
+    name: str
+    location: str
+    status: str
+    heartbeat_interval_seconds: int
+    doors: tuple[int, int]  # open, total
+    config_state: str
+    pending_commands: int
+
+
+def _shown_fields(bank: BankView) -> _Fields:
+    doors = [c.door_state for c in bank.compartments]
+    return _Fields(
+        bank.name,
+        bank.location,
+        bank.status,
+        bank.heartbeat_interval_seconds,
+        (doors.count("open"), len(doors)),
+        bank.config_state,
+        bank.pending_commands,
     )
 
 
-def _look(bank: BankView, now: datetime, gaps: Sequence[float]) -> tuple[str, tuple[str, str]]:
-    """What the heartbeat cell shows, cheap to compare."""
+def _looks(
+    bank: BankView, fields: _Fields, now: datetime, gaps: Sequence[float]
+) -> tuple[Hashable, ...]:
+    """What each cell of `_CELL_BUILDERS` shows, cheap to compare (`fields` are the
+    bank's `_shown_fields`)."""
     ceiling = 3.0 * bank.heartbeat_interval_seconds
-    return age(bank.last_heartbeat_at, now), spark_look(gaps, ceiling, HEARTBEAT_BARS)
+    return (
+        bank.name,
+        bank.location,
+        bank.status,
+        (age(bank.last_heartbeat_at, now), spark_look(gaps, ceiling, HEARTBEAT_BARS)),
+        fields.doors,
+        bank.config_state,
+        bank.pending_commands,
+    )
+
+
+class _Cached(NamedTuple):
+    fields: _Fields
+    looks: tuple[Hashable, ...]
+    row: Row
 
 
 class BankTable(KeyedTable):
@@ -69,7 +124,7 @@ class BankTable(KeyedTable):
 
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
-        self._cache: dict[str, tuple[BankView, tuple[str, tuple[str, str]], Row]] = {}
+        self._cache: dict[str, _Cached] = {}
 
     @dataclass
     class BankChosen(Message):
@@ -86,39 +141,59 @@ class BankTable(KeyedTable):
     ) -> None:
         """Show `banks` (already in display order), filtered by `query`.
 
-        Heartbeat ages are refreshed for the rows in and around the viewport; a row further
-        away keeps its last look until it is scrolled near (or its bank changes), so the
-        work per second does not grow with the fleet.
+        Heartbeat cells (age and pulse) are refreshed for the rows in and around the
+        viewport; a row further away keeps its last heartbeat cell until it is scrolled
+        near (a new heartbeat alone does not rebuild it; a change of anything else it shows
+        does), so the work per second does not grow with the fleet or the ingest rate.
         """
-        rows = [self._known(bank) or self._build(bank, now, pulses) for bank in banks]
+        rows = [self._kept(bank, now, pulses) for bank in banks]
         shown = filter_rows(rows, query)
         top, height = int(self.scroll_y), max(1, self.size.height)
-        by_uuid = {bank.uuid: bank for bank in banks}
-        for index in range(max(0, top - height), min(len(shown), top + 2 * height)):
-            shown[index] = self._row(by_uuid[shown[index].key], now, pulses)
+        near = range(max(0, top - height), min(len(shown), top + 2 * height))
+        if near:
+            by_uuid = {bank.uuid: bank for bank in banks}
+            for index in near:
+                shown[index] = self._row(by_uuid[shown[index].key], now, pulses)
         self.sync(shown)
 
-    def _known(self, bank: BankView) -> Row | None:
-        """The cached row of an unchanged bank (its ages may be old)."""
+    def _kept(self, bank: BankView, now: datetime, pulses: Mapping[str, Sequence[float]]) -> Row:
+        """The bank's last row while the fields it shows are the same (its heartbeat
+        cell may be old), else its row now."""
         cached = self._cache.get(bank.uuid)
-        if cached is not None and (cached[0] is bank or cached[0] == bank):
-            return cached[2]
-        return None
+        fields = _shown_fields(bank)
+        if cached is not None and cached.fields == fields:
+            return cached.row
+        return self._row(bank, now, pulses, fields)
 
-    def _row(self, bank: BankView, now: datetime, pulses: Mapping[str, Sequence[float]]) -> Row:
-        """The bank's row, reused while the bank and its heartbeat cell look the same."""
+    def _row(
+        self,
+        bank: BankView,
+        now: datetime,
+        pulses: Mapping[str, Sequence[float]],
+        fields: _Fields | None = None,
+    ) -> Row:
+        """The bank's row as of `now`; the cells that look the same are the same objects,
+        and the same row object is returned while none changed."""
         gaps = pulses.get(bank.uuid, ())
+        if fields is None:
+            fields = _shown_fields(bank)
+        looks = _looks(bank, fields, now, gaps)
         cached = self._cache.get(bank.uuid)
-        if cached is not None and cached[1] == _look(bank, now, gaps):
-            known = self._known(bank)
-            if known is not None:
-                return known
-        return self._build(bank, now, pulses)
-
-    def _build(self, bank: BankView, now: datetime, pulses: Mapping[str, Sequence[float]]) -> Row:
-        gaps = pulses.get(bank.uuid, ())
-        row = bank_row(bank, now, gaps)
-        self._cache[bank.uuid] = (bank, _look(bank, now, gaps), row)
+        if cached is None:
+            row = bank_row(bank, now, gaps)
+        elif looks == cached.looks:
+            row = cached.row
+        else:
+            row = Row(
+                bank.uuid,
+                tuple(
+                    cell if look == old_look else build(bank, now, gaps)
+                    for build, cell, look, old_look in zip(
+                        _CELL_BUILDERS, cached.row.cells, looks, cached.looks, strict=True
+                    )
+                ),
+            )
+        self._cache[bank.uuid] = _Cached(fields, looks, row)
         return row
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

@@ -53,6 +53,7 @@ class KeyedTable(DataTable[Text]):
         self._flex_index: int | None = flex[0] if flex else None
         self._rows: list[Row] = []
         self._synced: dict[str, Row] = {}
+        self._fitted_rows: dict[str, tuple[Row, Row]] = {}  # key -> (row given, row shown)
 
     def on_mount(self) -> None:
         self._add_columns()
@@ -74,6 +75,7 @@ class KeyedTable(DataTable[Text]):
         if flex == self._flex_width:
             return
         self._flex_width = flex
+        self._fitted_rows.clear()
         cursor = self.cursor_key
         self.clear(columns=True)
         self._add_columns()
@@ -93,6 +95,20 @@ class KeyedTable(DataTable[Text]):
     def _fitted(self, row: Row) -> Row:
         cells = self._fit(row.cells)
         return row if cells is row.cells else Row(row.key, cells)
+
+    def _fitted_all(self, rows: Sequence[Row]) -> list[Row]:
+        """`rows` with their flex cells cut to fit; for a row given again (the same object),
+        the same fitted row as last time, so `_update_cells` sees it is unchanged."""
+        before = self._fitted_rows
+        after: dict[str, tuple[Row, Row]] = {}
+        out: list[Row] = []
+        for row in rows:
+            known = before.get(row.key)
+            fitted = known[1] if known is not None and known[0] is row else self._fitted(row)
+            after[row.key] = (row, fitted)
+            out.append(fitted)
+        self._fitted_rows = after
+        return out
 
     def _fit(self, cells: tuple[Text, ...]) -> tuple[Text, ...]:
         """Cut the flex column's cell to the flex width (the others are built to fit)."""
@@ -138,7 +154,7 @@ class KeyedTable(DataTable[Text]):
         are gone are removed and new rows appended when that keeps the order; otherwise
         the table is rebuilt. Either way the cursor stays on the key it was on.
         """
-        rows = [self._fitted(row) for row in rows]
+        rows = self._fitted_all(rows)
         self._rows = rows
         wanted = [row.key for row in rows]
         current = self.keys
@@ -189,5 +205,5 @@ class KeyedTable(DataTable[Text]):
                 continue  # the very same row object: nothing changed
             old = previous.cells if previous is not None else self.get_row(row.key)
             for column, before, after in zip(columns, old, row.cells, strict=False):
-                if before != after:
+                if before is not after and before != after:
                     self.update_cell(row.key, column, after)

@@ -1,9 +1,11 @@
 """Group items from many callers into one store call (heartbeats, command responses).
 
 Callers `submit()` and await their own result; one flusher task takes everything
-waiting (up to `max_items`), optionally lingers to let more arrive, and calls the
-flush function once. While a flush runs, new items pile up for the next one, so
-under load batches grow by themselves and when idle latency stays near zero.
+waiting (up to `max_items`) and calls the flush function once. While a flush runs, new
+items pile up for the next one, so under load batches grow by themselves and when idle
+latency stays near zero. With a `linger`, the flusher also waits that long for more
+items, but only while items keep coming (the previous flush ended less than `linger`
+ago): the first item after a quiet spell is flushed at once.
 If a batch fails, its items are retried one by one so one bad item fails alone.
 """
 
@@ -44,6 +46,7 @@ class Batcher(Generic[T, R]):
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._last_flush = float("-inf")  # loop time at which the last flush ended
 
     def start(self) -> None:
         if self._task is None or self._task.done():
@@ -82,11 +85,18 @@ class Batcher(Generic[T, R]):
         return list(await asyncio.gather(*futures))
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._ready.wait()
-            if self._linger > 0 and not self._closing and len(self._items) < self._max_items:
-                await asyncio.sleep(self._linger)
+            if (
+                self._linger > 0
+                and not self._closing
+                and len(self._items) < self._max_items
+                and loop.time() - self._last_flush < self._linger
+            ):
+                await asyncio.sleep(self._linger)  # under load: let a batch form
             await self._flush_some()
+            self._last_flush = loop.time()
             if self._closing and not self._items:
                 return
 

@@ -34,7 +34,8 @@ class ListenerOptions:
     """Tuning of the receive side."""
 
     heartbeat_linger: float = 0.1
-    """Collect heartbeats this long (seconds) before one `record_heartbeats` call."""
+    """While heartbeats keep coming, collect them this long (seconds) before one
+    `record_heartbeats` call; the first one after a quiet spell is recorded at once."""
     response_linger: float = 0.0
     """Responses flush as soon as the store is free (batches form under load)."""
     max_batch: int = 500

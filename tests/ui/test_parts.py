@@ -13,7 +13,7 @@ from textual.app import App, ComposeResult
 from backend.domain.timeutil import FrozenClock
 from backend.gateway import SystemStatus
 from backend.service import LockerService
-from backend.views import BankView, EventView
+from backend.views import BankView, CompartmentView, EventView
 from console.alerts import BankName, event_alerts, status_alerts
 from console.app import LockerConsoleApp
 from console.context import EVENT_TAIL, ConsoleContext
@@ -260,4 +260,48 @@ async def test_fleet_ages_move_near_the_viewport_and_catch_up_when_scrolled() ->
         table.move_to_key(first)
         await pilot.pause()
         table.show(moved, T0 + timedelta(seconds=10), {})
-        assert cell(table, last, "heartbeat").startswith("0s ago")  # its bank changed
+        assert cell(table, last, "heartbeat").startswith("10s ago")  # far away: not yet
+        table.move_to_key(last)
+        await pilot.pause()
+        table.show(moved, T0 + timedelta(seconds=11), {})
+        assert cell(table, last, "heartbeat").startswith("1s ago")  # its new heartbeat
+        gone = [*moved[:-1], moved[-1].model_copy(update={"status": "offline"})]
+        table.move_to_key(first)
+        await pilot.pause()
+        table.show(gone, T0 + timedelta(seconds=40), {})
+        assert cell(table, last, "status") == "offline"  # far away, but its bank changed
+        assert cell(table, last, "heartbeat").startswith("30s ago")
+
+
+async def test_fleet_rows_are_rebuilt_for_what_they_show_only() -> None:
+    """A fresh fetch (new view objects) of banks whose shown fields are the same redraws
+    nothing; a changed door or command count changes those cells, near or far."""
+    door = CompartmentView(number=1, slave_id=1, address=1, door_state="closed")
+    banks = [bank_view(i, T0).model_copy(update={"compartments": [door]}) for i in range(300)]
+    first, last = banks[0].uuid, banks[-1].uuid
+    now = T0 + timedelta(seconds=3)
+    app = FleetApp()
+    async with app.run_test(size=(100, 20)) as pilot:
+        table = app.query_one(BankTable)
+        table.show(banks, now, {})
+        await pilot.pause()
+        shown = {key: table.get_row(key) for key in (first, last)}
+        refetched = [
+            b.model_copy(update={"updated_at": now, "uptime_seconds": 9.0}, deep=True)
+            for b in banks
+        ]
+        table.show(refetched, now, {})
+        for key, cells in shown.items():
+            assert all(a is b for a, b in zip(table.get_row(key), cells, strict=True))
+        opened = door.model_copy(update={"door_state": "open"})
+        changed = [
+            b.model_copy(update={"compartments": [opened], "pending_commands": 2})
+            if b.uuid in (first, last)
+            else b
+            for b in refetched
+        ]
+        table.show(changed, now, {})
+        for key in (first, last):
+            assert cell(table, key, "doors") == "1/1"
+            assert cell(table, key, "pending") == "2"
+            assert cell(table, key, "heartbeat").startswith("3s ago")

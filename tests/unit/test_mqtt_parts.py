@@ -154,3 +154,21 @@ async def test_connection_state_notifies_and_waits() -> None:
     state.set_connected()
     assert seen == [True, False]
     assert state.connected and state.last_error is None and state.connects == 2
+
+
+async def test_batcher_does_not_linger_when_idle() -> None:
+    """The linger only groups items that keep coming: an item after a quiet spell (here,
+    the very first) is flushed at once, not after an hour."""
+    calls: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        return items
+
+    batcher: Batcher[int, int] = Batcher("t", flush, linger=3600.0)
+    batcher.start()
+    try:
+        assert await batcher.submit([1, 2]) == [1, 2]
+        assert calls == [[1, 2]]
+    finally:
+        batcher.abort()
