@@ -6,7 +6,9 @@ items pile up for the next one, so under load batches grow by themselves and whe
 latency stays near zero. With a `linger`, the flusher also waits that long for more
 items, but only while items keep coming (the previous flush ended less than `linger`
 ago): the first item after a quiet spell is flushed at once.
-If a batch fails, its items are retried one by one so one bad item fails alone.
+If a batch fails, its items are retried one by one so one bad item fails alone, unless
+the store itself failed (locked, unreachable): then the whole batch fails at once, since
+retrying item by item would wait one lock timeout per item.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from backend.log_throttle import LogThrottle
 from backend.mqtt.metrics import Metrics
+from backend.store.database import first_line, store_unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -36,9 +40,12 @@ class Batcher(Generic[T, R]):
         linger: float = 0.0,
         max_items: int = 500,
         metrics: Metrics | None = None,
+        whole_batch: Callable[[Exception], bool] = store_unavailable,
     ) -> None:
         self.name = name
         self._flush = flush
+        self._whole_batch = whole_batch
+        self._log = LogThrottle(f"{name} batches retried one by one", logger=log)
         self._linger = linger
         self._max_items = max_items
         self._metrics = metrics
@@ -121,12 +128,19 @@ class Batcher(Generic[T, R]):
         try:
             results = await self._flush([item for item, _ in batch])
         except Exception as exc:
-            if len(batch) == 1:
-                _set_exception(batch[0][1], exc)
+            if len(batch) == 1 or self._whole_batch(exc):
+                # The store itself failed (locked, unreachable): every item would fail the
+                # same way, one lock timeout each. Fail them together; callers retry.
+                for _item, fut in batch:
+                    _set_exception(fut, exc)
                 return
-            log.warning(
-                "%s batch of %d failed (%s); retrying one by one", self.name, len(batch), exc
-            )
+            if self._log.allow():
+                log.warning(
+                    "%s batch of %d failed (%s); retrying one by one",
+                    self.name,
+                    len(batch),
+                    first_line(exc),
+                )
             for item, fut in batch:
                 try:
                     single = await self._flush([item])

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
 
 T = TypeVar("T")
@@ -116,3 +118,16 @@ class Database:
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """True when the database itself failed (locked, unreachable, out of connections), as
+    opposed to one statement being refused: retrying item by item would only wait again."""
+    return isinstance(exc, OperationalError | InterfaceError | PoolTimeout)
+
+
+def first_line(exc: BaseException) -> str:
+    """An error for a log line: its kind and the first line of its text (no SQL, no
+    parameters, which SQLAlchemy appends on further lines)."""
+    text_ = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {text_[0][:200]}" if text_ else exc.__class__.__name__

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import aiomqtt
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from backend.domain.topics import TopicKind
 from backend.mqtt.backoff import Backoff
@@ -18,6 +19,7 @@ from backend.mqtt.inbound import INVALID_LANE, REGISTER_LANE, classify
 from backend.mqtt.relay import expiry_properties
 from backend.mqtt.state import ConnectionState
 from backend.mqtt.subscriptions import shared, topic_filters, valid_identity
+from backend.store.database import first_line
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 BANK = str(uuid.UUID(int=7))
@@ -172,3 +174,24 @@ async def test_batcher_does_not_linger_when_idle() -> None:
         assert calls == [[1, 2]]
     finally:
         batcher.abort()
+
+
+async def test_batcher_fails_a_whole_batch_at_once_when_the_store_is_unavailable() -> None:
+    """A locked or unreachable database fails every item alike: no retry one by one (which
+    would wait one lock timeout per item); each caller gets the error and retries itself."""
+    calls: list[list[int]] = []
+    locked = OperationalError("UPDATE x", {}, Exception("database is locked"))
+
+    async def flush(items: list[int]) -> list[int]:
+        calls.append(list(items))
+        raise locked
+
+    batcher: Batcher[int, int] = Batcher("t", flush, linger=0.01)
+    batcher.start()
+    results = await asyncio.gather(
+        batcher.submit([1, 2]), batcher.submit([3]), return_exceptions=True
+    )
+    await batcher.stop()
+    assert results == [locked, locked]
+    assert calls == [[1, 2, 3]]
+    assert first_line(locked) == "OperationalError: (builtins.Exception) database is locked"
