@@ -168,14 +168,17 @@ async def test_outbox_during_a_broker_outage_is_bounded_and_delivered(
         service.close()
 
 
-@pytest.mark.timeout(120)
+PRUNE_ROWS = size("prune_rows", 500, 20_000)
+
+
+@pytest.mark.timeout(120 + PRUNE_ROWS * 0.03)  # two write transactions per row
 async def test_processed_and_rejected_messages_are_pruned(tmp_path: Path) -> None:
     clock = FrozenClock()
     service = LockerService(
         make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'p.db'}"), clock=clock
     )
     await service.migrate()
-    n = size("prune_rows", 500, 20_000)
+    n = PRUNE_ROWS
     try:
         created = await service.create_bank("Prune", "Lab", 2)
         assert await service.devices.register(created.token, "prune-cid") == "success"
