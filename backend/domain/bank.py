@@ -49,7 +49,7 @@ def _has_control(text: str) -> bool:
     return any(ch in CONTROL_CHARACTERS for ch in text)
 
 
-@dataclass
+@dataclass(slots=True)
 class Compartment:
     """One numbered compartment of a bank."""
 
@@ -60,7 +60,7 @@ class Compartment:
     open_transaction: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class PendingCommand:
     """A command the aggregate still has to hear about (or may hear about late)."""
 
@@ -71,7 +71,7 @@ class PendingCommand:
     config_hash: str | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class LockerBank:
     """State of one bank, as folded from its events."""
 
