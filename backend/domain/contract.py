@@ -207,7 +207,7 @@ def decode_json(raw: bytes | bytearray | str) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ContractError(f"payload is not UTF-8 ({exc.reason})") from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         raise ContractError(f"payload is not JSON ({str(exc)[:80]})") from None
     if not isinstance(value, dict):
@@ -217,6 +217,10 @@ def decode_json(raw: bytes | bytearray | str) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
+
+
+# One decoder for every message: `json.loads` with an option builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def parse(model: type[M], raw: bytes | bytearray | str | dict[str, Any]) -> M:
