@@ -79,9 +79,11 @@ def append(
     """
     if not events:
         return []
-    lock_appends(session)
     if first_position is None:
+        lock_appends(session)
         first_position = last_position(session) + 1
+    # else: the caller holds the write lock and tracks the tail (the unit of work); taking
+    # the lock again would be one more statement per append, and an autoflush with it.
     if verify:
         actual = current_version(session, aggregate_uuid)
         if actual != expected_version:
