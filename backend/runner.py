@@ -18,6 +18,7 @@ from typing import Self
 from backend.broker import BrokerStartError, EmbeddedBroker
 from backend.config import Settings
 from backend.domain.timeutil import Clock
+from backend.gc_tuning import tune_gc
 from backend.http.credentials import load_directory
 from backend.http.server import HttpServer, HttpServerError, build_app
 from backend.mqtt.runtime import MqttRuntime, RuntimeOptions
@@ -53,6 +54,9 @@ class BackendServices:
     clock: Clock | None = None
     runtime_options: RuntimeOptions | None = None
     mode: str = "headless"
+    tune_gc: bool = False
+    """The process is this backend (the CLI entry points): tune the garbage collector
+    (`backend/gc_tuning.py`) once started. Tests sharing one process leave it alone."""
 
     def __post_init__(self) -> None:
         self.service = LockerService(self.settings, clock=self.clock)
@@ -101,6 +105,8 @@ class BackendServices:
             )
             await self.broker.start()
             log.info("embedded MQTT broker on 127.0.0.1:%d", self.broker.port)
+        if self.tune_gc:
+            tune_gc()
         await self.runtime.start()
 
     async def stop(self) -> None:
@@ -129,7 +135,7 @@ class BackendServices:
 
 async def run_headless(settings: Settings) -> None:
     """Run the services until cancelled (SIGINT/SIGTERM)."""
-    services = BackendServices(settings)
+    services = BackendServices(settings, tune_gc=True)
     await services.start()
     log.info(
         "locker-console backend running (HTTP %s, MQTT %s:%d)",

@@ -41,6 +41,7 @@ from backend.device_service import HeartbeatIn
 from backend.domain.contract import CommandResponse, Heartbeat, HeartbeatData
 from backend.domain.timeutil import truncate_ms
 from backend.gateway import InProcessGateway
+from backend.gc_tuning import tune_gc
 from backend.service import LockerService
 from bench.common import (
     bench_settings,
@@ -214,6 +215,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             )
             log(f"{len(uuids)} banks online, {len(opened)} open commands to answer")
             gateway = InProcessGateway(service, actor="bench", broker_connected=lambda: True)
+            tune_gc()  # as the console process does once its backend has started
             app = BenchConsoleApp(gateway)
             feeder = Feeder(service, uuids, opened, args.rate, args.response_share)
             latencies: list[float] = []

@@ -164,7 +164,7 @@ async def backend_main(overrides: dict[str, Any]) -> None:
 
     settings = load_settings(_env_file=None, **overrides)
     configure(settings, to_file=False, level=logging.WARNING)
-    services = BackendServices(settings)
+    services = BackendServices(settings, tune_gc=True)  # as --headless
     probe = Probe(services)
     await services.start()
     await services.runtime.wait_connected(30)

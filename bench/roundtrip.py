@@ -197,7 +197,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         workdir = Path(tmp)
         with mosquitto(workdir, tcp_nodelay=args.broker_nodelay) as broker:
             settings = bench_settings(workdir, sqlite_url(workdir), mqtt_port=broker.port)
-            services = BackendServices(settings)
+            services = BackendServices(settings, tune_gc=True)  # as --headless
             service = services.service
             await service.migrate()
             log(f"seeding {args.banks} provisioned banks")

@@ -85,7 +85,7 @@ async def _standalone(settings: Settings, args: argparse.Namespace, log_path: An
     from backend.service import default_actor
     from console.app import LockerConsoleApp
 
-    services = BackendServices(settings, mode="demo" if args.demo else "standalone")
+    services = BackendServices(settings, mode="demo" if args.demo else "standalone", tune_gc=True)
     await services.start()
     fleet_task: asyncio.Task[None] | None = None
     try:
@@ -111,6 +111,7 @@ async def _standalone(settings: Settings, args: argparse.Namespace, log_path: An
 
 
 async def _attach(settings: Settings, args: argparse.Namespace) -> None:
+    from backend.gc_tuning import tune_gc
     from backend.http.client_gateway import HttpGateway
     from console.app import LockerConsoleApp
 
@@ -120,6 +121,7 @@ async def _attach(settings: Settings, args: argparse.Namespace) -> None:
         raise SettingsError("attach needs --token (or LOCKER_API_TOKEN): see `api-token create`")
     configure(settings, to_file=True)
     gateway = HttpGateway(url, token)
+    tune_gc()
     try:
         await gateway.whoami()  # fail fast with one line if unreachable or the token is bad
         app = LockerConsoleApp(gateway, readonly=args.attach_readonly)
