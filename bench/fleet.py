@@ -502,7 +502,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", default="1000,2500,3500,5000,7500,10000")
+    parser.add_argument("--steps", default="1000,2500,5000,7500,10000")
     parser.add_argument("--interval", type=float, default=5.0, help="heartbeat seconds")
     parser.add_argument("--window", type=float, default=30.0, help="measured seconds")
     parser.add_argument("--per-process", type=int, default=2500, help="devices per simulator")
