@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiohttp import web
 
 from backend.domain.topics import command_topic, device_topic
+from backend.gc_tuning import tune_gc
 from backend.http.credentials import load_directory
 from backend.http.server import HttpServer, build_app
 from backend.service import LockerService
@@ -105,6 +106,7 @@ async def start_servers(service: LockerService) -> Servers:
     await hook.start("127.0.0.1", 0)
     bare = HttpServer(bare_app())
     await bare.start("127.0.0.1", 0)
+    tune_gc()  # as the --headless process does once started (both servers live here)
     return Servers(hook, bare, settings.secret("mosq_secret"))
 
 
