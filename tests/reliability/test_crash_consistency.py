@@ -25,12 +25,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from backend.service import LockerService
 from simulator.device import DeviceOptions
 from simulator.faults import Faults
 from simulator.fleet import Fleet
-from tests.conftest import DB_KINDS, make_settings
-from tests.reliability.conftest import size
+from tests.conftest import DB_KINDS
+from tests.reliability.conftest import operator_service, size
 from tests.support.databases import truncate_all
 from tests.support.headless_instances import clean_env, headless_instance
 from tests.support.mosquitto import MosquittoBroker
@@ -84,15 +83,7 @@ async def test_sigkills_and_broker_restarts_lose_nothing_and_do_nothing_twice(
         **SECRETS,
     }
     backend = headless_instance("crash", tmp_path / "backend", settings)
-    service = LockerService(
-        make_settings(
-            tmp_path / "operator",
-            database_url=db_url,
-            mqtt_host=mosquitto.host,
-            mqtt_port=mosquitto.port,
-            command_ttl=600.0,
-        )
-    )
+    service = operator_service(tmp_path, db_url, mosquitto, command_ttl=600.0)
     await service.migrate()
     probe = SqlProbe(db_url)
     fleet = Fleet(

@@ -28,9 +28,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from backend.service import LockerService
-from tests.conftest import make_settings
-from tests.reliability.conftest import size
+from tests.reliability.conftest import operator_service, size
 from tests.support.headless_instances import headless_instance
 from tests.support.http_api import provision
 from tests.support.mosquitto import MosquittoBroker
@@ -79,15 +77,7 @@ async def test_database_locked_while_responses_arrive_loses_nothing(
             **SECRETS,
         },
     )
-    service = LockerService(
-        make_settings(
-            tmp_path / "operator",
-            database_url=db_url,
-            mqtt_host=mosquitto.host,
-            mqtt_port=mosquitto.port,
-            command_ttl=1200.0,
-        )
-    )
+    service = operator_service(tmp_path, db_url, mosquitto, command_ttl=1200.0)
     await service.migrate()
     probe = SqlProbe(db_url)
     figures: dict[str, Any] = {"banks": BANKS, "opens": BANKS * COMPARTMENTS}

@@ -42,9 +42,7 @@ import pytest
 
 from backend.domain.topics import device_topic, register_topic
 from backend.log_throttle import LOG_BURST, LOG_WINDOW
-from backend.service import LockerService
-from tests.conftest import make_settings
-from tests.reliability.conftest import size
+from tests.reliability.conftest import operator_service, size
 from tests.support.headless_instances import HeadlessInstance, Metrics, headless_instance
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.mqtt_device import provision
@@ -135,15 +133,7 @@ async def test_log_of_a_flood_of_rejected_messages_is_bounded_and_has_no_secrets
             **SECRETS,
         },
     )
-    service = LockerService(
-        make_settings(
-            tmp_path / "operator",
-            database_url=db_url,
-            mqtt_host=mosquitto.host,
-            mqtt_port=mosquitto.port,
-            secret_key=SECRETS["SECRET_KEY"],
-        )
-    )
+    service = operator_service(tmp_path, db_url, mosquitto, secret_key=SECRETS["SECRET_KEY"])
     await service.migrate()
     figures: dict[str, Any] = {"flood_messages": FLOOD}
     session = aiohttp.ClientSession()

@@ -32,7 +32,7 @@ from backend.service import LockerService
 from simulator.device import DeviceOptions
 from simulator.fleet import Fleet
 from tests.conftest import make_settings
-from tests.reliability.conftest import size
+from tests.reliability.conftest import operator_service, size
 from tests.support.headless_instances import headless_instance
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.reliability_tools import TERMINAL, SqlProbe, log, until
@@ -75,15 +75,7 @@ async def test_outbox_during_a_broker_outage_is_bounded_and_delivered(
         **SECRETS,
     }
     backend = headless_instance("outage", tmp_path / "backend", settings)
-    service = LockerService(
-        make_settings(
-            tmp_path / "operator",
-            database_url=db_url,
-            mqtt_host=mosquitto.host,
-            mqtt_port=mosquitto.port,
-            command_ttl=float(OUTAGE * 2 + 120),
-        )
-    )
+    service = operator_service(tmp_path, db_url, mosquitto, command_ttl=float(OUTAGE * 2 + 120))
     await service.migrate()
     probe = SqlProbe(db_url)
     fleet = Fleet(
