@@ -20,15 +20,14 @@ Nothing sleeps to wait: conditions are polled with a deadline.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiomqtt
 import pytest
@@ -44,8 +43,8 @@ from simulator.fleet import Fleet
 from tests.conftest import make_settings
 from tests.support.mosquitto import MosquittoBroker, free_port
 from tests.support.mqtt_runtime_process import fast_options
+from tests.support.reliability_tools import until
 
-T = TypeVar("T")
 BROKERS = ["embedded", pytest.param("mosquitto", marks=pytest.mark.mosquitto)]
 FLEET = 100
 OPENS_PER_BANK = 2
@@ -55,24 +54,6 @@ DUPLICATE_RATE = 0.3
 # second (plus their retained-message writes) is more than it sustains here, so its banks
 # beat every 5 s (the demo's interval).
 HEARTBEAT = {"embedded": 5, "mosquitto": 1}
-
-
-async def until(
-    probe: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    what: str,
-    timeout: float = 60.0,
-    interval: float = 0.1,
-) -> T:
-    """Poll `probe` until `done(value)`; fail naming `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout} s (last {value!r})")
-        await asyncio.sleep(interval)  # polling a condition with a deadline
 
 
 @dataclass
@@ -236,7 +217,7 @@ async def test_a_hundred_banks_online_and_duplicates_never_act_twice(
         async def statuses() -> Counter[str]:
             return Counter([(await backend.service.get_transaction(t)).status for t in tids])
 
-        await until(statuses, lambda c: c == Counter(success=len(tids)), "all opens success")
+        await until(statuses, lambda c: c == Counter(success=len(tids)), "all opens success", 60.0)
 
         # Every command the device got twice was answered from its store, not acted on.
         for tid in chosen:
@@ -264,6 +245,7 @@ async def test_a_hundred_banks_online_and_duplicates_never_act_twice(
             accounted,
             lambda a: a[1] >= a[0] and a[1] == a[2] + a[3],
             "every received response applied once or counted as a duplicate",
+            60.0,
         )
         copies = {t: len(devices[b].responses_for(t)) for t, b in tids.items()}
         for tid in tids:

@@ -15,13 +15,12 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 import pytest
-from sqlalchemy import Engine, create_engine, text
 
 from backend.service import LockerService
 from simulator.device import DeviceOptions
@@ -31,6 +30,7 @@ from tests.conftest import make_settings
 from tests.support.databases import truncate_all
 from tests.support.headless_instances import HeadlessInstance, Metrics, headless_instance
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.reliability_tools import SqlProbe, log, until
 
 pytestmark = [
     pytest.mark.postgres,
@@ -38,7 +38,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(300),
 ]
-T = TypeVar("T")
 
 INSTANCES = 3
 BANKS = 50
@@ -56,44 +55,8 @@ SECRETS = {
 }
 
 
-async def until(
-    probe: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    what: str,
-    timeout: float,
-    interval: float = 0.2,
-) -> T:
-    """Poll `probe` until `done(value)`; fail naming `what` and the last value after
-    `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout} s (last {value!r})")
-        await asyncio.sleep(interval)  # polling a condition with a deadline
-
-
-def log(message: str) -> None:
-    print(f"{time.strftime('%H:%M:%S')} {message}", flush=True)
-
-
-class Store:
+class Store(SqlProbe):
     """Read-only SQL over the shared database, off the event loop."""
-
-    def __init__(self, url: str) -> None:
-        self.engine: Engine = create_engine(url, pool_size=2)
-
-    async def rows(self, sql: str, **params: Any) -> list[Any]:
-        def work() -> list[Any]:
-            with self.engine.connect() as conn:
-                return list(conn.execute(text(sql), params))
-
-        return await asyncio.to_thread(work)
-
-    async def scalar(self, sql: str, **params: Any) -> Any:
-        return (await self.rows(sql, **params))[0][0]
 
     async def banks_ready(self) -> int:
         return int(
@@ -111,7 +74,7 @@ class Store:
         )
         return {row.transaction_id: row for row in rows}
 
-    async def statuses(self, tids: list[str]) -> Counter[str]:
+    async def status_counts(self, tids: list[str]) -> Counter[str]:
         rows = await self.rows(
             "SELECT status, count(*) FROM command_transactions "
             "WHERE transaction_id = ANY(:t) GROUP BY status",
@@ -124,9 +87,6 @@ class Store:
             "SELECT payload FROM stored_events WHERE event_type = :e", e=event_type
         )
         return Counter(json.loads(row.payload)["transaction_id"] for row in rows)
-
-    def close(self) -> None:
-        self.engine.dispose()
 
 
 @pytest.fixture
@@ -220,7 +180,7 @@ async def test_three_instances_exactly_once_and_a_killed_relay_loses_nothing(
         assert len(set(first)) == FIRST_BATCH
         log("batch 1 requested")
         await until(
-            lambda: store.statuses(first),
+            lambda: store.status_counts(first),
             lambda c: c == Counter(success=FIRST_BATCH),
             "batch 1 all success",
             120,
@@ -303,13 +263,13 @@ async def test_three_instances_exactly_once_and_a_killed_relay_loses_nothing(
             0.05,
         )
         log("killing the relay")
-        figures["batch2_success_at_kill"] = (await store.statuses(list(second)))["success"]
+        figures["batch2_success_at_kill"] = (await store.status_counts(list(second)))["success"]
         figures["batch2_requested_at_kill"] = len(second)
         await victim.kill()
         await requester
         assert len(second) == SECOND_BATCH
         await until(
-            lambda: store.statuses(second),
+            lambda: store.status_counts(second),
             lambda c: c == Counter(success=SECOND_BATCH),
             "batch 2 all success after the kill",
             120,
@@ -352,4 +312,4 @@ def _executions(devices: dict[str, Any], tids: list[str]) -> Counter[int]:
 
 
 async def _successes(store: Store, tids: list[str]) -> int:
-    return (await store.statuses(list(tids)))["success"] if tids else 0
+    return (await store.status_counts(list(tids)))["success"] if tids else 0
