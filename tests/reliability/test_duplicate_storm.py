@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from backend.config import load_settings
 from backend.domain.contract import CommandResponse
 from backend.mqtt.runtime import MqttRuntime
 from backend.service import LockerService
+from tests.conftest import make_settings
 from tests.reliability.conftest import size
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.mqtt_device import raw_client
@@ -45,16 +45,11 @@ async def test_ten_thousand_responses_half_duplicates_out_of_order(
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'locker.db'}"
     service = LockerService(
-        load_settings(
-            _env_file=None,
-            locker_data_dir=tmp_path,
+        make_settings(
+            tmp_path,
             database_url=db_url,
             mqtt_host=mosquitto.host,
             mqtt_port=mosquitto.port,
-            mqtt_password="x",
-            mqtt_provisioning_password="y",
-            mosq_secret="z",
-            secret_key="k",
             mqtt_client_id=f"backend-{uuid.uuid4().hex[:8]}",
             command_timeout=600.0,
             command_ttl=900.0,

@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from backend.config import load_settings
 from backend.mqtt.runtime import MqttRuntime
 from backend.service import LockerService
 from simulator.device import DeviceOptions, SimulatedDevice
 from simulator.fleet import Fleet
+from tests.conftest import make_settings
 from tests.reliability.conftest import size
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.mqtt_runtime_process import fast_options
@@ -39,16 +39,11 @@ async def test_offline_past_the_ttl_never_executes_back_within_executes_once(
 ) -> None:
     db_url = f"sqlite:///{tmp_path / 'locker.db'}"
     service = LockerService(
-        load_settings(
-            _env_file=None,
-            locker_data_dir=tmp_path,
+        make_settings(
+            tmp_path,
             database_url=db_url,
             mqtt_host=mosquitto.host,
             mqtt_port=mosquitto.port,
-            mqtt_password="x",
-            mqtt_provisioning_password="y",
-            mosq_secret="z",
-            secret_key="k",
             mqtt_client_id=f"backend-{uuid.uuid4().hex[:8]}",
             command_timeout=60.0,
             command_ttl=TTL,
