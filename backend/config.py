@@ -9,9 +9,11 @@ secret is an error naming the variable.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -56,6 +58,22 @@ class Settings(BaseSettings):
     command_retry_after: float = Field(default=10.0, gt=0)
     provisioning_token_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
     log_format: Literal["text", "json"] = "text"
+    mqtt_instance_id: str = Field(default_factory=lambda: default_instance_id())
+    """This process among several backends: suffix of the probe and status topics."""
+    mqtt_probe_interval: float = Field(default=5.0, gt=0)
+    """Seconds between self-probes on `server/probe/{instance}` (DESIGN section 4)."""
+    mqtt_probe_timeout: float = Field(default=5.0, gt=0)
+    """A probe not back within this many seconds means the session no longer receives."""
+    mqtt_max_packet_size: int = Field(default=131072, ge=1024)
+    mqtt_connect_timeout: float = Field(default=10.0, gt=0)
+    mqtt_max_connections_per_address: int = Field(default=0, ge=0)
+
+    @field_validator("mqtt_instance_id")
+    @classmethod
+    def _instance_is_one_level(cls, value: str) -> str:
+        if not value or any(ch in value for ch in "/+#\x00") or len(value) > 64:
+            raise ValueError("must be 1-64 characters without '/', '+', '#'")
+        return value
 
     @field_validator("mqtt_host", "mqtt_shared_group", "database_url", mode="before")
     @classmethod
@@ -82,6 +100,13 @@ class Settings(BaseSettings):
         if value is None or not value.get_secret_value():
             raise SettingsError(f"{name.upper()} is not set (required with MQTT_HOST set)")
         return str(value.get_secret_value())
+
+
+def default_instance_id() -> str:
+    """Host name plus a short hash of the process id: unique per running backend."""
+    host = "".join(ch for ch in socket.gethostname() if ch.isalnum() or ch in "-_.")[:40]
+    pid_hash = hashlib.sha256(str(os.getpid()).encode()).hexdigest()[:6]
+    return f"{host or 'host'}-{pid_hash}"
 
 
 def _describe(exc: ValidationError) -> str:

@@ -38,7 +38,12 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from backend.config import Settings
-from backend.domain.events import CredentialsRevoked, LockerBankProvisioned
+from backend.domain.events import (
+    CredentialsRevoked,
+    LockerBankCameOnline,
+    LockerBankProvisioned,
+    LockerBankWentOffline,
+)
 from backend.http.users import UserDirectory
 from backend.service import LockerService
 from backend.store.event_store import RecordedEvent, last_position, read_after
@@ -54,6 +59,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 READ_BATCH: Final = 1000
 _CREDENTIAL_EVENTS: Final = (LockerBankProvisioned, CredentialsRevoked)
+_LIVENESS_EVENTS: Final = (LockerBankCameOnline, LockerBankWentOffline)
+_FOLLOWED_EVENTS: Final = (*_CREDENTIAL_EVENTS, *_LIVENESS_EVENTS)
 
 _SYNCS: weakref.WeakKeyDictionary[UserDirectory, CredentialSync] = weakref.WeakKeyDictionary()
 
@@ -66,6 +73,7 @@ class CredentialSync:
         self.position: int | None = None
         """The store position the directory reflects (set by ``load_directory``/the follower)."""
         self._applied: dict[str, int] = {}
+        self._liveness: dict[str, int] = {}
 
     @classmethod
     def of(cls, directory: UserDirectory) -> CredentialSync:
@@ -82,6 +90,8 @@ class CredentialSync:
         is newer than what was applied for that bank before.
         """
         latest: dict[str, RecordedEvent] = {}
+        recorded = list(recorded)
+        self._apply_liveness(recorded)
         for item in recorded:
             if isinstance(item.event, _CREDENTIAL_EVENTS):
                 seen = latest.get(item.aggregate_uuid)
@@ -93,7 +103,9 @@ class CredentialSync:
                 continue
             try:
                 if isinstance(item.event, LockerBankProvisioned):
-                    self.directory.device_provisioned(uuid, item.event.password_sha256)
+                    self.directory.device_provisioned(
+                        uuid, item.event.password_sha256, item.event.client_id
+                    )
                 else:
                     self.directory.device_revoked(uuid)
             except ValueError as exc:
@@ -102,6 +114,17 @@ class CredentialSync:
             self._applied[uuid] = item.position
             changed += 1
         return changed
+
+    def _apply_liveness(self, recorded: list[RecordedEvent]) -> None:
+        """Online/offline changes (the provisioning rule of the pinned identities)."""
+        for item in recorded:
+            event = item.event
+            if not isinstance(event, _LIVENESS_EVENTS):
+                continue
+            if item.position <= self._liveness.get(item.aggregate_uuid, 0):
+                continue
+            self._liveness[item.aggregate_uuid] = item.position
+            self.directory.bank_online(item.aggregate_uuid, isinstance(event, LockerBankCameOnline))
 
     def listener(self, recorded: list[RecordedEvent]) -> None:
         """For ``LockerService.subscribe``: events this process just recorded."""
@@ -124,25 +147,32 @@ async def load_directory(service: LockerService, settings: Settings) -> UserDire
         settings.mqtt_provisioning_user,
         settings.secret("mqtt_provisioning_password"),
         settings.superusers,
+        backend_client_id=settings.mqtt_client_id,
     )
 
-    def work() -> tuple[int, list[tuple[str, str]]]:
+    def work() -> tuple[int, list[tuple[str, str, str | None, bool]]]:
         with service.db.read_session() as session:
             # The position first: rows read after it are at least as new, and replaying
             # the events after it onto them is harmless (newest per bank wins).
             position = last_position(session)
             rows = session.execute(
-                select(col(LockerBankRow.uuid), col(LockerBankRow.password_sha256))
+                select(
+                    col(LockerBankRow.uuid),
+                    col(LockerBankRow.password_sha256),
+                    col(LockerBankRow.client_id),
+                    col(LockerBankRow.status),
+                )
                 .where(col(LockerBankRow.status) != "revoked")
                 .where(col(LockerBankRow.password_sha256).is_not(None))
             ).all()
-            return position, [(str(u), str(h)) for u, h in rows]
+            return position, [(str(u), str(h), c, s == "online") for u, h, c, s in rows]
 
     position, devices = await service.db.read(work)
     loaded = 0
-    for uuid, digest in devices:
+    for uuid, digest, client_id, online in devices:
         try:
-            directory.device_provisioned(uuid, digest)
+            directory.device_provisioned(uuid, digest, client_id)
+            directory.bank_online(uuid, online)
             loaded += 1
         except ValueError as exc:
             log.error("bank %s not loaded into the auth directory: %s", uuid, exc)
@@ -187,7 +217,7 @@ async def follow_credentials(
             cursor = position
             while True:
                 batch = await service.db.read(read, cursor)
-                changes.extend(e for e in batch if isinstance(e.event, _CREDENTIAL_EVENTS))
+                changes.extend(e for e in batch if isinstance(e.event, _FOLLOWED_EVENTS))
                 if batch:
                     cursor = batch[-1].position
                 if len(batch) < READ_BATCH:

@@ -237,6 +237,7 @@ class MetricsEndpoint:
         mqtt_metrics: MqttMetricsProvider | None = None,
         latency: CommandLatency | None = None,
         open_streams: Callable[[], int] | None = None,
+        connect_refusals: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.service = service
         self.monitor = monitor
@@ -244,6 +245,7 @@ class MetricsEndpoint:
         self.mqtt_metrics = mqtt_metrics
         self.latency = latency
         self.open_streams = open_streams
+        self.connect_refusals = connect_refusals
 
     async def _store_counts(self) -> _StoreCounts:
         def work() -> tuple[dict[str, int], dict[tuple[str, str], int]]:
@@ -292,6 +294,14 @@ class MetricsEndpoint:
             self._store_section(out, counts)
         if self.latency is not None:
             self._latency_section(out, self.latency)
+        if self.connect_refusals is not None:
+            out.family(
+                "locker_mqtt_connects_refused_total",
+                "counter",
+                "MQTT CONNECTs refused by the hook or the embedded broker, by reason.",
+            )
+            for reason, n in sorted(self.connect_refusals().items()):
+                out.sample("locker_mqtt_connects_refused_total", n, {"reason": reason})
         if self.hook_metrics is not None:
             out.family(
                 "locker_hook_requests_total", "counter", "Auth hook answers by endpoint and result."

@@ -448,7 +448,11 @@ async def test_shared_group_speaks_mqtt5_and_one_relay_drains(harness: Harness) 
     ]
     runtimes = [await harness.runtime(svc) for svc in services]
     assert all(r.connection.v5 for r in runtimes)
-    assert all(f.startswith("$share/backends/") for f, _ in runtimes[0].connection.subscriptions)
+    filters = [f for f, _ in runtimes[0].connection.subscriptions]
+    # every filter shared, except this instance's own self-probe topic (DESIGN section 4)
+    assert [f for f in filters if not f.startswith("$share/backends/")] == [
+        f"server/probe/{services[0].settings.mqtt_instance_id}"
+    ]
     created, dev = await harness.online_bank(services[0], compartments=6)
 
     async with raw_client(
