@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Self
 
 from backend.broker import BrokerStartError, EmbeddedBroker
+from backend.broker.limits import Limits
 from backend.config import Settings
 from backend.domain.timeutil import Clock
 from backend.gc_tuning import tune_gc
@@ -32,7 +33,10 @@ class StartupError(RuntimeError):
 
 
 def port_free(host: str, port: int) -> bool:
+    """True if a listener could bind `host:port` now. With SO_REUSEADDR, as every listener
+    of ours binds: sockets of a killed or stopped process in TIME-WAIT do not count."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -92,6 +96,7 @@ class BackendServices:
             broker_detail=lambda: state.last_error or "",
             mqtt_metrics=self.runtime.metrics.snapshot,
             mode=self.mode,
+            connect_refusals=lambda: self._connect_refusals(directory.refused_connects()),
         )
         self.http = HttpServer(app)
         await self.http.start(settings.http_host, settings.http_port)
@@ -102,12 +107,23 @@ class BackendServices:
                 hook_url=self.http.url.replace("0.0.0.0", "127.0.0.1"),
                 mosq_secret=settings.secret("mosq_secret"),
                 data_dir=settings.locker_data_dir,
+                limits=Limits(
+                    max_packet_size=settings.mqtt_max_packet_size,
+                    connect_timeout=settings.mqtt_connect_timeout,
+                    max_connections_per_address=settings.mqtt_max_connections_per_address,
+                ),
             )
             await self.broker.start()
             log.info("embedded MQTT broker on 127.0.0.1:%d", self.broker.port)
         if self.tune_gc:
             tune_gc()
         await self.runtime.start()
+
+    def _connect_refusals(self, by_hook: dict[str, int]) -> dict[str, int]:
+        """Refused CONNECTs: the hook's reasons plus the embedded broker's limits."""
+        if self.broker is not None:
+            by_hook.update(self.broker.refused_connections())
+        return by_hook
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -28,9 +28,10 @@ from amqtt.session import Session
 
 from backend.broker.config import HookEndpoint, build_broker_config
 from backend.broker.errors import BrokerStartError, port_in_use_message
+from backend.broker.hardened import HardenedBroker
+from backend.broker.limits import Limits
 from backend.broker.monitor import ClientMonitorPlugin
 from backend.broker.redact import install_redaction, redact_text
-from backend.broker.secure_broker import SecureBroker
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class EmbeddedBroker:
         data_dir: Path,
         persistence: bool = True,
         hook_timeout: float = 5.0,
+        limits: Limits | None = None,
     ) -> None:
         if not mosq_secret:
             raise ValueError("the embedded broker needs the hook secret (MOSQ_SECRET)")
@@ -67,7 +69,8 @@ class EmbeddedBroker:
         self._data_dir = Path(data_dir)
         self._persistence = persistence
         self._hook_timeout = hook_timeout
-        self._broker: SecureBroker | None = None
+        self._limits = limits or Limits()
+        self._broker: HardenedBroker | None = None
         self._monitor: ClientMonitorPlugin | None = None
 
     # -- properties ---------------------------------------------------------------------
@@ -109,7 +112,12 @@ class EmbeddedBroker:
                 hook_timeout=max(1, round(self._hook_timeout)),
             )
             try:
-                broker = SecureBroker(config, listen_socket=sock, hook_timeout=self._hook_timeout)
+                broker = HardenedBroker(
+                    config,
+                    listen_socket=sock,
+                    hook_timeout=self._hook_timeout,
+                    limits=self._limits,
+                )
             except Exception as exc:
                 raise BrokerStartError(
                     f"embedded MQTT broker configuration rejected: {redact_text(str(exc))}"
@@ -186,6 +194,12 @@ class EmbeddedBroker:
         """Messages waiting for the offline persistent session `client_id`."""
         session = self._session(client_id)
         return session.retained_messages.qsize() if session is not None else 0
+
+    def refused_connections(self) -> dict[str, int]:
+        """Connections refused below the hook (limits), by reason."""
+        if self._broker is None:
+            return {}
+        return dict(self._broker.refused_connections)
 
     def retained_topics(self) -> frozenset[str]:
         if self._broker is None:

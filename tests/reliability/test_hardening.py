@@ -1,0 +1,289 @@
+"""Issue 14: each finding of the attack on `--headless` (embedded broker) as a test against a
+real process. Every test here failed on main before the fix (see RELIABILITY.md, section
+"Hardening"); figures are printed with `-s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import aiomqtt
+import pytest
+
+from backend.domain.topics import command_topic, device_topic
+from simulator.wire import Wire
+from tests.reliability.conftest import size
+from tests.support.hardened_headless import EmbeddedHeadless, embedded_headless
+from tests.support.headless_instances import parse_metrics
+from tests.support.reliability_tools import log, until
+
+pytestmark = pytest.mark.reliability
+START_TIMEOUT = 60.0
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[EmbeddedHeadless]:
+    headless = embedded_headless(
+        tmp_path / "h", MQTT_PROBE_INTERVAL="1", MQTT_PROBE_TIMEOUT="2", MQTT_CONNECT_TIMEOUT="2"
+    )
+    await headless.instance.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await headless.wait_serving(session, START_TIMEOUT)
+        yield headless
+    finally:
+        await headless.instance.stop()
+
+
+def _wire() -> Wire:
+    return Wire(lambda: datetime.now(UTC), upstream=False)
+
+
+async def _refused(client: aiomqtt.Client) -> bool:
+    try:
+        async with client:
+            return False
+    except aiomqtt.MqttError:
+        return True
+
+
+async def _metric(backend: EmbeddedHeadless, name: str, **labels: str) -> float:
+    async with aiohttp.ClientSession() as session, session.get(f"{backend.url}/metrics") as resp:
+        samples = parse_metrics(await resp.text())
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def _online_device(
+    backend: EmbeddedHeadless, client_id: str
+) -> tuple[str, str, aiomqtt.Client]:
+    """Provision a bank as the upstream client does (one client id throughout) and connect
+    it as itself; returns uuid, password and the connected client (caller exits it)."""
+    bank = await backend.create_bank()
+    reply = await backend.provision(bank["token"], client_id)
+    assert reply.status == "success" and reply.data is not None, reply
+    assert reply.data.mqtt_user == bank["uuid"] and reply.data.mqtt_password
+    device = backend.client(
+        reply.data.mqtt_user, reply.data.mqtt_password, client_id, clean_session=False
+    )
+    await device.__aenter__()
+    await device.subscribe(command_topic(bank["uuid"]), qos=1)
+    await device.publish(device_topic(bank["uuid"], "state"), _wire().heartbeat(1.0), qos=1)
+    return bank["uuid"], reply.data.mqtt_password, device
+
+
+# --------------------------------------------------------------------------- finding 1
+
+
+async def test_pinned_identities_refuse_hijacks_and_the_backend_keeps_serving(
+    backend: EmbeddedHeadless,
+) -> None:
+    """Finding 1 (critical): the provisioning account (every unprovisioned device has its
+    password) or a device connecting with the backend's client id, or a bank's, is refused;
+    the backend keeps hearing devices; refusals are counted in /metrics."""
+    uuid_a, password_a, device = await _online_device(backend, "locker-client-0a0a0a0a")
+    try:
+        await until(
+            lambda: backend.cli("bank", "show", uuid_a, "--json"),
+            lambda r: json.loads(r[1]).get("status") == "online",
+            "bank online",
+            20,
+        )
+        attacks = {
+            "provisioning as the backend": backend.provisioning_client(backend.client_id),
+            "provisioning as a backend instance": backend.provisioning_client(
+                backend.client_id + "-2"
+            ),
+            "provisioning as the online bank": backend.provisioning_client(
+                "locker-client-0a0a0a0a"
+            ),
+            "provisioning as the online bank's uuid": backend.provisioning_client(uuid_a),
+            "device as the backend": backend.client(uuid_a, password_a, backend.client_id),
+            "device with a foreign id": backend.client(uuid_a, password_a, "someone-else"),
+        }
+        accepted = [name for name, client in attacks.items() if not await _refused(client)]
+        log(f"figures: {len(attacks)} hijack CONNECTs, accepted {len(accepted)}")
+        assert accepted == []
+
+        # the device is still connected and the backend still hears and commands it
+        code, _out, err = await backend.cli("open", uuid_a, "1", "--json")
+        assert code == 0, err
+        async with asyncio.timeout(20):
+            async for message in device.messages:
+                if str(message.topic) == command_topic(uuid_a):
+                    break
+        assert (
+            await _metric(
+                backend, "locker_mqtt_connects_refused_total", reason="reserved_client_id"
+            )
+            == 3
+        )
+        assert (
+            await _metric(
+                backend, "locker_mqtt_connects_refused_total", reason="pinned_id_of_online_bank"
+            )
+            == 2
+        )
+        assert (
+            await _metric(
+                backend, "locker_mqtt_connects_refused_total", reason="client_id_not_pinned"
+            )
+            == 1
+        )
+    finally:
+        await device.__aexit__(None, None, None)
+
+
+async def test_a_second_connection_with_the_backend_id_does_not_deafen_it(
+    backend: EmbeddedHeadless,
+) -> None:
+    """Finding 1, the broker side: even with the backend's own credentials (a second backend
+    misconfigured with the same client id), the backend is never left connected but deaf:
+    it is disconnected for real, reconnects, and hears registrations again."""
+    intruder = backend.client(
+        "locker_backend", backend.secrets()["mqtt_password"], backend.client_id
+    )
+    async with intruder:
+        pass  # a clean-session CONNECT under the backend's id, then gone
+    async with aiohttp.ClientSession() as session:
+        recovery = await backend.wait_serving(session, 30)
+    bank = await backend.create_bank()
+    reply = await backend.provision(bank["token"], "locker-client-1b1b1b1b", timeout=20)
+    log(f"figures: backend serving again {recovery:.2f} s after the intrusion")
+    assert reply.status == "success"
+
+
+# --------------------------------------------------------------------------- finding 2
+
+
+async def test_every_acknowledged_event_reaches_the_store(backend: EmbeddedHeadless) -> None:
+    """Finding 2: devices publish QoS 1 events (QR scans) and disconnect at once (each publish
+    got its PUBACK): none may be lost (amqtt 0.12.1 lost 19 of 50)."""
+    uuid_a, password_a, device = await _online_device(backend, "locker-client-2c2c2c2c")
+    await device.__aexit__(None, None, None)
+    rounds, per_round = size("ack_rounds", 5, 50), 10
+    wire = _wire()
+    sent: list[str] = []
+    for _ in range(rounds):
+        async with backend.client(uuid_a, password_a, uuid_a) as dev:
+            for _ in range(per_round):
+                payload = wire.qr_event(f"qr-{len(sent)}", "front")
+                sent.append(json.loads(payload)["event_id"])
+                await dev.publish(device_topic(uuid_a, "event"), payload, qos=1)
+        # leaving the block disconnects right after the last PUBACK
+
+    async def stored() -> int:
+        code, out, err = await backend.cli("events", "--json")
+        assert code == 0, err
+        return sum(1 for line in out.splitlines() if "QrScanned" in line and uuid_a in line)
+
+    count = await until(stored, lambda n: n >= len(sent), "every acked event stored", 30, 0.5)
+    log(f"figures: {len(sent)} events PUBACKed, {count} stored, lost {len(sent) - count}")
+    assert count == len(sent)
+
+
+# --------------------------------------------------------------------------- finding 4
+
+
+async def test_connection_limits(backend: EmbeddedHeadless) -> None:
+    """Finding 4: a packet above MQTT_MAX_PACKET_SIZE closes the connection before it is
+    read (nothing retained); sockets that send no CONNECT are closed after
+    MQTT_CONNECT_TIMEOUT; an MQTT 5 CONNECT gets CONNACK "unsupported protocol version"."""
+    # 1. a 1 MiB retained publish: the connection is dropped, nothing is kept
+    async with backend.provisioning_client("big-publisher") as c:
+        with pytest.raises(aiomqtt.MqttError):
+            await c.publish("locker/register/x", b"x" * (1 << 20), qos=1, retain=True)
+            await c.publish("locker/register/y", b"after", qos=1)
+
+    # 2. half-open sockets: closed by the broker after the CONNECT timeout (2 s here)
+    count = size("half_open", 50, 300)
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", backend.mqtt_port))
+        sock.setblocking(False)
+        socks.append(sock)
+    loop = asyncio.get_running_loop()
+    start = time.monotonic()
+    try:
+        closed = await asyncio.wait_for(asyncio.gather(*(loop.sock_recv(s, 16) for s in socks)), 30)
+    finally:
+        for sock in socks:
+            sock.close()
+    log(f"figures: {count} half-open sockets closed after {time.monotonic() - start:.1f} s")
+    assert all(data == b"" for data in closed)
+
+    # 3. MQTT 5: an answer, not silence
+    reader, writer = await asyncio.open_connection("127.0.0.1", backend.mqtt_port)
+    client_id = b"v5-client"
+    variable = b"\x00\x04MQTT\x05\x02\x00\x3c\x00"  # level 5, clean start, no properties
+    payload = len(client_id).to_bytes(2, "big") + client_id
+    body = variable + payload
+    writer.write(bytes((0x10, len(body))) + body)
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(4), 10)
+    writer.close()
+    assert answer == b"\x20\x02\x00\x01"  # CONNACK, "unacceptable protocol version"
+
+    refused = {
+        reason: await _metric(backend, "locker_mqtt_connects_refused_total", reason=reason)
+        for reason in ("packet_too_large", "connect_timeout", "protocol_version")
+    }
+    assert refused == {"packet_too_large": 1, "connect_timeout": count, "protocol_version": 1}
+    async with aiohttp.ClientSession() as session:
+        status, _ = await backend.healthz(session)
+    assert status == 200
+
+
+async def test_aiomqtt_v5_client_is_told_why(backend: EmbeddedHeadless) -> None:
+    """Finding 4 with a real MQTT 5 client library: it gets a refusal, not a hang."""
+    client = backend.provisioning_client(
+        f"v5-{uuid.uuid4().hex[:6]}", protocol=aiomqtt.ProtocolVersion.V5
+    )
+    with pytest.raises(aiomqtt.MqttError) as refused:
+        async with asyncio.timeout(10):
+            await client.__aenter__()
+    assert "protocol" in str(refused.value).lower()
+
+
+# --------------------------------------------------------------------------- finding 3
+
+
+async def test_restart_at_once_after_sigkill_and_stop(backend: EmbeddedHeadless) -> None:
+    """Finding 3: after a SIGKILL with clients connected (their sockets left in TIME-WAIT),
+    or after a clean stop, the backend starts again at once: serving = /healthz 200, the
+    MQTT port accepting, the backend subscribed (a registration is answered)."""
+    kills = size("restart_kills", 10, 10)
+    times: list[float] = []
+    async with aiohttp.ClientSession() as session:
+        for n in range(kills + 1):
+            clients = [backend.provisioning_client(f"held-{n}-{i}") for i in range(3)]
+            for client in clients:
+                await client.__aenter__()
+            start = time.monotonic()
+            if n < kills:
+                await backend.instance.kill()
+            else:
+                assert await backend.instance.stop() == 0  # the last one: a clean stop
+            for client in clients:
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.__aexit__(None, None, None)
+            await backend.instance.start()
+            await backend.wait_serving(session, START_TIMEOUT)
+            times.append(time.monotonic() - start)
+    bank = await backend.create_bank()
+    reply = await backend.provision(bank["token"], "locker-client-3d3d3d3d")
+    assert reply.status == "success"
+    ordered = sorted(times[:kills])
+    log(
+        f"figures: {kills} SIGKILLs + 1 stop, restarted every time; serving again after "
+        f"median {ordered[len(ordered) // 2]:.2f} s, max {ordered[-1]:.2f} s "
+        f"(stop: {times[-1]:.2f} s); all: {', '.join(f'{t:.2f}' for t in times)}"
+    )
