@@ -80,6 +80,11 @@ class BackendServices:
 
     async def _start(self) -> None:
         settings = self.settings
+        # Every secret the services need, checked before anything starts: with an external
+        # broker a missing one is an error naming the variable (DESIGN section 12). Without
+        # SECRET_KEY every registration would fail later, the device left without a reply.
+        for name in ("secret_key", "mosq_secret", "mqtt_password", "mqtt_provisioning_password"):
+            settings.secret(name)
         if settings.embedded_broker and not port_free("127.0.0.1", settings.mqtt_port):
             raise BrokerStartError(
                 f"MQTT port {settings.mqtt_port} on 127.0.0.1 is already in use; set MQTT_HOST "

@@ -63,9 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     token = bank_sub.add_parser("token", help="issue a new provisioning token (voids the old)")
     token.add_argument("uuid")
     token.add_argument("--json", action="store_true")
-    revoke = bank_sub.add_parser("revoke", help="revoke the bank's MQTT credentials")
+    revoke = bank_sub.add_parser(
+        "revoke", help="revoke the bank's MQTT credentials and pending tokens (any state)"
+    )
     revoke.add_argument("uuid")
-    revoke.add_argument("--reason", default="")
+    revoke.add_argument("--reason", required=True, help="why (recorded with the event)")
 
     opener = sub.add_parser("open", help="open a compartment")
     opener.add_argument("uuid")

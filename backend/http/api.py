@@ -103,7 +103,7 @@ class RestApi:
         return _json(issued.to_json(), status=201, headers=_NO_STORE)
 
     async def revoke(self, request: web.Request) -> web.Response:
-        body = await read_body(request, RevokeRequest, required=False)
+        body = await read_body(request, RevokeRequest)
         uuid = request.match_info["uuid"]
         await self.service.revoke(uuid, reason=body.reason, actor=principal(request).name)
         return _json((await self.service.get_bank(uuid)).to_json())

@@ -287,3 +287,64 @@ async def test_restart_at_once_after_sigkill_and_stop(backend: EmbeddedHeadless)
         f"median {ordered[len(ordered) // 2]:.2f} s, max {ordered[-1]:.2f} s "
         f"(stop: {times[-1]:.2f} s); all: {', '.join(f'{t:.2f}' for t in times)}"
     )
+
+
+# --------------------------------------------------------------------------- finding 6
+
+
+async def test_revocation_voids_pending_tokens_in_every_state(backend: EmbeddedHeadless) -> None:
+    """Finding 6: a token issued to a bank that is then revoked, and the leaked token of an
+    unprovisioned bank revoked before use, no longer provision anything; a reason is
+    required and recorded."""
+    uuid_a, _password, device = await _online_device(backend, "locker-client-6e6e6e6e")
+    await device.__aexit__(None, None, None)
+    code, out, err = await backend.cli("bank", "token", uuid_a, "--json")
+    assert code == 0, err
+    pending = json.loads(out)["token"]
+    code, _out, err = await backend.cli("bank", "revoke", uuid_a)
+    assert code != 0 and "--reason" in err  # no reason: refused before anything happens
+    code, _out, err = await backend.cli("bank", "revoke", uuid_a, "--reason", "cabinet stolen")
+    assert code == 0, err
+    fresh = await backend.create_bank()
+    code, _out, err = await backend.cli("bank", "revoke", fresh["uuid"], "--reason", "leaked")
+    assert code == 0, err
+
+    for n, token in enumerate((pending, fresh["token"])):
+        reply = await backend.provision(token, f"thief-{n}-{uuid.uuid4().hex[:6]}")
+        assert reply.status == "error", reply
+    for bank_uuid in (uuid_a, fresh["uuid"]):
+        code, out, err = await backend.cli("bank", "show", bank_uuid, "--json")
+        assert json.loads(out)["status"] == "revoked"
+    code, out, err = await backend.cli("events", "--json")
+    reasons = [
+        json.loads(line)["payload"]["reason"]
+        for line in out.splitlines()
+        if '"CredentialsRevoked"' in line
+    ]
+    assert reasons == ["cabinet stolen", "leaked"]
+
+
+# --------------------------------------------------------------------------- finding 10
+
+
+async def test_missing_secret_key_with_an_external_broker_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    """Finding 10: with MQTT_HOST set, a missing SECRET_KEY is an error at start naming the
+    variable (every registration would fail later, the device left without a reply)."""
+    headless = embedded_headless(
+        tmp_path / "x",
+        MQTT_HOST="127.0.0.1",
+        MOSQ_SECRET="s" * 32,
+        MQTT_PASSWORD="p" * 32,
+        MQTT_PROVISIONING_PASSWORD="q" * 32,
+    )
+    await headless.instance.start()
+    process = headless.instance.process
+    assert process is not None
+    try:
+        code = await asyncio.wait_for(process.wait(), START_TIMEOUT)
+    finally:
+        await headless.instance.stop()
+    assert code != 0
+    assert "SECRET_KEY" in headless.instance.log_tail()
