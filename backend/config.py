@@ -14,6 +14,7 @@ import hmac
 import json
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -58,6 +59,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    hook_host: str = "127.0.0.1"
+    hook_port: int = Field(default=8081, ge=0, le=65535)
+    mqtt_instance_id: str = Field(default_factory=lambda: default_instance_id())
     secret_key: SecretStr | None = None
     command_timeout: float = Field(default=30.0, gt=0)
     command_ttl: float = Field(default=300.0, gt=0)
@@ -69,6 +73,17 @@ class Settings(BaseSettings):
     locker_broker: Literal["amqtt", "mosquitto"] = "amqtt"
     dynsec_admin_user: str = "locker_dynsec_admin"
     dynsec_admin_password: SecretStr | None = None
+
+    @field_validator("mqtt_instance_id", mode="before")
+    @classmethod
+    def _instance_id(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return default_instance_id()
+        if isinstance(value, str) and (
+            any(c in value for c in "/+#\x00") or len(value) > 64 or not value.isprintable()
+        ):
+            raise ValueError("must be one MQTT topic level: no / + # or control characters")
+        return value
 
     @field_validator("mqtt_host", "mqtt_shared_group", "database_url", mode="before")
     @classmethod
@@ -115,6 +130,13 @@ class Settings(BaseSettings):
         if value is None or not value.get_secret_value():
             raise SettingsError(f"{name.upper()} is not set (required with MQTT_HOST set)")
         return str(value.get_secret_value())
+
+
+def default_instance_id() -> str:
+    """Host name plus a short hash of the process id: distinct per process on one host,
+    stable for the life of the process (suffix of status/probe topics, DESIGN 4, 12)."""
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-_.")[:40] or "host"
+    return f"{host}-{hashlib.sha256(str(os.getpid()).encode()).hexdigest()[:6]}"
 
 
 def _describe(exc: ValidationError) -> str:
