@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from backend.accounts import AccountDirectory, account_directory_for
 from backend.config import Settings
 from backend.domain.bank import LockerBank, default_compartments
 from backend.domain.errors import ConcurrencyConflict, InvalidInput, NotFound
@@ -81,8 +82,11 @@ class LockerService:
         clock: Clock | None = None,
         new_id: Callable[[], str] | None = None,
         new_secret: Callable[[], str] | None = None,
+        accounts: AccountDirectory | None = None,
     ) -> None:
         self.settings = settings
+        self.accounts = accounts or account_directory_for(settings)
+        """Broker-side accounts kept in step with the store (a no-op in hook mode)."""
         self.db = db or Database(settings.db_url)
         self.clock = clock or SystemClock()
         self.new_id = new_id or (lambda: str(uuid_mod.uuid4()))
@@ -253,6 +257,15 @@ class LockerService:
                 uuid, lambda b: b.revoke(now=uow.now, reason=reason), self._meta(actor)
             )
         )
+        try:
+            await self.accounts.revoked(uuid)  # dynsec: disable (disconnects the device)
+        except Exception as exc:
+            log.warning(
+                "bank %s is revoked in the store but its broker account is not disabled yet "
+                "(%s); the next start of the backend disables it",
+                uuid,
+                exc,
+            )
 
     async def request_open(
         self, uuid: str, number: int, *, actor: str | None = None

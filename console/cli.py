@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--demo", action="store_true", help="console plus a simulated fleet")
     mode.add_argument("--banks", type=int, default=12, help="banks for --demo (default 12)")
     mode.add_argument("--readonly", action="store_true", help="console without any action")
+    mode.add_argument(
+        "--embedded-broker",
+        choices=["amqtt", "mosquitto"],
+        default=None,
+        help="embedded broker when MQTT_HOST is unset (LOCKER_BROKER; default amqtt); "
+        "mosquitto runs a private Mosquitto with its dynamic-security plugin",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     attach = sub.add_parser("attach", help="run the TUI against a running headless backend")
