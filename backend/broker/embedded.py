@@ -4,7 +4,9 @@ Used when `MQTT_HOST` is unset (DESIGN sections 1 and 12). Authentication and th
 through amqtt's own HTTP plugins to the same hook Mosquitto + go-auth use (DESIGN section 5):
 `POST {hook_url}/api/mosq/auth` and `/api/mosq/acl`, JSON bodies, allowed on any 2xx, each
 URL carrying `?mosq_secret=...`. Anonymous access is off. The broker class itself is
-`SecureBroker`, which closes amqtt 0.12.1's authorization holes (see its docstring).
+`SecureBroker` (closing amqtt 0.12.1's authorization holes, see its docstring), as
+`SessionAwareBroker` (a resumed session without subscriptions is reported as new), in
+`HardenedBroker` (connection limits, PUBACKed messages never dropped, identity changes).
 
     async with EmbeddedBroker(port=0, hook_url="http://127.0.0.1:8080",
                               mosq_secret=secret, data_dir=Path("data")) as broker:

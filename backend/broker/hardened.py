@@ -1,4 +1,5 @@
-"""`SecureBroker` with the promises of issue 14 kept (DESIGN sections 4 and 12).
+"""The embedded broker's class: `SecureBroker` and `SessionAwareBroker` (issue 13) with
+the promises of issue 14 kept (DESIGN sections 4 and 12).
 
 1. **Every PUBACKed message reaches the subscribers** (`_client_message_loop`). amqtt
    0.12.1 PUBACKs a QoS 1 publish as soon as it is queued on the session's
@@ -33,7 +34,7 @@ from amqtt.session import Session
 
 from backend.broker.limits import AddressGate, ConnectRefused, LimitedReader, Limits
 from backend.broker.monitor import ClientMonitorPlugin
-from backend.broker.secure_broker import SecureBroker
+from backend.broker.resumed_session import SessionAwareBroker
 from backend.log_throttle import LogThrottle
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ TAKE_OVER_WAIT = 2.0
 """Seconds a take-over waits for the old connection's loop to finish its disconnect."""
 
 
-class HardenedBroker(SecureBroker):
+class HardenedBroker(SessionAwareBroker):
     """The embedded broker's class; see the module docstring."""
 
     def __init__(

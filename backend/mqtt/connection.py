@@ -115,7 +115,7 @@ class MqttConnection:
                     "connected to MQTT broker %s:%d as %s (%s)",
                     self._host,
                     self.settings.mqtt_port,
-                    self.settings.mqtt_client_id,
+                    self.settings.backend_client_id,
                     "MQTT 5, shared group" if self.v5 else "MQTT 3.1.1, persistent session",
                 )
                 lost_session = await self._receive_while_probed(client)
@@ -207,7 +207,7 @@ class MqttConnection:
             "port": self.settings.mqtt_port,
             "username": self.settings.mqtt_user,
             "password": self._password,
-            "identifier": self.settings.mqtt_client_id,
+            "identifier": self.settings.backend_client_id,
             "will": will,
             "keepalive": self._keepalive,
             "timeout": self._timeout,
