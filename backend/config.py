@@ -152,8 +152,37 @@ def _describe(exc: ValidationError) -> str:
     return f"{name}: {first.get('msg', 'invalid value')}"
 
 
+FILE_SECRET_FIELDS = (*SECRET_FIELDS, "dynsec_admin_password")
+"""Secrets that may also come from a file named by `{NAME}_FILE` (never a command line)."""
+
+
+def secrets_from_files(overrides: dict[str, object]) -> dict[str, object]:
+    """`{NAME}_FILE` variables: the secret is the file's content (one trailing newline
+    dropped). Setting both `NAME` and `NAME_FILE` is an error, as is an unreadable file."""
+    values: dict[str, object] = {}
+    for name in FILE_SECRET_FIELDS:
+        var = f"{name.upper()}_FILE"
+        path = os.environ.get(var, "").strip()
+        if not path or name in overrides:
+            continue
+        if os.environ.get(name.upper()):
+            raise SettingsError(f"{name.upper()} and {var} are both set; set one of them")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise SettingsError(f"{var}: cannot read {path}: {why}") from None
+        text = text.removesuffix("\n").removesuffix("\r")
+        if not text.strip():
+            raise SettingsError(f"{var}: {path} is empty")
+        values[name] = text
+    return values
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read and validate the settings, then fill generated secrets where allowed."""
+    """Read and validate the settings (secrets also from `*_FILE` files), then fill
+    generated secrets where allowed."""
+    overrides = {**secrets_from_files(overrides), **overrides}
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -180,7 +209,7 @@ def _with_generated_secrets(settings: Settings) -> Settings:
             stored[name] = secrets.token_urlsafe(32)
             changed = True
     if changed:
-        settings.locker_data_dir.mkdir(parents=True, exist_ok=True)
+        settings.locker_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

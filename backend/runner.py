@@ -20,6 +20,7 @@ from backend.broker.limits import Limits
 from backend.broker.mosquitto import MosquittoChild
 from backend.config import Settings
 from backend.domain.timeutil import Clock
+from backend.file_modes import sqlite_files, tighten
 from backend.gc_tuning import tune_gc
 from backend.http.credentials import load_directory
 from backend.http.server import HttpServer, HttpServerError, build_app
@@ -94,6 +95,8 @@ class BackendServices:
                 f"MQTT port {settings.mqtt_port} on 127.0.0.1 is already in use; set MQTT_HOST "
                 "to use an external broker or MQTT_PORT to pick another port"
             )
+        # what an older version (or another umask) left readable to others: owner only
+        tighten(settings.locker_data_dir, sqlite_files(settings.db_url))
         await self.service.migrate()
         directory = await load_directory(self.service, settings)
         state = self.runtime.state

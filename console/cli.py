@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from backend.config import SettingsError
 from backend.domain.errors import DomainError
+from backend.file_modes import restrict_new_files
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -40,12 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     attach = sub.add_parser("attach", help="run the TUI against a running headless backend")
     attach.add_argument("--url", default=None, help="backend URL (default from HTTP_HOST/PORT)")
-    attach.add_argument("--token", default=None, help="API token (operator or app role)")
+    attach.add_argument(
+        "--token", default=None, help="API token (operator or app role); `-` reads it from stdin"
+    )
+    attach.add_argument("--token-file", default=None, help="read the API token from this file")
     attach.add_argument("--readonly", action="store_true", dest="attach_readonly")
 
     sim = sub.add_parser("simulate", help="run simulated locker banks against a broker")
     sim.add_argument("--banks", type=int, default=None, help="create and provision N banks")
-    sim.add_argument("--token", action="append", default=None, help="provision with token T")
+    sim.add_argument(
+        "--token", action="append", default=None, help="provision with token T (`-`: stdin)"
+    )
+    sim.add_argument(
+        "--token-file", action="append", default=None, help="tokens from a file, one a line"
+    )
     sim.add_argument("--broker", default=None, help="HOST:PORT (default from MQTT_HOST/PORT)")
     sim.add_argument("--state-dir", default=None, help="device state (default data/sim)")
     sim.add_argument("--duplicate-rate", type=float, default=0.0)
@@ -133,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restrict_new_files()  # data, secrets, logs: owner only (0600 files, 0700 folders)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable
+from pathlib import Path
 from typing import Any
 
 from backend.config import Settings, SettingsError, load_settings
@@ -111,15 +112,46 @@ async def _standalone(settings: Settings, args: argparse.Namespace, log_path: An
         await services.stop()
 
 
+def read_tokens(given: list[str], files: list[str]) -> list[str]:
+    """Tokens from `--token` values (`-` = one a line from stdin) and `--token-file` paths
+    (one a line), so none need be on a command line where `ps` shows it (issue 14)."""
+    tokens: list[str] = []
+    for value in given:
+        if value == "-":
+            tokens += [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+        else:
+            tokens.append(value)
+    for path in files:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise SettingsError(f"--token-file {path}: {why}") from None
+        found = [line.strip() for line in text.splitlines() if line.strip()]
+        if not found:
+            raise SettingsError(f"--token-file {path}: no token in the file")
+        tokens += found
+    return tokens
+
+
 async def _attach(settings: Settings, args: argparse.Namespace) -> None:
     from backend.gc_tuning import tune_gc
     from backend.http.client_gateway import HttpGateway
     from console.app import LockerConsoleApp
 
     url = args.url or f"http://{settings.http_host}:{settings.http_port}"
-    token = args.token or os.environ.get("LOCKER_API_TOKEN")
+    tokens = read_tokens(
+        [args.token] if args.token else [], [args.token_file] if args.token_file else []
+    )
+    env_file = os.environ.get("LOCKER_API_TOKEN_FILE")
+    if not tokens and env_file:
+        tokens = read_tokens([], [env_file])
+    token = tokens[0] if tokens else os.environ.get("LOCKER_API_TOKEN")
     if not token:
-        raise SettingsError("attach needs --token (or LOCKER_API_TOKEN): see `api-token create`")
+        raise SettingsError(
+            "attach needs --token-file PATH, --token - (stdin), LOCKER_API_TOKEN_FILE or "
+            "LOCKER_API_TOKEN: see `api-token create`"
+        )
     configure(settings, to_file=True)
     gateway = HttpGateway(url, token)
     tune_gc()
@@ -132,8 +164,6 @@ async def _attach(settings: Settings, args: argparse.Namespace) -> None:
 
 
 async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from backend.service import LockerService
     from simulator.cli import run_simulator
     from simulator.faults import Faults
@@ -144,7 +174,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
         if not host or not port_text.isdigit():
             raise SettingsError("--broker must be HOST:PORT")
         port = int(port_text)
-    tokens: list[str] | None = list(args.token) if args.token else None
+    tokens: list[str] | None = read_tokens(args.token or [], args.token_file or []) or None
     if args.banks:
         service = LockerService(settings)
         try:

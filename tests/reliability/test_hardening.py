@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -348,3 +349,70 @@ async def test_missing_secret_key_with_an_external_broker_stops_the_start(
         await headless.instance.stop()
     assert code != 0
     assert "SECRET_KEY" in headless.instance.log_tail()
+
+
+# --------------------------------------------------------------------------- finding 7
+
+
+def _too_open(root: Path) -> list[str]:
+    """Entries under `root` (itself included) readable or writable by group or others."""
+    found = []
+    for path in [root, *root.rglob("*")]:
+        mode = path.lstat().st_mode & 0o777
+        if mode & 0o077:
+            found.append(f"{path.relative_to(root.parent)} {mode:o}")
+    return found
+
+
+async def test_files_are_private_and_tokens_stay_off_the_command_line(tmp_path: Path) -> None:
+    """Finding 7: the data dir, database and its -wal, secrets, broker state, simulator
+    state and logs are 0600/0700 (also what an older version left 0644); `simulate` takes
+    its token from a file or stdin, so `ps` never shows it."""
+    headless = embedded_headless(tmp_path / "h")
+    headless.data_dir.mkdir(parents=True, mode=0o755)
+    (headless.data_dir / "left-by-an-old-version.json").write_text("{}")
+    (headless.data_dir / "left-by-an-old-version.json").chmod(0o644)
+    await headless.instance.start()
+    sim: asyncio.subprocess.Process | None = None
+    try:
+        async with aiohttp.ClientSession() as session:
+            await headless.wait_serving(session, START_TIMEOUT)
+        bank = await headless.create_bank()
+        token_file = tmp_path / "token"
+        token_file.write_text(bank["token"] + "\n")
+        sim = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "console.cli", "simulate", "--token-file", str(token_file),
+            "--broker", f"127.0.0.1:{headless.mqtt_port}",
+            cwd=headless.instance.workdir, env=headless.instance.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        cmdline = await asyncio.to_thread(Path(f"/proc/{sim.pid}/cmdline").read_bytes)
+        assert bank["token"].encode() not in cmdline
+        await until(
+            lambda: headless.cli("bank", "show", bank["uuid"], "--json"),
+            lambda r: json.loads(r[1]).get("status") == "online",
+            "simulated bank online",
+            30,
+        )
+        assert (headless.data_dir / "sim").is_dir()
+        assert any((headless.data_dir / "locker.db").parent.glob("locker.db-wal"))
+        exposed = _too_open(headless.data_dir)
+        log(f"figures: {sum(1 for _ in headless.data_dir.rglob('*'))} entries, exposed {exposed}")
+        assert exposed == []
+    finally:
+        if sim is not None and sim.returncode is None:
+            sim.kill()
+            await sim.wait()
+        await headless.instance.stop()
+
+
+async def test_attach_reads_its_token_from_stdin(backend: EmbeddedHeadless) -> None:
+    """`attach --token -`: a bad token read from stdin is refused with one line (the
+    token itself never on the command line)."""
+    code, _out, err = await backend.cli(
+        "attach", "--url", backend.url, "--token", "-", stdin=b"not-a-token\n"
+    )
+    assert code != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
