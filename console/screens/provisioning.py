@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -21,8 +22,8 @@ from console.modals.token import TokenModal
 from console.palette import PaletteCommand
 from console.screens.actions import BankActionScreen
 from widgets.badges import state_text
-from widgets.formatting import age, short_id, truncate
-from widgets.keyed_table import KeyedTable, Row, filter_rows
+from widgets.formatting import age, plural, short_id, truncate
+from widgets.keyed_table import KeyedTable, Row, filter_rows, natural_key
 
 
 def token_state(bank: BankView, now: datetime) -> Text:
@@ -39,24 +40,36 @@ def token_state(bank: BankView, now: datetime) -> Text:
 
 
 def provisioning_row(bank: BankView, now: datetime) -> Row:
+    token = token_state(bank, now)
     return Row(
         bank.uuid,
         (
-            Text(truncate(bank.name, 14)),
-            Text(truncate(bank.location, 10)),
+            Text(truncate(bank.name, 200)),
+            Text(truncate(bank.location, 200)),
             state_text(bank.status),
-            token_state(bank, now),
+            token,
             Text(short_id(bank.uuid), style="dim"),
         ),
+        {
+            "name": bank.name,
+            "location": bank.location,
+            "bank": f"{bank.name} {bank.location} {bank.uuid}",
+            "status": bank.status,
+            "token": token.plain,
+            "uuid": bank.uuid,
+        },
+        {"name": natural_key(bank.name), "location": natural_key(bank.location)},
     )
 
 
 class ProvisioningTable(KeyedTable):
     """Banks with their credential state, keyed by uuid."""
 
+    FLEX_MIN = 8
+    FLEX_WEIGHTS: ClassVar[dict[str, int]] = {"name": 2, "location": 1}
     COLUMNS = (
-        ("name", "name", 14),
-        ("location", "location", 10),
+        ("name", "name", None),
+        ("location", "location", None),
         ("status", "status", 13),
         ("token", "token", 14),
         ("uuid", "uuid", 8),
@@ -120,7 +133,7 @@ class ProvisioningScreen(BankActionScreen[list[BankView]]):
 
     def headline(self, data: list[BankView]) -> Text:
         waiting = sum(1 for b in data if b.status == "unprovisioned")
-        return Text(f"{len(data)} banks · {waiting} waiting for their device")
+        return Text(f"{plural(len(data), 'bank')} · {waiting} waiting for their device")
 
     def focus_main(self) -> None:
         self.query_one(ProvisioningTable).focus()
