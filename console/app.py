@@ -147,6 +147,8 @@ class LockerConsoleApp(App[None]):
             *keys,
             ("ctrl+p", "Command palette (every command)"),
             ("arrows", "Move the cursor"),
+            ("j k g G", "Down, up, first, last row (Home/End too)"),
+            ("s S", "Sort by the next column, reverse (or click a header)"),
             ("tab", "Next part of the screen"),
         ]
 

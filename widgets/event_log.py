@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
 
 from backend import search
 from backend.views import EventView
@@ -113,6 +117,19 @@ class EventTable(KeyedTable):
         ("actor", "by", 7),
         ("details", "details", None),
     )
+
+    BINDINGS = [Binding("enter", "select_cursor", "Event detail")]
+
+    @dataclass
+    class Chosen(Message):
+        """Enter (or a click on a highlighted row) on an event."""
+
+        position: int
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.Chosen(int(event.row_key.value)))
 
     def show(self, events: Sequence[EventView], names: Mapping[str, str], query: str = "") -> None:
         """Show `events` (position order), bank names from `names`, filtered by `query`."""

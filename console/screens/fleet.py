@@ -89,10 +89,10 @@ class FleetScreen(BankActionScreen[list[BankView]]):
     def on_keyed_table_sort_changed(self, event: BankTable.SortChanged) -> None:
         self.redraw()
 
-    def action_new_bank(self) -> None:
+    async def action_new_bank(self) -> None:
         """The provisioning form, focused on the name."""
         if self.may_act():
-            self.app.run_action("create_bank")
+            await self.app.run_action("create_bank")
 
     def focus_main(self) -> None:
         self.query_one(BankTable).focus()
