@@ -182,9 +182,7 @@ def test_empty_fleet(snap_compare: Any, empty_world: Any, size: tuple[int, int])
 @pytest.mark.parametrize("size", SIZES)
 def test_bank_event_log(snap_compare: Any, world: Any, size: tuple[int, int]) -> None:
     """The bank screen with its heartbeat charts and its event log."""
-    assert snap_compare(
-        console(world), terminal_size=size, run_before=on(then=to_main_hall_events)
-    )
+    assert snap_compare(console(world), terminal_size=size, run_before=on(then=to_main_hall_events))
 
 
 async def to_main_hall_events(pilot: Pilot[None]) -> None:
