@@ -75,6 +75,12 @@ class Settings(BaseSettings):
     mqtt_max_packet_size: int = Field(default=131072, ge=1024)
     mqtt_connect_timeout: float = Field(default=10.0, gt=0)
     mqtt_max_connections_per_address: int = Field(default=0, ge=0)
+    mqtt_registrations_per_address: int = Field(default=20, ge=0)
+    """Embedded broker: registrations per minute per source address (0 = no limit)."""
+    sse_max_streams: int = Field(default=200, ge=1)
+    sse_max_streams_per_token: int = Field(default=10, ge=1)
+    provisioning_failures_per_minute: int = Field(default=60, ge=1)
+    """Failed registrations answered per minute, all clients together."""
     # Mosquitto's dynamic-security plugin (AUTH_MODE=dynsec, DESIGN 5.1; backend/dynsec/)
     auth_mode: Literal["hook", "dynsec"] = "hook"
     locker_broker: Literal["amqtt", "mosquitto"] = "amqtt"

@@ -100,12 +100,14 @@ class BackendServices:
         await self.service.migrate()
         directory = await load_directory(self.service, settings)
         state = self.runtime.state
+        probe = self.runtime.connection.probe
         app = build_app(
             self.service,
             directory,
             settings,
-            broker_connected=lambda: state.connected,
-            broker_detail=lambda: state.last_error or "",
+            # the broker path works: connected, and our session still receives (self-probe)
+            broker_connected=lambda: state.connected and probe.problem() is None,
+            broker_detail=lambda: probe.problem() or state.last_error or "",
             mqtt_metrics=self.runtime.metrics.snapshot,
             mode=self.mode,
             connect_refusals=lambda: self._connect_refusals(directory.refused_connects()),
@@ -131,6 +133,7 @@ class BackendServices:
                     max_packet_size=settings.mqtt_max_packet_size,
                     connect_timeout=settings.mqtt_connect_timeout,
                     max_connections_per_address=settings.mqtt_max_connections_per_address,
+                    registrations_per_address=settings.mqtt_registrations_per_address,
                 ),
             )
             await self.broker.start()

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Sequence
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from backend.config import SettingsError
 from backend.domain.errors import DomainError
 from backend.file_modes import restrict_new_files
+from backend.store.database import first_line
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -155,6 +159,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_admin(args))
     except (DomainError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        # a broken store (WAL file deleted, disk full, unreachable server): one line, no
+        # traceback, no SQL (issue 14, finding 9)
+        print(f"error: database: {first_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK

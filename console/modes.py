@@ -96,11 +96,13 @@ async def _standalone(settings: Settings, args: argparse.Namespace, log_path: An
 
             fleet_task = asyncio.create_task(run_demo_fleet(services, args.banks))
         state = services.runtime.state
+        probe = services.runtime.connection.probe
         gateway = InProcessGateway(
             services.service,
             actor=default_actor(),
-            broker_connected=lambda: state.connected,
-            broker_detail=lambda: state.last_error or "",
+            # the console says so when our session stops receiving (DESIGN section 4)
+            broker_connected=lambda: state.connected and probe.problem() is None,
+            broker_detail=lambda: probe.problem() or state.last_error or "",
         )
         app = LockerConsoleApp(gateway, readonly=args.readonly)
         await app.run_async()

@@ -13,6 +13,9 @@ the promises of issue 14 kept (DESIGN sections 4 and 12).
 2. **Connection limits** (`stream_connected`): `backend.broker.limits` frames every
    connection's packets: CONNECT timeout, MQTT 3.1.1 only (MQTT 5 gets CONNACK
    "unacceptable protocol version"), maximum packet size, connections per address.
+4. **Registrations per source address** (`_handle_message_delivery`): past
+   `MQTT_REGISTRATIONS_PER_ADDRESS` a minute, a `locker/register/+` publish is dropped here
+   (the backend never learns addresses): a flood of guesses costs no outbox row, no reply.
 3. **Identity changes** (`_before_session_change`, called by SecureBroker before a CONNECT
    touches the session table): a client still connected under the client id is
    disconnected for real (upstream deleted its session but left its socket open, so the
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from amqtt.adapters import StreamWriterAdapter
@@ -32,12 +36,19 @@ from amqtt.contexts import BrokerConfig
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
-from backend.broker.limits import AddressGate, ConnectRefused, LimitedReader, Limits
+from backend.broker.limits import (
+    AddressGate,
+    ConnectRefused,
+    LimitedReader,
+    Limits,
+    RegistrationGate,
+)
 from backend.broker.monitor import ClientMonitorPlugin
 from backend.broker.resumed_session import SessionAwareBroker
 from backend.log_throttle import LogThrottle
 
 log = logging.getLogger(__name__)
+REGISTER_PREFIX = "locker/register/"
 TAKE_OVER_WAIT = 2.0
 """Seconds a take-over waits for the old connection's loop to finish its disconnect."""
 
@@ -55,12 +66,14 @@ class HardenedBroker(SessionAwareBroker):
         super().__init__(config, **kwargs)
         self.limits = limits or Limits()
         self.gate = AddressGate(self.limits.max_connections_per_address)
+        self.registrations = RegistrationGate(self.limits.registrations_per_address)
         self.refused_connections: dict[str, int] = {
             "connect_timeout": 0,
             "protocol_version": 0,
             "packet_too_large": 0,
             "per_address_limit": 0,
             "malformed": 0,
+            "registration_rate_per_address": 0,
         }
         self._refusal_log = LogThrottle("refused MQTT connections", logger=log)
 
@@ -102,6 +115,23 @@ class HardenedBroker(SessionAwareBroker):
         self.refused_connections[code] = self.refused_connections.get(code, 0) + 1
         if self._refusal_log.allow():
             log.warning("refused an MQTT connection from %s: %s", address or "?", reason)
+
+    # -- 4. registrations per source address ----------------------------------------------
+
+    async def _handle_message_delivery(
+        self,
+        client_session: Session,
+        handler: BrokerProtocolHandler,
+        wait_deliver: asyncio.Future[Any],
+    ) -> bool:
+        message = wait_deliver.result() if not wait_deliver.cancelled() else None
+        topic = getattr(message, "topic", None) or ""
+        if topic.startswith(REGISTER_PREFIX):
+            address = str(client_session.remote_address or "")
+            if not self.registrations.allow(address, time.monotonic()):
+                self._refuse("registration_rate_per_address", address, "too many registrations")
+                return True  # dropped (it was PUBACKed): the connection stays
+        return await super()._handle_message_delivery(client_session, handler, wait_deliver)
 
     # -- 3. a CONNECT about to replace or resume a session ----------------------------------
 

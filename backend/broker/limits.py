@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -53,6 +54,7 @@ class Limits:
     max_packet_size: int = 131072
     connect_timeout: float = 10.0
     max_connections_per_address: int = 0
+    registrations_per_address: int = 20
 
 
 class ConnectRefused(Exception):
@@ -156,6 +158,43 @@ def _protocol_level(packet: bytes) -> int | None:
     name_length = int.from_bytes(packet[pos : pos + 2], "big")
     level_at = pos + 2 + name_length
     return packet[level_at] if level_at < len(packet) else None
+
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "::1"})
+"""This machine's own simulators and demo (the exact local addresses, not all of loopback)."""
+
+
+@dataclass
+class RegistrationGate:
+    """Registrations (`locker/register/+` publishes) per source address and minute.
+
+    The backend never learns a registration's source address; the embedded broker does,
+    and drops a registration past the limit before it reaches the backend (no outbox row,
+    no reply). 127.0.0.1 and ::1 are exempt: `--demo` and `simulate` register many banks
+    from there at once.
+    """
+
+    limit: int = 20
+    window: float = 60.0
+    max_addresses: int = 100_000
+    dropped: int = 0
+    _seen: dict[str, deque[float]] = field(default_factory=dict)
+
+    def allow(self, address: str, now: float) -> bool:
+        if self.limit <= 0 or address in LOCAL_HOSTS:
+            return True
+        times = self._seen.pop(address, None) or deque()
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        allowed = len(times) < self.limit
+        if allowed:
+            times.append(now)
+        else:
+            self.dropped += 1
+        self._seen[address] = times  # most recent last: the oldest go first below
+        if len(self._seen) > self.max_addresses:
+            self._seen.pop(next(iter(self._seen)))
+        return allowed
 
 
 @dataclass

@@ -296,12 +296,13 @@ class MetricsEndpoint:
             self._latency_section(out, self.latency)
         if self.connect_refusals is not None:
             out.family(
-                "locker_mqtt_connects_refused_total",
+                "locker_mqtt_refused_total",
                 "counter",
-                "MQTT CONNECTs refused by the hook or the embedded broker, by reason.",
+                "MQTT CONNECTs (hook, embedded broker) and registrations (embedded broker) "
+                "refused, by reason.",
             )
             for reason, n in sorted(self.connect_refusals().items()):
-                out.sample("locker_mqtt_connects_refused_total", n, {"reason": reason})
+                out.sample("locker_mqtt_refused_total", n, {"reason": reason})
         if self.hook_metrics is not None:
             out.family(
                 "locker_hook_requests_total", "counter", "Auth hook answers by endpoint and result."

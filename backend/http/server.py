@@ -109,7 +109,13 @@ def build_app(
     monitor = HealthMonitor(
         service, broker_connected=broker_connected, broker_detail=broker_detail, mode=mode
     )
-    stream = EventStream(service, poll_interval=stream_poll_interval, keepalive=stream_keepalive)
+    stream = EventStream(
+        service,
+        poll_interval=stream_poll_interval,
+        keepalive=stream_keepalive,
+        max_streams=settings.sse_max_streams,
+        max_per_token=settings.sse_max_streams_per_token,
+    )
     latency = CommandLatency(service)
     metrics = MetricsEndpoint(
         service,

@@ -138,6 +138,7 @@ class MqttConnection:
     async def _receive_while_probed(self, client: aiomqtt.Client) -> str | None:
         """Receive until the connection ends (None) or the self-probe stops coming back
         (the reason): the broker may drop our session and keep the socket open."""
+        self.probe.reset()
         receive = asyncio.create_task(self._receive(client), name="mqtt-receive")
         probe = asyncio.create_task(self.probe.watch(self._publish_probe), name="mqtt-probe")
         try:

@@ -42,6 +42,7 @@ class SelfProbe:
         self._back = asyncio.Event()
         self._busy = 0
         self._last_activity = 0.0
+        self._waiting_since: float | None = None
 
     def is_probe(self, topic: str) -> bool:
         return topic == self.topic
@@ -50,6 +51,7 @@ class SelfProbe:
         """A message on our probe topic arrived (an old probe is ignored)."""
         if self._expected is not None and payload == self._expected:
             self.returned += 1
+            self._waiting_since = None
             self._back.set()
 
     def activity(self, busy: bool) -> None:
@@ -67,6 +69,8 @@ class SelfProbe:
             self._back = asyncio.Event()
             self.sent += 1
             window_start = time.monotonic()
+            if self._waiting_since is None:
+                self._waiting_since = window_start
             try:
                 async with asyncio.timeout(self.timeout):
                     await publish(self.topic, nonce)
@@ -82,6 +86,22 @@ class SelfProbe:
                         continue
                     return self._failed("did not come back")
             await asyncio.sleep(self.interval)
+
+    def problem(self) -> str | None:
+        """For /healthz and the console: why the broker path is not proven to work now
+        (a probe overdue and nothing else received meanwhile), else None."""
+        since = self._waiting_since
+        if since is None or self._busy or self._last_activity > since:
+            return None
+        age = time.monotonic() - since
+        if age < self.timeout:
+            return None
+        return f"connected, but the self-probe has not come back for {age:.0f} s"
+
+    def reset(self) -> None:
+        """A new connection: nothing outstanding."""
+        self._waiting_since = None
+        self._expected = None
 
     def _failed(self, what: str) -> str:
         self.failures += 1

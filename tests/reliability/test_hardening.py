@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import sqlite3
 import sys
 import time
 import uuid
@@ -121,23 +122,13 @@ async def test_pinned_identities_refuse_hijacks_and_the_backend_keeps_serving(
             async for message in device.messages:
                 if str(message.topic) == command_topic(uuid_a):
                     break
+        assert await _metric(backend, "locker_mqtt_refused_total", reason="reserved_client_id") == 3
         assert (
-            await _metric(
-                backend, "locker_mqtt_connects_refused_total", reason="reserved_client_id"
-            )
-            == 3
-        )
-        assert (
-            await _metric(
-                backend, "locker_mqtt_connects_refused_total", reason="pinned_id_of_online_bank"
-            )
+            await _metric(backend, "locker_mqtt_refused_total", reason="pinned_id_of_online_bank")
             == 2
         )
         assert (
-            await _metric(
-                backend, "locker_mqtt_connects_refused_total", reason="client_id_not_pinned"
-            )
-            == 1
+            await _metric(backend, "locker_mqtt_refused_total", reason="client_id_not_pinned") == 1
         )
     finally:
         await device.__aexit__(None, None, None)
@@ -234,7 +225,7 @@ async def test_connection_limits(backend: EmbeddedHeadless) -> None:
     assert answer == b"\x20\x02\x00\x01"  # CONNACK, "unacceptable protocol version"
 
     refused = {
-        reason: await _metric(backend, "locker_mqtt_connects_refused_total", reason=reason)
+        reason: await _metric(backend, "locker_mqtt_refused_total", reason=reason)
         for reason in ("packet_too_large", "connect_timeout", "protocol_version")
     }
     assert refused == {"packet_too_large": 1, "connect_timeout": count, "protocol_version": 1}
@@ -416,3 +407,164 @@ async def test_attach_reads_its_token_from_stdin(backend: EmbeddedHeadless) -> N
     assert code != 0
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), err
+
+
+# --------------------------------------------------------------------------- finding 5
+
+
+async def test_a_registration_flood_costs_bounded_work(backend: EmbeddedHeadless) -> None:
+    """Finding 5: guesses with a fresh client id each are bounded per source address (the
+    embedded broker drops them: 20 a minute) and globally (60 failures a minute are
+    answered, the rest cost no outbox row and no reply); a real token still works."""
+    flood = size("registration_flood", 300, 1000)
+    password = backend.secrets()["mqtt_provisioning_password"]
+
+    async def guesses(source: str, tag: str) -> None:
+        async with backend.client(
+            "provisioning_client", password, f"flood-{tag}", bind_address=source
+        ) as c:
+            for n in range(flood):
+                body = json.dumps({"client_id": f"guess-{tag}-{n}"}).encode()
+                await c.publish(f"locker/register/wrong-{tag}-{n}", body, qos=1)
+
+    await guesses("127.0.0.2", "a")  # one remote address
+    await guesses("127.0.0.1", "b")  # the local machine: only the global limit
+    bank = await backend.create_bank()
+    reply = await backend.provision(bank["token"], "locker-client-5f5f5f5f", timeout=30)
+    assert reply.status == "success"  # processed after every guess (one lane per order)
+
+    async def counts() -> dict[str, float]:
+        return {
+            "error": await _metric(backend, "locker_mqtt_registrations_total", result="error"),
+            "limited": await _metric(
+                backend, "locker_mqtt_registrations_total", result="rate_limited"
+            ),
+            "dropped": await _metric(
+                backend, "locker_mqtt_refused_total", reason="registration_rate_per_address"
+            ),
+            "replies": await _metric(
+                backend, "locker_mqtt_published_total", kind="provisioning_reply"
+            ),
+        }
+
+    seen = await until(
+        counts,
+        lambda c: c["error"] + c["limited"] + c["dropped"] == 2 * flood,
+        "every guess accounted for",
+        60,
+        0.5,
+    )
+    log(f"figures: {2 * flood} guesses from 2 addresses -> {seen}")
+    assert seen["dropped"] == flood - 20
+    assert seen["error"] == 60
+    assert seen["replies"] <= 61  # 60 error replies + the real one
+
+
+# --------------------------------------------------------------------------- finding 8
+
+
+async def test_event_streams_are_capped_and_failed_logins_limited(tmp_path: Path) -> None:
+    """Finding 8: SSE streams are capped per token and overall (503 + Retry-After past
+    it, /healthz unaffected); failed bearer logins are limited per source address."""
+    headless = embedded_headless(
+        tmp_path / "h", SSE_MAX_STREAMS="12", SSE_MAX_STREAMS_PER_TOKEN="5"
+    )
+    await headless.instance.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            await headless.wait_serving(session, START_TIMEOUT)
+            tokens = []
+            for name in ("app-a", "app-b", "app-c"):
+                code, out, err = await headless.cli("api-token", "create", name, "--role", "app")
+                assert code == 0, err
+                tokens.append(out.strip().splitlines()[0])
+            url = f"{headless.url}/api/events/stream"
+            streams: list[aiohttp.ClientResponse] = []
+
+            async def stream(token: str) -> aiohttp.ClientResponse:
+                resp = await session.get(url, headers={"Authorization": f"Bearer {token}"})
+                if resp.status == 200:
+                    streams.append(resp)
+                return resp
+
+            try:
+                statuses = [(await stream(tokens[0])).status for _ in range(6)]
+                assert statuses == [200] * 5 + [503]
+                statuses = [(await stream(tokens[1])).status for _ in range(5)]
+                statuses += [(await stream(tokens[2])).status for _ in range(3)]
+                assert statuses == [200] * 7 + [503]  # 12 open overall
+                refused = await stream(tokens[2])
+                assert refused.status == 503 and refused.headers["Retry-After"]
+                status, _ = await headless.healthz(session)
+                assert status == 200
+            finally:
+                for resp in streams:
+                    resp.close()
+            # a stream closed frees its place
+            await until(
+                lambda: stream(tokens[0]),
+                lambda r: r.status == 200,
+                "a place free again",
+                10,
+            )
+            for resp in streams:
+                resp.close()
+
+            # failed logins: 20 a minute per source address, then 429 for everyone there
+            answers = []
+            for _ in range(25):
+                async with session.get(
+                    f"{headless.url}/api/locker-banks", headers={"Authorization": "Bearer guess"}
+                ) as resp:
+                    answers.append(resp.status)
+            assert answers == [401] * 20 + [429] * 5
+            async with session.get(
+                f"{headless.url}/api/locker-banks",
+                headers={"Authorization": f"Bearer {tokens[0]}"},
+            ) as resp:
+                assert resp.status == 429 and resp.headers["Retry-After"]
+    finally:
+        await headless.instance.stop()
+
+
+# --------------------------------------------------------------------------- finding 9
+
+
+async def test_health_names_a_store_that_cannot_write(backend: EmbeddedHeadless) -> None:
+    """Finding 9: while the store cannot take a write (another process holds its lock, as a
+    read-only or full disk would refuse it), /healthz answers 503 and names the database;
+    it recovers by itself."""
+    db_file = backend.data_dir / "locker.db"
+
+    def lock() -> sqlite3.Connection:
+        conn = sqlite3.connect(db_file, timeout=5, isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        return conn
+
+    conn = await asyncio.to_thread(lock)
+    async with aiohttp.ClientSession() as session:
+        try:
+            status, body = await backend.healthz(session)
+        finally:
+            await asyncio.to_thread(conn.execute, "ROLLBACK")
+            await asyncio.to_thread(conn.close)
+        log(f"figures: locked store -> /healthz {status} {body}")
+        assert status == 503
+        assert body["database"]["ok"] is False and "not writable" in body["database"]["detail"]
+        assert body["broker"]["ok"] is True  # says which part failed
+        await until(lambda: backend.healthz(session), lambda r: r[0] == 200, "healthy", 20)
+
+
+async def test_cli_store_errors_are_one_line(backend: EmbeddedHeadless) -> None:
+    """Finding 9: with the database's -wal file deleted under a running backend, CLI
+    commands end with one `error:` line, never a traceback."""
+    await backend.create_bank()
+    wal = backend.data_dir / "locker.db-wal"
+    assert wal.exists()
+    await asyncio.to_thread(wal.unlink)
+    results = [await backend.cli(*args) for args in (("bank", "list"), ("events",))]
+    log(f"figures: CLI after the WAL was deleted: {[(c, e.strip()[:120]) for c, _o, e in results]}")
+    for code, _out, err in results:
+        assert "Traceback" not in err
+        lines = err.strip().splitlines()
+        assert code == 1 and len(lines) == 1 and lines[0].startswith("error: database:"), err
