@@ -161,3 +161,20 @@ def latest_outbox(
             if key not in newest or row_id > newest[key][0]:
                 newest[key] = (row_id, LatestSend(status, sent_at or created_at))
     return {key: send for key, (_id, send) in newest.items()}
+
+
+def replays_unavailable(session: Session, banks: set[str]) -> set[str]:
+    """The banks whose devices never re-send a stored answer (dialect `openlocker`)."""
+    column = getattr(LockerBankRow, "dialect", None)
+    if column is None or not banks:
+        return set()
+    found: set[str] = set()
+    for chunk in chunks(sorted(banks)):
+        found.update(
+            session.execute(
+                select(LockerBankRow.uuid)
+                .where(LockerBankRow.uuid.in_(chunk))  # type: ignore[attr-defined]
+                .where(column == "openlocker")
+            ).scalars()
+        )
+    return found
