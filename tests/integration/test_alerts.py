@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from backend.domain.contract import CommandResponse
 from backend.domain.errors import InvalidInput, NotFound, RuleViolation
@@ -167,10 +168,8 @@ async def test_restart_asks_again_every_sent_unanswered_unexpired_command(
 
     def queued() -> list[str | None]:
         with service.db.read_session() as session:
-            return [
-                r.transaction_id
-                for r in session.query(OutboxRow).filter(OutboxRow.status == "pending")
-            ]
+            rows = session.execute(select(OutboxRow).where(OutboxRow.status == "pending"))
+            return [r.transaction_id for r in rows.scalars()]
 
     assert sorted(queued()) == sorted(unanswered)
     # asking again twice queues nothing more; an expired command is never asked again
@@ -180,7 +179,8 @@ async def test_restart_asks_again_every_sent_unanswered_unexpired_command(
     assert (await service.devices.recover_after_restart())["reasked"] == 1
     assert waiting.transaction_id not in queued() and stale.transaction_id not in queued()
     with service.db.read_session() as session:
-        assert not any(r.in_doubt for r in session.query(CommandTransactionRow))
+        rows = session.execute(select(CommandTransactionRow)).scalars()
+        assert not any(r.in_doubt for r in rows)
 
 
 async def test_opens_are_refused_a_ttl_longer_than_the_timeout(tmp_path: object) -> None:
