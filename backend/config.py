@@ -9,17 +9,26 @@ secret is an error naming the variable.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_FIELDS = ("mosq_secret", "secret_key", "mqtt_password", "mqtt_provisioning_password")
+SECRET_FIELDS = (
+    "mosq_secret",
+    "secret_key",
+    "mqtt_password",
+    "mqtt_provisioning_password",
+    "dynsec_admin_password",
+)
 SECRETS_FILE = "secrets.json"
 DEFAULT_CONFIG_TTL = 3600.0
 log = logging.getLogger(__name__)
@@ -53,6 +62,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8080, ge=0, le=65535)
+    hook_host: str = "127.0.0.1"
+    hook_port: int = Field(default=8081, ge=0, le=65535)
+    mqtt_instance_id: str = Field(default_factory=lambda: default_instance_id())
     secret_key: SecretStr | None = None
     command_timeout: float = Field(default=30.0, gt=0)
     command_ttl: float | None = Field(default=None, gt=0)
@@ -67,6 +79,22 @@ class Settings(BaseSettings):
     alert_webhook_url: str | None = None
     provisioning_token_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
     log_format: Literal["text", "json"] = "text"
+    # Mosquitto's dynamic-security plugin (AUTH_MODE=dynsec, DESIGN 5.1; backend/dynsec/)
+    auth_mode: Literal["hook", "dynsec"] = "hook"
+    locker_broker: Literal["amqtt", "mosquitto"] = "amqtt"
+    dynsec_admin_user: str = "locker_dynsec_admin"
+    dynsec_admin_password: SecretStr | None = None
+
+    @field_validator("mqtt_instance_id", mode="before")
+    @classmethod
+    def _instance_id(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return default_instance_id()
+        if isinstance(value, str) and (
+            any(c in value for c in "/+#\x00") or len(value) > 64 or not value.isprintable()
+        ):
+            raise ValueError("must be one MQTT topic level: no / + # or control characters")
+        return value
 
     @field_validator(
         "mqtt_host", "mqtt_shared_group", "database_url", "alert_webhook_url", mode="before"
@@ -104,6 +132,26 @@ class Settings(BaseSettings):
         return self.mqtt_host is not None
 
     @property
+    def dynsec(self) -> bool:
+        """Mosquitto's dynamic-security plugin decides: `AUTH_MODE=dynsec`, or the embedded
+        broker is a private Mosquitto (`LOCKER_BROKER=mosquitto`), which always runs it."""
+        return self.auth_mode == "dynsec" or (
+            self.embedded_broker and self.locker_broker == "mosquitto"
+        )
+
+    @property
+    def backend_client_id(self) -> str:
+        """The backend's MQTT client id. Under dynsec the broker cannot refuse a CONNECT
+        that takes over another client's id (DESIGN 5.1), so the reserved id gets a
+        suffix nobody can guess without the backend's password: stable across restarts
+        (the persistent session), the same for every process holding that password."""
+        if not self.dynsec or self.mqtt_password is None:
+            return self.mqtt_client_id
+        key = self.mqtt_password.get_secret_value().encode()
+        suffix = hmac.new(key, b"locker-console client id", hashlib.sha256).hexdigest()[:20]
+        return f"{self.mqtt_client_id}-{suffix}"
+
+    @property
     def superusers(self) -> frozenset[str]:
         return frozenset(u.strip() for u in self.mqtt_superusers.split(",") if u.strip())
 
@@ -119,6 +167,13 @@ class Settings(BaseSettings):
         if value is None or not value.get_secret_value():
             raise SettingsError(f"{name.upper()} is not set (required with MQTT_HOST set)")
         return str(value.get_secret_value())
+
+
+def default_instance_id() -> str:
+    """Host name plus a short hash of the process id: distinct per process on one host,
+    stable for the life of the process (suffix of status/probe topics, DESIGN 4, 12)."""
+    host = "".join(c for c in socket.gethostname() if c.isalnum() or c in "-_.")[:40] or "host"
+    return f"{host}-{hashlib.sha256(str(os.getpid()).encode()).hexdigest()[:6]}"
 
 
 def _describe(exc: ValidationError) -> str:

@@ -25,7 +25,8 @@ def _port_env_set() -> bool:
 
 def run_mode(args: argparse.Namespace) -> int:
     """Start the requested long-running mode; returns the exit code."""
-    settings = load_settings()
+    embedded = getattr(args, "embedded_broker", None)
+    settings = load_settings(locker_broker=embedded) if embedded else load_settings()
     if args.command == "simulate":
         configure(settings, to_file=False)
         return _run(_simulate(settings, args))

@@ -66,6 +66,19 @@ class LockerBankCreated(DomainEvent):
     location: str
     heartbeat_interval_seconds: int
     compartments: list[CompartmentSpec]
+    # auto | seed | openlocker. Banks created before dialects existed speak `seed`.
+    dialect: str = "seed"
+
+
+class LockerBankUpdated(DomainEvent):
+    """The operator edited a bank; the full new settings (unchanged ones repeated)."""
+
+    event_type: ClassVar[str] = "LockerBankUpdated"
+    name: str
+    location: str
+    heartbeat_interval_seconds: int
+    compartments: list[CompartmentSpec]
+    dialect: str
 
 
 class ProvisioningTokenIssued(DomainEvent):
@@ -78,6 +91,8 @@ class LockerBankProvisioned(DomainEvent):
     event_type: ClassVar[str] = "LockerBankProvisioned"
     client_id: str
     password_sha256: str
+    # What the registration suggested (a `message_id` in it: openlocker); None before 3.1.
+    dialect: str | None = None
 
 
 class ProvisioningRejected(DomainEvent):
@@ -124,6 +139,7 @@ class CompartmentOpened(DomainEvent):
     late: bool = False
     after_expiry: bool = False
     """The answer came after the command expired: a late execution (status `late`)."""
+    message: str | None = None
 
 
 class CommandFailed(DomainEvent):
@@ -158,6 +174,7 @@ class ConfigApplied(DomainEvent):
     in_sync: bool
     late: bool = False
     after_expiry: bool = False
+    message: str | None = None
 
 
 class LockerBankWentOffline(DomainEvent):
@@ -172,7 +189,16 @@ class LockerBankCameOnline(DomainEvent):
 class DoorStateChanged(DomainEvent):
     event_type: ClassVar[str] = "DoorStateChanged"
     compartment_number: int
-    state: Literal["open", "closed"]
+    state: Literal["open", "closed", "unknown"]
+    event_id: str | None = None
+
+
+class DeviceEventRecorded(DomainEvent):
+    """A documented device event without a domain rule yet (e.g. `tamper_detected`)."""
+
+    event_type: ClassVar[str] = "DeviceEventRecorded"
+    event: str
+    data: dict[str, Any] = {}
     event_id: str | None = None
 
 
@@ -195,6 +221,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.event_type: cls
     for cls in (
         LockerBankCreated,
+        LockerBankUpdated,
         ProvisioningTokenIssued,
         LockerBankProvisioned,
         ProvisioningRejected,
@@ -212,6 +239,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         DoorStateChanged,
         QrScanned,
         AlertAcknowledged,
+        DeviceEventRecorded,
     )
 }
 

@@ -167,6 +167,9 @@ class HealthReport(BaseModel):
         default_factory=list,
         description="Runtime conditions of this instance now (broker_down, store_unwritable).",
     )
+    accounts: HealthCheck | None = None
+    """`AUTH_MODE=dynsec`: the admin connection to Mosquitto's dynamic-security plugin and
+    the last command to it (absent in hook mode)."""
 
 
 # ----- the auth hook's bodies (documentation only: backend.http.hook parses them) -------

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, or_, select, tuple_
 from sqlmodel import Session, SQLModel
 
+from backend.domain.dialect import replays_stored_answers
 from backend.store.tables import (
     BankLivenessRow,
     CommandTransactionRow,
@@ -165,16 +166,12 @@ def latest_outbox(
 
 def replays_unavailable(session: Session, banks: set[str]) -> set[str]:
     """The banks whose devices never re-send a stored answer (dialect `openlocker`)."""
-    column = getattr(LockerBankRow, "dialect", None)
-    if column is None or not banks:
-        return set()
     found: set[str] = set()
     for chunk in chunks(sorted(banks)):
-        found.update(
-            session.execute(
-                select(LockerBankRow.uuid)
-                .where(LockerBankRow.uuid.in_(chunk))  # type: ignore[attr-defined]
-                .where(column == "openlocker")
-            ).scalars()
-        )
+        rows = session.execute(
+            select(LockerBankRow.uuid, LockerBankRow.dialect).where(
+                LockerBankRow.uuid.in_(chunk)  # type: ignore[attr-defined]
+            )
+        ).all()
+        found.update(uuid for uuid, dialect in rows if not replays_stored_answers(dialect))
     return found

@@ -63,7 +63,7 @@ def test_modes_and_endpoint_match_the_hook_and_settings() -> None:
     assert conf["auth_opt_http_response_mode"] == "status"  # 2xx allow, 403 deny
     assert conf["allow_anonymous"] == "false"
     assert conf["set_tcp_nodelay"] == "true"  # no Nagle delay on small MQTT packets
-    assert int(conf["auth_opt_http_port"]) == Settings.model_fields["http_port"].default
+    assert int(conf["auth_opt_http_port"]) == Settings.model_fields["hook_port"].default
     # The superuser URI is enabled only on purpose.
     assert "auth_opt_http_superuser_uri" not in conf
     assert conf["auth_opt_disable_superuser"] == "true"
