@@ -55,7 +55,9 @@ async def test_flapping_bank_is_one_alert_counting_21_flaps(
         await online(service, clock, bank)
         clock.advance(14)
     assert clock.now() - timedelta(minutes=12) < clock.now() - timedelta(seconds=21 * 34)
-    (alert,) = await service.list_alerts()
+    alerts = await service.list_alerts()
+    assert len(alerts) == 1, alerts
+    (alert,) = alerts
     assert (alert.kind, alert.count, alert.state) == ("bank_offline", 21, "open")
     metrics = await service.open_alert_counts()
     assert metrics["bank_offline"] == 1
@@ -87,7 +89,9 @@ async def test_answer_after_expiry_is_late_and_alerted_never_success(
     assert counts["expired"] == 1  # (and the config pushed when it came online timed out)
     expired = await service.get_transaction(txn.transaction_id)
     assert expired.status == "expired"
-    (alert,) = await service.list_alerts()
+    alerts = await service.list_alerts()
+    assert len(alerts) == 1, alerts
+    (alert,) = alerts
     assert alert.kind == "command_expired" and alert.transaction_id == txn.transaction_id
     clock.advance(20)  # the device opens anyway (it ignores expires_at) and says so
     outcome = await service.devices.record_response(bank, answer(txn.transaction_id))
@@ -123,7 +127,9 @@ async def test_failed_command_alert_acknowledged_with_actor_and_note(
     await service.devices.record_response(
         bank, answer(txn.transaction_id, "error", error_code="DOOR_JAMMED", message="stuck")
     )
-    (alert,) = await service.list_alerts()
+    alerts = await service.list_alerts()
+    assert len(alerts) == 1, alerts
+    (alert,) = alerts
     assert alert.kind == "command_failed" and "DOOR_JAMMED" in alert.detail
     with pytest.raises(NotFound):
         await service.acknowledge_alert(alert.id + 1000, actor="op")
