@@ -33,7 +33,11 @@ class StartupError(RuntimeError):
 
 
 def port_free(host: str, port: int) -> bool:
+    """Whether the broker can bind the port now. With SO_REUSEADDR, as the broker's own
+    listener binds (socket.create_server): connections the previous run closed linger in
+    TIME_WAIT for a minute and must not stop a restart while devices are connected."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

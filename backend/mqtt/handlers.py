@@ -228,17 +228,23 @@ class InboundHandlers:
                 lambda: self.devices.record_door_snapshot(work.item.key, work.doors),
             )
             refused = list(work.refused)
-            refused += [f"compartment {n}: not a compartment of this bank" for n in unknown or []]
-            for reason in refused:
-                # one bad entry is refused alone; the rest of the snapshot was applied
-                await self._reject(work.item, f"snapshot entry refused: {reason}")
+            if unknown:
+                numbers = ", ".join(map(str, unknown[:20]))
+                refused.append(f"compartment(s) {numbers}: not compartments of this bank")
+            if refused:
+                # the bad entries are refused alone (one record); the rest was applied
+                await self._reject(
+                    work.item, ("snapshot entries refused: " + "; ".join(refused))[:500]
+                )
         elif isinstance(work, Ignored):
             log.debug("ignored %s on %s: %s", work.item.label, work.item.key, work.why)
 
     async def _register(self, work: Registration) -> None:
         token = work.item.key
         result = await self._store(
-            "registration", 1, lambda: self.devices.register(token, work.client_id)
+            "registration",
+            1,
+            lambda: self.devices.register(token, work.client_id, dialect=work.dialect),
         )
         if result is None:
             return
