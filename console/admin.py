@@ -269,12 +269,13 @@ async def _open(service: LockerService, args: argparse.Namespace) -> int:
     ttl = service.settings.open_ttl_seconds
     txn = await service.request_open(args.uuid, args.number)
     warning = open_warning(bank, ttl)
-    if warning:
+    if warning and not args.json:
         print(f"warning: {warning}", file=sys.stderr)
     if not args.wait:
-        _print_json(txn.to_json()) if args.json else print(
-            f"open requested: transaction {txn.transaction_id} ({txn.status})"
-        )
+        if args.json:
+            _print_json({**txn.to_json(), **({"warning": warning} if warning else {})})
+        else:
+            print(f"open requested: transaction {txn.transaction_id} ({txn.status})")
         return 0
     timeout = args.timeout or ttl + WAIT_GRACE
     try:
@@ -282,7 +283,7 @@ async def _open(service: LockerService, args: argparse.Namespace) -> int:
     except TimeoutError:
         txn = await service.get_transaction(txn.transaction_id)
     if args.json:
-        _print_json(txn.to_json())
+        _print_json({**txn.to_json(), **({"warning": warning} if warning else {})})
     else:
         print(outcome_line(txn))
     return OUTCOME_EXIT.get(txn.status, EXIT_EXPIRED)
