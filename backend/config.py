@@ -10,6 +10,7 @@ secret is an error naming the variable.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
 import secrets
@@ -20,7 +21,13 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_FIELDS = ("mosq_secret", "secret_key", "mqtt_password", "mqtt_provisioning_password")
+SECRET_FIELDS = (
+    "mosq_secret",
+    "secret_key",
+    "mqtt_password",
+    "mqtt_provisioning_password",
+    "dynsec_admin_password",
+)
 SECRETS_FILE = "secrets.json"
 
 
@@ -61,6 +68,11 @@ class Settings(BaseSettings):
     command_retry_after: float = Field(default=10.0, gt=0)
     provisioning_token_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
     log_format: Literal["text", "json"] = "text"
+    # Mosquitto's dynamic-security plugin (AUTH_MODE=dynsec, DESIGN 5.1; backend/dynsec/)
+    auth_mode: Literal["hook", "dynsec"] = "hook"
+    locker_broker: Literal["amqtt", "mosquitto"] = "amqtt"
+    dynsec_admin_user: str = "locker_dynsec_admin"
+    dynsec_admin_password: SecretStr | None = None
 
     @field_validator("mqtt_instance_id", mode="before")
     @classmethod
@@ -81,6 +93,26 @@ class Settings(BaseSettings):
     @property
     def embedded_broker(self) -> bool:
         return self.mqtt_host is None
+
+    @property
+    def dynsec(self) -> bool:
+        """Mosquitto's dynamic-security plugin decides: `AUTH_MODE=dynsec`, or the embedded
+        broker is a private Mosquitto (`LOCKER_BROKER=mosquitto`), which always runs it."""
+        return self.auth_mode == "dynsec" or (
+            self.embedded_broker and self.locker_broker == "mosquitto"
+        )
+
+    @property
+    def backend_client_id(self) -> str:
+        """The backend's MQTT client id. Under dynsec the broker cannot refuse a CONNECT
+        that takes over another client's id (DESIGN 5.1), so the reserved id gets a
+        suffix nobody can guess without the backend's password: stable across restarts
+        (the persistent session), the same for every process holding that password."""
+        if not self.dynsec or self.mqtt_password is None:
+            return self.mqtt_client_id
+        key = self.mqtt_password.get_secret_value().encode()
+        suffix = hmac.new(key, b"locker-console client id", hashlib.sha256).hexdigest()[:20]
+        return f"{self.mqtt_client_id}-{suffix}"
 
     @property
     def superusers(self) -> frozenset[str]:

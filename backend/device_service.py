@@ -25,6 +25,7 @@ from backend.domain.messages import (
     command_message,
     provisioning_error,
     provisioning_success,
+    restamp,
 )
 from backend.domain.ratelimit import FailureLimiter
 from backend.domain.timeutil import truncate_ms
@@ -106,8 +107,10 @@ class DeviceService:
 
     # ----- provisioning ------------------------------------------------------------------
 
-    async def register(self, token: str, client_id: str) -> str:
-        """Handle `locker/register/{token}`; returns "success", "error" or "rate_limited"."""
+    async def register(self, token: str, client_id: str, *, dialect: str | None = None) -> str:
+        """Handle `locker/register/{token}`; returns "success", "error" or "rate_limited".
+        `dialect` is what the registration's form suggests; it decides an `auto` bank's
+        dialect, an explicit one wins (DESIGN section 3.1)."""
         if self.limiter.blocked(client_id, self.now):
             return "rate_limited"
         digest = self.service.token_digest(token)
@@ -119,20 +122,32 @@ class DeviceService:
                 select(LockerBankRow.uuid).where(LockerBankRow.token_hmac == digest)
             ).first()
             if row is None:
-                uow.enqueue(provisioning_error(client_id))
+                uow.enqueue(provisioning_error(client_id, uow.now))
                 return "error"
             bank_uuid = row[0]
             recorded = uow.execute(
                 bank_uuid,
                 lambda b: b.provision(
-                    digest, client_id=client_id, password_sha256=password_hash, now=uow.now
+                    digest,
+                    client_id=client_id,
+                    password_sha256=password_hash,
+                    now=uow.now,
+                    dialect=dialect,
                 ),
                 DEVICE,
             )
             if recorded and recorded[0].event_type == "LockerBankProvisioned":
-                uow.enqueue(provisioning_success(client_id, bank_uuid, password))
+                bank = uow.bank(bank_uuid)
+                if dialect and bank.dialect_choice not in ("auto", dialect):
+                    log.info(
+                        "bank %s registered in the %s form; its explicit dialect %s stays",
+                        bank_uuid,
+                        dialect,
+                        bank.dialect_choice,
+                    )
+                uow.enqueue(provisioning_success(client_id, bank_uuid, password, uow.now))
                 return "success"
-            uow.enqueue(provisioning_error(client_id))
+            uow.enqueue(provisioning_error(client_id, uow.now))
             return "error"
 
         result = await self.service.transact(work)
@@ -225,6 +240,12 @@ class DeviceService:
                     ),
                     DEVICE,
                 )
+            elif event.event != "qr_scanned":
+                uow.execute(
+                    bank_uuid,
+                    lambda b: b.device_event(event.event, event.data, now=uow.now, event_id=key),
+                    DEVICE,
+                )
             else:
                 qr = event.qr_data()
                 uow.execute(
@@ -236,18 +257,25 @@ class DeviceService:
 
         return await self.service.transact(work)
 
-    async def record_door_snapshot(self, bank_uuid: str, doors: Sequence[tuple[int, str]]) -> None:
-        """Upstream's retained door snapshot: record each real change."""
+    async def record_door_snapshot(
+        self, bank_uuid: str, doors: Sequence[tuple[int, str]]
+    ) -> list[int]:
+        """Upstream's retained door snapshot: record each real change. Returns the numbers
+        the bank does not have (refused alone; the other entries still count)."""
 
-        def work(uow: UnitOfWork) -> None:
+        def work(uow: UnitOfWork) -> list[int]:
+            bank = uow.bank(bank_uuid)
+            unknown = [n for n, _ in doors if n not in bank.compartments]
             for number, state in doors:
-                uow.execute(
-                    bank_uuid,
-                    lambda b, n=number, s=state: b.door_state_changed(n, s, now=uow.now),
-                    DEVICE,
-                )
+                if number in bank.compartments:
+                    uow.execute(
+                        bank_uuid,
+                        lambda b, n=number, s=state: b.door_state_changed(n, s, now=uow.now),
+                        DEVICE,
+                    )
+            return unknown
 
-        await self.service.transact(work)
+        return await self.service.transact(work)
 
     # ----- liveness ----------------------------------------------------------------------
 
@@ -334,8 +362,8 @@ class DeviceService:
                 transaction_id=transaction_id, requested_by="system", now=uow.now, ttl=ttl
             ),
             EventMetadata(actor="system", correlation_id=transaction_id),
-            react=lambda _b, events: [
-                m for e in events if (m := command_message(bank_uuid, e)) is not None
+            react=lambda b, events: [
+                m for e in events if (m := command_message(bank_uuid, e, b.dialect)) is not None
             ],
         )
 
@@ -415,7 +443,7 @@ class DeviceService:
             OutboundMessage(
                 kind="command",
                 topic=first.topic,
-                payload=first.payload.encode(),
+                payload=restamp(first.payload.encode()),  # a new publish: a new message_id
                 bank_uuid=txn.locker_uuid,
                 transaction_id=txn.transaction_id,
                 expires_at=txn.expires_at,

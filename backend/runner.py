@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Self
 
 from backend.broker import BrokerStartError, EmbeddedBroker
+from backend.broker.mosquitto import MosquittoChild
 from backend.config import Settings
 from backend.domain.timeutil import Clock
 from backend.gc_tuning import tune_gc
@@ -32,7 +33,11 @@ class StartupError(RuntimeError):
 
 
 def port_free(host: str, port: int) -> bool:
+    """Whether the broker can bind the port now. With SO_REUSEADDR, as the broker's own
+    listener binds (socket.create_server): connections the previous run closed linger in
+    TIME_WAIT for a minute and must not stop a restart while devices are connected."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:
@@ -63,6 +68,7 @@ class BackendServices:
         self.runtime = MqttRuntime(self.service, self.runtime_options)
         self.http: HttpServer | None = None
         self.broker: EmbeddedBroker | None = None
+        self.mosquitto: MosquittoChild | None = None
 
     async def start(self) -> None:
         try:
@@ -76,7 +82,8 @@ class BackendServices:
 
     async def _start(self) -> None:
         settings = self.settings
-        if settings.embedded_broker and not port_free("127.0.0.1", settings.mqtt_port):
+        amqtt = settings.embedded_broker and settings.locker_broker == "amqtt"
+        if amqtt and not port_free("127.0.0.1", settings.mqtt_port):  # (Mosquitto: its own)
             raise BrokerStartError(
                 f"MQTT port {settings.mqtt_port} on 127.0.0.1 is already in use; set MQTT_HOST "
                 "to use an external broker or MQTT_PORT to pick another port"
@@ -95,7 +102,15 @@ class BackendServices:
         )
         self.http = HttpServer(app)
         await self.http.start(settings.http_host, settings.http_port)
-        if settings.embedded_broker:
+        if settings.embedded_broker and settings.locker_broker == "mosquitto":
+            self.mosquitto = MosquittoChild(
+                data_dir=settings.locker_data_dir,
+                port=settings.mqtt_port,
+                admin_user=settings.dynsec_admin_user,
+                admin_password=settings.secret("dynsec_admin_password"),
+            )
+            await self.mosquitto.start()
+        elif settings.embedded_broker:
             self.broker = EmbeddedBroker(
                 host="127.0.0.1",
                 port=settings.mqtt_port,
@@ -105,6 +120,8 @@ class BackendServices:
             )
             await self.broker.start()
             log.info("embedded MQTT broker on 127.0.0.1:%d", self.broker.port)
+        # dynsec: the backend's own account must exist before the runtime logs in
+        await self.service.accounts.start(self.service)
         if self.tune_gc:
             tune_gc()
         await self.runtime.start()
@@ -112,9 +129,14 @@ class BackendServices:
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.runtime.stop()
+        with contextlib.suppress(Exception):
+            await self.service.accounts.close()
         if self.broker is not None:
             with contextlib.suppress(Exception):
                 await self.broker.stop()
+        if self.mosquitto is not None:
+            with contextlib.suppress(Exception):
+                await self.mosquitto.stop()
         if self.http is not None:
             with contextlib.suppress(Exception):
                 await self.http.stop()
@@ -140,7 +162,7 @@ async def run_headless(settings: Settings) -> None:
     log.info(
         "locker-console backend running (HTTP %s, MQTT %s:%d)",
         services.http.url if services.http else "-",
-        settings.mqtt_host or "127.0.0.1 (embedded)",
+        settings.mqtt_host or f"127.0.0.1 (embedded {settings.locker_broker})",
         settings.mqtt_port,
     )
     try:

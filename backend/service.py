@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from backend.accounts import AccountDirectory, account_directory_for
 from backend.config import Settings
 from backend.domain.bank import LockerBank, default_compartments
 from backend.domain.errors import ConcurrencyConflict, InvalidInput, NotFound
@@ -81,8 +82,11 @@ class LockerService:
         clock: Clock | None = None,
         new_id: Callable[[], str] | None = None,
         new_secret: Callable[[], str] | None = None,
+        accounts: AccountDirectory | None = None,
     ) -> None:
         self.settings = settings
+        self.accounts = accounts or account_directory_for(settings)
+        """Broker-side accounts kept in step with the store (a no-op in hook mode)."""
         self.db = db or Database(settings.db_url)
         self.clock = clock or SystemClock()
         self.new_id = new_id or (lambda: str(uuid_mod.uuid4()))
@@ -187,8 +191,10 @@ class LockerService:
         *,
         heartbeat_interval_seconds: int = 30,
         actor: str | None = None,
+        dialect: str = "auto",
     ) -> CreatedBank:
-        """Create a bank and issue its first provisioning token (shown once)."""
+        """Create a bank and issue its first provisioning token (shown once). `dialect`:
+        `auto` (decided by the registration), `seed` or `openlocker` (DESIGN 3.1)."""
         specs = (
             default_compartments(compartments) if isinstance(compartments, int) else compartments
         )
@@ -206,6 +212,7 @@ class LockerService:
                     compartments=specs,
                     heartbeat_interval_seconds=heartbeat_interval_seconds,
                     now=uow.now,
+                    dialect=dialect,
                 )
                 fresh = LockerBank(bank_uuid)
                 fresh.apply(created[0])  # the token rule needs the bank to exist
@@ -223,6 +230,7 @@ class LockerService:
             token_expires_at=expires,
             compartments=len(specs),
             heartbeat_interval_seconds=heartbeat_interval_seconds,
+            dialect=dialect,
         )
 
     async def issue_token(self, uuid: str, *, actor: str | None = None) -> IssuedToken:
@@ -249,6 +257,15 @@ class LockerService:
                 uuid, lambda b: b.revoke(now=uow.now, reason=reason), self._meta(actor)
             )
         )
+        try:
+            await self.accounts.revoked(uuid)  # dynsec: disable (disconnects the device)
+        except Exception as exc:
+            log.warning(
+                "bank %s is revoked in the store but its broker account is not disabled yet "
+                "(%s); the next start of the backend disables it",
+                uuid,
+                exc,
+            )
 
     async def request_open(
         self, uuid: str, number: int, *, actor: str | None = None
@@ -291,6 +308,57 @@ class LockerService:
 
         await self.transact(work)
         return await self.get_transaction(transaction_id)
+
+    async def update_bank(
+        self,
+        uuid: str,
+        *,
+        name: str | None = None,
+        location: str | None = None,
+        heartbeat_interval_seconds: int | None = None,
+        dialect: str | None = None,
+        compartments: list[CompartmentSpec] | None = None,
+        actor: str | None = None,
+    ) -> BankView:
+        """Edit a bank (None = unchanged). A changed mapping, interval or dialect of a
+        provisioned bank is pushed at once as a new `apply_config` transaction."""
+        uuid = self._require_uuid(uuid)
+        who = actor or default_actor()
+        ttl = timedelta(seconds=self.settings.command_ttl)
+
+        def work(uow: UnitOfWork) -> None:
+            before = uow.bank(uuid)
+            old_hash = before.desired_config_hash if before.exists else ""
+            old_interval = before.heartbeat_interval_seconds
+            recorded = uow.execute(
+                uuid,
+                lambda b: b.update(
+                    now=uow.now,
+                    name=name,
+                    location=location,
+                    compartments=compartments,
+                    heartbeat_interval_seconds=heartbeat_interval_seconds,
+                    dialect=dialect,
+                ),
+                self._meta(who),
+            )
+            bank = uow.bank(uuid)
+            changed = bank.desired_config_hash != old_hash or (
+                bank.heartbeat_interval_seconds != old_interval
+            )
+            if recorded and changed and bank.status in ("provisioned", "online", "offline"):
+                transaction_id = self.new_id()
+                uow.execute(
+                    uuid,
+                    lambda b: b.request_config(
+                        transaction_id=transaction_id, requested_by=who, now=uow.now, ttl=ttl
+                    ),
+                    self._meta(who, correlation_id=transaction_id),
+                    react=_commands_for(uuid),
+                )
+
+        await self.transact(work)
+        return await self.get_bank(uuid)
 
     async def rebuild_projections(self) -> int:
         """Replay every event into empty read models; returns the number of events."""
@@ -407,7 +475,7 @@ class LockerService:
 
 
 def _commands_for(uuid: str) -> Callable[[LockerBank, list[DomainEvent]], list[OutboundMessage]]:
-    def react(_bank: LockerBank, events: list[DomainEvent]) -> list[OutboundMessage]:
-        return [m for e in events if (m := command_message(uuid, e)) is not None]
+    def react(bank: LockerBank, events: list[DomainEvent]) -> list[OutboundMessage]:
+        return [m for e in events if (m := command_message(uuid, e, bank.dialect)) is not None]
 
     return react

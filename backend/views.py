@@ -43,6 +43,8 @@ class BankView(View):
     config_state: str
     desired_config_hash: str
     applied_config_hash: str | None = None
+    dialect: str = "seed"  # seed | openlocker | auto (until the registration decides)
+    dialect_setting: str = "seed"  # what the operator chose: auto | seed | openlocker
     token_expires_at: datetime | None = None
     provisioned_at: datetime | None = None
     status_changed_at: datetime | None = None
@@ -64,6 +66,7 @@ class CreatedBank(View):
     token_expires_at: datetime
     compartments: int
     heartbeat_interval_seconds: int
+    dialect: str = "auto"
 
 
 class IssuedToken(View):

@@ -7,12 +7,14 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from backend.config import Settings, load_settings
-from backend.domain.errors import DomainError
+from backend.domain.errors import DomainError, InvalidInput
+from backend.domain.mapping_text import parse_mapping
 from backend.domain.timeutil import iso
 from backend.service import LockerService
 from backend.views import BankView, EventView, TransactionView
@@ -41,6 +43,8 @@ def _print_bank(bank: BankView) -> None:
     last = _when(bank.last_heartbeat_at)
     print(f"  heartbeat  every {bank.heartbeat_interval_seconds}s, last {last}")
     print(f"  config     {bank.config_state}")
+    dialect = bank.dialect + (" (auto)" if bank.dialect_setting == "auto" else "")
+    print(f"  dialect    {dialect}")
     print(f"  pending    {bank.pending_commands} command(s)")
     _table(
         ["#", "door", "slave", "addr", "last opened"],
@@ -147,8 +151,9 @@ async def _bank(service: LockerService, args: argparse.Namespace) -> int:
         created = await service.create_bank(
             args.name,
             args.location,
-            args.compartments,
+            parse_mapping(args.mapping) if args.mapping else args.compartments,
             heartbeat_interval_seconds=args.heartbeat_interval,
+            dialect=args.dialect,
         )
         if args.json:
             _print_json(created.to_json())
@@ -157,6 +162,8 @@ async def _bank(service: LockerService, args: argparse.Namespace) -> int:
             print(f"provisioning token (shown once): {created.token}")
             print(f"token expires at {iso(created.token_expires_at)}")
         return 0
+    if action == "update":
+        return await _update(service, args)
     if action == "list":
         banks = await service.list_banks()
         if args.json:
@@ -195,6 +202,28 @@ async def _bank(service: LockerService, args: argparse.Namespace) -> int:
         print(f"credentials of {args.uuid} revoked")
         return 0
     raise DomainError(f"unknown bank action {action}")
+
+
+async def _update(service: LockerService, args: argparse.Namespace) -> int:
+    mapping = None
+    if args.mapping_file:
+        try:
+            text = await asyncio.to_thread(Path(args.mapping_file).read_text, "utf-8")
+            mapping = parse_mapping(text[: 64 * 1024])
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read mapping file: {exc}") from None
+    elif args.mapping:
+        mapping = parse_mapping(args.mapping)
+    bank = await service.update_bank(
+        args.uuid,
+        name=args.name,
+        location=args.location,
+        heartbeat_interval_seconds=args.heartbeat_interval,
+        dialect=args.dialect,
+        compartments=mapping,
+    )
+    _print_json(bank.to_json()) if args.json else _print_bank(bank)
+    return 0
 
 
 async def _open(service: LockerService, args: argparse.Namespace) -> int:

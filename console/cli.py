@@ -29,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--demo", action="store_true", help="console plus a simulated fleet")
     mode.add_argument("--banks", type=int, default=12, help="banks for --demo (default 12)")
     mode.add_argument("--readonly", action="store_true", help="console without any action")
+    mode.add_argument(
+        "--embedded-broker",
+        choices=["amqtt", "mosquitto"],
+        default=None,
+        help="embedded broker when MQTT_HOST is unset (LOCKER_BROKER; default amqtt); "
+        "mosquitto runs a private Mosquitto with its dynamic-security plugin",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     attach = sub.add_parser("attach", help="run the TUI against a running headless backend")
@@ -52,14 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--latency", type=float, default=0.0, help="response latency in seconds")
     sim.add_argument("--upstream", action="store_true", help="upstream message form")
 
-    bank = sub.add_parser("bank", help="create, list, show, reissue tokens, revoke")
+    bank = sub.add_parser("bank", help="create, update, list, show, reissue tokens, revoke")
     bank_sub = bank.add_subparsers(dest="bank_command", metavar="ACTION", required=True)
     create = bank_sub.add_parser("create", help="create a bank and print its one-time token")
     create.add_argument("--name", required=True)
     create.add_argument("--location", default="")
     create.add_argument("--compartments", type=int, default=12)
     create.add_argument("--heartbeat-interval", type=int, default=30, help="seconds")
+    create.add_argument(
+        "--dialect",
+        choices=["auto", "seed", "openlocker"],
+        default="auto",
+        help="contract dialect (default auto: decided by the registration)",
+    )
+    create.add_argument("--mapping", default=None, help="N:SLAVE:ADDR,... (else 1..N on slave 1)")
     create.add_argument("--json", action="store_true")
+    upd = bank_sub.add_parser("update", help="edit a bank (a changed mapping is pushed)")
+    upd.add_argument("uuid")
+    upd.add_argument("--name", default=None)
+    upd.add_argument("--location", default=None)
+    upd.add_argument("--heartbeat-interval", type=int, default=None, help="seconds")
+    upd.add_argument("--dialect", choices=["auto", "seed", "openlocker"], default=None)
+    mapping = upd.add_mutually_exclusive_group()
+    mapping.add_argument("--mapping", default=None, help="N:SLAVE:ADDR,... (all compartments)")
+    mapping.add_argument("--mapping-file", default=None, help="file with N:SLAVE:ADDR entries")
+    upd.add_argument("--json", action="store_true")
     listing = bank_sub.add_parser("list", help="list banks")
     listing.add_argument("--json", action="store_true")
     show = bank_sub.add_parser("show", help="show one bank")

@@ -36,7 +36,7 @@ async def run_demo_fleet(services: BackendServices, banks: int) -> None:
         state_dir=state_dir,
         provisioning_user=settings.mqtt_provisioning_user,
         provisioning_password=settings.secret("mqtt_provisioning_password"),
-        options=DeviceOptions(),
+        options=DeviceOptions(pinned_client_id=settings.dynsec),
         faults=Faults(jam_rate=0.1, latency_seconds=0.3, latency_jitter_seconds=0.2),
         seed=7,
     )

@@ -27,7 +27,8 @@ def run_mode(args: argparse.Namespace) -> int:
     """Start the requested long-running mode; returns the exit code."""
     if args.command == "hook":
         return _run_hook()
-    settings = load_settings()
+    embedded = getattr(args, "embedded_broker", None)
+    settings = load_settings(locker_broker=embedded) if embedded else load_settings()
     if args.command == "simulate":
         configure(settings, to_file=False)
         return _run(_simulate(settings, args))

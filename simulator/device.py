@@ -105,6 +105,10 @@ class DeviceOptions:
     watch_server_status: bool = True
     history_limit: int = 10_000
     """How many sent responses and events a device keeps for inspection."""
+    pinned_client_id: bool = False
+    """After provisioning connect with the client id it registered with (its pinned id, as
+    the upstream client does) instead of its UUID. Mosquitto's dynsec plugin (AUTH_MODE=
+    dynsec) admits exactly one client id per account: the pinned one."""
 
 
 @dataclass(frozen=True)
@@ -555,7 +559,7 @@ class SimulatedDevice:
             self.config.broker_port,
             username=creds.mqtt_user,
             password=creds.mqtt_password,
-            identifier=creds.mqtt_user,
+            identifier=self.state.client_id if self.options.pinned_client_id else creds.mqtt_user,
             clean_session=False,
             keepalive=self.options.keepalive,
             timeout=self.options.mqtt_timeout,

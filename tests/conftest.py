@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine
 
 from backend.config import Settings, load_settings
@@ -15,6 +16,12 @@ from backend.service import LockerService
 from backend.store.migrate import upgrade
 from tests.support.databases import TEST_DATABASE_URL, private_postgres, truncate_all
 from tests.support.mosquitto import MosquittoBroker, mosquitto_available, run_mosquitto
+
+# Hypothesis deadlines measure wall time: on a loaded 2-core machine (CI runs brokers,
+# databases and subprocesses beside the tests) they fail examples that are merely slow.
+# Speed is measured in bench/, never by timed asserts.
+hypothesis_settings.register_profile("locker", deadline=None)
+hypothesis_settings.load_profile("locker")
 
 DB_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

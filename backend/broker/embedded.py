@@ -4,7 +4,8 @@ Used when `MQTT_HOST` is unset (DESIGN sections 1 and 12). Authentication and th
 through amqtt's own HTTP plugins to the same hook Mosquitto + go-auth use (DESIGN section 5):
 `POST {hook_url}/api/mosq/auth` and `/api/mosq/acl`, JSON bodies, allowed on any 2xx, each
 URL carrying `?mosq_secret=...`. Anonymous access is off. The broker class itself is
-`SecureBroker`, which closes amqtt 0.12.1's authorization holes (see its docstring).
+`SecureBroker` (closing amqtt 0.12.1's authorization holes, see its docstring), as
+`SessionAwareBroker` (a resumed session without subscriptions is reported as new).
 
     async with EmbeddedBroker(port=0, hook_url="http://127.0.0.1:8080",
                               mosq_secret=secret, data_dir=Path("data")) as broker:
@@ -30,7 +31,7 @@ from backend.broker.config import HookEndpoint, build_broker_config
 from backend.broker.errors import BrokerStartError, port_in_use_message
 from backend.broker.monitor import ClientMonitorPlugin
 from backend.broker.redact import install_redaction, redact_text
-from backend.broker.secure_broker import SecureBroker
+from backend.broker.resumed_session import SessionAwareBroker
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ class EmbeddedBroker:
         self._data_dir = Path(data_dir)
         self._persistence = persistence
         self._hook_timeout = hook_timeout
-        self._broker: SecureBroker | None = None
+        self._broker: SessionAwareBroker | None = None
         self._monitor: ClientMonitorPlugin | None = None
 
     # -- properties ---------------------------------------------------------------------
@@ -109,7 +110,9 @@ class EmbeddedBroker:
                 hook_timeout=max(1, round(self._hook_timeout)),
             )
             try:
-                broker = SecureBroker(config, listen_socket=sock, hook_timeout=self._hook_timeout)
+                broker = SessionAwareBroker(
+                    config, listen_socket=sock, hook_timeout=self._hook_timeout
+                )
             except Exception as exc:
                 raise BrokerStartError(
                     f"embedded MQTT broker configuration rejected: {redact_text(str(exc))}"

@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from backend.domain.contract import CompartmentMapping, config_hash
+from backend.domain.dialect import (
+    DIALECT_CHOICES,
+    OPENLOCKER_MIN_SLAVE_ID,
+    Dialect,
+    config_hash_for,
+    effective_dialect,
+    replays_stored_answers,
+)
 from backend.domain.errors import InvalidInput, NotFound, RuleViolation
 from backend.domain.events import (
     BankStatus,
@@ -25,11 +32,13 @@ from backend.domain.events import (
     ConfigApplied,
     ConfigApplyRequested,
     CredentialsRevoked,
+    DeviceEventRecorded,
     DomainEvent,
     DoorStateChanged,
     LockerBankCameOnline,
     LockerBankCreated,
     LockerBankProvisioned,
+    LockerBankUpdated,
     LockerBankWentOffline,
     ProvisioningRejected,
     ProvisioningTokenIssued,
@@ -86,8 +95,33 @@ class LockerBank:
     token_hmac: str | None = None
     token_expires_at: datetime | None = None
     commands: dict[str, PendingCommand] = field(default_factory=dict)
-    desired_config_hash: str = ""
     applied_config_hash: str | None = None
+    dialect_choice: str = "seed"
+    detected_dialect: str | None = None
+
+    @property
+    def dialect(self) -> Dialect | None:
+        """The dialect commands are built in: the operator's choice, else what the
+        registration suggested; None for an `auto` bank not yet registered."""
+        return effective_dialect(self.dialect_choice, self.detected_dialect)
+
+    @property
+    def replays_stored_answers(self) -> bool:
+        """Whether asking this bank again can recover a lost answer (DESIGN section 9)."""
+        return replays_stored_answers(self.dialect)
+
+    @property
+    def desired_config_hash(self) -> str:
+        """The hash the device reports once it applied the current mapping (its dialect's)."""
+        return desired_hash(
+            list(self.compartments_spec()), self.heartbeat_interval_seconds, self.dialect
+        )
+
+    def compartments_spec(self) -> list[CompartmentSpec]:
+        return [
+            CompartmentSpec(number=c.number, slave_id=c.slave_id, address=c.address)
+            for c in sorted(self.compartments.values(), key=lambda c: c.number)
+        ]
 
     # ----- factory -----------------------------------------------------------------------
 
@@ -100,33 +134,12 @@ class LockerBank:
         compartments: list[CompartmentSpec],
         heartbeat_interval_seconds: int,
         now: datetime,
+        dialect: str = "auto",
     ) -> list[DomainEvent]:
         """Validate a new bank and return its LockerBankCreated event."""
-        name = name.strip()
-        location = location.strip()
-        if not name:
-            raise InvalidInput("bank name must not be empty")
-        if len(name) > MAX_NAME:
-            raise InvalidInput(f"bank name is longer than {MAX_NAME} characters")
-        if len(location) > MAX_LOCATION:
-            raise InvalidInput(f"location is longer than {MAX_LOCATION} characters")
-        if _has_control(name) or _has_control(location):
-            # NUL cannot even be stored by PostgreSQL; the rest are never meant in a name.
-            raise InvalidInput("bank name and location must not contain control characters")
-        if not 1 <= len(compartments) <= MAX_COMPARTMENTS:
-            raise InvalidInput(f"a bank needs 1 to {MAX_COMPARTMENTS} compartments")
-        numbers = [c.number for c in compartments]
-        if len(set(numbers)) != len(numbers):
-            raise InvalidInput("compartment numbers must be unique")
-        if min(numbers) < 1:
-            raise InvalidInput("compartment numbers start at 1")
-        for spec in compartments:
-            if not 0 <= spec.slave_id <= 247 or not 0 <= spec.address <= 65535:
-                raise InvalidInput(
-                    f"compartment {spec.number}: slaveId must be 0-247 and address 0-65535"
-                )
-        if not 1 <= heartbeat_interval_seconds <= 3600:
-            raise InvalidInput("heartbeat interval must be 1 to 3600 seconds")
+        name, location = _check_settings(
+            name, location, compartments, heartbeat_interval_seconds, dialect
+        )
         return [
             LockerBankCreated(
                 occurred_at=now,
@@ -134,8 +147,61 @@ class LockerBank:
                 location=location,
                 heartbeat_interval_seconds=heartbeat_interval_seconds,
                 compartments=sorted(compartments, key=lambda c: c.number),
+                dialect=dialect,
             )
         ]
+
+    def update(
+        self,
+        *,
+        now: datetime,
+        name: str | None = None,
+        location: str | None = None,
+        compartments: list[CompartmentSpec] | None = None,
+        heartbeat_interval_seconds: int | None = None,
+        dialect: str | None = None,
+    ) -> list[DomainEvent]:
+        """Edit a bank; returns LockerBankUpdated, or nothing if nothing changes."""
+        self._require_exists()
+        new_name, new_location = _check_settings(
+            self.name if name is None else name,
+            self.location if location is None else location,
+            self.compartments_spec() if compartments is None else compartments,
+            self.heartbeat_interval_seconds
+            if heartbeat_interval_seconds is None
+            else heartbeat_interval_seconds,
+            self.dialect_choice if dialect is None else dialect,
+            detected=self.detected_dialect,
+        )
+        if compartments is not None:
+            for number, open_tx in (
+                (c.number, c.open_transaction) for c in self.compartments.values()
+            ):
+                if open_tx is not None and number not in {s.number for s in compartments}:
+                    raise RuleViolation(
+                        f"compartment {number} has an open request in flight ({open_tx})"
+                    )
+        event = LockerBankUpdated(
+            occurred_at=now,
+            name=new_name,
+            location=new_location,
+            heartbeat_interval_seconds=self.heartbeat_interval_seconds
+            if heartbeat_interval_seconds is None
+            else heartbeat_interval_seconds,
+            compartments=sorted(
+                self.compartments_spec() if compartments is None else compartments,
+                key=lambda c: c.number,
+            ),
+            dialect=self.dialect_choice if dialect is None else dialect,
+        )
+        unchanged = (
+            event.name == self.name
+            and event.location == self.location
+            and event.heartbeat_interval_seconds == self.heartbeat_interval_seconds
+            and event.compartments == self.compartments_spec()
+            and event.dialect == self.dialect_choice
+        )
+        return [] if unchanged else [event]
 
     # ----- commands ----------------------------------------------------------------------
 
@@ -146,7 +212,13 @@ class LockerBank:
         ]
 
     def provision(
-        self, token_hmac: str, *, client_id: str, password_sha256: str, now: datetime
+        self,
+        token_hmac: str,
+        *,
+        client_id: str,
+        password_sha256: str,
+        now: datetime,
+        dialect: str | None = None,
     ) -> list[DomainEvent]:
         """Accept a registration whose token matches; otherwise return the rejection."""
         self._require_exists()
@@ -155,7 +227,10 @@ class LockerBank:
             return [ProvisioningRejected(occurred_at=now, client_id=client_id, reason=reason)]
         return [
             LockerBankProvisioned(
-                occurred_at=now, client_id=client_id, password_sha256=password_sha256
+                occurred_at=now,
+                client_id=client_id,
+                password_sha256=password_sha256,
+                dialect=dialect,
             )
         ]
 
@@ -197,10 +272,7 @@ class LockerBank:
         self, *, transaction_id: str, requested_by: str, now: datetime, ttl: timedelta
     ) -> list[DomainEvent]:
         self._require_commandable()
-        specs = [
-            CompartmentSpec(number=c.number, slave_id=c.slave_id, address=c.address)
-            for c in sorted(self.compartments.values(), key=lambda c: c.number)
-        ]
+        specs = self.compartments_spec()
         return [
             ConfigApplyRequested(
                 occurred_at=now,
@@ -247,6 +319,7 @@ class LockerBank:
                     transaction_id=transaction_id,
                     compartment_number=command.compartment_number,
                     late=late,
+                    message=message,
                 )
             ]
         if result == "success" and command.action == "apply_config":
@@ -255,8 +328,10 @@ class LockerBank:
                     occurred_at=now,
                     transaction_id=transaction_id,
                     applied_config_hash=applied_config_hash,
-                    in_sync=applied_config_hash == command.config_hash,
+                    in_sync=applied_config_hash is not None
+                    and applied_config_hash.lower() == (command.config_hash or "").lower(),
                     late=late,
+                    message=message,
                 )
             ]
         return [
@@ -319,6 +394,18 @@ class LockerBank:
             QrScanned(occurred_at=now, qr_payload=qr_payload, scanner=scanner, event_id=event_id)
         ]
 
+    def device_event(
+        self,
+        event: str,
+        data: dict[str, object],
+        *,
+        now: datetime,
+        event_id: str | None = None,
+    ) -> list[DomainEvent]:
+        """A documented device event without a domain rule yet: recorded as it came."""
+        self._require_exists()
+        return [DeviceEventRecorded(occurred_at=now, event=event, data=data, event_id=event_id)]
+
     # ----- queries -----------------------------------------------------------------------
 
     def compartment(self, number: int) -> Compartment:
@@ -365,13 +452,32 @@ class LockerBank:
         self.compartments = {
             c.number: Compartment(c.number, c.slave_id, c.address) for c in e.compartments
         }
-        self.desired_config_hash = desired_hash(e.compartments, e.heartbeat_interval_seconds)
+        self.dialect_choice = e.dialect
+
+    def _on_LockerBankUpdated(self, e: LockerBankUpdated) -> None:
+        self.name = e.name
+        self.location = e.location
+        self.heartbeat_interval_seconds = e.heartbeat_interval_seconds
+        old = self.compartments
+        self.compartments = {
+            c.number: Compartment(
+                c.number,
+                c.slave_id,
+                c.address,
+                door_state=old[c.number].door_state if c.number in old else "unknown",
+                open_transaction=old[c.number].open_transaction if c.number in old else None,
+            )
+            for c in e.compartments
+        }
+        self.dialect_choice = e.dialect
 
     def _on_ProvisioningTokenIssued(self, e: ProvisioningTokenIssued) -> None:
         self.token_hmac = e.token_hmac
         self.token_expires_at = e.expires_at
 
     def _on_LockerBankProvisioned(self, e: LockerBankProvisioned) -> None:
+        if e.dialect is not None:
+            self.detected_dialect = e.dialect
         self.token_hmac = None
         self.token_expires_at = None
         self.status = "provisioned"
@@ -432,15 +538,63 @@ class LockerBank:
         self.compartments[e.compartment_number].door_state = e.state
 
 
-def desired_hash(compartments: list[CompartmentSpec], interval: int) -> str:
-    """The config hash a bank should report after applying its mapping."""
-    return config_hash(
-        [
-            CompartmentMapping(id=c.number, slaveId=c.slave_id, address=c.address)
-            for c in compartments
-        ],
-        interval,
+def desired_hash(
+    compartments: list[CompartmentSpec], interval: int, dialect: str | None = "seed"
+) -> str:
+    """The config hash a bank should report after applying its mapping, in its dialect."""
+    return config_hash_for(
+        dialect, ((c.number, c.slave_id, c.address) for c in compartments), interval
     )
+
+
+def _check_settings(
+    name: str,
+    location: str,
+    compartments: list[CompartmentSpec],
+    heartbeat_interval_seconds: int,
+    dialect: str,
+    *,
+    detected: str | None = None,
+) -> tuple[str, str]:
+    """Validate a bank's settings; returns the stripped name and location."""
+    name = name.strip()
+    location = location.strip()
+    if not name:
+        raise InvalidInput("bank name must not be empty")
+    if len(name) > MAX_NAME:
+        raise InvalidInput(f"bank name is longer than {MAX_NAME} characters")
+    if len(location) > MAX_LOCATION:
+        raise InvalidInput(f"location is longer than {MAX_LOCATION} characters")
+    if _has_control(name) or _has_control(location):
+        # NUL cannot even be stored by PostgreSQL; the rest are never meant in a name.
+        raise InvalidInput("bank name and location must not contain control characters")
+    if not 1 <= len(compartments) <= MAX_COMPARTMENTS:
+        raise InvalidInput(f"a bank needs 1 to {MAX_COMPARTMENTS} compartments")
+    numbers = [c.number for c in compartments]
+    if len(set(numbers)) != len(numbers):
+        raise InvalidInput("compartment numbers must be unique")
+    if min(numbers) < 1:
+        raise InvalidInput("compartment numbers start at 1")
+    targets = [(c.slave_id, c.address) for c in compartments]
+    if len(set(targets)) != len(targets):
+        raise InvalidInput("two compartments map to the same slaveId and address")
+    for spec in compartments:
+        if not 0 <= spec.slave_id <= 247 or not 0 <= spec.address <= 65535:
+            raise InvalidInput(
+                f"compartment {spec.number}: slaveId must be 0-247 and address 0-65535"
+            )
+    if not 1 <= heartbeat_interval_seconds <= 3600:
+        raise InvalidInput("heartbeat interval must be 1 to 3600 seconds")
+    if dialect not in DIALECT_CHOICES:
+        raise InvalidInput(f"dialect must be one of {', '.join(DIALECT_CHOICES)}")
+    if effective_dialect(dialect, detected) == "openlocker":
+        for spec in compartments:
+            if spec.slave_id < OPENLOCKER_MIN_SLAVE_ID:
+                raise InvalidInput(
+                    f"compartment {spec.number}: an openlocker bank needs slaveId >= "
+                    f"{OPENLOCKER_MIN_SLAVE_ID} (its contract schema)"
+                )
+    return name, location
 
 
 def default_compartments(count: int) -> list[CompartmentSpec]:

@@ -7,7 +7,6 @@ ends share one definition of the wire format.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime
 from typing import Annotated, Any, Literal, TypeVar
@@ -22,6 +21,7 @@ from pydantic import (
     field_validator,
 )
 
+from backend.domain.dialect import seed_config_hash
 from backend.domain.timeutil import ensure_utc, iso
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -74,7 +74,8 @@ class Credentials(Message):
     mqtt_password: str
 
 
-class ProvisioningReply(Message):
+class ProvisioningReply(Envelope):
+    timestamp: datetime | None = None
     status: Literal["success", "error"]
     data: Credentials | None = None
     message: Text | None = None
@@ -140,9 +141,15 @@ class QrScannedData(Message):
     scanner: Annotated[str, StringConstraints(max_length=128)]
 
 
+# Events with a domain rule, and documented ones recorded as DeviceEventRecorded (DESIGN 7;
+# the upstream AsyncAPI names `qr_scanned` and `tamper_detected` as its future events).
+RULED_EVENTS = frozenset({"door_state_changed", "qr_scanned"})
+RECORDED_EVENTS = frozenset({"tamper_detected"})
+
+
 class DeviceEvent(Envelope):
     type: Literal["event"] = "event"
-    event: Literal["door_state_changed", "qr_scanned"]
+    event: Annotated[str, StringConstraints(min_length=1, max_length=64)]
     event_id: ShortId | None = None
     timestamp: datetime
     data: dict[str, Any]
@@ -178,13 +185,39 @@ class ConnectionLost(Envelope):
 
 class CompartmentSnapshotItem(Message):
     compartment_number: CompartmentNumber
-    door_state: Literal["open", "closed"]
+    door_state: Literal["open", "closed", "unknown"]
 
 
 class CompartmentsSnapshot(Envelope):
-    """Upstream's retained door snapshot on `locker/{u}/state/compartments`."""
+    """Upstream's retained door snapshot on `locker/{u}/state/compartments`. The entries
+    are validated one by one (`snapshot_entries`): a bad one is refused alone."""
 
-    compartments: list[CompartmentSnapshotItem]
+    timestamp: datetime | None = None
+    compartments: list[Any]
+
+
+def snapshot_entries(
+    snapshot: CompartmentsSnapshot,
+) -> tuple[list[CompartmentSnapshotItem], list[str]]:
+    """The valid entries of a door snapshot and the reasons of the invalid ones."""
+    good: list[CompartmentSnapshotItem] = []
+    bad: list[str] = []
+    for index, entry in enumerate(snapshot.compartments):
+        try:
+            if not isinstance(entry, dict):
+                raise ContractError("not an object")
+            good.append(parse(CompartmentSnapshotItem, entry))
+        except ContractError as exc:
+            bad.append(f"compartments.{index}: {exc}")
+    return good, bad
+
+
+class FlatHeartbeat(Envelope):
+    """Upstream's heartbeat on `locker/{u}/state/heartbeat`: `{message_id, timestamp,
+    uptime_seconds}` at the top level."""
+
+    timestamp: datetime
+    uptime_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class ServerStatus(Message):
@@ -234,12 +267,25 @@ def parse(model: type[M], raw: bytes | bytearray | str | dict[str, Any]) -> M:
         raise ContractError(f"{where}: {first.get('msg', 'invalid')}"[:200]) from None
 
 
+def parse_heartbeat(raw: bytes | bytearray | str | dict[str, Any]) -> Heartbeat:
+    """A heartbeat in either form: the seed's nested `{type, state, data: {timestamp,
+    uptime_seconds}}` or upstream's flat `{message_id, timestamp, uptime_seconds}`."""
+    data = raw if isinstance(raw, dict) else decode_json(raw)
+    if "data" in data or data.get("state") == "heartbeat":
+        return parse(Heartbeat, data)
+    flat = parse(FlatHeartbeat, data)
+    return Heartbeat(
+        message_id=flat.message_id,
+        data=HeartbeatData(timestamp=flat.timestamp, uptime_seconds=flat.uptime_seconds),
+    )
+
+
 def parse_state(raw: bytes | bytearray | str) -> Heartbeat | ConnectionLost:
-    """A message on `locker/{u}/state`: a heartbeat or a last will."""
+    """A message on `locker/{u}/state`: a heartbeat (either form) or a last will."""
     data = decode_json(raw)
     state = data.get("state")
-    if state == "heartbeat":
-        return parse(Heartbeat, data)
+    if state == "heartbeat" or (state is None and "uptime_seconds" in data):
+        return parse_heartbeat(data)
     if state == "connection_lost" or data.get("status") == "offline":
         return parse(ConnectionLost, data)
     raise ContractError(f"unknown state {str(state)[:40]!r}")
@@ -249,14 +295,8 @@ def parse_state(raw: bytes | bytearray | str) -> Heartbeat | ConnectionLost:
 
 
 def config_hash(compartments: list[CompartmentMapping], heartbeat_interval_seconds: int) -> str:
-    """SHA-256 hex of the canonical JSON of the sorted compartment list plus the interval."""
-    items = sorted(
-        ({"id": c.id, "slaveId": c.slaveId, "address": c.address} for c in compartments),
-        key=lambda item: item["id"],
+    """Seed dialect: SHA-256 hex of the canonical JSON of the sorted compartment list plus
+    the interval (`backend.domain.dialect` holds both dialects' hashes)."""
+    return seed_config_hash(
+        ((c.id, c.slaveId, c.address) for c in compartments), heartbeat_interval_seconds
     )
-    canonical = json.dumps(
-        {"compartments": items, "heartbeat_interval_seconds": heartbeat_interval_seconds},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()

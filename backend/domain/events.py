@@ -66,6 +66,19 @@ class LockerBankCreated(DomainEvent):
     location: str
     heartbeat_interval_seconds: int
     compartments: list[CompartmentSpec]
+    # auto | seed | openlocker. Banks created before dialects existed speak `seed`.
+    dialect: str = "seed"
+
+
+class LockerBankUpdated(DomainEvent):
+    """The operator edited a bank; the full new settings (unchanged ones repeated)."""
+
+    event_type: ClassVar[str] = "LockerBankUpdated"
+    name: str
+    location: str
+    heartbeat_interval_seconds: int
+    compartments: list[CompartmentSpec]
+    dialect: str
 
 
 class ProvisioningTokenIssued(DomainEvent):
@@ -78,6 +91,8 @@ class LockerBankProvisioned(DomainEvent):
     event_type: ClassVar[str] = "LockerBankProvisioned"
     client_id: str
     password_sha256: str
+    # What the registration suggested (a `message_id` in it: openlocker); None before 3.1.
+    dialect: str | None = None
 
 
 class ProvisioningRejected(DomainEvent):
@@ -122,6 +137,7 @@ class CompartmentOpened(DomainEvent):
     transaction_id: str
     compartment_number: int
     late: bool = False
+    message: str | None = None
 
 
 class CommandFailed(DomainEvent):
@@ -151,6 +167,7 @@ class ConfigApplied(DomainEvent):
     applied_config_hash: str | None
     in_sync: bool
     late: bool = False
+    message: str | None = None
 
 
 class LockerBankWentOffline(DomainEvent):
@@ -165,7 +182,16 @@ class LockerBankCameOnline(DomainEvent):
 class DoorStateChanged(DomainEvent):
     event_type: ClassVar[str] = "DoorStateChanged"
     compartment_number: int
-    state: Literal["open", "closed"]
+    state: Literal["open", "closed", "unknown"]
+    event_id: str | None = None
+
+
+class DeviceEventRecorded(DomainEvent):
+    """A documented device event without a domain rule yet (e.g. `tamper_detected`)."""
+
+    event_type: ClassVar[str] = "DeviceEventRecorded"
+    event: str
+    data: dict[str, Any] = {}
     event_id: str | None = None
 
 
@@ -180,6 +206,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.event_type: cls
     for cls in (
         LockerBankCreated,
+        LockerBankUpdated,
         ProvisioningTokenIssued,
         LockerBankProvisioned,
         ProvisioningRejected,
@@ -196,6 +223,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         LockerBankCameOnline,
         DoorStateChanged,
         QrScanned,
+        DeviceEventRecorded,
     )
 }
 

@@ -88,8 +88,10 @@ class HealthMonitor:
         database_ok = await self.database_ok()
         broker_ok = self.broker_connected()
         detail = self.broker_detail()
+        accounts = self.service.accounts.health()
+        accounts_ok = accounts is None or accounts.ok
         return HealthReport(
-            status="ok" if database_ok and broker_ok else "unavailable",
+            status="ok" if database_ok and broker_ok and accounts_ok else "unavailable",
             database=HealthCheck(
                 ok=database_ok,
                 detail=f"{self.service.db.dialect} " + ("answering" if database_ok else "down"),
@@ -97,13 +99,16 @@ class HealthMonitor:
             broker=HealthCheck(
                 ok=broker_ok, detail=detail or ("connected" if broker_ok else "disconnected")
             ),
+            accounts=None
+            if accounts is None
+            else HealthCheck(ok=accounts.ok, detail=accounts.detail),
         )
 
     async def healthz(self, request: web.Request) -> web.Response:
         """``GET /healthz``."""
         report = await self.report()
         return web.json_response(
-            report.model_dump(mode="json"),
+            report.model_dump(mode="json", exclude_none=True),
             status=200 if report.status == "ok" else 503,
             headers={"Cache-Control": "no-store"},
         )

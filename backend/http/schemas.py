@@ -153,6 +153,9 @@ class HealthReport(BaseModel):
     status: Literal["ok", "unavailable"]
     database: HealthCheck
     broker: HealthCheck
+    accounts: HealthCheck | None = None
+    """`AUTH_MODE=dynsec`: the admin connection to Mosquitto's dynamic-security plugin and
+    the last command to it (absent in hook mode)."""
 
 
 # ----- the auth hook's bodies (documentation only: backend.http.hook parses them) -------

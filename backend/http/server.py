@@ -97,14 +97,15 @@ def build_app(
     """
     hook_metrics = hook_metrics or HookMetrics()
     app = web.Application(middlewares=[error_middleware])
-    add_hook_routes(
-        app,
-        directory,
-        settings.secret("mosq_secret"),
-        legacy_status=lambda: settings.mqtt_accept_legacy_status,
-        metrics=hook_metrics,
-        lookup=StoreLookup(service.db, directory),
-    )
+    if not settings.dynsec:  # under dynsec Mosquitto decides alone: no hook, no MOSQ_SECRET
+        add_hook_routes(
+            app,
+            directory,
+            settings.secret("mosq_secret"),
+            legacy_status=lambda: settings.mqtt_accept_legacy_status,
+            metrics=hook_metrics,
+            lookup=StoreLookup(service.db, directory),
+        )
     monitor = HealthMonitor(
         service, broker_connected=broker_connected, broker_detail=broker_detail, mode=mode
     )

@@ -116,7 +116,7 @@ class MqttConnection:
                     "connected to MQTT broker %s:%d as %s (%s)",
                     self._host,
                     self.settings.mqtt_port,
-                    self.settings.mqtt_client_id,
+                    self.settings.backend_client_id,
                     "MQTT 5, shared group" if self.v5 else "MQTT 3.1.1, persistent session",
                 )
                 async for message in client.messages:
@@ -172,7 +172,7 @@ class MqttConnection:
             "port": self.settings.mqtt_port,
             "username": self.settings.mqtt_user,
             "password": self._password,
-            "identifier": self.settings.mqtt_client_id,
+            "identifier": self.settings.backend_client_id,
             "will": will,
             "keepalive": self._keepalive,
             "timeout": self._timeout,

@@ -21,6 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from backend.device_service import DeviceService, HeartbeatIn, ResponseOutcome
 from backend.domain.contract import (
+    RECORDED_EVENTS,
     CommandResponse,
     CompartmentsSnapshot,
     ConnectionLost,
@@ -32,8 +33,11 @@ from backend.domain.contract import (
     RegisterRequest,
     decode_json,
     parse,
+    parse_heartbeat,
     parse_state,
+    snapshot_entries,
 )
+from backend.domain.dialect import dialect_of_registration
 from backend.domain.errors import DomainError
 from backend.domain.topics import TopicKind
 from backend.log_throttle import LogThrottle
@@ -55,6 +59,7 @@ UNKNOWN_BANK = "unknown bank uuid"
 class Registration:
     item: Inbound
     client_id: str
+    dialect: str  # what the registration's form suggests
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,7 @@ class LastWill:
 class DoorSnapshot:
     item: Inbound
     doors: list[tuple[int, str]]
+    refused: list[str]  # reasons of entries refused alone
 
 
 @dataclass(frozen=True)
@@ -160,52 +166,7 @@ class InboundHandlers:
 
     def validate(self, item: Inbound) -> Work:
         """Parse the payload for its topic kind; ContractError with the reason if invalid."""
-        kind = item.kind
-        raw = item.payload
-        if kind is TopicKind.REGISTER:
-            request = parse(RegisterRequest, raw)
-            if not valid_identity(request.client_id):
-                raise ContractError("client_id: not a valid MQTT identity (/ + # NUL or control)")
-            return Registration(item, request.client_id)
-        if kind in (TopicKind.RESPONSE, TopicKind.LEGACY_STATUS):
-            return Response(item, parse(CommandResponse, raw))
-        if kind is TopicKind.EVENT:
-            event = parse(DeviceEvent, raw)
-            if event.event == "door_state_changed":
-                parse(DoorStateData, event.data)
-            else:
-                parse(QrScannedData, event.data)
-            return Event(item, event)
-        if kind is TopicKind.STATE:
-            state = parse_state(raw)
-            if isinstance(state, Heartbeat):
-                return self._beat(item, state)
-            return self._will(item)
-        if kind is TopicKind.STATE_HEARTBEAT:
-            return self._beat(item, parse(Heartbeat, raw))
-        if kind is TopicKind.STATE_COMPARTMENTS:
-            snapshot = parse(CompartmentsSnapshot, raw)
-            doors = [(c.compartment_number, c.door_state) for c in snapshot.compartments]
-            return DoorSnapshot(item, doors)
-        if kind is TopicKind.STATE_CONNECTION:
-            data = decode_json(raw)
-            if data.get("status") == "online":
-                return Ignored(item, "connection status online (a heartbeat follows)")
-            parse(ConnectionLost, data)
-            return self._will(item)
-        raise ContractError(f"no handler for topic kind {kind}")
-
-    @staticmethod
-    def _beat(item: Inbound, heartbeat: Heartbeat) -> Beat:
-        return Beat(item, HeartbeatIn(item.key, heartbeat, item.received_at, item.retained))
-
-    @staticmethod
-    def _will(item: Inbound) -> Work:
-        if item.retained:
-            # Replayed at subscribe time: evidence from the past. Silence is caught by the
-            # heartbeat timeout if the device really is gone.
-            return Ignored(item, "retained last will")
-        return LastWill(item)
+        return validate_inbound(item)
 
     # ----- application -------------------------------------------------------------------
 
@@ -262,17 +223,28 @@ class InboundHandlers:
             if await self._store("last will", 1, lambda: self.devices.record_last_will(bank)):
                 self.metrics.last_wills += 1
         elif isinstance(work, DoorSnapshot):
-            await self._guarded(
+            unknown = await self._guarded(
                 work.item,
                 lambda: self.devices.record_door_snapshot(work.item.key, work.doors),
             )
+            refused = list(work.refused)
+            if unknown:
+                numbers = ", ".join(map(str, unknown[:20]))
+                refused.append(f"compartment(s) {numbers}: not compartments of this bank")
+            if refused:
+                # the bad entries are refused alone (one record); the rest was applied
+                await self._reject(
+                    work.item, ("snapshot entries refused: " + "; ".join(refused))[:500]
+                )
         elif isinstance(work, Ignored):
             log.debug("ignored %s on %s: %s", work.item.label, work.item.key, work.why)
 
     async def _register(self, work: Registration) -> None:
         token = work.item.key
         result = await self._store(
-            "registration", 1, lambda: self.devices.register(token, work.client_id)
+            "registration",
+            1,
+            lambda: self.devices.register(token, work.client_id, dialect=work.dialect),
         )
         if result is None:
             return
@@ -344,3 +316,65 @@ class InboundHandlers:
                 self.metrics.handler_errors += count
                 return None
         return None
+
+
+# ----- validation (pure: the contract tests call it on upstream examples) ------------
+
+
+def validate_inbound(item: Inbound) -> Work:
+    """Parse the payload for its topic kind; ContractError with the reason if invalid."""
+    kind = item.kind
+    raw = item.payload
+    if kind is TopicKind.REGISTER:
+        request = parse(RegisterRequest, raw)
+        if not valid_identity(request.client_id):
+            raise ContractError("client_id: not a valid MQTT identity (/ + # NUL or control)")
+        return Registration(
+            item, request.client_id, dialect_of_registration(request.message_id is not None)
+        )
+    if kind in (TopicKind.RESPONSE, TopicKind.LEGACY_STATUS):
+        return Response(item, parse(CommandResponse, raw))
+    if kind is TopicKind.EVENT:
+        event = parse(DeviceEvent, raw)
+        if event.event == "door_state_changed":
+            parse(DoorStateData, event.data)
+        elif event.event == "qr_scanned":
+            parse(QrScannedData, event.data)
+        elif event.event not in RECORDED_EVENTS:
+            raise ContractError(f"event: unknown event {event.event[:40]!r}")
+        return Event(item, event)
+    if kind is TopicKind.STATE:
+        state = parse_state(raw)
+        if isinstance(state, Heartbeat):
+            return _beat(item, state)
+        return _will(item)
+    if kind is TopicKind.STATE_HEARTBEAT:
+        return _beat(item, parse_heartbeat(raw))
+    if kind is TopicKind.STATE_COMPARTMENTS:
+        snapshot = parse(CompartmentsSnapshot, raw)
+        good, refused = snapshot_entries(snapshot)
+        if refused and not good:
+            raise ContractError("; ".join(refused)[:200])
+        doors = [(c.compartment_number, c.door_state) for c in good]
+        return DoorSnapshot(item, doors, refused)
+    if kind is TopicKind.STATE_CONNECTION:
+        data = decode_json(raw)
+        if data.get("status") == "online":
+            return Ignored(item, "connection status online (a heartbeat follows)")
+        if data.get("state") == "heartbeat" or "uptime_seconds" in data:
+            return _beat(item, parse_heartbeat(data))
+        parse(ConnectionLost, data)
+        return _will(item)
+    raise ContractError(f"no handler for topic kind {kind}")
+
+
+def _beat(item: Inbound, heartbeat: Heartbeat) -> Beat:
+    return Beat(item, HeartbeatIn(item.key, heartbeat, item.received_at, item.retained))
+
+
+def _will(item: Inbound) -> Work:
+    if item.retained:
+        # Replayed at subscribe time: evidence from the past. Silence is caught by the
+        # heartbeat timeout if the device really is gone.
+        return Ignored(item, "retained last will")
+    return LastWill(item)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import time
@@ -279,6 +280,8 @@ class OutboxRelay:
 
     async def _publish(self, item: RelayItem) -> None:
         """Publish one row; returns after its PUBACK (PublishError if that cannot happen)."""
+        if item.kind == "provisioning_reply" and item.bank_uuid and self.service.accounts.active:
+            await self._account_first(item)
         now = self.devices.now
         properties = expiry_properties(item.expires_at, now) if self.connection.v5 else None
         await self.connection.publish(
@@ -289,6 +292,21 @@ class OutboxRelay:
             properties=properties,
             timeout=self.options.publish_timeout,
         )
+
+    async def _account_first(self, item: RelayItem) -> None:
+        """dynsec: the bank's broker account with this password exists before the device
+        reads it (the row holds the password until sent, so a crash in between repeats
+        this on the next start). A failure keeps the row pending, retried with backoff."""
+        try:
+            password = json.loads(item.payload)["data"]["mqtt_password"]
+            client_id = item.topic.rsplit("/", 1)[1]
+        except (ValueError, KeyError, TypeError, IndexError):
+            return  # not a success reply: no credentials to install
+        assert item.bank_uuid is not None
+        try:
+            await self.service.accounts.provisioned(item.bank_uuid, client_id, str(password))
+        except Exception as exc:
+            raise PublishError(f"broker account of {item.bank_uuid} not created: {exc}") from None
 
     async def _failed(self, item: RelayItem, exc: PublishError) -> None:
         self.metrics.publish_failures += 1

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlmodel import Session
 
 from backend.domain.bank import desired_hash
+from backend.domain.dialect import effective_dialect
 from backend.domain.events import (
     CommandExpired,
     CommandFailed,
@@ -22,6 +23,7 @@ from backend.domain.events import (
     CommandTimedOut,
     CompartmentOpened,
     CompartmentOpeningRequested,
+    CompartmentSpec,
     ConfigApplied,
     ConfigApplyRequested,
     CredentialsRevoked,
@@ -29,6 +31,7 @@ from backend.domain.events import (
     LockerBankCameOnline,
     LockerBankCreated,
     LockerBankProvisioned,
+    LockerBankUpdated,
     LockerBankWentOffline,
     ProvisioningTokenIssued,
 )
@@ -77,6 +80,28 @@ def _txn(session: Session, r: RecordedEvent, transaction_id: str) -> CommandTran
     return row
 
 
+def _dialect_and_hash(
+    row: LockerBankRow, specs: list[CompartmentSpec], setting: str, detected: str | None
+) -> None:
+    """The bank's effective dialect (`auto` until a registration decides) and the config
+    hash its device reports in that dialect."""
+    row.dialect_setting = setting
+    row.detected_dialect = detected
+    dialect = effective_dialect(setting, detected)
+    row.dialect = dialect or "auto"
+    row.desired_config_hash = desired_hash(specs, row.heartbeat_interval_seconds, dialect)
+
+
+def _specs(session: Session, bank_uuid: str) -> list[CompartmentSpec]:
+    rows = session.execute(
+        select(CompartmentRow).where(CompartmentRow.bank_uuid == bank_uuid)
+    ).scalars()
+    return sorted(
+        (CompartmentSpec(number=c.number, slave_id=c.slave_id, address=c.address) for c in rows),
+        key=lambda c: c.number,
+    )
+
+
 def _set_status(row: LockerBankRow, status: str, r: RecordedEvent) -> None:
     row.status = status
     row.status_changed_at = r.event.occurred_at
@@ -86,21 +111,21 @@ def _set_status(row: LockerBankRow, status: str, r: RecordedEvent) -> None:
 def _created(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, LockerBankCreated)
-    session.add(
-        LockerBankRow(
-            uuid=r.aggregate_uuid,
-            name=e.name,
-            location=e.location,
-            status="unprovisioned",
-            heartbeat_interval_seconds=e.heartbeat_interval_seconds,
-            desired_config_hash=desired_hash(e.compartments, e.heartbeat_interval_seconds),
-            config_state="unknown",
-            status_changed_at=e.occurred_at,
-            created_at=e.occurred_at,
-            updated_at=e.occurred_at,
-            version=r.aggregate_version,
-        )
+    row = LockerBankRow(
+        uuid=r.aggregate_uuid,
+        name=e.name,
+        location=e.location,
+        status="unprovisioned",
+        heartbeat_interval_seconds=e.heartbeat_interval_seconds,
+        desired_config_hash="",
+        config_state="unknown",
+        status_changed_at=e.occurred_at,
+        created_at=e.occurred_at,
+        updated_at=e.occurred_at,
+        version=r.aggregate_version,
     )
+    _dialect_and_hash(row, e.compartments, e.dialect, None)
+    session.add(row)
     for spec in e.compartments:
         session.add(
             CompartmentRow(
@@ -134,7 +159,49 @@ def _provisioned(session: Session, r: RecordedEvent) -> None:
     row.provisioned_at = e.occurred_at
     row.applied_config_hash = None
     row.config_state = "unknown"
+    if e.dialect is not None:
+        _dialect_and_hash(
+            row, _specs(session, r.aggregate_uuid), row.dialect_setting or "seed", e.dialect
+        )
     _set_status(row, "provisioned", r)
+
+
+@projector(LockerBankUpdated)
+def _updated(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, LockerBankUpdated)
+    row = _bank(session, r)
+    old_hash, old_interval = row.desired_config_hash, row.heartbeat_interval_seconds
+    row.name = e.name
+    row.location = e.location
+    row.heartbeat_interval_seconds = e.heartbeat_interval_seconds
+    existing = {
+        c.number: c
+        for c in session.execute(
+            select(CompartmentRow).where(CompartmentRow.bank_uuid == r.aggregate_uuid)
+        ).scalars()
+    }
+    wanted = {spec.number: spec for spec in e.compartments}
+    for number, compartment in existing.items():
+        if number not in wanted:
+            session.delete(compartment)
+    for number, spec in wanted.items():
+        compartment = existing.get(number)
+        if compartment is None:
+            session.add(
+                CompartmentRow(
+                    bank_uuid=r.aggregate_uuid,
+                    number=spec.number,
+                    slave_id=spec.slave_id,
+                    address=spec.address,
+                )
+            )
+        else:
+            compartment.slave_id = spec.slave_id
+            compartment.address = spec.address
+    _dialect_and_hash(row, e.compartments, e.dialect, row.detected_dialect)
+    if row.desired_config_hash != old_hash or row.heartbeat_interval_seconds != old_interval:
+        row.config_state = "unknown"  # the device has not got this mapping yet
 
 
 @projector(CredentialsRevoked)
@@ -225,7 +292,8 @@ def _finish_txn(
 def _opened(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CompartmentOpened)
-    _finish_txn(session, r, e.transaction_id, "success", e.late)
+    txn = _finish_txn(session, r, e.transaction_id, "success", e.late)
+    txn.message = e.message
     compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
     compartment.door_state = "open"
@@ -239,6 +307,17 @@ def _failed(session: Session, r: RecordedEvent) -> None:
     row = _finish_txn(session, r, e.transaction_id, "error", e.late)
     row.error_code = e.error_code
     row.message = e.message
+    _config_push_ended(session, r, e.action, "drifted")
+
+
+def _config_push_ended(session: Session, r: RecordedEvent, action: str, state: str) -> None:
+    """A config push that failed, timed out or expired leaves `pending`: the bank gets it
+    again (as a new transaction) when it next comes online."""
+    if action != "apply_config":
+        return
+    bank = _bank(session, r)
+    if bank.config_state == "pending":
+        bank.config_state = state
 
 
 @projector(CommandTimedOut)
@@ -246,6 +325,7 @@ def _timed_out(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CommandTimedOut)
     _finish_txn(session, r, e.transaction_id, "timeout")
+    _config_push_ended(session, r, e.action, "unknown")
 
 
 @projector(CommandExpired)
@@ -253,6 +333,7 @@ def _expired(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CommandExpired)
     _finish_txn(session, r, e.transaction_id, "expired")
+    _config_push_ended(session, r, e.action, "unknown")
 
 
 @projector(ConfigApplied)
@@ -261,6 +342,7 @@ def _config_applied(session: Session, r: RecordedEvent) -> None:
     assert isinstance(e, ConfigApplied)
     row = _finish_txn(session, r, e.transaction_id, "success", e.late)
     row.applied_config_hash = e.applied_config_hash
+    row.message = e.message
     bank = _bank(session, r)
     bank.applied_config_hash = e.applied_config_hash
     bank.config_state = "in_sync" if e.in_sync else "drifted"

@@ -50,6 +50,8 @@ def _bank(
         config_state=row.config_state,
         desired_config_hash=row.desired_config_hash,
         applied_config_hash=row.applied_config_hash,
+        dialect=row.dialect,
+        dialect_setting=row.dialect_setting,
         token_expires_at=row.token_expires_at,
         provisioned_at=row.provisioned_at,
         status_changed_at=row.status_changed_at,

@@ -51,6 +51,11 @@ class LockerBankRow(SQLModel, table=True):
     desired_config_hash: str = Field(max_length=64)
     applied_config_hash: str | None = Field(default=None, max_length=128)
     config_state: str = Field(default="unknown", max_length=16)
+    # effective dialect (auto until a registration decides), the operator's setting, and
+    # what the registration suggested (DESIGN section 3.1)
+    dialect: str = Field(default="seed", max_length=16)
+    dialect_setting: str = Field(default="seed", max_length=16)
+    detected_dialect: str | None = Field(default=None, max_length=16)
     token_hmac: str | None = Field(default=None, max_length=64, index=True)
     token_expires_at: datetime | None = _ts()  # type: ignore[assignment]
     password_sha256: str | None = Field(default=None, max_length=64)

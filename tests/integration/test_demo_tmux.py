@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -146,11 +147,13 @@ def run_demo_once(
     env: dict[str, str],
     ports: tuple[int, int],
     before_quit: Callable[[], None] = lambda: None,
+    extra_args: tuple[str, ...] = (),
+    released: Callable[[str, int], bool] = port_free,
 ) -> float:
     """Start the demo, wait for every bank online on screen, run `before_quit`, quit with
     `q`; the seconds it took to show them online."""
     started = time.monotonic()
-    terminal.start([*locker_console(), "--demo"], workdir, env)
+    terminal.start([*locker_console(), "--demo", *extra_args], workdir, env)
     pid = terminal.pane_pid()
     wait_for(
         terminal.screen,
@@ -167,8 +170,19 @@ def run_demo_once(
     wait_for(terminal.alive, lambda alive: not alive, "the tmux session to end after q", 30)
     wait_for(lambda: process_running(pid), lambda running: not running, "the console to exit", 30)
     assert terminal.tmux("list-sessions", check=False).returncode != 0  # tmux server gone too
-    assert all(port_free("127.0.0.1", port) for port in ports), "a port is still bound"
+    assert all(released("127.0.0.1", port) for port in ports), "a port is still bound"
     return seconds
+
+
+def nothing_listens(host: str, port: int) -> bool:
+    """No process listens on the port (TIME_WAIT sockets of closed connections aside)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _beat_since(bank: dict[str, object], moment: datetime) -> bool:
@@ -224,3 +238,31 @@ def test_demo_in_tmux_shows_online_banks_quits_cleanly_and_resumes(
     assert {bank["uuid"] for bank in again} == uuids  # the same banks, resumed
     assert len(list((workdir / "data" / "sim" / "demo").iterdir())) == DEMO_BANKS
     print(f"online on screen: first start {first:.1f} s, second {second:.1f} s")
+
+
+@pytest.mark.mosquitto
+@pytest.mark.skipif(shutil.which("mosquitto") is None, reason="needs mosquitto")
+def test_demo_with_the_embedded_mosquitto_shows_twelve_banks_online(
+    tmp_path: Path, terminal: Terminal
+) -> None:
+    """`--demo --embedded-broker mosquitto`: a private Mosquitto with its dynamic-security
+    plugin (AUTH_MODE=dynsec), one account per demo bank; quitting stops it."""
+    workdir = tmp_path / "ops"
+    workdir.mkdir()
+    mqtt_port, http_port = free_port(), free_port()
+    env = clean_env(MQTT_PORT=str(mqtt_port), HTTP_PORT=str(http_port), TERM="xterm-256color")
+    seconds = run_demo_once(
+        terminal,
+        workdir,
+        env,
+        (mqtt_port, http_port),
+        extra_args=("--embedded-broker", "mosquitto"),
+        released=nothing_listens,  # Mosquitto closes its clients' sockets: TIME_WAIT stays
+    )
+    folder = workdir / "data" / "mosquitto"
+    accounts = json.loads((folder / "dynamic-security.json").read_text())
+    banks = {b["uuid"] for b in bank_list(workdir, env)}
+    assert len(banks) == DEMO_BANKS
+    assert banks <= {c["username"] for c in accounts["clients"]}
+    assert not (folder / "mosquitto.pid").exists()  # stopped with us
+    print(f"online on screen with the embedded Mosquitto: {seconds:.1f} s")

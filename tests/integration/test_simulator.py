@@ -707,7 +707,7 @@ async def test_upstream_form_uses_message_ids_and_split_state_topics(
             await retained(mosquitto, topics.device_topic(bank, "state/heartbeat")), Heartbeat
         )
         door4 = [
-            next(c.door_state for c in s.compartments if c.compartment_number == 4)
+            next(c["door_state"] for c in s.compartments if c["compartment_number"] == 4)
             for s in snapshots
         ]
         assert door4[0] == "closed" and "open" in door4 and door4[-1] == "closed"
