@@ -56,7 +56,13 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def require_secrets(settings: Settings) -> None:
-    """SettingsError naming the first secret the hook needs and does not have."""
+    """SettingsError naming the first secret the hook needs and does not have (or saying
+    that AUTH_MODE=dynsec has no hook to run)."""
+    if getattr(settings, "dynsec", False):
+        raise SettingsError(
+            "AUTH_MODE=dynsec: Mosquitto decides alone (dynamic-security plugin); "
+            "there is no hook to run"
+        )
     for name in HOOK_SECRETS:
         value = getattr(settings, name)
         if value is None or not value.get_secret_value():
