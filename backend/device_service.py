@@ -282,10 +282,17 @@ class DeviceService:
     async def record_heartbeats(self, items: Sequence[HeartbeatIn]) -> int:
         """Update liveness; a fresh heartbeat of a bank not online brings it online. Returns
         how many were taken as life (a stale retained one is not)."""
-        return await self.service.transact(lambda uow: self._record_heartbeats(uow, items))
+        taken: list[HeartbeatIn] = []
+        await self.service.transact(lambda uow: self._record_heartbeats(uow, items, taken))
+        history = self.service.heartbeats
+        for item in taken:
+            history.record(item.bank_uuid, item.received_at, item.heartbeat.data.timestamp)
+        return len(taken)
 
-    def _record_heartbeats(self, uow: UnitOfWork, items: Sequence[HeartbeatIn]) -> int:
-        taken = 0
+    def _record_heartbeats(
+        self, uow: UnitOfWork, items: Sequence[HeartbeatIn], taken: list[HeartbeatIn]
+    ) -> int:
+        taken.clear()  # a retried transaction starts again
         came: list[str] = []
         if items:
             uow.bank(items[0].bank_uuid)
@@ -305,7 +312,7 @@ class DeviceService:
             sent_at = item.heartbeat.data.timestamp
             if item.retained and item.received_at - sent_at > limit:
                 continue  # evidence from the past, not of life
-            taken += 1
+            taken.append(item)
             row = uow.session.get(BankLivenessRow, item.bank_uuid)
             if row is None:
                 row = BankLivenessRow(bank_uuid=item.bank_uuid)
@@ -321,7 +328,7 @@ class DeviceService:
         if came:
             self._came_online(uow, came)
         del held
-        return taken
+        return len(taken)
 
     def _came_online(self, uow: UnitOfWork, banks: list[str]) -> None:
         """Banks just back online: re-ask what is still unanswered, then make sure each

@@ -187,5 +187,19 @@ def read_after(session: Session, position: int, limit: int = 500) -> list[Record
     return [decode(row) for row in session.execute(stmt).scalars()]
 
 
+def read_before(
+    session: Session, position: int | None, limit: int = 500, aggregate_uuid: str | None = None
+) -> list[RecordedEvent]:
+    """Up to `limit` events before `position` (None: the newest), newest first; only those
+    of `aggregate_uuid` when given."""
+    stmt = select(StoredEvent)
+    if position is not None:
+        stmt = stmt.where(StoredEvent.id < position)  # type: ignore[operator]
+    if aggregate_uuid is not None:
+        stmt = stmt.where(StoredEvent.aggregate_uuid == aggregate_uuid)
+    stmt = stmt.order_by(StoredEvent.id.desc()).limit(limit)  # type: ignore[union-attr]
+    return [decode(row) for row in session.execute(stmt).scalars()]
+
+
 def last_position(session: Session) -> int:
     return int(session.execute(select(func.max(StoredEvent.id))).scalar() or 0)
