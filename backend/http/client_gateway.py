@@ -39,6 +39,7 @@ from backend.views import (
     BankView,
     CreatedBank,
     EventView,
+    HeartbeatSample,
     IssuedToken,
     TransactionView,
 )
@@ -242,6 +243,26 @@ class HttpGateway:
     async def acknowledge_alert(self, alert_id: int, note: str = "") -> AlertView:
         path = f"/api/alerts/{_segment(alert_id)}/ack"
         return self._build(AlertView, await self._call("POST", path, body={"note": note}))
+
+    async def search_events(
+        self, query: str, limit: int = 500, before: int | None = None
+    ) -> list[EventView]:
+        """The newest ``limit`` events (before ``before``) matching ``query``, filtered by
+        the server; oldest first."""
+        params: dict[str, str | int] = {"q": query, "limit": min(max(limit, 1), MAX_LIMIT)}
+        if before is not None:
+            params["before"] = max(before, 1)
+        data = await self._call("GET", "/api/events", query=params)
+        return [self._build(EventView, item) for item in data]
+
+    async def bank_events(self, uuid: str, limit: int = 200) -> list[EventView]:
+        query = {"limit": min(max(limit, 1), MAX_LIMIT)}
+        data = await self._call("GET", f"/api/locker-banks/{_segment(uuid)}/events", query=query)
+        return [self._build(EventView, item) for item in data]
+
+    async def heartbeat_history(self, uuid: str) -> list[HeartbeatSample]:
+        data = await self._call("GET", f"/api/locker-banks/{_segment(uuid)}/heartbeats")
+        return [self._build(HeartbeatSample, item) for item in data]
 
     async def status(self) -> SystemStatus:
         """The backend's status as seen from here (``mode`` is ``attach``)."""

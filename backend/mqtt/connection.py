@@ -69,6 +69,8 @@ class MqttConnection:
         backoff: Backoff | None = None,
         keepalive: int = 30,
         timeout: float = 10.0,
+        on_connected: Callable[[], None] = lambda: None,
+        on_disconnected: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.state = state or ConnectionState()
@@ -76,6 +78,8 @@ class MqttConnection:
         self.v5 = settings.mqtt_v5
         self.shared = settings.mqtt_shared_group is not None
         self.subscriptions = subscriptions(settings)
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
         self._on_message = on_message
         self._backoff = backoff or Backoff()
         self._keepalive = keepalive
@@ -113,6 +117,7 @@ class MqttConnection:
                 self.state.set_connected(
                     f"subscriptions refused: {', '.join(refused)}" if refused else None
                 )
+                self._on_connected()
                 log.info(
                     "connected to MQTT broker %s:%d as %s (%s)",
                     self._host,
@@ -138,6 +143,7 @@ class MqttConnection:
             self._lost.set()
             if was_connected:
                 self.metrics.disconnects += 1
+                self._on_disconnected()
 
     async def _deliver(self, message: aiomqtt.Message) -> None:
         try:
