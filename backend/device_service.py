@@ -385,16 +385,21 @@ class DeviceService:
 
     # ----- sweeps ------------------------------------------------------------------------
 
-    async def sweep(self, heard: HeardAt | None = None) -> dict[str, int]:
+    async def sweep(self, heard: HeardAt | None = None, *, settled: bool = True) -> dict[str, int]:
         """Silent banks offline, timeouts, expiries and re-asks; returns counts. `heard`
         tells when the receive side last got a heartbeat of a bank that the store may not
-        show yet (it is still queued): such a bank is not silent."""
-        return await self.service.transact(lambda uow: self._sweep(uow, heard))
+        show yet (it is still queued): such a bank is not silent. Not `settled` (the
+        runtime is away from the broker, or still handling what the broker queued for it
+        meanwhile): nobody is called silent and no sent command is judged, since its
+        answer may be in that backlog; commands never sent still time out and expire."""
+        return await self.service.transact(lambda uow: self._sweep(uow, heard, settled))
 
-    def _sweep(self, uow: UnitOfWork, heard: HeardAt | None = None) -> dict[str, int]:
+    def _sweep(
+        self, uow: UnitOfWork, heard: HeardAt | None = None, settled: bool = True
+    ) -> dict[str, int]:
         now = uow.now
         counts = {"offline": 0, "timeout": 0, "expired": 0, "reasked": 0}
-        for uuid, interval in silent_banks(uow.session, now):
+        for uuid, interval in silent_banks(uow.session, now) if settled else ():
             at = heard(uuid) if heard is not None else None
             if at is not None and now - at <= timedelta(seconds=3 * interval):
                 continue
@@ -410,6 +415,8 @@ class DeviceService:
         ]
         latest = latest_outbox(uow.session, unanswered)
         for txn in candidates:
+            if not settled and txn.status == "sent":
+                continue
             bank, tid = txn.locker_uuid, txn.transaction_id
             meta = EventMetadata(actor="system", correlation_id=tid)
             if now >= txn.expires_at:

@@ -32,7 +32,7 @@ from backend.heartbeat_history import HeartbeatHistory
 from backend.store import event_store, queries
 from backend.store.database import Database
 from backend.store.event_store import RecordedEvent
-from backend.store.migrate import upgrade
+from backend.store.migrate import UpgradeReport, upgrade
 from backend.store.projections import rebuild
 from backend.store.tables import ApiTokenRow, LockerBankRow
 from backend.store.unit_of_work import AggregateCache, UnitOfWork
@@ -102,9 +102,9 @@ class LockerService:
 
     # ----- lifecycle ---------------------------------------------------------------------
 
-    async def migrate(self) -> None:
-        """Create or upgrade the schema (Alembic)."""
-        await self.db.write(upgrade, self.db.write_engine)
+    async def migrate(self) -> UpgradeReport:
+        """Create or upgrade the schema (Alembic); what it did."""
+        return await self.db.write(upgrade, self.db.write_engine)
 
     def close(self) -> None:
         self.db.close()
