@@ -235,3 +235,57 @@ async def test_lost_answer_of_an_openlocker_device_ends_unknown_not_expired(
     before = await dump_read_models(service)
     await service.rebuild_projections()
     assert await dump_read_models(service) == before
+
+
+async def test_webhook_posts_each_alert_opening_and_resolution(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    from aiohttp import web
+
+    from backend.alert_notifier import AlertNotifier
+    from tests.support.http_api import wait_until
+    from tests.support.mosquitto import free_port
+
+    received: list[dict[str, object]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/alerts", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    notifier = AlertNotifier(service, f"http://127.0.0.1:{port}/alerts?key=secret")
+    await notifier.start()
+    try:
+        bank = await provisioned(service)
+        await online(service, clock, bank)
+        await service.devices.record_last_will(bank)  # opens a bank-offline alert
+        await wait_until(lambda: len(received) == 1, 5, "offline alert posted")
+        clock.advance(10)
+        await online(service, clock, bank)
+        clock.advance(60)
+        assert await notifier.check_resolutions() == 1  # a minute online: resolved
+        await wait_until(lambda: len(received) == 2, 5, "resolution posted")
+        txn = await service.request_open(bank, 1, actor="op")
+        await publish_all(service)
+        await service.devices.record_response(
+            bank, answer(txn.transaction_id, "error", error_code="DOOR_JAMMED")
+        )
+        await wait_until(lambda: len(received) == 3, 5, "failure posted")
+        alert = (await service.list_alerts())[0]
+        await service.acknowledge_alert(alert.id, "seen", actor="op")
+        await wait_until(lambda: len(received) == 4, 5, "acknowledgement posted")
+    finally:
+        await notifier.stop()
+        await runner.cleanup()
+    assert [(b["event"], b["alert"]["kind"]) for b in received] == [  # type: ignore[index]
+        ("alert_opened", "bank_offline"),
+        ("alert_resolved", "bank_offline"),
+        ("alert_opened", "command_failed"),
+        ("alert_resolved", "command_failed"),
+    ]
+    assert notifier.failed == 0 and notifier.sent == 4
