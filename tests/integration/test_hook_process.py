@@ -164,7 +164,7 @@ class Publishers:
 
     async def _device(self, uuid: str, password: str) -> None:
         try:
-            async with self.client(uuid, password, f"dev-{uuid}") as mqtt:
+            async with self.client(uuid, password, uuid) as mqtt:
                 while not self._stop.is_set():
                     started = time.monotonic()
                     await mqtt.publish(f"locker/{uuid}/state", b'{"beat":1}', qos=1)
@@ -397,7 +397,7 @@ async def test_cli_revocation_refuses_the_next_publish_within_a_second(
                     broker.port,
                     username=uuid,
                     password=password,
-                    identifier=f"dev-{uuid}",
+                    identifier=uuid,  # a bank: its UUID or pinned id (DESIGN 4)
                 ) as mqtt:
                     seq = 0
                     while not stop.is_set():
@@ -419,6 +419,8 @@ async def test_cli_revocation_refuses_the_next_publish_within_a_second(
                 "bank",
                 "revoke",
                 uuid,
+                "--reason",
+                "test",
                 env=env,
                 cwd=tmp_path,
                 stdout=asyncio.subprocess.PIPE,

@@ -42,6 +42,7 @@ async def test_a_silently_dropped_session_is_noticed_and_replaced(tmp_path: Path
             mqtt_user=BACKEND_USER,
             mqtt_password=BACKEND_PASSWORD,
             mqtt_client_id=CLIENT_ID,
+            mqtt_protocol="3.1.1",  # upstream amqtt speaks MQTT 3.1.1 only
             mqtt_probe_interval=0.3,
             mqtt_probe_timeout=1.0,
         )
