@@ -199,4 +199,5 @@ class BankScreen(BankActionScreen[BankData]):
                 command.callback,
                 changes_state=command.changes_state,
                 discover=True,
+                app_allowed=command.app_allowed,
             )
