@@ -126,6 +126,11 @@ class HookProcess:
             legacy_status=lambda: settings.mqtt_accept_legacy_status,
             metrics=self.metrics,
             lookup=StoreLookup(self.db, directory),
+            previous_secret=(
+                settings.mosq_secret_previous.get_secret_value()
+                if settings.mosq_secret_previous is not None
+                else None
+            ),
         )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
