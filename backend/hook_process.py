@@ -177,7 +177,7 @@ class HookProcess:
     async def _healthz(self, request: web.Request) -> web.Response:
         ok = await self.db.read(self.db.ping)
         return web.json_response(
-            {"status": "ok" if ok else "degraded", "database": ok},
+            {"status": "ok" if ok else "degraded", "database": ok, "pid": os.getpid()},
             status=200 if ok else 503,
             headers={"Cache-Control": "no-store"},
         )
