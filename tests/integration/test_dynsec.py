@@ -437,3 +437,42 @@ async def test_admin_commands_wait_out_a_broker_restart(tmp_path: Path) -> None:
     finally:
         await admin.close()
         await child.stop()
+
+
+async def test_embedded_mosquitto_dies_with_a_killed_backend_and_restarts(
+    tmp_path: Path,
+) -> None:
+    """`--headless` with LOCKER_BROKER=mosquitto, SIGKILLed: its Mosquitto goes with it
+    (no orphan holding the port), and the next start serves again at once."""
+    from tests.support.headless_instances import headless_instance
+
+    backend = headless_instance(
+        "embedded-mosquitto",
+        tmp_path,
+        {
+            "LOCKER_BROKER": "mosquitto",
+            "MQTT_PORT": str(free_port()),
+            "MQTT_PASSWORD": "backend-pw",
+            "MQTT_PROVISIONING_PASSWORD": "provisioning-pw",
+            "SECRET_KEY": "test-secret-key",
+        },
+    )
+    pid_file = tmp_path / "data" / "mosquitto" / "mosquitto.pid"
+    async with ClientSession() as http:
+        try:
+            await backend.start()
+            await backend.wait_healthy(http, 60)
+            broker_pid = int(pid_file.read_text())
+            await backend.kill()
+            await until(
+                lambda: asyncio.to_thread(_gone, broker_pid),
+                bool,
+                "the embedded Mosquitto exited with its backend",
+                timeout=10,
+            )
+            await backend.start()
+            await backend.wait_healthy(http, 60)
+            assert int(pid_file.read_text()) != broker_pid
+        finally:
+            await backend.stop()
+    assert not pid_file.exists()
