@@ -151,6 +151,12 @@ def load_settings(**overrides: object) -> Settings:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    amqtt = settings.embedded_broker and settings.locker_broker == "amqtt"
+    if settings.auth_mode == "dynsec" and amqtt:
+        raise SettingsError(
+            "AUTH_MODE=dynsec needs Mosquitto: set MQTT_HOST to your Mosquitto, or "
+            "LOCKER_BROKER=mosquitto (--embedded-broker mosquitto) for the embedded one"
+        )
     if settings.embedded_broker:
         settings = _with_generated_secrets(settings)
     return settings

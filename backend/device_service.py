@@ -282,10 +282,17 @@ class DeviceService:
     async def record_heartbeats(self, items: Sequence[HeartbeatIn]) -> int:
         """Update liveness; a fresh heartbeat of a bank not online brings it online. Returns
         how many were taken as life (a stale retained one is not)."""
-        return await self.service.transact(lambda uow: self._record_heartbeats(uow, items))
+        taken: list[HeartbeatIn] = []
+        await self.service.transact(lambda uow: self._record_heartbeats(uow, items, taken))
+        history = self.service.heartbeats
+        for item in taken:
+            history.record(item.bank_uuid, item.received_at, item.heartbeat.data.timestamp)
+        return len(taken)
 
-    def _record_heartbeats(self, uow: UnitOfWork, items: Sequence[HeartbeatIn]) -> int:
-        taken = 0
+    def _record_heartbeats(
+        self, uow: UnitOfWork, items: Sequence[HeartbeatIn], taken: list[HeartbeatIn]
+    ) -> int:
+        taken.clear()  # a retried transaction starts again
         came: list[str] = []
         if items:
             uow.bank(items[0].bank_uuid)
@@ -305,7 +312,7 @@ class DeviceService:
             sent_at = item.heartbeat.data.timestamp
             if item.retained and item.received_at - sent_at > limit:
                 continue  # evidence from the past, not of life
-            taken += 1
+            taken.append(item)
             row = uow.session.get(BankLivenessRow, item.bank_uuid)
             if row is None:
                 row = BankLivenessRow(bank_uuid=item.bank_uuid)
@@ -321,7 +328,7 @@ class DeviceService:
         if came:
             self._came_online(uow, came)
         del held
-        return taken
+        return len(taken)
 
     def _came_online(self, uow: UnitOfWork, banks: list[str]) -> None:
         """Banks just back online: re-ask what is still unanswered, then make sure each
@@ -378,16 +385,21 @@ class DeviceService:
 
     # ----- sweeps ------------------------------------------------------------------------
 
-    async def sweep(self, heard: HeardAt | None = None) -> dict[str, int]:
+    async def sweep(self, heard: HeardAt | None = None, *, settled: bool = True) -> dict[str, int]:
         """Silent banks offline, timeouts, expiries and re-asks; returns counts. `heard`
         tells when the receive side last got a heartbeat of a bank that the store may not
-        show yet (it is still queued): such a bank is not silent."""
-        return await self.service.transact(lambda uow: self._sweep(uow, heard))
+        show yet (it is still queued): such a bank is not silent. Not `settled` (the
+        runtime is away from the broker, or still handling what the broker queued for it
+        meanwhile): nobody is called silent and no sent command is judged, since its
+        answer may be in that backlog; commands never sent still time out and expire."""
+        return await self.service.transact(lambda uow: self._sweep(uow, heard, settled))
 
-    def _sweep(self, uow: UnitOfWork, heard: HeardAt | None = None) -> dict[str, int]:
+    def _sweep(
+        self, uow: UnitOfWork, heard: HeardAt | None = None, settled: bool = True
+    ) -> dict[str, int]:
         now = uow.now
         counts = {"offline": 0, "timeout": 0, "expired": 0, "reasked": 0}
-        for uuid, interval in silent_banks(uow.session, now):
+        for uuid, interval in silent_banks(uow.session, now) if settled else ():
             at = heard(uuid) if heard is not None else None
             if at is not None and now - at <= timedelta(seconds=3 * interval):
                 continue
@@ -403,6 +415,8 @@ class DeviceService:
         ]
         latest = latest_outbox(uow.session, unanswered)
         for txn in candidates:
+            if not settled and txn.status == "sent":
+                continue
             bank, tid = txn.locker_uuid, txn.transaction_id
             meta = EventMetadata(actor="system", correlation_id=tid)
             if now >= txn.expires_at:

@@ -12,7 +12,15 @@ from typing import Protocol
 
 from backend.domain.events import CompartmentSpec
 from backend.service import LockerService
-from backend.views import BankView, CreatedBank, EventView, IssuedToken, TransactionView, View
+from backend.views import (
+    BankView,
+    CreatedBank,
+    EventView,
+    HeartbeatSample,
+    IssuedToken,
+    TransactionView,
+    View,
+)
 
 
 class SystemStatus(View):
@@ -40,6 +48,14 @@ class ConsoleGateway(Protocol):
     async def get_transaction(self, transaction_id: str) -> TransactionView: ...
 
     async def events_after(self, position: int = 0, limit: int = 500) -> list[EventView]: ...
+
+    async def search_events(
+        self, query: str, limit: int = 500, before: int | None = None
+    ) -> list[EventView]: ...
+
+    async def bank_events(self, uuid: str, limit: int = 200) -> list[EventView]: ...
+
+    async def heartbeat_history(self, uuid: str) -> list[HeartbeatSample]: ...
 
     async def create_bank(
         self,
@@ -103,6 +119,17 @@ class InProcessGateway:
 
     async def events_after(self, position: int = 0, limit: int = 500) -> list[EventView]:
         return await self.service.events_after(position, limit)
+
+    async def search_events(
+        self, query: str, limit: int = 500, before: int | None = None
+    ) -> list[EventView]:
+        return await self.service.search_events(query, limit, before)
+
+    async def bank_events(self, uuid: str, limit: int = 200) -> list[EventView]:
+        return await self.service.bank_events(uuid, limit)
+
+    async def heartbeat_history(self, uuid: str) -> list[HeartbeatSample]:
+        return await self.service.heartbeat_history(uuid)
 
     async def create_bank(
         self,

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from backend import search
 from backend.accounts import AccountDirectory, account_directory_for
 from backend.config import Settings
 from backend.domain.bank import LockerBank, default_compartments
@@ -27,10 +28,11 @@ from backend.domain.events import CompartmentSpec, DomainEvent, EventMetadata
 from backend.domain.messages import OutboundMessage, command_message
 from backend.domain.timeutil import Clock, SystemClock, truncate_ms
 from backend.domain.topics import is_bank_uuid
+from backend.heartbeat_history import HeartbeatHistory
 from backend.store import event_store, queries
 from backend.store.database import Database
 from backend.store.event_store import RecordedEvent
-from backend.store.migrate import upgrade
+from backend.store.migrate import UpgradeReport, upgrade
 from backend.store.projections import rebuild
 from backend.store.tables import ApiTokenRow, LockerBankRow
 from backend.store.unit_of_work import AggregateCache, UnitOfWork
@@ -38,6 +40,7 @@ from backend.views import (
     BankView,
     CreatedBank,
     EventView,
+    HeartbeatSample,
     IssuedToken,
     TransactionView,
 )
@@ -94,12 +97,14 @@ class LockerService:
         self._cache = AggregateCache()
         self._listeners: list[EventListener] = []
         self._devices: DeviceService | None = None
+        self.heartbeats = HeartbeatHistory()
+        """The last heartbeats of each bank this process received (not stored)."""
 
     # ----- lifecycle ---------------------------------------------------------------------
 
-    async def migrate(self) -> None:
-        """Create or upgrade the schema (Alembic)."""
-        await self.db.write(upgrade, self.db.write_engine)
+    async def migrate(self) -> UpgradeReport:
+        """Create or upgrade the schema (Alembic); what it did."""
+        return await self.db.write(upgrade, self.db.write_engine)
 
     def close(self) -> None:
         self.db.close()
@@ -441,6 +446,27 @@ class LockerService:
 
     async def events_after(self, position: int = 0, limit: int = 500) -> list[EventView]:
         return await self._read(queries.events_after, position, limit)
+
+    async def bank_events(self, uuid: str, limit: int = 200) -> list[EventView]:
+        """The newest `limit` events of one bank, oldest first."""
+        return await self._read(queries.events_of, self._require_uuid(uuid), limit)
+
+    async def heartbeat_history(self, uuid: str) -> list[HeartbeatSample]:
+        """The bank's recent heartbeats as this process received them, oldest first
+        (bounded; in memory: empty after a restart). NotFound for an unknown bank."""
+        uuid = self._require_uuid(uuid)
+        await self.get_bank(uuid)
+        return self.heartbeats.samples(uuid)
+
+    async def search_events(
+        self, query: str, limit: int = 500, before: int | None = None, scan: int = 100_000
+    ) -> list[EventView]:
+        """The newest `limit` stored events before position `before` (None: the end) that
+        match `query` (the filter syntax of `backend.search`: words, field:value, -negation,
+        quotes), oldest first; at most `scan` events are read back."""
+        terms = search.parse(query, search.EVENT_FIELDS)
+        names = {bank.uuid: bank.name for bank in await self.list_banks()} if terms else {}
+        return await self._read(queries.search_events, terms, names, limit, before, scan)
 
     async def wait_for_transaction(
         self, transaction_id: str, timeout: float, poll: float = 0.1

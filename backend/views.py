@@ -116,6 +116,14 @@ class EventView(View):
     created_at: datetime
 
 
+class HeartbeatSample(View):
+    """One heartbeat as this backend received it: when, and how late (arrival minus the
+    device's own timestamp; negative when the device's clock is ahead)."""
+
+    received_at: datetime
+    lag_seconds: float
+
+
 class RejectedView(View):
     id: int
     topic: str

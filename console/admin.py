@@ -98,8 +98,8 @@ async def run_admin(args: argparse.Namespace) -> int:
     if args.command == "db":
         service = LockerService(settings)
         try:
-            await service.migrate()
-            print("database schema is up to date")
+            report = await service.migrate()
+            print(report.describe(service.db.write_engine.url.render_as_string()))
         finally:
             service.close()
         return 0

@@ -77,6 +77,7 @@ class LockerConsoleApp(App[None]):
         readonly: bool = False,
         clock: Clock | None = None,
         refresh_interval: float = 0.25,
+        mode: str = "standalone",
     ) -> None:
         super().__init__()
         self.readonly = readonly
@@ -85,6 +86,7 @@ class LockerConsoleApp(App[None]):
             clock=clock or SystemClock(),
             readonly=readonly,
             refresh_interval=refresh_interval,
+            mode=mode,
         )
         self.watcher = BackendWatcher(self.ctx)
         self._watching = False
@@ -145,6 +147,8 @@ class LockerConsoleApp(App[None]):
             *keys,
             ("ctrl+p", "Command palette (every command)"),
             ("arrows", "Move the cursor"),
+            ("j k g G", "Down, up, first, last row (Home/End too)"),
+            ("s S", "Sort by the next column, reverse (or click a header)"),
             ("tab", "Next part of the screen"),
         ]
 
@@ -185,6 +189,9 @@ class LockerConsoleApp(App[None]):
         for command in self._all_commands(screen):
             if not (self.readonly and command.changes_state):
                 yield command
+
+    async def action_create_bank(self) -> None:
+        await self._create_bank()
 
     async def _create_bank(self) -> None:
         await self.switch_mode("provisioning")

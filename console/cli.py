@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--token", default=None, help="API token (operator or app role)")
     attach.add_argument("--readonly", action="store_true", dest="attach_readonly")
 
+    sub.add_parser(
+        "hook",
+        help="serve only the broker's auth hook on HOOK_HOST:HOOK_PORT (its own process)",
+    )
+
     sim = sub.add_parser("simulate", help="run simulated locker banks against a broker")
     sim.add_argument("--banks", type=int, default=None, help="create and provision N banks")
     sim.add_argument("--token", action="append", default=None, help="provision with token T")
@@ -134,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command in (None, "attach", "simulate"):
+        if args.command in (None, "attach", "simulate", "hook"):
             from console.modes import run_mode
 
             return run_mode(args)

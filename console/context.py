@@ -7,7 +7,8 @@ Screens get this object in their constructor; they never reach into the app for 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 
 from backend.domain.timeutil import Clock
 from backend.gateway import ConsoleGateway
@@ -27,6 +28,8 @@ class ConsoleContext:
     clock: Clock
     readonly: bool = False
     refresh_interval: float = 0.25
+    mode: str = "standalone"
+    """`standalone` (the backend in this process) or `attach` (over HTTP)."""
     heartbeats: HeartbeatHistory = field(default_factory=HeartbeatHistory)
     names: dict[str, BankName] = field(default_factory=dict)
     banks: list[BankView] = field(default_factory=list)
@@ -38,6 +41,21 @@ class ConsoleContext:
     """The position of the last stored event read (screens refetch when it moves)."""
     mine: set[str] = field(default_factory=set)
     """Transaction ids this console requested (their success is worth a toast)."""
+
+    def __post_init__(self) -> None:
+        self.connectivity = replace(
+            self.connectivity, mode=self.mode, operator=self.gateway.actor, readonly=self.readonly
+        )
+
+    @property
+    def unreachable_since(self) -> datetime | None:
+        """When the backend stopped answering (None while it answers)."""
+        return self.connectivity.unreachable_since
+
+    def backend_failed(self) -> None:
+        """A call to the backend failed: from now on nothing it said before is current."""
+        since = self.connectivity.unreachable_since or self.clock.now()
+        self.connectivity = replace(self.connectivity, stale=True, unreachable_since=since)
 
     def remember_banks(self, banks: list[BankView]) -> None:
         """Keep the latest bank list (palette commands, names) and feed the heartbeat history."""

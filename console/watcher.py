@@ -9,7 +9,6 @@ what happened before the console started is shown, never toasted. No Textual her
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from backend.gateway import SystemStatus
 from backend.views import EventView, TransactionView
@@ -45,7 +44,7 @@ class BackendWatcher:
             alerts += await self._read_events()
         except Exception as exc:
             log.warning("console watcher: %s", exc)
-            self.ctx.connectivity = replace(self.ctx.connectivity, stale=True)
+            self.ctx.backend_failed()
         return alerts
 
     async def _read_status(self) -> list[Alert]:
@@ -61,6 +60,7 @@ class BackendWatcher:
             mode=status.mode,
             operator=gateway.actor,
             readonly=self.ctx.readonly,
+            alerts=self.ctx.connectivity.alerts,
         )
         return alerts
 

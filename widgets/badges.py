@@ -29,6 +29,7 @@ STYLES: dict[str, str] = {
     # doors
     "open": "bold yellow",
     "closed": "green",
+    "jammed": "bold red reverse",
     "unknown": "dim",
     # commands
     "pending": "yellow",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 from rich.text import Text
 from textual.binding import Binding
@@ -41,8 +41,8 @@ def _pending_cell(bank: BankView) -> Text:
 # The cells of a row, in column order; each is rebuilt only when its look (`_looks`)
 # changes.
 _CELL_BUILDERS: tuple[Callable[[BankView, datetime, Sequence[float]], Text], ...] = (
-    lambda bank, _now, _gaps: Text(truncate(bank.name, 60)),
-    lambda bank, _now, _gaps: Text(truncate(bank.location, 10)),
+    lambda bank, _now, _gaps: Text(truncate(bank.name, 200)),
+    lambda bank, _now, _gaps: Text(truncate(bank.location, 200)),
     lambda bank, _now, _gaps: state_text(bank.status),
     heartbeat_cell,
     lambda bank, _now, _gaps: _doors_cell(bank),
@@ -51,9 +51,37 @@ _CELL_BUILDERS: tuple[Callable[[BankView, datetime, Sequence[float]], Text], ...
 )
 
 
+def bank_values(bank: BankView) -> dict[str, str]:
+    """The full values the filter matches (`status:offline`, `bank:hall`, ...)."""
+    open_ = bank.open_compartments
+    return {
+        "name": bank.name,
+        "location": bank.location,
+        "bank": f"{bank.name} {bank.location} {bank.uuid}",
+        "uuid": bank.uuid,
+        "status": bank.status,
+        "doors": f"{open_}/{len(bank.compartments)}",
+        "open": f"{open_}/{len(bank.compartments)}",
+        "config": f"{bank.config_state} {bank.config_state.replace('_', ' ')}",
+        "pending": str(bank.pending_commands),
+        "cmds": str(bank.pending_commands),
+    }
+
+
+def bank_order(bank: BankView) -> dict[str, object]:
+    """Sort values of the columns whose natural text order is not the right one."""
+    heard = bank.last_heartbeat_at.timestamp() if bank.last_heartbeat_at else float("-inf")
+    return {
+        "heartbeat": -heard,  # ascending: the longest silence first
+        "doors": (bank.open_compartments, len(bank.compartments)),
+        "pending": bank.pending_commands,
+    }
+
+
 def bank_row(bank: BankView, now: datetime, gaps: Sequence[float]) -> Row:
     """The fleet row of one bank (all states in words)."""
-    return Row(bank.uuid, tuple(build(bank, now, gaps) for build in _CELL_BUILDERS))
+    cells = tuple(build(bank, now, gaps) for build in _CELL_BUILDERS)
+    return Row(bank.uuid, cells, bank_values(bank), bank_order(bank))
 
 
 class _Fields(NamedTuple):
@@ -110,14 +138,17 @@ class BankTable(KeyedTable):
     """Banks with status, heartbeat age and pulse, open/total doors, config, pending commands."""
 
     BINDINGS = [Binding("enter", "select_cursor", "View bank")]
-    FLEX_MAX = 32
+    FLEX_MIN = 6
+    FLEX_MAX = 60
+    FLEX_WEIGHTS: ClassVar[dict[str, int]] = {"name": 2, "location": 1}
+    DEFAULT_ORDER = "attention"
 
     COLUMNS = (
         ("name", "name", None),
-        ("location", "location", 10),
+        ("location", "location", None),
         ("status", "status", 13),
         ("heartbeat", "heartbeat", 12),
-        ("doors", "open", 5),
+        ("doors", "open", 7),
         ("config", "config", 7),
         ("pending", "cmds", 4),
     )
@@ -147,7 +178,7 @@ class BankTable(KeyedTable):
         does), so the work per second does not grow with the fleet or the ingest rate.
         """
         rows = [self._kept(bank, now, pulses) for bank in banks]
-        shown = filter_rows(rows, query)
+        shown = self._sorted(filter_rows(rows, query))
         top, height = int(self.scroll_y), max(1, self.size.height)
         near = range(max(0, top - height), min(len(shown), top + 2 * height))
         if near:
@@ -184,6 +215,7 @@ class BankTable(KeyedTable):
         elif looks == cached.looks:
             row = cached.row
         else:
+            same_fields = cached.fields == fields
             row = Row(
                 bank.uuid,
                 tuple(
@@ -192,6 +224,8 @@ class BankTable(KeyedTable):
                         _CELL_BUILDERS, cached.row.cells, looks, cached.looks, strict=True
                     )
                 ),
+                cached.row.values if same_fields else bank_values(bank),
+                bank_order(bank),
             )
         self._cache[bank.uuid] = _Cached(fields, looks, row)
         return row

@@ -4,7 +4,7 @@ last opened; arrow keys move a cursor, Enter asks to open the compartment under 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -54,6 +54,9 @@ class CompartmentGrid(Widget, can_focus=True):
         super().__init__(id=id)
         self._compartments: tuple[CompartmentView, ...] = ()
         self._now: datetime | None = None
+        self._jammed: frozenset[int] = frozenset()
+        self.placeholder = "loading…"
+        """What to show before there are compartments (set: "backend unreachable since...")."""
 
     @property
     def selected(self) -> CompartmentView | None:
@@ -62,10 +65,19 @@ class CompartmentGrid(Widget, can_focus=True):
             return None
         return self._compartments[min(self.cursor, len(self._compartments) - 1)]
 
-    def show(self, compartments: Sequence[CompartmentView], now: datetime) -> None:
-        """Show these compartments (the cursor stays on the same number when it still exists)."""
+    def show(
+        self,
+        compartments: Sequence[CompartmentView],
+        now: datetime,
+        jammed: Iterable[int] = (),
+    ) -> None:
+        """Show these compartments (the cursor stays on the same number when it still exists);
+        the numbers in `jammed` say `jammed` (their last open failed with a jam)."""
         number = self.selected.number if self.selected else None
-        changed = tuple(compartments) != self._compartments
+        jams = frozenset(jammed)
+        changed = tuple(compartments) != self._compartments or jams != self._jammed
+        self._jammed = jams
+        self.placeholder = "no compartments"
         self._compartments = tuple(sorted(compartments, key=lambda c: c.number))
         self._now = now
         if number is not None:
@@ -115,14 +127,18 @@ class CompartmentGrid(Widget, can_focus=True):
 
     def render(self) -> Text:
         if not self._compartments or self._now is None:
-            return Text("no compartments", style="dim")
+            return Text(
+                self.placeholder, style="bold red" if "unreachable" in self.placeholder else "dim"
+            )
         columns = self._columns()
         lines: list[Text] = []
         for start in range(0, len(self._compartments), columns):
             top, bottom = Text(), Text()
             for offset, compartment in enumerate(self._compartments[start : start + columns]):
                 index = start + offset
-                first, second = self._cell(compartment, self._now)
+                first, second = self._cell(
+                    compartment, self._now, compartment.number in self._jammed
+                )
                 if index == self.cursor:
                     style = "reverse" if self.has_focus else "underline"
                     first.stylize(style)
@@ -136,9 +152,9 @@ class CompartmentGrid(Widget, can_focus=True):
         return Text("\n").join(lines)
 
     @staticmethod
-    def _cell(compartment: CompartmentView, now: datetime) -> tuple[Text, Text]:
+    def _cell(compartment: CompartmentView, now: datetime, jammed: bool) -> tuple[Text, Text]:
         first = Text(f" #{compartment.number:<4}")
-        first.append_text(state_text(compartment.door_state, width=12))
+        first.append_text(state_text("jammed" if jammed else compartment.door_state, width=12))
         if compartment.last_opened_at is None:
             second = Text(" never opened".ljust(CELL_WIDTH - 1), style="dim")
         else:

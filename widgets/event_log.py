@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
 
+from backend import search
 from backend.views import EventView
-from widgets.formatting import clock_time, truncate
+from widgets.formatting import clock_time, stamp, truncate
 from widgets.keyed_table import KeyedTable, Row, filter_rows
 
 EVENT_STYLES = {
@@ -65,6 +70,21 @@ def summary(event: EventView) -> str:
     return " ".join(fields)
 
 
+def event_values(event: EventView, bank_name: str) -> dict[str, str]:
+    """Every searchable field of the event, in full (type, bank, actor, whole payload)."""
+    values = search.event_values(
+        event.event_type,
+        event.aggregate_uuid,
+        bank_name,
+        event.payload,
+        event.metadata,
+        event.position,
+    )
+    values["time"] = stamp(event.created_at)
+    values["details"] = f"{summary(event)} {values['details']}"
+    return values
+
+
 def event_row(event: EventView, bank_name: str) -> Row:
     """The log row of one event."""
     return Row(
@@ -72,27 +92,44 @@ def event_row(event: EventView, bank_name: str) -> Row:
         (
             Text(str(event.position), justify="right"),
             Text(clock_time(event.created_at)),
-            Text(truncate(event.event_type, 20), style=EVENT_STYLES.get(event.event_type, "")),
-            Text(truncate(bank_name, 10)),
-            Text(truncate(str(event.metadata.get("actor", "")), 7)),
+            Text(event.event_type, style=EVENT_STYLES.get(event.event_type, "")),
+            Text(truncate(bank_name, 200)),
+            Text(truncate(str(event.metadata.get("actor", "")), 200)),
             Text(truncate(summary(event), 200)),
         ),
+        event_values(event, bank_name),
+        {"position": event.position, "time": event.position},
     )
 
 
 class EventTable(KeyedTable):
     """Stored events in position order (oldest at the top, the newest at the bottom)."""
 
+    FLEX_MIN = 7
     FLEX_MAX = 100
+    FLEX_WEIGHTS: ClassVar[dict[str, int]] = {"type": 2, "bank": 1, "details": 4}
 
     COLUMNS = (
         ("position", "pos", 5),
         ("time", "time", 8),
-        ("type", "event", 20),
-        ("bank", "bank", 10),
+        ("type", "event", None),
+        ("bank", "bank", None),
         ("actor", "by", 7),
         ("details", "details", None),
     )
+
+    BINDINGS = [Binding("enter", "select_cursor", "Event detail")]
+
+    @dataclass
+    class Chosen(Message):
+        """Enter (or a click on a highlighted row) on an event."""
+
+        position: int
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.Chosen(int(event.row_key.value)))
 
     def show(self, events: Sequence[EventView], names: Mapping[str, str], query: str = "") -> None:
         """Show `events` (position order), bank names from `names`, filtered by `query`."""

@@ -8,6 +8,8 @@ from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import Input
 
+PLACEHOLDER = 'filter: words · field:value · -not · "two words" · Enter keeps · Esc clears'
+
 
 class FilterBar(Input):
     """Type to filter the table above (words match anywhere in a row, case-insensitive)."""
@@ -33,7 +35,9 @@ class FilterBar(Input):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(
-            placeholder="filter: words to match · Enter keeps · Escape clears", id=id, compact=True
+            placeholder=PLACEHOLDER,
+            id=id,
+            compact=True,
         )
 
     def open(self) -> None:

@@ -90,3 +90,8 @@ def text_look(text: Text) -> Hashable:
         text.no_wrap,
         text.end,
     )
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 bank`, `2 banks`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -1,7 +1,7 @@
 """One-line tab strip naming the top-level screens and their keys (`1 Fleet 2 Txns ...`).
 
-Below `WIDE` columns only the current tab keeps its label (`1 Fleet 2 3 4`), leaving
-room for the headline next to it.
+Below `WIDE` columns (narrower than any terminal worth working in) only the current tab
+keeps its label; at 80 columns every tab is named.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from textual.content import Content
 from textual.widget import Widget
 
-WIDE = 100
+WIDE = 64
 
 
 class ModeTabs(Widget):

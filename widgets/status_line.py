@@ -24,11 +24,24 @@ class Connectivity:
     operator: str = ""
     readonly: bool = False
     stale: bool = False  # the last refresh failed; what is shown may be old
+    unreachable_since: datetime | None = None  # the backend has not answered since then
+    alerts: int | None = None  # open (unacknowledged) alerts; None: not known
+
+
+def unreachable_text(mode: str, since: datetime) -> str:
+    """`backend unreachable since 12:00:03 UTC` (the store, when it runs in-process)."""
+    what = "backend" if mode == "attach" else "store"
+    return f"{what} unreachable since {since.strftime('%H:%M:%S UTC')}"
 
 
 def status_text(state: Connectivity, now: datetime, width: int = 80) -> Text:
     """`broker connected · database ok · standalone · alice · 12:00:03 UTC`."""
-    text = Text("broker ")
+    text = Text()
+    if state.unreachable_since is not None:
+        # Nothing the backend said before is current: no broker or database words at all.
+        text.append(unreachable_text(state.mode, state.unreachable_since), style="bold red")
+        return _tail(text, state, now, width)
+    text.append("broker ")
     if state.broker_connected is None:
         text.append("checking…", style="dim")
     else:
@@ -42,6 +55,12 @@ def status_text(state: Connectivity, now: datetime, width: int = 80) -> Text:
         text.append_text(state_text("ok" if state.database_ok else "unreachable"))
     if state.stale:
         text.append(" · data may be stale", style="bold yellow")
+    return _tail(text, state, now, width)
+
+
+def _tail(text: Text, state: Connectivity, now: datetime, width: int) -> Text:
+    if state.alerts:
+        text.append(f" · {state.alerts} alert{'' if state.alerts == 1 else 's'} (5)", "bold red")
     text.append(f" · {state.mode}")
     if state.readonly:
         text.append(" · read-only", style="bold cyan")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from rich.text import Text
 from textual.message import Message
@@ -36,20 +37,43 @@ def result_label(txn: TransactionView) -> Text:
     return text
 
 
+def transaction_values(txn: TransactionView, bank_name: str) -> dict[str, str]:
+    """The full values the filter matches (`action:config`, `status:error`, `bank:`...)."""
+    return {
+        "requested": stamp(txn.requested_at),
+        "time": stamp(txn.requested_at),
+        "bank": f"{bank_name} {txn.bank_uuid}",
+        "action": f"{txn.action} {action_label(txn)}",
+        "status": txn.status,
+        "latency": duration(txn.latency_seconds),
+        "result": f"{txn.error_code or ''} {txn.message or ''} {'late' if txn.late else ''}",
+        "dups": str(txn.duplicate_count),
+        "by": txn.requested_by,
+        "actor": txn.requested_by,
+        "id": txn.transaction_id,
+    }
+
+
 def transaction_row(txn: TransactionView, bank_name: str) -> Row:
     """The table row of one transaction (status in words, latency, duplicates, operator)."""
     return Row(
         txn.transaction_id,
         (
             Text(clock_time(txn.requested_at)),
-            Text(truncate(bank_name, 10)),
+            Text(truncate(bank_name, 200)),
             Text(action_label(txn)),
             state_text(txn.status),
             Text(duration(txn.latency_seconds)),
             result_label(txn),
             Text(str(txn.duplicate_count), style="yellow" if txn.duplicate_count else ""),
-            Text(truncate(txn.requested_by, 8)),
+            Text(truncate(txn.requested_by, 200)),
         ),
+        transaction_values(txn, bank_name),
+        {
+            "requested": txn.requested_at.timestamp(),
+            "latency": txn.latency_seconds if txn.latency_seconds is not None else float("inf"),
+            "dups": txn.duplicate_count,
+        },
     )
 
 
@@ -58,7 +82,7 @@ class TransactionTable(KeyedTable):
 
     COLUMNS = (
         ("requested", "time", 8),
-        ("bank", "bank", 10),
+        ("bank", "bank", None),
         ("action", "action", 8),
         ("status", "status", 7),
         ("latency", "latency", 7),
@@ -66,6 +90,8 @@ class TransactionTable(KeyedTable):
         ("dups", "dups", 4),
         ("by", "by", 8),
     )
+    FLEX_MIN = 8
+    FLEX_WEIGHTS: ClassVar[dict[str, int]] = {"bank": 1, "result": 2}
 
     @dataclass
     class Highlighted(Message):

@@ -325,8 +325,14 @@ def _permissions(kind: UserKind, username: str, client_id: str, legacy_status: b
     """``permissions`` for identities already checked with ``valid_identity``."""
     if kind is UserKind.BACKEND:
         return Permissions(
-            publish=("locker/+/command", "locker/provisioning/reply/+", "server/status"),
-            read=("locker/#", "server/status"),
+            publish=(
+                "locker/+/command",
+                "locker/provisioning/reply/+",
+                "server/status",
+                "server/status/+",
+                "server/probe/+",
+            ),
+            read=("locker/#", "server/status", "server/status/+", "server/probe/+"),
         )
     if kind is UserKind.DEVICE:
         base = f"locker/{username}"

@@ -48,6 +48,7 @@ from backend.domain.events import (
 MAX_NAME = 100
 MAX_LOCATION = 200
 MAX_COMPARTMENTS = 1000
+MAX_HEARTBEAT_INTERVAL = 3600  # seconds
 OPEN_STATES = frozenset({"pending", "sent"})
 CONTROL_CHARACTERS = "".join(map(chr, [*range(0x20), 0x7F]))
 LATE_STATES = frozenset({"timeout", "expired"})
@@ -585,8 +586,8 @@ def _check_settings(
             raise InvalidInput(
                 f"compartment {spec.number}: slaveId must be 0-247 and address 0-65535"
             )
-    if not 1 <= heartbeat_interval_seconds <= 3600:
-        raise InvalidInput("heartbeat interval must be 1 to 3600 seconds")
+    if not 1 <= heartbeat_interval_seconds <= MAX_HEARTBEAT_INTERVAL:
+        raise InvalidInput(f"heartbeat interval must be 1 to {MAX_HEARTBEAT_INTERVAL} seconds")
     if dialect not in DIALECT_CHOICES:
         raise InvalidInput(f"dialect must be one of {', '.join(DIALECT_CHOICES)}")
     if effective_dialect(dialect, detected) == "openlocker":

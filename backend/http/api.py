@@ -16,7 +16,9 @@ Routes (all under ``/api``; see ``GET /api/openapi.json`` for the full schema):
 * ``POST /compartments/{uuid}/open`` with ``{"compartment_number": N}`` (202; the seed's form,
   ``uuid`` being the bank's)
 * ``GET  /transactions?bank=&limit=``, ``GET /transactions/{transaction_id}``
-* ``GET  /events?after=&limit=``, ``GET /events/stream`` (server-sent events)
+* ``GET  /events?after=&limit=`` (``&q=&before=``: the newest matches of a filter),
+  ``GET /events/stream`` (server-sent events)
+* ``GET  /locker-banks/{uuid}/events?limit=``, ``GET /locker-banks/{uuid}/heartbeats``
 * ``GET  /status``, ``GET /whoami``
 """
 
@@ -27,6 +29,7 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from backend.domain.errors import InvalidInput
 from backend.domain.events import CompartmentSpec
 from backend.gateway import SystemStatus
 from backend.http.auth import principal
@@ -44,11 +47,20 @@ from backend.http.schemas import (
     WhoAmI,
 )
 from backend.service import LockerService
-from backend.views import BankView, CreatedBank, EventView, IssuedToken, TransactionView, View
+from backend.views import (
+    BankView,
+    CreatedBank,
+    EventView,
+    HeartbeatSample,
+    IssuedToken,
+    TransactionView,
+    View,
+)
 
 __all__ = ["MAX_LIMIT", "RestApi"]
 
 MAX_LIMIT: Final = 1000
+MAX_QUERY: Final = 500
 _NO_STORE: Final = {"Cache-Control": "no-store"}
 _NOT_FOUND = (404,)
 _BANK_ERRORS = (400, 404)
@@ -167,7 +179,22 @@ class RestApi:
     async def events(self, request: web.Request) -> web.Response:
         after = int_query(request, "after", 0, minimum=0, maximum=MAX_POSITION)
         limit = int_query(request, "limit", 500, minimum=1, maximum=MAX_LIMIT)
-        return _json(_views(await self.service.events_after(after, limit)))
+        query = request.query.get("q")  # present but empty: the newest `limit` events
+        if query is None:
+            return _json(_views(await self.service.events_after(after, limit)))
+        if len(query) > MAX_QUERY:
+            raise InvalidInput(f"q is longer than {MAX_QUERY} characters")
+        before = int_query(request, "before", MAX_POSITION, minimum=1, maximum=MAX_POSITION)
+        found = await self.service.search_events(query, limit, before)
+        return _json(_views([e for e in found if e.position > after]))
+
+    async def bank_events(self, request: web.Request) -> web.Response:
+        limit = int_query(request, "limit", 200, minimum=1, maximum=MAX_LIMIT)
+        return _json(_views(await self.service.bank_events(request.match_info["uuid"], limit)))
+
+    async def heartbeats(self, request: web.Request) -> web.Response:
+        samples = await self.service.heartbeat_history(request.match_info["uuid"])
+        return _json(_views(samples))
 
     async def event_stream(self, request: web.Request) -> web.StreamResponse:
         return await self.stream.handle(request)
@@ -268,7 +295,35 @@ class RestApi:
             Endpoint(
                 "GET", "/api/events", "list_events", "Stored events after a position, oldest first",
                 self.events, role="app", security="bearer",
-                response=EventView, response_list=True, errors=(400,), query=(after, limit),
+                response=EventView, response_list=True, errors=(400,),
+                query=(
+                    after,
+                    limit,
+                    QueryParam(
+                        "q", {"type": "string", "maxLength": MAX_QUERY},
+                        "Only events matching this filter (the newest `limit` before `before`): "
+                        "words match any field, field:value a named one (event: bank: actor: "
+                        "action: status: details:), a leading - negates, quotes hold spaces. "
+                        "Full values are matched, the whole payload included.",
+                    ),
+                    QueryParam(
+                        "before", {"type": "integer", "minimum": 1, "maximum": MAX_POSITION},
+                        "With q: only events with a position lower than this.",
+                    ),
+                ),
+            ),
+            Endpoint(
+                "GET", "/api/locker-banks/{uuid}/events", "bank_events",
+                "The newest events of one bank, oldest first",
+                self.bank_events, role="app", security="bearer",
+                response=EventView, response_list=True, errors=_BANK_ERRORS, query=(limit,),
+            ),
+            Endpoint(
+                "GET", "/api/locker-banks/{uuid}/heartbeats", "bank_heartbeats",
+                "The bank's recent heartbeats as this backend received them (in memory, "
+                "bounded, oldest first): arrival time and lag behind the device's timestamp",
+                self.heartbeats, role="app", security="bearer",
+                response=HeartbeatSample, response_list=True, errors=_BANK_ERRORS,
             ),
             Endpoint(
                 "GET", "/api/events/stream", "event_stream",

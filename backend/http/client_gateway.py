@@ -35,7 +35,14 @@ from backend.domain.errors import (
 from backend.domain.events import CompartmentSpec
 from backend.gateway import SystemStatus
 from backend.http.api import MAX_LIMIT
-from backend.views import BankView, CreatedBank, EventView, IssuedToken, TransactionView
+from backend.views import (
+    BankView,
+    CreatedBank,
+    EventView,
+    HeartbeatSample,
+    IssuedToken,
+    TransactionView,
+)
 
 __all__ = ["AccessDenied", "BackendUnreachable", "HttpGateway"]
 
@@ -226,6 +233,26 @@ class HttpGateway:
                 break
             position = events[-1].position
         return events
+
+    async def search_events(
+        self, query: str, limit: int = 500, before: int | None = None
+    ) -> list[EventView]:
+        """The newest ``limit`` events (before ``before``) matching ``query``, filtered by
+        the server; oldest first."""
+        params: dict[str, str | int] = {"q": query, "limit": min(max(limit, 1), MAX_LIMIT)}
+        if before is not None:
+            params["before"] = max(before, 1)
+        data = await self._call("GET", "/api/events", query=params)
+        return [self._build(EventView, item) for item in data]
+
+    async def bank_events(self, uuid: str, limit: int = 200) -> list[EventView]:
+        query = {"limit": min(max(limit, 1), MAX_LIMIT)}
+        data = await self._call("GET", f"/api/locker-banks/{_segment(uuid)}/events", query=query)
+        return [self._build(EventView, item) for item in data]
+
+    async def heartbeat_history(self, uuid: str) -> list[HeartbeatSample]:
+        data = await self._call("GET", f"/api/locker-banks/{_segment(uuid)}/heartbeats")
+        return [self._build(HeartbeatSample, item) for item in data]
 
     async def status(self) -> SystemStatus:
         """The backend's status as seen from here (``mode`` is ``attach``)."""

@@ -8,7 +8,9 @@ Series (every name starts with ``locker_``):
   read models: the whole fleet, whichever process did the work)
 * ``locker_command_latency_seconds{action}`` (histogram): request to the device's answer,
   for commands answered in time, observed from the events this process records
-* ``locker_hook_requests_total{endpoint,result}`` (counter): auth hook answers
+* ``locker_hook_requests_total{endpoint,result}`` (counter): auth hook answers;
+  ``locker_hook_latency_seconds{endpoint}`` (histogram): their answer time;
+  ``locker_hook_store_lookups_total``: directory misses asked of the store
 * ``locker_http_event_streams`` (gauge): open ``/api/events/stream`` connections
 * ``locker_mqtt_<key>_total[{kind|result}]`` (counters): whatever the MQTT runtime's
   provider reports, e.g. messages by kind, duplicates, rejected, commands by result
@@ -112,6 +114,10 @@ class PrometheusText:
             self._lines.append(f"{name}{{{inner}}} {_number(value)}")
         else:
             self._lines.append(f"{name} {_number(value)}")
+
+    def raw(self, lines: list[str]) -> None:
+        """Lines already in the exposition format (a whole family with HELP and TYPE)."""
+        self._lines.extend(lines)
 
     def render(self) -> str:
         return "\n".join(self._lines) + "\n"
@@ -293,12 +299,7 @@ class MetricsEndpoint:
         if self.latency is not None:
             self._latency_section(out, self.latency)
         if self.hook_metrics is not None:
-            out.family(
-                "locker_hook_requests_total", "counter", "Auth hook answers by endpoint and result."
-            )
-            for (endpoint, result), n in sorted(self.hook_metrics.snapshot().items()):
-                labels = {"endpoint": endpoint, "result": result}
-                out.sample("locker_hook_requests_total", n, labels)
+            out.raw(self.hook_metrics.exposition())
         if self.open_streams is not None:
             out.family("locker_http_event_streams", "gauge", "Open event streams.")
             out.sample("locker_http_event_streams", self.open_streams())

@@ -32,7 +32,7 @@ from aiohttp import web
 from backend.config import Settings
 from backend.http.api import RestApi
 from backend.http.auth import guard_for
-from backend.http.credentials import CredentialSync, follow_credentials
+from backend.http.credentials import CredentialSync, StoreLookup, follow_credentials
 from backend.http.endpoints import Endpoint, register
 from backend.http.errors import error_middleware
 from backend.http.event_stream import EventStream
@@ -104,6 +104,7 @@ def build_app(
             settings.secret("mosq_secret"),
             legacy_status=lambda: settings.mqtt_accept_legacy_status,
             metrics=hook_metrics,
+            lookup=StoreLookup(service.db, directory),
         )
     monitor = HealthMonitor(
         service, broker_connected=broker_connected, broker_detail=broker_detail, mode=mode

@@ -64,12 +64,16 @@ class MqttConnection:
         backoff: Backoff | None = None,
         keepalive: int = 30,
         timeout: float = 10.0,
+        on_connected: Callable[[], None] = lambda: None,
+        on_disconnected: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.state = state or ConnectionState()
         self.metrics = metrics or Metrics()
         self.v5 = settings.mqtt_shared_group is not None
         self.subscriptions = subscriptions(settings)
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
         self._on_message = on_message
         self._backoff = backoff or Backoff()
         self._keepalive = keepalive
@@ -107,6 +111,7 @@ class MqttConnection:
                 self.state.set_connected(
                     f"subscriptions refused: {', '.join(refused)}" if refused else None
                 )
+                self._on_connected()
                 log.info(
                     "connected to MQTT broker %s:%d as %s (%s)",
                     self._host,
@@ -128,6 +133,7 @@ class MqttConnection:
             self._lost.set()
             if was_connected:
                 self.metrics.disconnects += 1
+                self._on_disconnected()
 
     async def _deliver(self, message: aiomqtt.Message) -> None:
         try:

@@ -8,7 +8,8 @@ from collections.abc import Iterable
 from sqlalchemy import func, select
 from sqlmodel import Session
 
-from backend.store.event_store import RecordedEvent, read_after
+from backend.search import Term, event_values, matches
+from backend.store.event_store import RecordedEvent, read_after, read_before
 from backend.store.tables import (
     BankLivenessRow,
     CommandTransactionRow,
@@ -157,6 +158,51 @@ def event_view(recorded: RecordedEvent) -> EventView:
 
 def events_after(session: Session, position: int, limit: int = 500) -> list[EventView]:
     return [event_view(r) for r in read_after(session, position, limit)]
+
+
+def events_of(session: Session, bank_uuid: str, limit: int = 200) -> list[EventView]:
+    """The newest `limit` events of one bank, oldest first."""
+    newest = read_before(session, None, limit, aggregate_uuid=bank_uuid)
+    return [event_view(r) for r in reversed(newest)]
+
+
+SEARCH_PAGE = 1000
+
+
+def search_events(
+    session: Session,
+    terms: list[Term],
+    names: dict[str, str],
+    limit: int,
+    before: int | None,
+    scan: int,
+) -> list[EventView]:
+    """The newest `limit` events before `before` that satisfy `terms` (the filter syntax
+    of `backend.search`, on full values; `names`: bank uuid -> name), oldest first.
+    Reads at most `scan` events back, a page at a time."""
+    found: list[EventView] = []
+    position, scanned = before, 0
+    while len(found) < limit and scanned < scan:
+        page = read_before(session, position, min(SEARCH_PAGE, scan - scanned))
+        if not page:
+            break
+        scanned += len(page)
+        position = page[-1].position
+        for recorded in page:
+            view = event_view(recorded)
+            values = event_values(
+                view.event_type,
+                view.aggregate_uuid,
+                names.get(view.aggregate_uuid, ""),
+                view.payload,
+                view.metadata,
+                view.position,
+            )
+            if matches(values, terms):
+                found.append(view)
+                if len(found) >= limit:
+                    break
+    return list(reversed(found))
 
 
 def list_rejected(session: Session, limit: int = 200) -> list[RejectedView]:

@@ -11,11 +11,12 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from backend.search import SYNTAX_HELP
 from widgets.badges import state_text
 
 LEGEND: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bank", ("online", "offline", "provisioned", "unprovisioned", "revoked")),
-    ("door", ("open", "closed", "unknown")),
+    ("door", ("open", "closed", "jammed", "unknown")),
     ("command", ("pending", "sent", "success", "error", "timeout", "expired")),
     ("config", ("in_sync", "drifted", "pending", "unknown")),
 )
@@ -62,6 +63,9 @@ class HelpModal(ModalScreen[None]):
                 keys.append(f"{key:>8}  ", style="bold")
                 keys.append(description)
             yield Static(keys, classes="line")
+            filters = Text("filter (/)  ", style="bold")
+            filters.append(SYNTAX_HELP)
+            yield Static(filters, classes="line")
             yield Static(legend_text(), classes="line legend")
             hint = Text("Esc / ? close · ctrl+p command palette", style="dim")
             yield Static(hint, classes="hint")

@@ -1,4 +1,6 @@
-"""Bank: one bank's doors (grid), liveness, configuration and recent transactions."""
+"""Bank: one bank's doors (grid, jams included), liveness with heartbeat interval and
+arrival-lag charts over the last hour, configuration, and below, its recent transactions
+and its event log (`enter` on an event shows it whole)."""
 
 from __future__ import annotations
 
@@ -8,21 +10,25 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.widgets import Static
+from textual.containers import Vertical
+from textual.widgets import Static, TabbedContent, TabPane
 
-from backend.views import BankView, TransactionView
+from backend.views import BankView, EventView, HeartbeatSample, TransactionView
+from console.attention import jammed_doors
 from console.context import ConsoleContext
 from console.modals.confirm import BankRequest, OpenRequest
+from console.modals.event_detail import EventDetailModal
 from console.palette import PaletteCommand
 from console.screens.actions import BankActionScreen
 from widgets.badges import state_text
 from widgets.compartment_grid import CompartmentGrid
+from widgets.event_log import EventTable
 from widgets.formatting import age, clock_time, duration, short_id
-from widgets.sparkline import HeartbeatSparkline
+from widgets.heartbeat_chart import HeartbeatCharts
 from widgets.transaction_timeline import TransactionTable
 
 RECENT = 50
+EVENTS = 200
 
 
 @dataclass(frozen=True)
@@ -31,6 +37,8 @@ class BankData:
 
     bank: BankView
     transactions: list[TransactionView]
+    events: list[EventView]
+    heartbeats: list[HeartbeatSample]
 
 
 def status_line(bank: BankView) -> Text:
@@ -72,6 +80,8 @@ class BankScreen(BankActionScreen[BankData]):
         Binding("escape", "back", "Back"),
         Binding("o", "open_selected", "Open door"),
         Binding("p", "push_config", "Push config"),
+        Binding("t", "tab('bank-tab-transactions')", "Transactions", show=False),
+        Binding("l", "tab('bank-tab-events')", "Event log", show=False),
     ]
     WRITE_ACTIONS = frozenset({"open_selected", "push_config"})
 
@@ -81,36 +91,65 @@ class BankScreen(BankActionScreen[BankData]):
 
     def compose_body(self) -> ComposeResult:
         with Vertical(id="bank-summary"):
-            yield Static(id="bank-status")
-            with Horizontal(id="bank-liveness"):
-                yield Static(id="bank-heartbeat")
-                yield HeartbeatSparkline(id="bank-spark")
+            yield Static(Text("loading…", style="dim"), id="bank-status")
+            yield Static(id="bank-heartbeat")
             yield Static(id="bank-config")
+            yield HeartbeatCharts(id="bank-charts")
         yield CompartmentGrid(id="doors")
-        yield Static(Text("recent transactions", style="bold"), classes="section")
-        yield TransactionTable(id="bank-transactions")
+        with TabbedContent(id="bank-tabs", initial="bank-tab-transactions"):
+            with TabPane("Transactions (t)", id="bank-tab-transactions"):
+                yield TransactionTable(id="bank-transactions")
+            with TabPane("Event log (l)", id="bank-tab-events"):
+                yield EventTable(id="bank-events")
 
     def on_mount(self) -> None:
         super().on_mount()
         self.query_one(CompartmentGrid).focus()
 
     async def fetch(self) -> BankData:
-        bank = await self.ctx.gateway.get_bank(self.bank_uuid)
-        transactions = await self.ctx.gateway.list_transactions(self.bank_uuid, RECENT)
+        gateway = self.ctx.gateway
+        bank = await gateway.get_bank(self.bank_uuid)
+        transactions = await gateway.list_transactions(self.bank_uuid, RECENT)
+        events = await gateway.bank_events(self.bank_uuid, EVENTS)
+        heartbeats = await gateway.heartbeat_history(self.bank_uuid)
         self.ctx.remember_banks([bank])
-        return BankData(bank, transactions)
+        return BankData(bank, transactions, events, heartbeats)
 
     def draw(self, data: BankData) -> None:
         bank, now = data.bank, self.ctx.clock.now()
         self.query_one("#bank-status", Static).update(status_line(bank))
         heard = age(bank.last_heartbeat_at, now)
         self.query_one("#bank-heartbeat", Static).update(liveness_line(bank, heard))
-        spark = self.query_one(HeartbeatSparkline)
-        spark.show(self.ctx.heartbeats.gaps(bank.uuid, now), 3.0 * bank.heartbeat_interval_seconds)
         self.query_one("#bank-config", Static).update(config_line(bank))
-        self.query_one(CompartmentGrid).show(bank.compartments, now)
-        table = self.query_one(TransactionTable)
-        table.show(data.transactions, {bank.uuid: bank.name}, self.query_text)
+        self.query_one(HeartbeatCharts).show(data.heartbeats, now)
+        self.query_one(CompartmentGrid).show(
+            bank.compartments, now, jammed=jammed_doors(data.transactions)
+        )
+        names = {bank.uuid: bank.name}
+        self.query_one(TransactionTable).show(data.transactions, names, self.query_text)
+        events = self.query_one(EventTable)
+        events.show(data.events, names, self.query_text)
+        if not events.has_focus:
+            events.follow()  # the newest at the bottom, in view
+
+    def show_unreachable(self, words: str) -> None:
+        """Where nothing was ever fetched, say why instead of "no compartments"."""
+        if self.data is None:
+            self.query_one("#bank-status", Static).update(Text(words, style="bold red"))
+            self.query_one(HeartbeatCharts).say(words)
+            self.query_one(CompartmentGrid).placeholder = words
+
+    def action_tab(self, pane: str) -> None:
+        """Show the transactions or the event log of this bank."""
+        self.query_one(TabbedContent).active = pane
+
+    def on_event_table_chosen(self, event: EventTable.Chosen) -> None:
+        data = self.data
+        chosen = (
+            next((e for e in data.events if e.position == event.position), None) if data else None
+        )
+        if chosen is not None:
+            self.app.push_screen(EventDetailModal(chosen, self.ctx.name_of(chosen.aggregate_uuid)))
 
     def headline(self, data: BankData) -> Text:
         text = Text(data.bank.name, style="bold")

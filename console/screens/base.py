@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable
+from datetime import datetime
 from typing import ClassVar, Generic, TypeVar
 
 from rich.text import Text
@@ -18,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from backend.domain.errors import DomainError
+from backend.http.client_gateway import BackendUnreachable
 from console.context import ConsoleContext
 from console.palette import PaletteCommand
 from console.screens.schedule import RefreshSchedule
@@ -25,7 +27,7 @@ from widgets.filter_bar import FilterBar
 from widgets.formatting import text_look
 from widgets.keyed_table import KeyedTable
 from widgets.mode_tabs import ModeTabs
-from widgets.status_line import StatusLine
+from widgets.status_line import StatusLine, unreachable_text
 
 log = logging.getLogger(__name__)
 D = TypeVar("D")
@@ -55,13 +57,51 @@ class TitleBar(Static):
     def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
         super().__init__(id=id, classes=classes)
         self._shown: Hashable = None
+        self._title = Text()
 
     def show(self, title: Text) -> None:
         look = text_look(title)
         if look == self._shown:
             return
         self._shown = look
-        self.update(title, layout=False)
+        self._title = title
+        self.refresh()
+
+    def render(self) -> Text:
+        """The title, cut with an ellipsis where the tabs begin."""
+        title = self._title.copy()
+        title.truncate(max(1, self.content_size.width), overflow="ellipsis")
+        return title
+
+
+class Notice(Static):
+    """A line over the screen's body saying why there is nothing (or nothing current) to
+    see, and what to do: an empty fleet, a filter that hides every row, a backend that
+    does not answer. Hidden while there is nothing to say."""
+
+    DEFAULT_CSS = """
+    Notice { height: auto; padding: 0 1; display: none; }
+    Notice.-shown { display: block; }
+    """
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._shown: Hashable = None
+
+    def say(self, text: Text | None) -> None:
+        look = None if text is None else text_look(text)
+        if look == self._shown:
+            return
+        self._shown = look
+        self.set_class(text is not None, "-shown")
+        if text is not None:
+            self.update(text)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failed call means the backend (or its store) is not answering, rather than
+    a refusal of this one request."""
+    return isinstance(exc, BackendUnreachable) or not isinstance(exc, DomainError)
 
 
 class LiveScreen(Screen[None], Generic[D]):
@@ -95,6 +135,8 @@ class LiveScreen(Screen[None], Generic[D]):
         self._drawn_second = -1
         self._loading = False
         self._failing = False
+        self._fetched_at: datetime | None = None
+        self._outage_shown = False
 
     # ----- composition -------------------------------------------------------------------
 
@@ -102,6 +144,7 @@ class LiveScreen(Screen[None], Generic[D]):
         with Horizontal(id="title-bar"):
             yield TitleBar(id="title")
             yield ModeTabs(MODES, self.MODE)
+        yield Notice(id="notice")
         yield from self.compose_body()
         yield FilterBar(id="filter")
         yield StatusLine(id="status-line")
@@ -143,6 +186,7 @@ class LiveScreen(Screen[None], Generic[D]):
         self.query_one(StatusLine).show(self.ctx.connectivity, now)
         if not self.shown:
             return
+        self.show_outage()
         if self.data is not None and int(now.timestamp()) != self._drawn_second:
             self.redraw()  # ages ("3s ago") move with the clock, no I/O needed
         position = self.ctx.position
@@ -156,11 +200,14 @@ class LiveScreen(Screen[None], Generic[D]):
     async def refresh_data(self) -> None:
         """Fetch (awaiting the gateway) and draw; a failure marks the data as stale."""
         try:
-            self.data = await self.fetch()
+            data = await self.fetch()
         except Exception as exc:
             self._refresh_failed(exc)
         else:
+            self.data = data
             self._failing = False
+            self._fetched_at = self.ctx.clock.now()
+            self.show_outage()
             self.redraw()
             self.refreshes += 1
         finally:
@@ -174,8 +221,51 @@ class LiveScreen(Screen[None], Generic[D]):
                 f"Could not refresh: {exc}", title="Stale data", severity="warning", markup=False
             )
         self._failing = True
+        if is_outage(exc):
+            self.ctx.backend_failed()
+        self.show_outage()
         failing = Text(f"{self.SCREEN_TITLE} · refresh failing: {exc}", "bold red", no_wrap=True)
         self.query_one(TitleBar).show(failing)
+
+    # ----- outage and empty states -------------------------------------------------------
+
+    def show_outage(self) -> None:
+        """While the backend does not answer, say so above the data (and how old it is),
+        and let the widgets that have nothing say it instead of "none"."""
+        since = self.ctx.unreachable_since
+        if since is None:
+            if self._outage_shown:
+                self._outage_shown = False
+                self.query_one(Notice).say(None)
+                self.redraw()
+            return
+        self._outage_shown = True
+        text = Text(unreachable_text(self.ctx.mode, since), style="bold red")
+        if self.data is not None and self._fetched_at is not None:
+            text.append(f" · what you see is from {self._fetched_at.strftime('%H:%M:%S UTC')}")
+        else:
+            text.append(" · nothing to show until it answers")
+        self.query_one(Notice).say(text)
+        self.show_unreachable(unreachable_text(self.ctx.mode, since))
+
+    def show_unreachable(self, words: str) -> None:
+        """Put `words` where the screen would show data it never got (override)."""
+
+    def say(self, text: Text | None) -> None:
+        """An empty state (what to do), or None; an outage notice wins over it."""
+        if self.ctx.unreachable_since is None:
+            self.query_one(Notice).say(text)
+
+    def empty_text(self, what: str, hint: str) -> Text:
+        """`No banks match "x" · Escape in the filter clears it`, or `what` and its hint."""
+        if self.query_text:
+            text = Text("Nothing matches ", style="bold")
+            text.append(f"{self.query_text!r}", style="bold cyan")
+            text.append(" · / then Escape clears the filter")
+            return text
+        text = Text(what, style="bold")
+        text.append(f" · {hint}")
+        return text
 
     async def fetch(self) -> D:
         """Load this screen's data through the gateway (runs in a worker)."""

@@ -1,7 +1,10 @@
-"""Events: the live log of stored events by position; filterable; pause and follow.
+"""Events: the live log of stored events by position; filterable; pause and follow;
+`enter` shows one event whole.
 
 The app polls `events_after` once for the whole console (toasts need it anyway) and
-keeps the tail in the context; this screen only shows it, so it does no I/O itself.
+keeps the tail in the context. With a filter, the screen also asks the backend for the
+newest matching events of the whole stored history (`search_events`: in attach mode the
+server filters, the `q` of the events API); what is visible is filtered here, at once.
 """
 
 from __future__ import annotations
@@ -14,9 +17,13 @@ from textual.binding import Binding
 
 from backend.views import EventView
 from console.context import ConsoleContext
+from console.modals.event_detail import EventDetailModal
 from console.palette import PaletteCommand
 from console.screens.base import LiveScreen
 from widgets.event_log import EventTable
+from widgets.filter_bar import FilterBar
+
+SEARCH_LIMIT = 500
 
 
 class EventsScreen(LiveScreen[list[EventView]]):
@@ -32,20 +39,45 @@ class EventsScreen(LiveScreen[list[EventView]]):
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx)
         self.following = True
+        self._searched = ""
 
     def compose_body(self) -> ComposeResult:
         yield EventTable(id="events")
 
     async def fetch(self) -> list[EventView]:
-        if not self.following and self.data is not None:
+        if not self.following and self.data is not None and self._searched == self.query_text:
             return self.data
-        return list(self.ctx.events)
+        tail = list(self.ctx.events)
+        query = self.query_text
+        if not query:
+            self._searched = ""
+            return tail
+        found = await self.ctx.gateway.search_events(query, SEARCH_LIMIT)
+        self._searched = query
+        merged = {event.position: event for event in found}
+        merged.update((event.position, event) for event in tail)
+        return sorted(merged.values(), key=lambda event: event.position)
 
     def draw(self, data: list[EventView]) -> None:
         table = self.query_one(EventTable)
         table.show(data, self.ctx.plain_names(), self.query_text)
         if self.following:
             table.follow()
+        if table.row_count:
+            self.say(None)
+        elif data or self.query_text:
+            self.say(self.empty_text("", ""))
+        else:
+            self.say(self.empty_text("No events yet", "they appear here as the fleet works"))
+
+    def on_filter_bar_updated(self, event: FilterBar.Updated) -> None:
+        super().on_filter_bar_updated(event)
+        self.tick(force=True)  # the history beyond the tail, from the backend
+
+    def on_event_table_chosen(self, event: EventTable.Chosen) -> None:
+        chosen = next((e for e in self.data or [] if e.position == event.position), None)
+        if chosen is not None:
+            self.app.push_screen(EventDetailModal(chosen, self.ctx.name_of(chosen.aggregate_uuid)))
 
     def headline(self, data: list[EventView]) -> Text:
         last = data[-1].position if data else 0

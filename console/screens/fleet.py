@@ -10,6 +10,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 
 from backend.views import BankView
+from console.attention import Troubles, by_attention
+from console.context import ConsoleContext
 from console.modals.confirm import BankRequest
 from console.palette import PaletteCommand
 from console.screens.actions import BankActionScreen
@@ -40,9 +42,15 @@ class FleetScreen(BankActionScreen[list[BankView]]):
     MODE = "fleet"
     BINDINGS = [
         Binding("p", "push_config", "Push config"),
+        Binding("n", "new_bank", "New bank"),
     ]
-    WRITE_ACTIONS = frozenset({"push_config"})
+    WRITE_ACTIONS = frozenset({"push_config", "new_bank"})
     SELECTION_ACTIONS = frozenset({"push_config"})
+
+    def __init__(self, ctx: ConsoleContext) -> None:
+        super().__init__(ctx)
+        self._troubles = Troubles()
+        self._troubles_at = -1
 
     def compose_body(self) -> ComposeResult:
         yield BankTable(id="banks")
@@ -55,10 +63,36 @@ class FleetScreen(BankActionScreen[list[BankView]]):
     def draw(self, data: list[BankView]) -> None:
         now = self.ctx.clock.now()
         pulses = self.ctx.heartbeats.pulses(now)
-        self.query_one(BankTable).show(data, now, pulses, self.query_text)
+        if self._troubles_at != self.ctx.position:
+            self._troubles = Troubles.from_events(self.ctx.events)
+            self._troubles_at = self.ctx.position
+        ordered = by_attention(data, self._troubles)
+        table = self.query_one(BankTable)
+        table.show(ordered, now, pulses, self.query_text)
+        if table.row_count:
+            self.say(None)
+        elif data:
+            self.say(self.empty_text("", ""))
+        else:
+            hint = (
+                "the fleet is empty"
+                if self.ctx.readonly
+                else "press n to create one, or run `locker-console --demo` for a simulated fleet"
+            )
+            self.say(self.empty_text("No banks yet", hint))
 
     def headline(self, data: list[BankView]) -> Text:
-        return fleet_headline(data)
+        text = fleet_headline(data)
+        text.append(f" · by {self.query_one(BankTable).sort_label}", style="dim")
+        return text
+
+    def on_keyed_table_sort_changed(self, event: BankTable.SortChanged) -> None:
+        self.redraw()
+
+    async def action_new_bank(self) -> None:
+        """The provisioning form, focused on the name."""
+        if self.may_act():
+            await self.app.run_action("create_bank")
 
     def focus_main(self) -> None:
         self.query_one(BankTable).focus()

@@ -7,22 +7,26 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import ClassVar
 
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.widgets import Button, Input, Label
 
+from backend.domain.bank import MAX_COMPARTMENTS, MAX_HEARTBEAT_INTERVAL, MAX_LOCATION, MAX_NAME
 from backend.domain.errors import InvalidInput
 from backend.views import BankView, CreatedBank
+from console.context import ConsoleContext
 from console.modals.confirm import BankRequest
 from console.modals.token import TokenModal
 from console.palette import PaletteCommand
 from console.screens.actions import BankActionScreen
 from widgets.badges import state_text
-from widgets.formatting import age, short_id, truncate
-from widgets.keyed_table import KeyedTable, Row, filter_rows
+from widgets.filter_bar import FilterBar
+from widgets.formatting import age, plural, short_id, truncate
+from widgets.keyed_table import KeyedTable, Row, filter_rows, natural_key
 
 
 def token_state(bank: BankView, now: datetime) -> Text:
@@ -39,24 +43,36 @@ def token_state(bank: BankView, now: datetime) -> Text:
 
 
 def provisioning_row(bank: BankView, now: datetime) -> Row:
+    token = token_state(bank, now)
     return Row(
         bank.uuid,
         (
-            Text(truncate(bank.name, 14)),
-            Text(truncate(bank.location, 10)),
+            Text(truncate(bank.name, 200)),
+            Text(truncate(bank.location, 200)),
             state_text(bank.status),
-            token_state(bank, now),
+            token,
             Text(short_id(bank.uuid), style="dim"),
         ),
+        {
+            "name": bank.name,
+            "location": bank.location,
+            "bank": f"{bank.name} {bank.location} {bank.uuid}",
+            "status": bank.status,
+            "token": token.plain,
+            "uuid": bank.uuid,
+        },
+        {"name": natural_key(bank.name), "location": natural_key(bank.location)},
     )
 
 
 class ProvisioningTable(KeyedTable):
     """Banks with their credential state, keyed by uuid."""
 
+    FLEX_MIN = 8
+    FLEX_WEIGHTS: ClassVar[dict[str, int]] = {"name": 2, "location": 1}
     COLUMNS = (
-        ("name", "name", 14),
-        ("location", "location", 10),
+        ("name", "name", None),
+        ("location", "location", None),
         ("status", "status", 13),
         ("token", "token", 14),
         ("uuid", "uuid", 8),
@@ -87,24 +103,49 @@ class ProvisioningScreen(BankActionScreen[list[BankView]]):
         Binding("n", "new_bank", "New bank"),
         Binding("t", "new_token", "New token"),
         Binding("r", "revoke", "Revoke"),
+        Binding("escape", "leave_field", "Leave field", show=False),
     ]
     WRITE_ACTIONS = frozenset({"new_bank", "new_token", "revoke", "create"})
     SELECTION_ACTIONS = frozenset({"new_token", "revoke"})
 
     def compose_body(self) -> ComposeResult:
         if not self.ctx.readonly:
-            with Horizontal(classes="form-row"):
-                yield Label("name", classes="form-label")
-                yield Input(placeholder="Main hall", id="new-name", compact=True)
-                yield Label("location", classes="form-label")
-                yield Input(placeholder="Berlin", id="new-location", compact=True)
-            with Horizontal(classes="form-row"):
-                yield Label("doors", classes="form-label")
-                yield Input("12", id="new-doors", compact=True, type="integer")
-                yield Label("beat (s)", classes="form-label")
-                yield Input("30", id="new-interval", compact=True, type="integer")
-                yield Button("Create bank", id="create", compact=True, variant="primary")
+            with Vertical(id="create-form"):
+                with Horizontal(classes="form-row"):
+                    yield Label("name", classes="form-label")
+                    yield Input(
+                        placeholder="Main hall", id="new-name", compact=True, max_length=MAX_NAME
+                    )
+                    yield Label("location", classes="form-label")
+                    yield Input(
+                        placeholder="Berlin",
+                        id="new-location",
+                        compact=True,
+                        max_length=MAX_LOCATION,
+                    )
+                with Horizontal(classes="form-row"):
+                    yield Label(f"doors 1-{MAX_COMPARTMENTS}", classes="form-label")
+                    yield Input(
+                        "12",
+                        id="new-doors",
+                        compact=True,
+                        type="integer",
+                        max_length=len(str(MAX_COMPARTMENTS)),
+                    )
+                    yield Label(f"beat 1-{MAX_HEARTBEAT_INTERVAL}s", classes="form-label")
+                    yield Input(
+                        "30",
+                        id="new-interval",
+                        compact=True,
+                        type="integer",
+                        max_length=len(str(MAX_HEARTBEAT_INTERVAL)),
+                    )
+                    yield Button("Create bank", id="create", compact=True, variant="primary")
         yield ProvisioningTable(id="provisioning")
+
+    def __init__(self, ctx: ConsoleContext) -> None:
+        super().__init__(ctx)
+        self._select_when_shown: str | None = None
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -116,11 +157,21 @@ class ProvisioningScreen(BankActionScreen[list[BankView]]):
         return banks
 
     def draw(self, data: list[BankView]) -> None:
-        self.query_one(ProvisioningTable).show(data, self.ctx.clock.now(), self.query_text)
+        table = self.query_one(ProvisioningTable)
+        table.show(data, self.ctx.clock.now(), self.query_text)
+        if self._select_when_shown and table.move_to_key(self._select_when_shown):
+            self._select_when_shown = None  # the new bank, under the cursor
+        if table.row_count:
+            self.say(None)
+        elif self.ctx.readonly:
+            self.say(self.empty_text("No banks yet", "an operator creates them here"))
+        else:
+            hint = "fill in the form above (n) and press Enter; its token is shown once"
+            self.say(self.empty_text("No banks yet", hint))
 
     def headline(self, data: list[BankView]) -> Text:
         waiting = sum(1 for b in data if b.status == "unprovisioned")
-        return Text(f"{len(data)} banks · {waiting} waiting for their device")
+        return Text(f"{plural(len(data), 'bank')} · {waiting} waiting for their device")
 
     def focus_main(self) -> None:
         self.query_one(ProvisioningTable).focus()
@@ -156,9 +207,14 @@ class ProvisioningScreen(BankActionScreen[list[BankView]]):
         name = self.query_one("#new-name", Input).value
         location = self.query_one("#new-location", Input).value
         try:
-            doors = parse_count(self.query_one("#new-doors", Input).value, "doors", 1, 10_000)
+            doors = parse_count(
+                self.query_one("#new-doors", Input).value, "doors", 1, MAX_COMPARTMENTS
+            )
             interval = parse_count(
-                self.query_one("#new-interval", Input).value, "heartbeat interval", 1, 3600
+                self.query_one("#new-interval", Input).value,
+                "heartbeat interval",
+                1,
+                MAX_HEARTBEAT_INTERVAL,
             )
         except InvalidInput as exc:
             self.notify(str(exc), title="Create bank refused", severity="error", markup=False)
@@ -173,6 +229,9 @@ class ProvisioningScreen(BankActionScreen[list[BankView]]):
     def _created(self, created: CreatedBank) -> None:
         self.query_one("#new-name", Input).value = ""
         self.query_one("#new-location", Input).value = ""
+        table = self.query_one(ProvisioningTable)
+        table.focus()  # the keys after this act on the table, never type into the form
+        self._select_when_shown = created.uuid
         self.app.push_screen(
             TokenModal(
                 bank_uuid=created.uuid,
@@ -182,6 +241,11 @@ class ProvisioningScreen(BankActionScreen[list[BankView]]):
                 reissued=False,
             )
         )
+
+    def action_leave_field(self) -> None:
+        """Escape in the form: back to the bank list (what was typed stays)."""
+        if isinstance(self.focused, Input) and not isinstance(self.focused, FilterBar):
+            self.query_one(ProvisioningTable).focus()
 
     # ----- credentials -------------------------------------------------------------------
 

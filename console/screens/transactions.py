@@ -34,8 +34,14 @@ class TransactionsScreen(BankActionScreen[list[TransactionView]]):
         return await self.ctx.gateway.list_transactions(None, LIMIT)
 
     def draw(self, data: list[TransactionView]) -> None:
-        self.query_one(TransactionTable).show(data, self.ctx.plain_names(), self.query_text)
-        self._show_detail(self.query_one(TransactionTable).cursor_key)
+        table = self.query_one(TransactionTable)
+        table.show(data, self.ctx.plain_names(), self.query_text)
+        self._show_detail(table.cursor_key)
+        if table.row_count:
+            self.say(None)
+        else:
+            hint = "open a compartment or push a config from a bank (1, then enter)"
+            self.say(self.empty_text("No commands yet", hint))
 
     def headline(self, data: list[TransactionView]) -> Text:
         counts = Counter(t.status for t in data)

@@ -21,7 +21,7 @@ import pytest
 from tests.support.mosquitto import mosquitto_available
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHES = ("ingest", "hook", "roundtrip", "fleet", "storm", "console")
+BENCHES = ("ingest", "hook", "roundtrip", "fleet", "storm", "console", "dynsec")
 KEYS = {"bench", "figure", "unit", "baseline", "ratio", "target", "pass", "params"}
 TIMEOUT_S = 110.0
 

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from backend.device_service import HeartbeatIn
+from backend.domain.contract import Heartbeat, HeartbeatData
 from backend.domain.dialect import openlocker_config_hash
 from backend.domain.errors import DomainError, InvalidInput, NotFound, RuleViolation
 from backend.domain.events import CompartmentSpec
@@ -117,6 +120,65 @@ async def test_events_after(subject: Subject, service: LockerService) -> None:
         got = await subject.gateway.events_after(position, limit)
         assert got == await service.events_after(position, limit)
         assert all(type(e) is EventView for e in got)
+
+
+async def test_search_events_matches_full_values_on_the_server(
+    subject: Subject, service: LockerService
+) -> None:
+    """The filter syntax over the whole stored log: full event types and payloads, field
+    names, negation, quotes; the newest matches before a position, oldest first."""
+    a = await provision(service, "Main hall")
+    b = await provision(service, "Depot 10")
+    await service.request_open(a.uuid, 1, actor="setup")
+    await service.request_open(b.uuid, 2, actor="bob")
+    await beat(service, b.uuid)
+    assert await service.devices.record_last_will(b.uuid)
+    gateway = subject.gateway
+    offline = await gateway.search_events("offline")
+    assert [e.event_type for e in offline] == ["LockerBankWentOffline"]
+    assert offline == await service.search_events("offline")
+    assert [e.aggregate_uuid for e in offline] == [b.uuid]
+    assert [e.event_type for e in await gateway.search_events("event:LockerBankWentOffline")] == [
+        "LockerBankWentOffline"
+    ]
+    by_name = await gateway.search_events('bank:"main hall" event:requested')
+    assert [(e.aggregate_uuid, e.payload["compartment_number"]) for e in by_name] == [(a.uuid, 1)]
+    not_a = await gateway.search_events(f"-bank:{a.uuid[:8]} compartmentopening")
+    assert [e.aggregate_uuid for e in not_a] == [b.uuid]
+    assert [e.metadata["actor"] for e in await gateway.search_events("actor:bob")] == ["bob"]
+    every = await gateway.search_events("")
+    assert every == await service.events_after(0)
+    newest_two = await gateway.search_events("", 2)
+    assert newest_two == every[-2:]
+    before = await gateway.search_events("", 2, before=every[-1].position)
+    assert before == every[-3:-1]
+
+
+async def beat(service: LockerService, uuid: str, lag: float = 0.0) -> None:
+    now = service.clock.now()
+    sent = now - timedelta(seconds=lag)
+    heartbeat = Heartbeat(data=HeartbeatData(timestamp=sent, uptime_seconds=1))
+    await service.devices.record_heartbeats([HeartbeatIn(uuid, heartbeat, now)])
+
+
+async def test_bank_events_and_heartbeats(subject: Subject, service: LockerService) -> None:
+    a = await provision(service, "A")
+    b = await provision(service, "B")
+    await service.request_open(a.uuid, 1, actor="setup")
+    gateway = subject.gateway
+    mine = await gateway.bank_events(a.uuid)
+    assert mine and {e.aggregate_uuid for e in mine} == {a.uuid}
+    assert mine == [e for e in await service.events_after(0) if e.aggregate_uuid == a.uuid]
+    assert await gateway.bank_events(a.uuid, 1) == mine[-1:]
+    assert await gateway.heartbeat_history(b.uuid) == []
+    now = service.clock.now()
+    for lag in (0.25, 1.5):
+        await beat(service, b.uuid, lag)
+    samples = await gateway.heartbeat_history(b.uuid)
+    assert [s.lag_seconds for s in samples] == [0.25, 1.5]
+    assert all(abs((s.received_at - now).total_seconds()) < 0.01 for s in samples)
+    with pytest.raises(NotFound):
+        await gateway.heartbeat_history(UNKNOWN_UUID)
 
 
 async def test_large_and_tiny_limits(

@@ -5,8 +5,12 @@ raw MQTT the way the upstream client does (nothing of ours on the device side)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import getpass
 import json
-from collections.abc import AsyncIterator
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +23,7 @@ from backend.broker.mosquitto import find_mosquitto, find_plugin
 from backend.config import Settings
 from backend.runner import BackendServices
 from tests.conftest import make_settings
-from tests.support.mosquitto import free_port
+from tests.support.mosquitto import MosquittoBroker, _spawn, free_port
 
 needs_dynsec = pytest.mark.skipif(
     find_mosquitto() is None or find_plugin() is None,
@@ -101,3 +105,52 @@ async def admin_command(settings: Settings, *commands: dict[str, Any]) -> list[d
     )
     async with admin.session():
         return await admin.execute(list(commands))
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+@contextlib.contextmanager
+def deployed_dynsec_mosquitto(
+    workdir: Path, admin_user: str, admin_password: str
+) -> Iterator[MosquittoBroker]:
+    """Mosquitto started from deploy/mosquitto-dynsec.conf as shipped, with only the port,
+    the paths and the user substituted; its plugin file made by `mosquitto_ctrl dynsec
+    init` as the README says (our own writer only where mosquitto_ctrl is missing)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    dynsec = workdir / "dynamic-security.json"
+    acl = workdir / "locker-provisioning.acl"
+    acl.write_text((DEPLOY / "mosquitto-dynsec.acl").read_text())
+    ctrl = shutil.which("mosquitto_ctrl")
+    if ctrl is not None:
+        subprocess.run(
+            [ctrl, "dynsec", "init", str(dynsec), admin_user, admin_password],
+            check=True,
+            capture_output=True,
+        )
+    else:
+        from backend.dynsec.policy import initial_config
+
+        dynsec.write_text(json.dumps(initial_config(admin_user, admin_password)))
+    plugin = find_plugin()
+    assert plugin is not None
+    text = (DEPLOY / "mosquitto-dynsec.conf").read_text()
+    substitutions = {
+        "listener 1883 0.0.0.0": f"listener {port} 127.0.0.1",
+        "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so": plugin,
+        "/var/lib/mosquitto/dynamic-security.json": str(dynsec),
+        "/etc/mosquitto/locker-provisioning.acl": str(acl),
+    }
+    for old, new in substitutions.items():
+        assert old in text, f"deploy/mosquitto-dynsec.conf no longer says {old!r}"
+        text = text.replace(old, new)
+    # What Debian's own mosquitto.conf adds; and the user, as a test may run as root.
+    text += f"\nuser {getpass.getuser()}\nlog_dest file {workdir / 'mosquitto.log'}\n"
+    config = workdir / f"mosquitto-dynsec-{port}.conf"
+    config.write_text(text)
+    broker = MosquittoBroker("127.0.0.1", port, _spawn(config, port), config)
+    try:
+        yield broker
+    finally:
+        broker.stop()

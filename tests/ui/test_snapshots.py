@@ -157,7 +157,38 @@ async def to_main_hall(pilot: Pilot[None]) -> None:
 
 @pytest.mark.parametrize("size", SIZES)
 def test_fleet(snap_compare: Any, world: Any, size: tuple[int, int]) -> None:
+    """Sorted by attention: offline, then the jammed door, then the drifted config."""
     assert snap_compare(console(world), terminal_size=size, run_before=on())
+
+
+@pytest.fixture(scope="module")
+def empty_world(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[LockerService, FrozenClock]]:
+    clock = FrozenClock(datetime.fromisoformat("2026-01-01T02:00:00+00:00"))
+    service = build_service(Path(tmp_path_factory.mktemp("empty")), clock)
+    asyncio.run(service.migrate())
+    try:
+        yield service, clock
+    finally:
+        service.close()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_empty_fleet(snap_compare: Any, empty_world: Any, size: tuple[int, int]) -> None:
+    assert snap_compare(console(empty_world), terminal_size=size, run_before=on())
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_bank_event_log(snap_compare: Any, world: Any, size: tuple[int, int]) -> None:
+    """The bank screen with its heartbeat charts and its event log."""
+    assert snap_compare(console(world), terminal_size=size, run_before=on(then=to_main_hall_events))
+
+
+async def to_main_hall_events(pilot: Pilot[None]) -> None:
+    await to_main_hall(pilot)
+    await pilot.press("l")
+    await settle(pilot)
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -1,0 +1,103 @@
+"""What needs an operator's attention, derived from what the console already has: the
+banks' read model and the tail of the stored-event log (no Textual, no I/O).
+
+Rank (lowest first, the Fleet's default order): offline, jammed, drifted, failing,
+then the rest (commands pending, waiting for the device, ok). A door is *jammed* when
+its last open command failed with a jam code and it has not opened since; a bank is
+*failing* when a command failed, timed out or expired after its last success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from backend.search import natural_key
+from backend.views import BankView, EventView, TransactionView
+
+OFFLINE, JAMMED, DRIFTED, FAILING, PENDING, WAITING, OK = range(7)
+RANK_WORDS = ("offline", "jammed", "drifted", "failing", "pending", "waiting", "ok")
+FAILURES = frozenset({"CommandFailed", "CommandTimedOut", "CommandExpired"})
+
+
+def is_jam(error_code: str | None, message: str | None = None) -> bool:
+    """Whether a failed open says the door is jammed (`DOOR_JAMMED`, `jam` ...)."""
+    return "JAM" in f"{error_code or ''} {message or ''}".upper()
+
+
+@dataclass
+class Troubles:
+    """Per-bank trouble seen in the event tail."""
+
+    jammed: dict[str, set[int]] = field(default_factory=dict)
+    failing: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_events(cls, events: Iterable[EventView]) -> Troubles:
+        out = cls()
+        doors: dict[str, int] = {}  # transaction id -> compartment number
+        for event in events:
+            bank, payload, kind = event.aggregate_uuid, event.payload, event.event_type
+            if kind == "CompartmentOpeningRequested":
+                doors[str(payload.get("transaction_id"))] = int(payload["compartment_number"])
+            elif kind == "CompartmentOpened":
+                out.jammed.get(bank, set()).discard(int(payload["compartment_number"]))
+                out.failing.pop(bank, None)
+            elif kind == "ConfigApplied":
+                out.failing.pop(bank, None)
+            elif kind in FAILURES:
+                out.failing[bank] = out.failing.get(bank, 0) + 1
+                number = doors.get(str(payload.get("transaction_id")))
+                if (
+                    kind == "CommandFailed"
+                    and number is not None
+                    and is_jam(payload.get("error_code"), payload.get("message"))
+                ):
+                    out.jammed.setdefault(bank, set()).add(number)
+        return out
+
+
+def jammed_doors(transactions: Iterable[TransactionView]) -> set[int]:
+    """Compartments whose latest finished open command failed with a jam (one bank's
+    transactions, any order)."""
+    latest: dict[int, TransactionView] = {}
+    for txn in transactions:
+        if txn.action != "open_compartment" or txn.compartment_number is None:
+            continue
+        if txn.status not in ("success", "error"):
+            continue
+        known = latest.get(txn.compartment_number)
+        if known is None or txn.requested_at > known.requested_at:
+            latest[txn.compartment_number] = txn
+    return {
+        number
+        for number, txn in latest.items()
+        if txn.status == "error" and is_jam(txn.error_code, txn.message)
+    }
+
+
+def rank(bank: BankView, troubles: Troubles) -> int:
+    """The bank's attention rank (see the module doc)."""
+    if bank.status == "offline":
+        return OFFLINE
+    if troubles.jammed.get(bank.uuid):
+        return JAMMED
+    if bank.config_state == "drifted":
+        return DRIFTED
+    if troubles.failing.get(bank.uuid):
+        return FAILING
+    if bank.pending_commands:
+        return PENDING
+    if bank.status in ("unprovisioned", "provisioned"):
+        return WAITING
+    return OK
+
+
+def by_name(banks: Iterable[BankView]) -> list[BankView]:
+    """Banks in natural name order (`Demo 9` before `Demo 10`), then location, uuid."""
+    return sorted(banks, key=lambda b: (natural_key(b.name), natural_key(b.location), b.uuid))
+
+
+def by_attention(banks: Iterable[BankView], troubles: Troubles) -> list[BankView]:
+    """Banks, those needing attention first; ties in natural name order."""
+    return sorted(by_name(banks), key=lambda b: rank(b, troubles))

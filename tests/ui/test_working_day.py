@@ -1,0 +1,433 @@
+"""Pilot tests of the console for a working day (issue 18): find anything (full-value
+filters with their syntax), see what needs attention (sort, attention first), no traps
+(forms, focus, Escape, burst typing), the truth when the backend is gone, details
+(event JSON, jams, heartbeat charts), keys and mouse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from textual.pilot import Pilot
+from textual.widgets import Input, Sparkline, Static
+
+from backend.domain.bank import MAX_COMPARTMENTS
+from backend.domain.timeutil import FrozenClock
+from backend.http.client_gateway import HttpGateway
+from backend.service import LockerService
+from console.app import LockerConsoleApp
+from console.modals.event_detail import EventDetailModal
+from console.modals.token import TokenModal
+from console.screens.bank import BankScreen
+from console.screens.base import Notice
+from console.screens.events import EventsScreen
+from console.screens.fleet import FleetScreen
+from console.screens.provisioning import ProvisioningScreen, ProvisioningTable
+from console.screens.transactions import TransactionsScreen
+from tests.support.http_api import serve_api
+from tests.ui.conftest import OPERATOR, Devices, Toasts, plain, wait_until
+from widgets.bank_table import BankTable
+from widgets.compartment_grid import CompartmentGrid
+from widgets.event_log import EventTable
+from widgets.heartbeat_chart import HeartbeatCharts
+from widgets.keyed_table import KeyedTable
+from widgets.status_line import StatusLine
+
+SIZE = (80, 24)
+MakeApp = Callable[..., LockerConsoleApp]
+
+
+async def ready(pilot: Pilot[None], app: LockerConsoleApp) -> None:
+    await wait_until(pilot, lambda: app.ready, "the console to catch up")
+
+
+def cell(table: KeyedTable, key: str, column: str) -> str:
+    return table.get_cell(key, column).plain
+
+
+def status(app: LockerConsoleApp) -> str:
+    return plain(app.screen.query_one(StatusLine))
+
+
+def notice(app: LockerConsoleApp) -> str:
+    widget = app.screen.query_one(Notice)
+    return plain(widget) if widget.has_class("-shown") else ""
+
+
+async def filter_with(pilot: Pilot[None], query: str) -> None:
+    await pilot.press("slash")
+    await pilot.press(*["space" if c == " " else c for c in query])
+    await pilot.press("enter")
+
+
+async def clear_filter(pilot: Pilot[None]) -> None:
+    await pilot.press("slash", "escape")
+
+
+# ----- filters ---------------------------------------------------------------------------
+
+
+async def test_filters_match_full_values_with_the_syntax(
+    make_app: MakeApp, devices: Devices, service: LockerService
+) -> None:
+    """`offline` finds `LockerBankWentOffline` though the cell is cut; field:value, -negation
+    and quotes; the fleet filters on full values of every column."""
+    hall = await devices.bank("Main hall", "Berlin HQ")
+    depot = await devices.bank("Depot", "Hamburg harbour west gate")
+    await devices.last_will(depot)
+    await service.request_open(hall, 2, actor="bob")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await pilot.press("3")
+        await wait_until(pilot, lambda: isinstance(app.screen, EventsScreen), "events")
+        screen = app.screen
+        table = screen.query_one(EventTable)
+        await wait_until(pilot, lambda: table.row_count >= 8, "the events")
+        offline = next(k for k in table.keys if "Offline" in str(screen_event(screen, k)))
+        assert "…" in cell(table, offline, "type")  # the cell is cut at 80 columns
+
+        await filter_with(pilot, "offline")
+        await wait_until(pilot, lambda: table.keys == [offline], "offline events only")
+        await clear_filter(pilot)
+        await filter_with(pilot, "event:LockerBankWentOffline")
+        await wait_until(pilot, lambda: table.keys == [offline], "the named field")
+        await clear_filter(pilot)
+        await filter_with(pilot, '"main hall" action:open')
+        await wait_until(pilot, lambda: table.row_count == 1, "quoted words and a field")
+        only = screen_event(screen, table.keys[0])
+        assert only.event_type == "CompartmentOpeningRequested"
+        assert only.metadata["actor"] == "bob"
+        await clear_filter(pilot)
+        await filter_with(pilot, "-bank:depot -bank:hall")
+        await wait_until(pilot, lambda: table.row_count == 0, "negations exclude everything")
+        assert "Nothing matches" in notice(app)
+        await clear_filter(pilot)
+        await filter_with(pilot, "actor:bob")  # the whole payload and metadata are searched
+        await wait_until(pilot, lambda: table.row_count == 1, "by actor")
+
+        await pilot.press("1")
+        fleet = app.screen
+        assert isinstance(fleet, FleetScreen)
+        banks = fleet.query_one(BankTable)
+        await filter_with(pilot, "status:offline")
+        await wait_until(pilot, lambda: banks.keys == [depot], "offline banks")
+        await clear_filter(pilot)
+        await filter_with(pilot, "west gate")  # in the cut part of the location
+        await wait_until(pilot, lambda: banks.keys == [depot], "the full location")
+        assert cell(banks, depot, "location").endswith("…")
+        await clear_filter(pilot)
+        await filter_with(pilot, "-status:offline")
+        await wait_until(pilot, lambda: banks.keys == [hall], "negated field")
+
+
+def screen_event(screen: object, key: str) -> object:
+    assert isinstance(screen, EventsScreen)
+    return next(e for e in screen.data or [] if str(e.position) == key)
+
+
+async def test_event_history_beyond_the_tail_is_searched_by_the_backend(
+    make_app: MakeApp, devices: Devices, service: LockerService, monkeypatch: object
+) -> None:
+    """The console keeps only a tail of the log; a filter also asks the backend, which
+    searches the whole stored history."""
+    from console import context
+
+    old = await devices.bank("Old bank", "Cellar")
+    await devices.last_will(old)
+    for index in range(12):
+        await devices.bank(f"Filler {index}", online=False)
+    monkeypatch.setattr(context, "EVENT_TAIL", 10)  # type: ignore[attr-defined]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        assert all(e.aggregate_uuid != old for e in app.ctx.events)  # not in the tail
+        await pilot.press("3")
+        table = app.screen.query_one(EventTable)
+        await filter_with(pilot, "offline")
+        await wait_until(pilot, lambda: table.row_count == 1, "the old offline event")
+
+
+# ----- sorting and attention -------------------------------------------------------------
+
+
+async def test_sort_natural_order_attention_first_and_the_cursor_stays(
+    make_app: MakeApp, devices: Devices, clock: FrozenClock
+) -> None:
+    uuids = {name: await devices.bank(name, "Site") for name in ("Demo 100", "Demo 9", "Demo 11")}
+    uuids["Demo 10"] = await devices.bank("Demo 10", "Site")
+    await devices.last_will(uuids["Demo 11"])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        table = app.screen.query_one(BankTable)
+        by_name = [uuids[n] for n in ("Demo 9", "Demo 10", "Demo 100")]
+        # attention first (the offline bank), then names in natural order
+        await wait_until(pilot, lambda: table.keys == [uuids["Demo 11"], *by_name], "attention")
+        table.move_to_key(uuids["Demo 10"])
+        await pilot.press("s")  # by name
+        natural = [uuids[n] for n in ("Demo 9", "Demo 10", "Demo 11", "Demo 100")]
+        await wait_until(pilot, lambda: table.keys == natural, "natural order")
+        assert table.cursor_key == uuids["Demo 10"]
+        assert "name▲" in str(table.columns[table.ordered_columns[0].key].label)
+        await pilot.press("S")
+        await wait_until(pilot, lambda: table.keys == natural[::-1], "reversed")
+        assert table.cursor_key == uuids["Demo 10"]
+        # a live change re-sorts under the cursor without moving it off its bank
+        await devices.last_will(uuids["Demo 10"])
+        await wait_until(pilot, lambda: cell(table, uuids["Demo 10"], "status") == "offline", "")
+        assert table.cursor_key == uuids["Demo 10"]
+        # a header click sorts by that column (status: offline before online)
+        status_x = sum(c.get_render_width(table) for c in table.ordered_columns[:2]) + 2
+        await pilot.click(BankTable, offset=(status_x, 0))
+        await wait_until(pilot, lambda: table.sort_column == "status", "sorted by status")
+        assert set(table.keys[:2]) == {uuids["Demo 10"], uuids["Demo 11"]}
+        assert table.cursor_key == uuids["Demo 10"]
+        for _ in range(len(table.COLUMNS) - 3):  # heartbeat, doors, config, pending
+            await pilot.press("s")
+        assert table.sort_column == "pending"
+        await pilot.press("s")
+        assert table.sort_column is None  # back to attention
+        await wait_until(pilot, lambda: table.keys[0] in (uuids["Demo 10"], uuids["Demo 11"]), "")
+
+
+async def test_jk_gG_home_end_in_tables(make_app: MakeApp, devices: Devices) -> None:
+    names = [f"Bank {n}" for n in range(1, 6)]
+    uuids = [await devices.bank(name, online=False) for name in names]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        table = app.screen.query_one(BankTable)
+        await wait_until(pilot, lambda: table.keys == uuids, "the banks")
+        table.focus()
+        await pilot.press("j", "j")
+        assert table.cursor_key == uuids[2]
+        await pilot.press("k")
+        assert table.cursor_key == uuids[1]
+        await pilot.press("G")
+        assert table.cursor_key == uuids[-1]
+        await pilot.press("g")
+        assert table.cursor_key == uuids[0]
+        await pilot.press("end")
+        assert table.cursor_key == uuids[-1]
+        await pilot.press("home")
+        assert table.cursor_key == uuids[0]
+
+
+# ----- forms -----------------------------------------------------------------------------
+
+
+async def go_provisioning(pilot: Pilot[None], app: LockerConsoleApp) -> ProvisioningScreen:
+    await ready(pilot, app)
+    await pilot.press("4")
+    await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
+    screen = app.screen
+    assert isinstance(screen, ProvisioningScreen)
+    return screen
+
+
+async def test_burst_typing_lands_every_key_in_its_field(make_app: MakeApp) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await go_provisioning(pilot, app)
+        await pilot.press("n")
+        # One burst, no pause between keys: Tab moves on, nothing lands in the field before.
+        keys = [*"abc", "tab", *"def", "tab", "end", "backspace", "backspace", *"77", "tab"]
+        await pilot.press(*keys, "end", "backspace", "backspace", "9")
+        assert screen.query_one("#new-name", Input).value == "abc"
+        assert screen.query_one("#new-location", Input).value == "def"
+        assert screen.query_one("#new-doors", Input).value == "77"
+        assert screen.query_one("#new-interval", Input).value == "9"
+        await pilot.press("shift+tab", "shift+tab", "shift+tab", "end", *"xyz")
+        assert screen.query_one("#new-name", Input).value == "abcxyz"
+
+
+async def test_focus_after_submit_escape_leaves_a_field_limits_from_the_domain(
+    make_app: MakeApp, service: LockerService, toasts: Toasts
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE, notifications=True, message_hook=toasts) as pilot:
+        screen = await go_provisioning(pilot, app)
+        name = screen.query_one("#new-name", Input)
+        await pilot.press("n")
+        assert app.focused is name and name.has_pseudo_class("focus")
+        await pilot.press("escape")  # leaves the field, keeps what was typed
+        assert isinstance(app.focused, ProvisioningTable)
+        await pilot.press("n", *"Hall")
+        doors = screen.query_one("#new-doors", Input)
+        assert doors.max_length == len(str(MAX_COMPARTMENTS))
+        doors.value = str(MAX_COMPARTMENTS + 1)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: toasts.matching("doors must be between 1 and 1000"), "")
+        assert await service.list_banks() == []
+        doors.value = str(MAX_COMPARTMENTS)
+        name.focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, TokenModal), "the token")
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is screen, "back")
+        assert isinstance(app.focused, ProvisioningTable)  # not the form
+        banks = await service.list_banks()
+        assert [(b.name, len(b.compartments)) for b in banks] == [("Hall", MAX_COMPARTMENTS)]
+        table = screen.query_one(ProvisioningTable)
+        await wait_until(pilot, lambda: table.cursor_key == banks[0].uuid, "the new bank")
+        assert name.value == ""
+        await pilot.press("1")  # a key after submitting acts, it is not typed anywhere
+        await wait_until(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet")
+        fleet = app.screen.query_one(BankTable)
+        await wait_until(pilot, lambda: cell(fleet, banks[0].uuid, "doors") == "0/1000", "")
+
+
+# ----- empty states, tabs ------------------------------------------------------------------
+
+
+async def test_empty_fleet_says_what_to_do_and_n_creates(make_app: MakeApp) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        await wait_until(pilot, lambda: "No banks yet" in notice(app), "the empty state")
+        assert "press n" in notice(app) and "locker-console --demo" in notice(app)
+        tabs = str(app.screen.query_one("ModeTabs").render())
+        assert all(word in tabs for word in ("1 Fleet", "2 Txns", "3 Events", "4 Prov"))
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "the form")
+        assert app.focused is app.screen.query_one("#new-name", Input)
+        await pilot.press("escape", "2")
+        await wait_until(pilot, lambda: isinstance(app.screen, TransactionsScreen), "txns")
+        await wait_until(pilot, lambda: "No commands yet" in notice(app), "empty transactions")
+
+
+# ----- attach with a dead backend ----------------------------------------------------------
+
+
+async def test_attach_with_a_dead_backend_says_so_everywhere(
+    service: LockerService, devices: Devices, clock: FrozenClock
+) -> None:
+    hall = await devices.bank("Main hall", "Berlin")
+    depot = await devices.bank("Depot", "Hamburg")
+    async with serve_api(service) as api:
+        gateway = HttpGateway(api.base_url, api.operator_token, timeout=2.0)
+        await gateway.whoami()
+        app = LockerConsoleApp(gateway, clock=clock, refresh_interval=0.1, mode="attach")
+        try:
+            async with app.run_test(size=SIZE) as pilot:
+                await ready(pilot, app)
+                table = app.screen.query_one(BankTable)
+                await wait_until(pilot, lambda: cell(table, hall, "status") == "online", "")
+                assert "database ok" in status(app) and "attach" in status(app)
+                await api.client.close()  # the backend goes away
+                clock.advance(1)
+                since = clock.now().strftime("%H:%M:%S UTC")
+                words = f"backend unreachable since {since}"
+                await wait_until(pilot, lambda: words in status(app), "the status line")
+                assert "database" not in status(app) and "broker" not in status(app)
+                await wait_until(pilot, lambda: words in notice(app), "the fleet's notice")
+                assert "what you see is from" in notice(app)
+
+                table.move_to_key(depot)  # a bank never fetched before
+                await pilot.press("enter")
+                await wait_until(pilot, lambda: isinstance(app.screen, BankScreen), "bank")
+                bank = app.screen
+                grid = bank.query_one(CompartmentGrid)
+                await wait_until(pilot, lambda: words in str(grid.render()), "the grid")
+                assert "no compartments" not in str(grid.render())
+                assert words in plain(bank.query_one("#bank-status", Static))
+                charts = bank.query_one(HeartbeatCharts)
+                assert words in plain(charts.query_one("#chart-empty", Static))
+                assert "nothing to show until it answers" in notice(app)
+                for key in ("escape", "3", "2", "4"):
+                    await pilot.press(key)
+                    await wait_until(pilot, lambda: words in notice(app), f"notice after {key}")
+                    assert words in status(app)
+        finally:
+            await gateway.close()
+
+
+# ----- detail views ------------------------------------------------------------------------
+
+
+async def test_bank_screen_event_log_detail_jam_and_heartbeat_charts(
+    make_app: MakeApp, devices: Devices, service: LockerService, clock: FrozenClock
+) -> None:
+    hall = await devices.bank("Main hall", "Berlin")
+    for _ in range(5):
+        clock.advance(30)
+        await devices.heartbeat(hall)
+    jam = await service.request_open(hall, 4, actor=OPERATOR)
+    await devices.relay()
+    await devices.answer(hall, jam.transaction_id, result="error", error_code="DOOR_JAMMED")
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot, app)
+        table = app.screen.query_one(BankTable)
+        await wait_until(pilot, lambda: table.keys == [hall], "the bank")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, BankScreen), "the bank screen")
+        bank = app.screen
+        assert isinstance(bank, BankScreen)
+        await wait_until(pilot, lambda: bank.data is not None, "its data")
+        grid = bank.query_one(CompartmentGrid)
+        assert "#4   jammed" in str(grid.render())
+        charts = bank.query_one(HeartbeatCharts)
+        await wait_until(pilot, lambda: not charts.has_class("-empty"), "the charts")
+        intervals = list(charts.query_one("#chart-interval", Sparkline).data or [])
+        assert len(intervals) == 60 and 30.0 in intervals
+        assert "-60m" in plain(charts.query_one("#chart-axis", Static))
+        await pilot.press("l")
+        events = bank.query_one("#bank-events", EventTable)
+        await wait_until(pilot, lambda: events.row_count >= 5, "the bank's event log")
+        events.focus()
+        failed = next(e for e in bank.data.events if e.event_type == "CommandFailed")
+        events.move_to_key(str(failed.position))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, EventDetailModal), "the detail")
+        text = plain(app.screen.query_one("#event-json", Static))
+        assert '"error_code": "DOOR_JAMMED"' in text and jam.transaction_id in text
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: app.screen is bank, "back on the bank")
+
+
+# ----- mouse -------------------------------------------------------------------------------
+
+
+async def test_mouse_selects_rows_tabs_and_buttons(
+    make_app: MakeApp, devices: Devices, service: LockerService
+) -> None:
+    first = await devices.bank("Alpha", online=False)
+    second = await devices.bank("Bravo", online=False)
+    app = make_app()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await ready(pilot, app)
+        table = app.screen.query_one(BankTable)
+        await wait_until(pilot, lambda: table.keys == [first, second], "the banks")
+        await pilot.click(BankTable, offset=(3, 2))  # the second row (header, Alpha, Bravo)
+        assert table.cursor_key == second
+        tabs = app.screen.query_one("ModeTabs")
+        label = str(tabs.render())
+        await pilot.click("ModeTabs", offset=(label.index("3 Events") + 2, 0))
+        await wait_until(pilot, lambda: isinstance(app.screen, EventsScreen), "clicked tab")
+        await pilot.press("4")
+        screen = await go_provisioning(pilot, app)
+        screen.query_one("#new-name", Input).value = "Clicked"
+        await pilot.click("#create")
+        await wait_until(pilot, lambda: isinstance(app.screen, TokenModal), "the token")
+        assert [b.name for b in await service.list_banks()][-1] == "Clicked"
+
+
+def test_heartbeat_buckets_over_the_last_hour() -> None:
+    from datetime import datetime
+
+    from backend.views import HeartbeatSample
+    from widgets.heartbeat_chart import per_minute, time_axis
+
+    now = datetime.fromisoformat("2026-01-01T12:00:00+00:00")
+    arrivals = [now - timedelta(minutes=50) + timedelta(seconds=30 * i) for i in range(10)]
+    samples = [HeartbeatSample(received_at=at, lag_seconds=0.5) for at in arrivals]
+    intervals, lags = per_minute(samples, now)
+    assert len(intervals) == len(lags) == 60
+    assert intervals[10:15] == [30.0] * 5  # minutes 10-14 of the hour
+    assert lags[10] == 0.5 and lags[20] == 0.0
+    assert intervals[-1] == (now - arrivals[-1]).total_seconds()  # the silence so far
+    axis = time_axis(60).plain
+    assert axis.startswith("-60m") and axis.rstrip().endswith("now") and "-30m" in axis
