@@ -32,7 +32,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import uuid as uuid_mod
+
+from backend.broker.mosquitto import MosquittoChild
 from backend.config import load_settings
+from backend.dynsec.directory import DynsecDirectory
 from backend.runner import BackendServices
 from bench.common import emit, log, result
 from console.logging_setup import configure
@@ -137,11 +141,77 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+async def plugin_only(args: argparse.Namespace) -> dict[str, Any]:
+    """`--plugin-only`: the same accounts created straight through `DynsecDirectory`
+    (what the relay calls before each reply), no backend, no devices: the plugin's own cost
+    as its file grows, free of the rest of the machine's load on the Python side."""
+    with tempfile.TemporaryDirectory(prefix="bench-dynsec-plugin-") as tmp:
+        workdir = Path(tmp)
+        settings = load_settings(
+            locker_data_dir=workdir,
+            locker_broker="mosquitto",
+            mqtt_port=free_port(),
+            _env_file=None,
+        )
+        child = MosquittoChild(
+            data_dir=workdir,
+            port=settings.mqtt_port,
+            admin_user=settings.dynsec_admin_user,
+            admin_password=settings.secret("dynsec_admin_password"),
+        )
+        plugin_file = workdir / "mosquitto" / "dynamic-security.json"
+        windows: list[dict[str, Any]] = []
+        async with child:
+            directory = DynsecDirectory(settings)
+            await directory.admin.start()
+            directory._started = True  # a persistent admin connection, as in the backend
+            await directory.bootstrap()
+            times: list[float] = []
+            began = time.perf_counter()
+            for i in range(args.banks):
+                uuid = str(uuid_mod.UUID(int=i + 1, version=4))
+                started = time.perf_counter()
+                await directory.provisioned(uuid, f"locker-client-{i:08x}", f"password-{i}")
+                times.append(time.perf_counter() - started)
+                if (i + 1) % args.window == 0 or i + 1 == args.banks:
+                    window = times[len(windows) * args.window :]
+                    windows.append(
+                        {
+                            "banks": i + 1,
+                            "plugin_p50_ms": round(1000 * statistics.median(window), 1),
+                            "plugin_p99_ms": round(1000 * _pct(window, 0.99), 1),
+                            "file_bytes": plugin_file.stat().st_size,
+                        }
+                    )
+                    log(f"{windows[-1]}")
+            total_s = time.perf_counter() - began
+            await directory.close()
+    first, last = windows[0], windows[-1]
+    return result(
+        "dynsec_plugin",
+        figure=last["plugin_p50_ms"],
+        unit=f"ms p50 to create a bank's role + client at {args.banks} banks",
+        baseline=first["plugin_p50_ms"],
+        baseline_unit=f"ms p50 over the first {args.window} banks",
+        ratio=last["plugin_p50_ms"] / first["plugin_p50_ms"],
+        target="measured and reported (issue 17); no target set",
+        passed=None,
+        params={"banks": args.banks, "window": args.window, "quick": args.quick},
+        file_bytes=last["file_bytes"],
+        bytes_per_bank=round(last["file_bytes"] / args.banks),
+        total_s=round(total_s, 1),
+        windows=windows,
+    )
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--banks", type=int, default=10_000)
     parser.add_argument("--window", type=int, default=1_000)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--plugin-only", action="store_true", help="only the plugin's part (no backend)"
+    )
     parser.add_argument("--quick", action="store_true", help="tiny size (smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -150,7 +220,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main() -> None:
-    emit(asyncio.run(main_async(parse_args())))
+    args = parse_args()
+    emit(asyncio.run(plugin_only(args) if args.plugin_only else main_async(args)))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ Routes (all under ``/api``; see ``GET /api/openapi.json`` for the full schema):
 * ``GET  /events?after=&limit=`` (``&q=&before=``: the newest matches of a filter),
   ``GET /events/stream`` (server-sent events)
 * ``GET  /locker-banks/{uuid}/events?limit=``, ``GET /locker-banks/{uuid}/heartbeats``
+* ``GET  /alerts?all=&bank=&limit=``, ``POST /alerts/{id}/ack`` with ``{"note": "..."}``
 * ``GET  /status``, ``GET /whoami``
 """
 
@@ -38,6 +39,7 @@ from backend.http.event_stream import MAX_POSITION, EventStream
 from backend.http.health import HealthMonitor
 from backend.http.requests import int_path, int_query, read_body, str_query
 from backend.http.schemas import (
+    AcknowledgeAlertRequest,
     CommandAccepted,
     CreateBankRequest,
     MappingEntry,
@@ -48,6 +50,7 @@ from backend.http.schemas import (
 )
 from backend.service import LockerService
 from backend.views import (
+    AlertView,
     BankView,
     CreatedBank,
     EventView,
@@ -199,6 +202,23 @@ class RestApi:
     async def event_stream(self, request: web.Request) -> web.StreamResponse:
         return await self.stream.handle(request)
 
+    # ----- alerts ------------------------------------------------------------------------
+
+    async def list_alerts(self, request: web.Request) -> web.Response:
+        include_resolved = int_query(request, "all", 0, minimum=0, maximum=1) == 1
+        bank = str_query(request, "bank")
+        limit = int_query(request, "limit", 200, minimum=1, maximum=MAX_LIMIT)
+        alerts = await self.service.list_alerts(include_resolved, bank, limit)
+        return _json(_views(alerts))
+
+    async def acknowledge_alert(self, request: web.Request) -> web.Response:
+        alert_id = int_path(request, "alert_id")
+        body = await read_body(request, AcknowledgeAlertRequest, required=False)
+        alert = await self.service.acknowledge_alert(
+            alert_id, body.note, actor=principal(request).name
+        )
+        return _json(alert.to_json())
+
     # ----- who and how -------------------------------------------------------------------
 
     async def status(self, request: web.Request) -> web.Response:
@@ -335,6 +355,27 @@ class RestApi:
                     "as in GET /api/events. Reconnecting with `Last-Event-ID` resumes after it. "
                     "A `: keepalive` comment is sent after 15 s of quiet."
                 ),
+            ),
+            Endpoint(
+                "GET", "/api/alerts", "list_alerts",
+                "Open alerts, newest first (all=1: resolved ones too)",
+                self.list_alerts, role="app", security="bearer",
+                response=AlertView, response_list=True, errors=_BANK_ERRORS,
+                query=(
+                    QueryParam(
+                        "all", {"type": "integer", "minimum": 0, "maximum": 1, "default": 0},
+                        "1: resolved alerts too.",
+                    ),
+                    QueryParam("bank", {"type": "string"}, "Only this bank's (its uuid)."),
+                    limit,
+                ),
+            ),
+            Endpoint(
+                "POST", "/api/alerts/{alert_id}/ack", "acknowledge_alert",
+                "Acknowledge an alert (recorded as AlertAcknowledged with the token's name)",
+                self.acknowledge_alert, role="operator", security="bearer",
+                body=AcknowledgeAlertRequest, body_required=False, response=AlertView,
+                errors=(400, 404, 409),
             ),
             Endpoint(
                 "GET", "/api/status", "status", "Database and broker connectivity",

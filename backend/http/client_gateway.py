@@ -36,6 +36,7 @@ from backend.domain.events import CompartmentSpec
 from backend.gateway import SystemStatus
 from backend.http.api import MAX_LIMIT
 from backend.views import (
+    AlertView,
     BankView,
     CreatedBank,
     EventView,
@@ -233,6 +234,16 @@ class HttpGateway:
                 break
             position = events[-1].position
         return events
+
+    async def list_alerts(self, include_resolved: bool = False) -> list[AlertView]:
+        """Open alerts, newest first (with ``include_resolved`` every alert)."""
+        query: dict[str, str | int] = {"all": 1} if include_resolved else {}
+        data = await self._call("GET", "/api/alerts", query=query)
+        return [self._build(AlertView, item) for item in data]
+
+    async def acknowledge_alert(self, alert_id: int, note: str = "") -> AlertView:
+        path = f"/api/alerts/{_segment(alert_id)}/ack"
+        return self._build(AlertView, await self._call("POST", path, body={"note": note}))
 
     async def search_events(
         self, query: str, limit: int = 500, before: int | None = None

@@ -176,6 +176,16 @@ class RevokeRequest(_Request):
     )
 
 
+class AcknowledgeAlertRequest(_Request):
+    """``POST /api/alerts/{id}/ack`` (the body may be empty)."""
+
+    note: str = Field(
+        default="",
+        max_length=500,
+        description="What was found or done (no control characters but newline).",
+    )
+
+
 class CommandAccepted(BaseModel):
     """A command was recorded and queued for the device (202).
 
@@ -218,6 +228,10 @@ class HealthReport(BaseModel):
     status: Literal["ok", "unavailable"]
     database: HealthCheck
     broker: HealthCheck
+    conditions: list[str] = Field(
+        default_factory=list,
+        description="Runtime conditions of this instance now (broker_down, store_unwritable).",
+    )
     accounts: HealthCheck | None = None
     """`AUTH_MODE=dynsec`: the admin connection to Mosquitto's dynamic-security plugin and
     the last command to it (absent in hook mode)."""

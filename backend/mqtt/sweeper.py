@@ -51,9 +51,34 @@ class Sweeper:
         self._on_outbox_work = on_outbox_work
         self._backoff = Backoff(self.options.sweep_interval, 30.0)
         self.sweeps = 0
+        self.recovered = False
+
+    async def recover(self) -> dict[str, int]:
+        """Once at start: ask again what may have been answered while we were away."""
+        counts = await self.devices.recover_after_restart()
+        if counts["reasked"] or counts["in_doubt"]:
+            log.info(
+                "after the restart: %d unanswered commands asked again, %d in doubt",
+                counts["reasked"],
+                counts["in_doubt"],
+            )
+        self.metrics.commands["reasked"] += counts["reasked"]
+        if counts["reasked"]:
+            self._on_outbox_work()
+        self.recovered = True
+        return counts
 
     async def run(self) -> None:
         next_prune = time.monotonic() + self.options.prune_interval
+        while not self.recovered:
+            try:
+                await self.recover()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = self._backoff.next()
+                log.warning("recovery failed (%s); next in %.1f s", exc.__class__.__name__, delay)
+                await asyncio.sleep(delay)
         while True:
             delay = self.options.sweep_interval
             try:
