@@ -545,6 +545,10 @@ class LockerService:
 
         return await self.db.read(work)
 
+    async def read(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a read-side query `fn(session, *args)` on a reader thread."""
+        return await self._read(fn, *args)
+
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         def work() -> T:
             with self.db.read_session() as session:

@@ -8,6 +8,8 @@ from sqlalchemy import and_, or_, select
 from sqlmodel import Session
 
 from backend.domain.alerts import ALERT_KINDS
+from backend.store.alert_projection import ALERT_EVENTS
+from backend.store.event_store import RecordedEvent
 from backend.store.tables import AlertRow, LockerBankRow
 from backend.views import AlertView
 
@@ -96,3 +98,31 @@ def resolved_between(session: Session, after: datetime, until: datetime) -> list
         .where(AlertRow.resolves_at <= until)  # type: ignore[operator]
     )
     return [alert_view(row, name or "", until) for row, name in session.execute(stmt).all()]
+
+
+def changes_for(
+    session: Session, recorded: list[RecordedEvent], now: datetime
+) -> list[tuple[str, AlertView]]:
+    """What these just-recorded events did to the alerts: ("opened" | "resolved", alert)."""
+    changes: list[tuple[str, AlertView]] = []
+    seen: set[tuple[str, int]] = set()
+
+    def add(change: str, row: AlertRow | None) -> None:
+        if row is None or (change, row.id) in seen:
+            return
+        seen.add((change, row.id))
+        bank = session.get(LockerBankRow, row.bank_uuid)
+        changes.append((change, alert_view(row, bank.name if bank else "", now)))
+
+    for r in recorded:
+        if r.event_type not in ALERT_EVENTS:
+            continue
+        add("opened", session.get(AlertRow, r.position))
+        at = r.event.occurred_at
+        for row in session.execute(
+            select(AlertRow)
+            .where(AlertRow.bank_uuid == r.aggregate_uuid)
+            .where(AlertRow.resolved_at == at)
+        ).scalars():
+            add("resolved", row)
+    return changes

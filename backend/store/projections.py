@@ -45,7 +45,14 @@ from backend.store.tables import (
     StoredEvent,
 )
 
-TRACKER_COLUMNS = ("payload_hash", "first_seen_at", "last_seen_at", "duplicate_count", "attempts")
+TRACKER_COLUMNS = (
+    "payload_hash",
+    "first_seen_at",
+    "last_seen_at",
+    "duplicate_count",
+    "attempts",
+    "in_doubt",
+)
 
 Projector = Callable[[Session, RecordedEvent], None]
 _PROJECTORS: dict[str, Projector] = {}

@@ -200,3 +200,92 @@ async def test_opens_are_refused_a_ttl_longer_than_the_timeout(tmp_path: object)
     old = make_settings(Path(str(tmp_path)), command_ttl=300)
     assert old.open_ttl_seconds == 30 and old.config_ttl_seconds == 300
     assert make_settings(Path(str(tmp_path))).config_ttl_seconds == 3600
+
+
+async def test_lost_answer_of_an_openlocker_device_ends_unknown_not_expired(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    """The upstream client never re-sends a stored answer: after a restart (an acked answer
+    may have died with the process) its unanswered command cannot be recovered by asking
+    again; unanswered at expiry it is `unknown`, with an alert to check the door."""
+    created = await service.create_bank("Field", "Depot", 4, dialect="openlocker", actor="op")
+    assert await service.devices.register(created.token, "locker-client-1") == "success"
+    bank = created.uuid
+    await online(service, clock, bank)
+    seed = await provisioned(service)
+    await online(service, clock, seed)
+    lost = await service.request_open(bank, 1, actor="op")
+    asked = await service.request_open(seed, 1, actor="op")
+    await publish_all(service)
+    recovered = await service.devices.recover_after_restart()
+    assert recovered["in_doubt"] >= 1  # the open (and the config pushed when it came online)
+    clock.advance(service.settings.open_ttl_seconds)
+    await service.devices.sweep()
+    unknown = await service.get_transaction(lost.transaction_id)
+    assert unknown.status == "unknown"
+    assert (await service.get_transaction(asked.transaction_id)).status == "expired"
+    kinds = {a.transaction_id: a.kind for a in await service.list_alerts()}
+    assert kinds[lost.transaction_id] == "outcome_unknown"
+    assert kinds[asked.transaction_id] == "command_expired"
+    # the answer turns up after all: a late execution, the `unknown` alert is settled
+    await service.devices.record_response(bank, answer(lost.transaction_id))
+    assert (await service.get_transaction(lost.transaction_id)).status == "late"
+    kinds = {a.transaction_id: a.kind for a in await service.list_alerts()}
+    assert kinds[lost.transaction_id] == "late_execution"
+    before = await dump_read_models(service)
+    await service.rebuild_projections()
+    assert await dump_read_models(service) == before
+
+
+async def test_webhook_posts_each_alert_opening_and_resolution(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    from aiohttp import web
+
+    from backend.alert_notifier import AlertNotifier
+    from tests.support.http_api import wait_until
+    from tests.support.mosquitto import free_port
+
+    received: list[dict[str, object]] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(await request.json())
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/alerts", hook)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    notifier = AlertNotifier(service, f"http://127.0.0.1:{port}/alerts?key=secret")
+    await notifier.start()
+    try:
+        bank = await provisioned(service)
+        await online(service, clock, bank)
+        await service.devices.record_last_will(bank)  # opens a bank-offline alert
+        await wait_until(lambda: len(received) == 1, 5, "offline alert posted")
+        clock.advance(10)
+        await online(service, clock, bank)
+        clock.advance(60)
+        assert await notifier.check_resolutions() == 1  # a minute online: resolved
+        await wait_until(lambda: len(received) == 2, 5, "resolution posted")
+        txn = await service.request_open(bank, 1, actor="op")
+        await publish_all(service)
+        await service.devices.record_response(
+            bank, answer(txn.transaction_id, "error", error_code="DOOR_JAMMED")
+        )
+        await wait_until(lambda: len(received) == 3, 5, "failure posted")
+        alert = (await service.list_alerts())[0]
+        await service.acknowledge_alert(alert.id, "seen", actor="op")
+        await wait_until(lambda: len(received) == 4, 5, "acknowledgement posted")
+    finally:
+        await notifier.stop()
+        await runner.cleanup()
+    assert [(b["event"], b["alert"]["kind"]) for b in received] == [  # type: ignore[index]
+        ("alert_opened", "bank_offline"),
+        ("alert_resolved", "bank_offline"),
+        ("alert_opened", "command_failed"),
+        ("alert_resolved", "command_failed"),
+    ]
+    assert notifier.failed == 0 and notifier.sent == 4
