@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from backend.domain.events import CompartmentSpec
 from backend.service import LockerService
 from backend.views import (
     AlertView,
@@ -78,6 +79,17 @@ class ConsoleGateway(Protocol):
         compartments: int,
         heartbeat_interval_seconds: int = 30,
     ) -> CreatedBank: ...
+
+    async def update_bank(
+        self,
+        uuid: str,
+        *,
+        name: str | None = None,
+        location: str | None = None,
+        heartbeat_interval_seconds: int | None = None,
+        dialect: str | None = None,
+        compartments: list[CompartmentSpec] | None = None,
+    ) -> BankView: ...
 
     async def issue_token(self, uuid: str) -> IssuedToken: ...
 
@@ -154,6 +166,26 @@ class InProcessGateway:
             location,
             compartments,
             heartbeat_interval_seconds=heartbeat_interval_seconds,
+            actor=self.actor,
+        )
+
+    async def update_bank(
+        self,
+        uuid: str,
+        *,
+        name: str | None = None,
+        location: str | None = None,
+        heartbeat_interval_seconds: int | None = None,
+        dialect: str | None = None,
+        compartments: list[CompartmentSpec] | None = None,
+    ) -> BankView:
+        return await self.service.update_bank(
+            uuid,
+            name=name,
+            location=location,
+            heartbeat_interval_seconds=heartbeat_interval_seconds,
+            dialect=dialect,
+            compartments=compartments,
             actor=self.actor,
         )
 
