@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from backend.domain.events import CompartmentSpec
 from backend.service import LockerService
 from backend.views import (
     AlertView,
@@ -32,6 +33,8 @@ class SystemStatus(View):
     mode: str = "standalone"
     conditions: list[str] = []
     """Runtime conditions of the backend instance now: `broker_down`, `store_unwritable`."""
+    open_ttl_seconds: float = 30.0
+    """OPEN_TTL: how long an open waits for its bank before it expires (for the warning)."""
 
 
 def runtime_conditions(
@@ -76,6 +79,17 @@ class ConsoleGateway(Protocol):
         compartments: int,
         heartbeat_interval_seconds: int = 30,
     ) -> CreatedBank: ...
+
+    async def update_bank(
+        self,
+        uuid: str,
+        *,
+        name: str | None = None,
+        location: str | None = None,
+        heartbeat_interval_seconds: int | None = None,
+        dialect: str | None = None,
+        compartments: list[CompartmentSpec] | None = None,
+    ) -> BankView: ...
 
     async def issue_token(self, uuid: str) -> IssuedToken: ...
 
@@ -155,6 +169,26 @@ class InProcessGateway:
             actor=self.actor,
         )
 
+    async def update_bank(
+        self,
+        uuid: str,
+        *,
+        name: str | None = None,
+        location: str | None = None,
+        heartbeat_interval_seconds: int | None = None,
+        dialect: str | None = None,
+        compartments: list[CompartmentSpec] | None = None,
+    ) -> BankView:
+        return await self.service.update_bank(
+            uuid,
+            name=name,
+            location=location,
+            heartbeat_interval_seconds=heartbeat_interval_seconds,
+            dialect=dialect,
+            compartments=compartments,
+            actor=self.actor,
+        )
+
     async def issue_token(self, uuid: str) -> IssuedToken:
         return await self.service.issue_token(uuid, actor=self.actor)
 
@@ -182,4 +216,5 @@ class InProcessGateway:
             broker_detail=self._broker_detail(),
             mode="standalone",
             conditions=[name for name, held in conditions.items() if held],
+            open_ttl_seconds=self.service.settings.open_ttl_seconds,
         )

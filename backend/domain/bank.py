@@ -606,13 +606,15 @@ def _check_settings(
     if not 1 <= len(compartments) <= MAX_COMPARTMENTS:
         raise InvalidInput(f"a bank needs 1 to {MAX_COMPARTMENTS} compartments")
     numbers = [c.number for c in compartments]
-    if len(set(numbers)) != len(numbers):
-        raise InvalidInput("compartment numbers must be unique")
     if min(numbers) < 1:
         raise InvalidInput("compartment numbers start at 1")
+    # Rules between entries, or between the mapping and the dialect, cannot be told by
+    # looking at one value: they are conflicts (409), not malformed input (400).
+    if len(set(numbers)) != len(numbers):
+        raise RuleViolation("compartment numbers must be unique")
     targets = [(c.slave_id, c.address) for c in compartments]
     if len(set(targets)) != len(targets):
-        raise InvalidInput("two compartments map to the same slaveId and address")
+        raise RuleViolation("two compartments map to the same slaveId and address")
     for spec in compartments:
         if not 0 <= spec.slave_id <= 247 or not 0 <= spec.address <= 65535:
             raise InvalidInput(
@@ -625,7 +627,7 @@ def _check_settings(
     if effective_dialect(dialect, detected) == "openlocker":
         for spec in compartments:
             if spec.slave_id < OPENLOCKER_MIN_SLAVE_ID:
-                raise InvalidInput(
+                raise RuleViolation(
                     f"compartment {spec.number}: an openlocker bank needs slaveId >= "
                     f"{OPENLOCKER_MIN_SLAVE_ID} (its contract schema)"
                 )

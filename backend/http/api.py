@@ -31,6 +31,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from backend.domain.errors import InvalidInput
+from backend.domain.events import CompartmentSpec
 from backend.gateway import SystemStatus
 from backend.http.auth import principal
 from backend.http.endpoints import Endpoint, QueryParam
@@ -41,8 +42,10 @@ from backend.http.schemas import (
     AcknowledgeAlertRequest,
     CommandAccepted,
     CreateBankRequest,
+    MappingEntry,
     OpenCompartmentRequest,
     RevokeRequest,
+    UpdateBankRequest,
     WhoAmI,
 )
 from backend.service import LockerService
@@ -68,6 +71,12 @@ _BANK_ERRORS = (400, 404)
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(value, status=status, headers=headers)
+
+
+def _specs(entries: Sequence[MappingEntry]) -> list[CompartmentSpec]:
+    return [
+        CompartmentSpec(number=e.number, slave_id=e.slave_id, address=e.address) for e in entries
+    ]
 
 
 def _views(items: Sequence[View]) -> list[dict[str, Any]]:
@@ -104,12 +113,26 @@ class RestApi:
         created = await self.service.create_bank(
             body.name,
             body.location,
-            body.compartments,
+            _specs(body.mapping) if body.mapping is not None else body.compartments,
             heartbeat_interval_seconds=body.heartbeat_interval_seconds,
             actor=principal(request).name,
+            dialect=body.dialect,
         )
         headers = {**_NO_STORE, "Location": f"/api/locker-banks/{created.uuid}"}
         return _json(created.to_json(), status=201, headers=headers)
+
+    async def update_bank(self, request: web.Request) -> web.Response:
+        body = await read_body(request, UpdateBankRequest)
+        bank = await self.service.update_bank(
+            request.match_info["uuid"],
+            name=body.name,
+            location=body.location,
+            heartbeat_interval_seconds=body.heartbeat_interval_seconds,
+            dialect=body.dialect,
+            compartments=_specs(body.compartments) if body.compartments is not None else None,
+            actor=principal(request).name,
+        )
+        return _json(bank.to_json())
 
     async def issue_token(self, request: web.Request) -> web.Response:
         issued = await self.service.issue_token(
@@ -229,12 +252,18 @@ class RestApi:
                 "POST", "/api/locker-banks", "create_bank",
                 "Create a locker bank and its first provisioning token (shown once)",
                 self.create_bank, role="operator", security="bearer",
-                body=CreateBankRequest, response=CreatedBank, status=201, errors=(400,),
+                body=CreateBankRequest, response=CreatedBank, status=201, errors=(400, 409),
             ),
             Endpoint(
                 "GET", "/api/locker-banks/{uuid}", "get_bank", "One locker bank",
                 self.get_bank, role="app", security="bearer", response=BankView,
                 errors=_NOT_FOUND,
+            ),
+            Endpoint(
+                "PATCH", "/api/locker-banks/{uuid}", "update_bank",
+                "Edit a bank (a changed mapping, interval or dialect is pushed as apply_config)",
+                self.update_bank, role="operator", security="bearer",
+                body=UpdateBankRequest, response=BankView, errors=(400, 404, 409),
             ),
             Endpoint(
                 "POST", "/api/locker-banks/{uuid}/provisioning-token", "issue_token",

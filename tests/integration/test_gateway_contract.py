@@ -18,7 +18,9 @@ import pytest
 
 from backend.device_service import HeartbeatIn
 from backend.domain.contract import Heartbeat, HeartbeatData
+from backend.domain.dialect import openlocker_config_hash
 from backend.domain.errors import DomainError, InvalidInput, NotFound, RuleViolation
+from backend.domain.events import CompartmentSpec
 from backend.domain.timeutil import FrozenClock
 from backend.gateway import ConsoleGateway, InProcessGateway
 from backend.http import client_gateway
@@ -231,6 +233,39 @@ async def test_create_bank(subject: Subject, service: LockerService) -> None:
     assert bank.status == "unprovisioned" and len(bank.compartments) == 5
     events = await service.events_after(0)
     assert {e.metadata["actor"] for e in events} == {OPERATOR}
+
+
+async def test_update_bank(subject: Subject, service: LockerService) -> None:
+    """Edit name, dialect and mapping: the view says so and the new mapping is pushed as a
+    new apply_config in the bank's (new) dialect."""
+    bank = await provision(service)
+    mapping = [
+        CompartmentSpec(number=1, slave_id=1, address=0),
+        CompartmentSpec(number=2, slave_id=2, address=5),
+    ]
+    updated = await subject.gateway.update_bank(
+        bank.uuid, name="Hall B", dialect="openlocker", compartments=mapping
+    )
+    assert type(updated) is BankView
+    assert (updated.name, updated.dialect, updated.dialect_setting) == (
+        "Hall B",
+        "openlocker",
+        "openlocker",
+    )
+    assert [(c.number, c.slave_id, c.address) for c in updated.compartments] == [
+        (1, 1, 0),
+        (2, 2, 5),
+    ]
+    (push,) = [t for t in await service.list_transactions(bank.uuid) if t.action == "apply_config"]
+    assert push.config_hash == updated.desired_config_hash and push.requested_by == OPERATOR
+    assert updated.desired_config_hash == openlocker_config_hash([(1, 1, 0), (2, 2, 5)])
+    before = len(await service.events_after(0))
+    await subject.gateway.update_bank(bank.uuid, location=updated.location)
+    assert len(await service.events_after(0)) == before, "nothing changed: no event"
+    with pytest.raises(RuleViolation, match="slaveId >= 1"):
+        await subject.gateway.update_bank(
+            bank.uuid, compartments=[CompartmentSpec(number=1, slave_id=0, address=0)]
+        )
 
 
 async def test_issue_token(subject: Subject, service: LockerService) -> None:

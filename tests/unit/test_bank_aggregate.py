@@ -69,7 +69,6 @@ def open_sent(bank: LockerBank, number: int = 1, txn: str = "t1") -> None:
         ("a\x00b", [1], 5, "control characters"),
         ("a\tb", [1], 5, "control characters"),
         ("ok", [], 5, "1 to 1000 compartments"),
-        ("ok", [1, 1], 5, "unique"),
         ("ok", [0, 1], 5, "start at 1"),
         ("ok", [1], 0, "heartbeat interval"),
     ],
@@ -86,6 +85,15 @@ def test_create_rejects_bad_input(
             compartments=specs,
             heartbeat_interval_seconds=interval,
             now=NOW,
+        )
+
+
+def test_duplicate_numbers_conflict() -> None:
+    """A rule between entries (409 at the API), not a malformed value."""
+    specs = [CompartmentSpec(number=1, slave_id=1, address=n) for n in (0, 1)]
+    with pytest.raises(RuleViolation, match="unique"):
+        LockerBank.create(
+            UUID, name="ok", location="", compartments=specs, heartbeat_interval_seconds=5, now=NOW
         )
 
 
