@@ -366,3 +366,113 @@ async def test_backend_client_id_takeover_is_detected_and_recovered(tmp_path: Pa
             f"takeover: backend connects {connects_before} -> {metrics.connects}, "
             f"disconnects {metrics.disconnects}"
         )
+
+
+async def test_deleting_a_bank_removes_its_account_and_role(tmp_path: Path) -> None:
+    settings = dynsec_settings(tmp_path)
+    async with dynsec_backend(settings) as services:
+        creds = await provisioned_device(services, "dev-deleted")
+        await services.service.accounts.deleted(creds.user)
+        await services.service.accounts.deleted(creds.user)  # idempotent
+        client, role = await admin_command(
+            settings,
+            {"command": "getClient", "username": creds.user},
+            {"command": "getRole", "rolename": bank_role(creds.user)},
+        )
+        assert "not found" in client["error"].lower() and "not found" in role["error"].lower()
+        with pytest.raises(aiomqtt.MqttCodeError, match="authori"):
+            async with aiomqtt.Client(
+                "127.0.0.1",
+                settings.mqtt_port,
+                username=creds.user,
+                password=creds.password,
+                identifier=creds.client_id,
+            ):
+                pass
+
+
+async def test_admin_commands_wait_out_a_broker_restart(tmp_path: Path) -> None:
+    """A command sent while the broker is down is answered once it is back (the admin
+    connection reconnects; unanswered batches are sent again)."""
+    from backend.dynsec.admin import DynsecAdmin
+
+    settings = dynsec_settings(tmp_path)
+    child = MosquittoChild(
+        data_dir=tmp_path,
+        port=settings.mqtt_port,
+        admin_user=settings.dynsec_admin_user,
+        admin_password=settings.secret("dynsec_admin_password"),
+    )
+    admin = DynsecAdmin(
+        "127.0.0.1",
+        settings.mqtt_port,
+        settings.dynsec_admin_user,
+        settings.secret("dynsec_admin_password"),
+        timeout=5,
+        attempts=4,
+    )
+    await child.start()
+    try:
+        await admin.start()
+        (first,) = await admin.execute([{"command": "listClients"}])
+        assert "error" not in first
+        await child.stop()
+        pending = asyncio.create_task(
+            admin.execute([{"command": "createClient", "username": "late", "password": "x"}])
+        )
+        await until(
+            lambda: asyncio.sleep(0, admin.connected),
+            lambda connected: not connected,
+            "the admin noticed the broker is gone",
+            timeout=10,
+        )
+        assert not pending.done()
+        await child.start()
+        (created,) = await asyncio.wait_for(pending, 30)
+        assert "error" not in created, created
+        (again,) = await admin.execute(
+            [{"command": "createClient", "username": "late", "password": "x"}]
+        )
+        assert "already exists" in again["error"].lower()  # the directory treats it as done
+    finally:
+        await admin.close()
+        await child.stop()
+
+
+async def test_embedded_mosquitto_dies_with_a_killed_backend_and_restarts(
+    tmp_path: Path,
+) -> None:
+    """`--headless` with LOCKER_BROKER=mosquitto, SIGKILLed: its Mosquitto goes with it
+    (no orphan holding the port), and the next start serves again at once."""
+    from tests.support.headless_instances import headless_instance
+
+    backend = headless_instance(
+        "embedded-mosquitto",
+        tmp_path,
+        {
+            "LOCKER_BROKER": "mosquitto",
+            "MQTT_PORT": str(free_port()),
+            "MQTT_PASSWORD": "backend-pw",
+            "MQTT_PROVISIONING_PASSWORD": "provisioning-pw",
+            "SECRET_KEY": "test-secret-key",
+        },
+    )
+    pid_file = tmp_path / "data" / "mosquitto" / "mosquitto.pid"
+    async with ClientSession() as http:
+        try:
+            await backend.start()
+            await backend.wait_healthy(http, 60)
+            broker_pid = int(pid_file.read_text())
+            await backend.kill()
+            await until(
+                lambda: asyncio.to_thread(_gone, broker_pid),
+                bool,
+                "the embedded Mosquitto exited with its backend",
+                timeout=10,
+            )
+            await backend.start()
+            await backend.wait_healthy(http, 60)
+            assert int(pid_file.read_text()) != broker_pid
+        finally:
+            await backend.stop()
+    assert not pid_file.exists()
