@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     mqtt_superusers: str = ""
     mqtt_accept_legacy_status: bool = True
     mosq_secret: SecretStr | None = None
+    mosq_secret_previous: SecretStr | None = None
+    """Also accepted by the hook while MOSQ_SECRET is being rotated (deploy/README.md)."""
     locker_data_dir: Path = Path("./data")
     database_url: str | None = None
     http_host: str = "127.0.0.1"

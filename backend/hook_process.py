@@ -126,6 +126,11 @@ class HookProcess:
             legacy_status=lambda: settings.mqtt_accept_legacy_status,
             metrics=self.metrics,
             lookup=StoreLookup(self.db, directory),
+            previous_secret=(
+                settings.mosq_secret_previous.get_secret_value()
+                if settings.mosq_secret_previous is not None
+                else None
+            ),
         )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
@@ -172,7 +177,7 @@ class HookProcess:
     async def _healthz(self, request: web.Request) -> web.Response:
         ok = await self.db.read(self.db.ping)
         return web.json_response(
-            {"status": "ok" if ok else "degraded", "database": ok},
+            {"status": "ok" if ok else "degraded", "database": ok, "pid": os.getpid()},
             status=200 if ok else 503,
             headers={"Cache-Control": "no-store"},
         )

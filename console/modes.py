@@ -145,7 +145,9 @@ async def _attach(settings: Settings, args: argparse.Namespace) -> None:
     tune_gc()
     try:
         await gateway.whoami()  # fail fast with one line if unreachable or the token is bad
-        app = LockerConsoleApp(gateway, readonly=args.attach_readonly, mode="attach")
+        app = LockerConsoleApp(
+            gateway, readonly=args.attach_readonly, mode="attach", role=gateway.role or "operator"
+        )
         await app.run_async()
     finally:
         await gateway.close()

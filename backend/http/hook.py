@@ -351,11 +351,14 @@ class _Hook:
         legacy_status: Callable[[], bool],
         metrics: HookMetrics | None,
         lookup: Lookup | None = None,
+        previous_secret: str | None = None,
     ) -> None:
         self._lookup = lookup
         self._lookup_failed_log = LogThrottle("failed store look-ups", logger=log)
         self._directory = directory
-        self._secret = _secret_digest(secret)
+        self._secrets = [_secret_digest(secret)]
+        if previous_secret:
+            self._secrets.append(_secret_digest(previous_secret))
         self._legacy_status = legacy_status
         self._metrics = metrics
         # A flood of wrong-secret or malformed calls must not flood the log.
@@ -370,7 +373,10 @@ class _Hook:
         offered = request.query.getall(SECRET_PARAM, [])
         if len(offered) != 1:
             return False
-        return hmac.compare_digest(_secret_digest(offered[0]), self._secret)
+        digest = _secret_digest(offered[0])
+        # Every accepted secret is compared (no early exit): the time says nothing.
+        matches = [hmac.compare_digest(digest, accepted) for accepted in self._secrets]
+        return any(matches)
 
     async def _handle(
         self,
@@ -496,6 +502,7 @@ def add_hook_routes(
     legacy_status: Callable[[], bool] | bool = True,
     metrics: HookMetrics | None = None,
     lookup: Lookup | None = None,
+    previous_secret: str | None = None,
 ) -> None:
     """Register the three hook endpoints on ``app``.
 
@@ -504,6 +511,8 @@ def add_hook_routes(
     ``lookup`` (``backend.http.credentials.StoreLookup``) is awaited when a login or
     topic check names a bank UUID the directory does not know (or, for a login, knows
     as revoked), before deciding; without it a miss is a deny.
+    ``previous_secret`` (MOSQ_SECRET_PREVIOUS) is accepted too, while a rotation of the
+    secret is under way (the broker may still send the old one).
     Raises ``ValueError`` if ``secret`` is empty: the hook refuses to run open.
     """
     if not secret:
@@ -518,7 +527,7 @@ def add_hook_routes(
             return flag
 
     _install_access_log_filter()
-    hook = _Hook(directory, secret, legacy, metrics, lookup)
+    hook = _Hook(directory, secret, legacy, metrics, lookup, previous_secret)
     handlers: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
         (AUTH_PATH, "mosq_auth", hook.auth),
         (SUPERUSER_PATH, "mosq_superuser", hook.superuser),

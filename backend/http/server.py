@@ -105,6 +105,7 @@ def build_app(
             legacy_status=lambda: settings.mqtt_accept_legacy_status,
             metrics=hook_metrics,
             lookup=StoreLookup(service.db, directory),
+            previous_secret=_previous_secret(settings),
         )
     monitor = HealthMonitor(
         service, broker_connected=broker_connected, broker_detail=broker_detail, mode=mode
@@ -241,3 +242,8 @@ class HttpServer:
             return
         await runner.cleanup()
         log.info("HTTP API stopped")
+
+
+def _previous_secret(settings: Settings) -> str | None:
+    value = settings.mosq_secret_previous
+    return value.get_secret_value() if value is not None else None

@@ -106,14 +106,20 @@ class HookProcess:
             )
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> float:
-        """Until /healthz answers 200; returns the seconds since `start()`."""
+        """Until this process's /healthz answers 200 (another hook process on the same port
+        does not count); returns the seconds since `start()`."""
         try:
             async with asyncio.timeout(timeout):
                 while True:
                     assert self.running, f"{self.name} exited early:\n{self.log_tail()}"
                     try:
-                        async with session.get(f"{self.url}/healthz") as resp:
-                            if resp.status == 200:
+                        # A new connection each time: SO_REUSEPORT spreads connections.
+                        async with session.get(
+                            f"{self.url}/healthz", headers={"Connection": "close"}
+                        ) as resp:
+                            body = await resp.json() if resp.status == 200 else {}
+                            assert self.process is not None
+                            if body.get("pid") == self.process.pid:
                                 return time.monotonic() - self.started_at
                     except aiohttp.ClientError:
                         pass
