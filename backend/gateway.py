@@ -33,6 +33,8 @@ class SystemStatus(View):
     mode: str = "standalone"
     conditions: list[str] = []
     """Runtime conditions of the backend instance now: `broker_down`, `store_unwritable`."""
+    open_ttl_seconds: float = 30.0
+    """OPEN_TTL: how long an open waits for its bank before it expires (for the warning)."""
 
 
 def runtime_conditions(
@@ -214,4 +216,5 @@ class InProcessGateway:
             broker_detail=self._broker_detail(),
             mode="standalone",
             conditions=[name for name, held in conditions.items() if held],
+            open_ttl_seconds=self.service.settings.open_ttl_seconds,
         )

@@ -145,7 +145,9 @@ async def _attach(settings: Settings, args: argparse.Namespace) -> None:
     tune_gc()
     try:
         await gateway.whoami()  # fail fast with one line if unreachable or the token is bad
-        app = LockerConsoleApp(gateway, readonly=args.attach_readonly, mode="attach")
+        app = LockerConsoleApp(
+            gateway, readonly=args.attach_readonly, mode="attach", role=gateway.role or "operator"
+        )
         await app.run_async()
     finally:
         await gateway.close()
@@ -191,5 +193,5 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
         provisioning_user=settings.mqtt_provisioning_user,
         provisioning_password=settings.secret("mqtt_provisioning_password"),
         faults=faults,
-        upstream=args.upstream,
+        upstream=args.dialect == "openlocker",
     )

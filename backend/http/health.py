@@ -88,6 +88,7 @@ class HealthMonitor:
             broker_detail=self.broker_detail(),
             mode=self.mode,
             conditions=[name for name, held in conditions.items() if held],
+            open_ttl_seconds=self.service.settings.open_ttl_seconds,
         )
 
     async def report(self) -> HealthReport:

@@ -201,4 +201,5 @@ class BankScreen(BankActionScreen[BankData]):
                 command.callback,
                 changes_state=command.changes_state,
                 discover=True,
+                app_allowed=command.app_allowed,
             )
