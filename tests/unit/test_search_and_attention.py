@@ -28,13 +28,18 @@ def test_parse_words_fields_negation_quotes() -> None:
 
 
 def test_matches_full_values_case_insensitively() -> None:
-    values = {"event": "LockerBankWentOffline", "bank": "Main hall 0000", "details": '{"note": "back door"}'}
+    values = {
+        "event": "LockerBankWentOffline",
+        "bank": "Main hall 0000",
+        "details": '{"note": "back door"}',
+    }
     assert matches(values, parse("offline"))
     assert matches(values, parse("event:wentoffline -bank:depot"))
     assert not matches(values, parse("-offline"))
     assert not matches(values, parse("status:offline", ("status",)))  # no such field: no match
     fields = ("event", "bank", "details")
-    assert matches(values, parse('"back door" note:', fields))  # not a field: a plain word
+    assert matches(values, parse('"back door" note', fields))
+    assert parse("note:x", fields) == [Term("note:x")]  # not a field: a plain word
     assert not matches(values, parse('"door back"'))
 
 
