@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import socket
@@ -29,6 +30,8 @@ SECRET_FIELDS = (
     "dynsec_admin_password",
 )
 SECRETS_FILE = "secrets.json"
+DEFAULT_CONFIG_TTL = 3600.0
+log = logging.getLogger(__name__)
 
 
 class SettingsError(ValueError):
@@ -55,6 +58,8 @@ class Settings(BaseSettings):
     mqtt_superusers: str = ""
     mqtt_accept_legacy_status: bool = True
     mosq_secret: SecretStr | None = None
+    mosq_secret_previous: SecretStr | None = None
+    """Also accepted by the hook while MOSQ_SECRET is being rotated (deploy/README.md)."""
     locker_data_dir: Path = Path("./data")
     database_url: str | None = None
     http_host: str = "127.0.0.1"
@@ -64,8 +69,16 @@ class Settings(BaseSettings):
     mqtt_instance_id: str = Field(default_factory=lambda: default_instance_id())
     secret_key: SecretStr | None = None
     command_timeout: float = Field(default=30.0, gt=0)
-    command_ttl: float = Field(default=300.0, gt=0)
+    command_ttl: float | None = Field(default=None, gt=0)
+    """Old name of CONFIG_TTL: its fallback only (never the TTL of an open), with a warning."""
+    open_ttl: float | None = Field(default=None, gt=0)
+    """Seconds an `open_compartment` may still execute; default (and maximum) COMMAND_TIMEOUT."""
+    config_ttl: float | None = Field(default=None, gt=0)
+    """Seconds an `apply_config` may still execute (idempotent; default 3600)."""
     command_retry_after: float = Field(default=10.0, gt=0)
+    mqtt_protocol: Literal["auto", "5", "3.1.1"] = "auto"
+    """MQTT version the backend speaks: `auto` = 5 to an external broker, 3.1.1 to amqtt."""
+    alert_webhook_url: str | None = None
     provisioning_token_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
     log_format: Literal["text", "json"] = "text"
     # Mosquitto's dynamic-security plugin (AUTH_MODE=dynsec, DESIGN 5.1; backend/dynsec/)
@@ -85,7 +98,9 @@ class Settings(BaseSettings):
             raise ValueError("must be one MQTT topic level: no / + # or control characters")
         return value
 
-    @field_validator("mqtt_host", "mqtt_shared_group", "database_url", mode="before")
+    @field_validator(
+        "mqtt_host", "mqtt_shared_group", "database_url", "alert_webhook_url", mode="before"
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -93,6 +108,30 @@ class Settings(BaseSettings):
     @property
     def embedded_broker(self) -> bool:
         return self.mqtt_host is None
+
+    @property
+    def open_ttl_seconds(self) -> float:
+        """TTL of an open: it expires when it times out (DESIGN section 9)."""
+        return self.open_ttl if self.open_ttl is not None else self.command_timeout
+
+    @property
+    def config_ttl_seconds(self) -> float:
+        """TTL of an `apply_config`: CONFIG_TTL, else the old COMMAND_TTL, else 3600."""
+        if self.config_ttl is not None:
+            return self.config_ttl
+        if self.command_ttl is not None:
+            return self.command_ttl
+        return DEFAULT_CONFIG_TTL
+
+    @property
+    def mqtt_v5(self) -> bool:
+        """Speak MQTT 5 (Message Expiry Interval on every publish): to an external broker
+        unless MQTT_PROTOCOL says 3.1.1; never to the embedded amqtt broker (3.1.1 only)."""
+        if self.mqtt_shared_group is not None or self.mqtt_protocol == "5":
+            return True
+        if self.mqtt_protocol == "3.1.1":
+            return False
+        return self.mqtt_host is not None
 
     @property
     def dynsec(self) -> bool:
@@ -151,9 +190,33 @@ def load_settings(**overrides: object) -> Settings:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
+    check_command_lifetimes(settings)
+    amqtt = settings.embedded_broker and settings.locker_broker == "amqtt"
+    if settings.auth_mode == "dynsec" and amqtt:
+        raise SettingsError(
+            "AUTH_MODE=dynsec needs Mosquitto: set MQTT_HOST to your Mosquitto, or "
+            "LOCKER_BROKER=mosquitto (--embedded-broker mosquitto) for the embedded one"
+        )
     if settings.embedded_broker:
         settings = _with_generated_secrets(settings)
     return settings
+
+
+def check_command_lifetimes(settings: Settings) -> None:
+    """OPEN_TTL above COMMAND_TIMEOUT is refused (an open the console reports as failed
+    could still execute); COMMAND_TTL alone is taken as CONFIG_TTL, with a warning."""
+    if settings.open_ttl is not None and settings.open_ttl > settings.command_timeout:
+        raise SettingsError(
+            f"OPEN_TTL ({settings.open_ttl:g} s) must not exceed COMMAND_TIMEOUT "
+            f"({settings.command_timeout:g} s): an open reported as failed must never execute"
+        )
+    if settings.command_ttl is not None and settings.config_ttl is None:
+        log.warning(
+            "COMMAND_TTL is deprecated: taken as CONFIG_TTL (%g s) for apply_config only; "
+            "opens expire after OPEN_TTL (%g s). Set CONFIG_TTL instead.",
+            settings.command_ttl,
+            settings.open_ttl_seconds,
+        )
 
 
 def _with_generated_secrets(settings: Settings) -> Settings:

@@ -36,6 +36,7 @@ from backend.store.batch_reads import (
     latest_outbox,
     preload,
     preload_responses,
+    replays_unavailable,
     silent_banks,
 )
 from backend.store.tables import (
@@ -198,7 +199,7 @@ class DeviceService:
         txn.first_seen_at = uow.now
         txn.last_seen_at = uow.now
         txn.payload_hash = hashlib.sha256(raw).hexdigest() if raw else None
-        late = txn.status in ("timeout", "expired")
+        late = txn.status in ("timeout", "expired", "unknown")
         try:
             uow.execute(
                 bank_uuid,
@@ -362,7 +363,7 @@ class DeviceService:
 
     def _push_config(self, uow: UnitOfWork, bank_uuid: str) -> None:
         transaction_id = self.service.new_id()
-        ttl = timedelta(seconds=self.settings.command_ttl)
+        ttl = timedelta(seconds=self.settings.config_ttl_seconds)
         uow.execute(
             bank_uuid,
             lambda b: b.request_config(
@@ -385,16 +386,21 @@ class DeviceService:
 
     # ----- sweeps ------------------------------------------------------------------------
 
-    async def sweep(self, heard: HeardAt | None = None) -> dict[str, int]:
+    async def sweep(self, heard: HeardAt | None = None, *, settled: bool = True) -> dict[str, int]:
         """Silent banks offline, timeouts, expiries and re-asks; returns counts. `heard`
         tells when the receive side last got a heartbeat of a bank that the store may not
-        show yet (it is still queued): such a bank is not silent."""
-        return await self.service.transact(lambda uow: self._sweep(uow, heard))
+        show yet (it is still queued): such a bank is not silent. Not `settled` (the
+        runtime is away from the broker, or still handling what the broker queued for it
+        meanwhile): nobody is called silent and no sent command is judged, since its
+        answer may be in that backlog; commands never sent still time out and expire."""
+        return await self.service.transact(lambda uow: self._sweep(uow, heard, settled))
 
-    def _sweep(self, uow: UnitOfWork, heard: HeardAt | None = None) -> dict[str, int]:
+    def _sweep(
+        self, uow: UnitOfWork, heard: HeardAt | None = None, settled: bool = True
+    ) -> dict[str, int]:
         now = uow.now
         counts = {"offline": 0, "timeout": 0, "expired": 0, "reasked": 0}
-        for uuid, interval in silent_banks(uow.session, now):
+        for uuid, interval in silent_banks(uow.session, now) if settled else ():
             at = heard(uuid) if heard is not None else None
             if at is not None and now - at <= timedelta(seconds=3 * interval):
                 continue
@@ -410,10 +416,15 @@ class DeviceService:
         ]
         latest = latest_outbox(uow.session, unanswered)
         for txn in candidates:
+            if not settled and txn.status == "sent":
+                continue
             bank, tid = txn.locker_uuid, txn.transaction_id
             meta = EventMetadata(actor="system", correlation_id=tid)
             if now >= txn.expires_at:
-                if uow.execute(bank, lambda b, t=tid: b.expire(t, now=now), meta):
+                doubt = bool(txn.in_doubt)
+                if uow.execute(
+                    bank, lambda b, t=tid, d=doubt: b.expire(t, now=now, outcome_unknown=d), meta
+                ):
                     counts["expired"] += 1
                     self._drop_outbox(uow, bank, tid, "expired")
             elif txn.status == "sent" and txn.sent_at and now - txn.sent_at >= timeout:
@@ -424,6 +435,38 @@ class DeviceService:
                 last = latest.get((bank, tid))
                 if last is not None and last.status == "sent" and last.at <= now - retry:
                     counts["reasked"] += self._reask_one(uow, txn)
+        return counts
+
+    async def recover_after_restart(self) -> dict[str, int]:
+        """At start: every sent, unanswered, unexpired command may have been answered while
+        no one listened (aiomqtt acks before the handler runs; a crash loses the answer).
+        Ask each again at once (a seed device replays its stored answer without acting
+        twice); a bank whose dialect never replays answers (openlocker) cannot tell us, so
+        its command is marked in doubt: unanswered at expiry it ends `unknown`, not
+        `expired` ("outcome unknown - check the door")."""
+        return await self.service.transact(self._recover)
+
+    def _recover(self, uow: UnitOfWork) -> dict[str, int]:
+        counts = {"reasked": 0, "in_doubt": 0}
+        uow.lock()  # the write lock before reading rows another instance may change
+        rows = list(
+            uow.session.execute(
+                select(CommandTransactionRow)
+                .where(CommandTransactionRow.status == "sent")
+                .where(CommandTransactionRow.first_seen_at.is_(None))  # type: ignore[union-attr]
+                .where(CommandTransactionRow.expires_at > uow.now)  # type: ignore[operator]
+                .order_by(CommandTransactionRow.requested_at)  # type: ignore[arg-type]
+            ).scalars()
+        )
+        if not rows:
+            return counts
+        silent = replays_unavailable(uow.session, {r.locker_uuid for r in rows})
+        for txn in rows:
+            if txn.locker_uuid in silent:
+                txn.in_doubt = True
+                counts["in_doubt"] += 1
+            else:
+                counts["reasked"] += self._reask_one(uow, txn)
         return counts
 
     def _reask_one(self, uow: UnitOfWork, txn: CommandTransactionRow) -> int:

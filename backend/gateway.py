@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from backend.domain.events import CompartmentSpec
 from backend.service import LockerService
 from backend.views import (
+    AlertView,
     BankView,
     CreatedBank,
     EventView,
@@ -29,6 +31,20 @@ class SystemStatus(View):
     database_ok: bool
     broker_detail: str = ""
     mode: str = "standalone"
+    conditions: list[str] = []
+    """Runtime conditions of the backend instance now: `broker_down`, `store_unwritable`."""
+    open_ttl_seconds: float = 30.0
+    """OPEN_TTL: how long an open waits for its bank before it expires (for the warning)."""
+
+
+def runtime_conditions(
+    service: LockerService, broker_connected: bool, database_ok: bool
+) -> dict[str, bool]:
+    """Per-instance conditions that cannot be stored (DESIGN section 7)."""
+    return {
+        "broker_down": not broker_connected,
+        "store_unwritable": not database_ok or service.write_error is not None,
+    }
 
 
 class ConsoleGateway(Protocol):
@@ -64,6 +80,17 @@ class ConsoleGateway(Protocol):
         heartbeat_interval_seconds: int = 30,
     ) -> CreatedBank: ...
 
+    async def update_bank(
+        self,
+        uuid: str,
+        *,
+        name: str | None = None,
+        location: str | None = None,
+        heartbeat_interval_seconds: int | None = None,
+        dialect: str | None = None,
+        compartments: list[CompartmentSpec] | None = None,
+    ) -> BankView: ...
+
     async def issue_token(self, uuid: str) -> IssuedToken: ...
 
     async def revoke(self, uuid: str) -> None: ...
@@ -71,6 +98,14 @@ class ConsoleGateway(Protocol):
     async def request_open(self, uuid: str, number: int) -> TransactionView: ...
 
     async def request_config_push(self, uuid: str) -> TransactionView: ...
+
+    async def list_alerts(self, include_resolved: bool = False) -> list[AlertView]:
+        """Open alerts, newest first; with `include_resolved` every alert."""
+        ...
+
+    async def acknowledge_alert(self, alert_id: int, note: str = "") -> AlertView:
+        """Record `AlertAcknowledged` with this console's actor and the note."""
+        ...
 
     async def status(self) -> SystemStatus: ...
 
@@ -134,6 +169,26 @@ class InProcessGateway:
             actor=self.actor,
         )
 
+    async def update_bank(
+        self,
+        uuid: str,
+        *,
+        name: str | None = None,
+        location: str | None = None,
+        heartbeat_interval_seconds: int | None = None,
+        dialect: str | None = None,
+        compartments: list[CompartmentSpec] | None = None,
+    ) -> BankView:
+        return await self.service.update_bank(
+            uuid,
+            name=name,
+            location=location,
+            heartbeat_interval_seconds=heartbeat_interval_seconds,
+            dialect=dialect,
+            compartments=compartments,
+            actor=self.actor,
+        )
+
     async def issue_token(self, uuid: str) -> IssuedToken:
         return await self.service.issue_token(uuid, actor=self.actor)
 
@@ -146,11 +201,20 @@ class InProcessGateway:
     async def request_config_push(self, uuid: str) -> TransactionView:
         return await self.service.request_config_push(uuid, actor=self.actor)
 
+    async def list_alerts(self, include_resolved: bool = False) -> list[AlertView]:
+        return await self.service.list_alerts(include_resolved)
+
+    async def acknowledge_alert(self, alert_id: int, note: str = "") -> AlertView:
+        return await self.service.acknowledge_alert(alert_id, note, actor=self.actor)
+
     async def status(self) -> SystemStatus:
         database_ok = await self.service.db.read(self.service.db.ping)
+        conditions = runtime_conditions(self.service, self._broker_connected(), database_ok)
         return SystemStatus(
             broker_connected=self._broker_connected(),
             database_ok=database_ok,
             broker_detail=self._broker_detail(),
             mode="standalone",
+            conditions=[name for name, held in conditions.items() if held],
+            open_ttl_seconds=self.service.settings.open_ttl_seconds,
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
+from backend.alert_notifier import AlertNotifier
 from backend.broker import BrokerStartError, EmbeddedBroker
 from backend.broker.mosquitto import MosquittoChild
 from backend.config import Settings
@@ -68,6 +69,7 @@ class BackendServices:
         self.runtime = MqttRuntime(self.service, self.runtime_options)
         self.http: HttpServer | None = None
         self.broker: EmbeddedBroker | None = None
+        self.notifier: AlertNotifier | None = None
         self.mosquitto: MosquittoChild | None = None
 
     async def start(self) -> None:
@@ -124,11 +126,17 @@ class BackendServices:
         await self.service.accounts.start(self.service)
         if self.tune_gc:
             tune_gc()
+        if settings.alert_webhook_url:
+            self.notifier = AlertNotifier(self.service, settings.alert_webhook_url)
+            await self.notifier.start()
         await self.runtime.start()
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.runtime.stop()
+        if self.notifier is not None:
+            with contextlib.suppress(Exception):
+                await self.notifier.stop()
         with contextlib.suppress(Exception):
             await self.service.accounts.close()
         if self.broker is not None:

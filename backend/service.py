@@ -17,26 +17,27 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from backend import search
 from backend.accounts import AccountDirectory, account_directory_for
 from backend.config import Settings
-from backend.domain.bank import LockerBank, default_compartments
-from backend.domain.errors import ConcurrencyConflict, InvalidInput, NotFound
+from backend.domain.bank import TERMINAL_STATES, LockerBank, default_compartments
+from backend.domain.errors import ConcurrencyConflict, InvalidInput, NotFound, RuleViolation
 from backend.domain.events import CompartmentSpec, DomainEvent, EventMetadata
 from backend.domain.messages import OutboundMessage, command_message
 from backend.domain.timeutil import Clock, SystemClock, truncate_ms
 from backend.domain.topics import is_bank_uuid
 from backend.heartbeat_history import HeartbeatHistory
-from backend.store import event_store, queries
+from backend.store import alert_queries, event_store, queries
 from backend.store.database import Database
 from backend.store.event_store import RecordedEvent
-from backend.store.migrate import pending_revisions, upgrade
+from backend.store.migrate import UpgradeReport, pending_revisions, upgrade
 from backend.store.projections import rebuild
-from backend.store.tables import ApiTokenRow, LockerBankRow
+from backend.store.tables import AlertRow, ApiTokenRow, LockerBankRow
 from backend.store.unit_of_work import AggregateCache, UnitOfWork
 from backend.views import (
+    AlertView,
     BankView,
     CreatedBank,
     EventView,
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_CONFLICT_RETRIES = 5
 API_ROLES = ("operator", "app")
-TERMINAL = frozenset({"success", "error", "timeout", "expired"})
+TERMINAL = TERMINAL_STATES
 
 EventListener = Callable[[list[RecordedEvent]], Awaitable[None] | None]
 
@@ -97,14 +98,17 @@ class LockerService:
         self._cache = AggregateCache()
         self._listeners: list[EventListener] = []
         self._devices: DeviceService | None = None
+        self.write_error: str | None = None
+        """Set while writes to the store fail (a runtime condition, per instance)."""
         self.heartbeats = HeartbeatHistory()
         """The last heartbeats of each bank this process received (not stored)."""
 
     # ----- lifecycle ---------------------------------------------------------------------
 
-    async def migrate(self, on_step: Callable[[str], None] | None = None) -> None:
-        """Create or upgrade the schema (Alembic); `on_step(revision)` after each migration."""
-        await self.db.write(upgrade, self.db.write_engine, "head", on_step)
+    async def migrate(self, on_step: Callable[[str], None] | None = None) -> UpgradeReport:
+        """Create or upgrade the schema (Alembic); what it did. `on_step(revision)` after
+        each migration (progress)."""
+        return await self.db.write(upgrade, self.db.write_engine, "head", on_step)
 
     async def pending_migrations(self) -> int:
         """How many migrations `migrate` would apply."""
@@ -142,7 +146,12 @@ class LockerService:
 
     async def transact(self, work: Callable[[UnitOfWork], T]) -> T:
         """Run `work` in one write transaction, retrying on a version conflict (bounded)."""
-        result, recorded = await self.db.write(self._transact_sync, work)
+        try:
+            result, recorded = await self.db.write(self._transact_sync, work)
+        except OperationalError as exc:  # the database refused or is away, not a rule
+            self.write_error = type(exc.orig).__name__ if exc.orig is not None else "error"
+            raise
+        self.write_error = None
         if recorded:
             await self._dispatch(recorded)
         return result
@@ -282,7 +291,7 @@ class LockerService:
         """Ask a bank to open one compartment; the command goes out through the outbox."""
         uuid = self._require_uuid(uuid)
         transaction_id = self.new_id()
-        ttl = timedelta(seconds=self.settings.command_ttl)
+        ttl = timedelta(seconds=self.settings.open_ttl_seconds)
         who = actor or default_actor()
 
         def work(uow: UnitOfWork) -> None:
@@ -302,7 +311,7 @@ class LockerService:
         """Send the bank its compartment mapping (`apply_config`)."""
         uuid = self._require_uuid(uuid)
         transaction_id = self.new_id()
-        ttl = timedelta(seconds=self.settings.command_ttl)
+        ttl = timedelta(seconds=self.settings.config_ttl_seconds)
         who = actor or default_actor()
 
         def work(uow: UnitOfWork) -> None:
@@ -317,6 +326,32 @@ class LockerService:
 
         await self.transact(work)
         return await self.get_transaction(transaction_id)
+
+    async def acknowledge_alert(
+        self, alert_id: int, note: str = "", *, actor: str | None = None
+    ) -> AlertView:
+        """Record that an operator has seen an alert (`AlertAcknowledged`, with actor)."""
+        if isinstance(alert_id, bool) or not isinstance(alert_id, int) or alert_id < 1:
+            raise InvalidInput("an alert id is a positive number")
+        who = actor or default_actor()
+
+        def work(uow: UnitOfWork) -> None:
+            uow.lock()
+            row = uow.session.get(AlertRow, alert_id)
+            if row is None:
+                raise NotFound(f"no alert {alert_id}")
+            if row.acknowledged_at is not None:
+                raise RuleViolation(
+                    f"alert {alert_id} was already acknowledged by {row.acknowledged_by}"
+                )
+            uow.execute(
+                row.bank_uuid,
+                lambda b: b.acknowledge_alert(alert_id, note, now=uow.now),
+                self._meta(who),
+            )
+
+        await self.transact(work)
+        return await self.get_alert(alert_id)
 
     async def update_bank(
         self,
@@ -333,7 +368,7 @@ class LockerService:
         provisioned bank is pushed at once as a new `apply_config` transaction."""
         uuid = self._require_uuid(uuid)
         who = actor or default_actor()
-        ttl = timedelta(seconds=self.settings.command_ttl)
+        ttl = timedelta(seconds=self.settings.config_ttl_seconds)
 
         def work(uow: UnitOfWork) -> None:
             before = uow.bank(uuid)
@@ -451,6 +486,25 @@ class LockerService:
             raise NotFound(f"no transaction {transaction_id}")
         return txn
 
+    async def list_alerts(
+        self, include_resolved: bool = False, bank_uuid: str | None = None, limit: int = 200
+    ) -> list[AlertView]:
+        """Open alerts, newest first; with `include_resolved` every alert."""
+        if bank_uuid is not None:
+            bank_uuid = (await self.get_bank(bank_uuid)).uuid
+        now = self.clock.now()
+        return await self._read(alert_queries.list_alerts, now, include_resolved, bank_uuid, limit)
+
+    async def get_alert(self, alert_id: int) -> AlertView:
+        alert = await self._read(alert_queries.get_alert, alert_id, self.clock.now())
+        if alert is None:
+            raise NotFound(f"no alert {alert_id}")
+        return alert
+
+    async def open_alert_counts(self) -> dict[str, int]:
+        """Open alerts per kind (for /metrics)."""
+        return await self._read(alert_queries.open_counts, self.clock.now())
+
     async def events_after(self, position: int = 0, limit: int = 500) -> list[EventView]:
         return await self._read(queries.events_after, position, limit)
 
@@ -498,6 +552,10 @@ class LockerService:
                 return row[0] if row else None
 
         return await self.db.read(work)
+
+    async def read(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a read-side query `fn(session, *args)` on a reader thread."""
+        return await self._read(fn, *args)
 
     async def _read(self, fn: Callable[..., T], *args: object) -> T:
         def work() -> T:

@@ -97,13 +97,36 @@ class TransactionView(View):
 
     @property
     def terminal(self) -> bool:
-        return self.status in ("success", "error", "timeout", "expired")
+        return self.status in ("success", "error", "timeout", "expired", "late", "unknown")
 
     @property
     def latency_seconds(self) -> float | None:
         if self.completed_at is None:
             return None
         return (self.completed_at - self.requested_at).total_seconds()
+
+
+class AlertView(View):
+    """One alert (DESIGN section 7); `state` is `open` or `resolved` at the time of asking."""
+
+    id: int
+    kind: str
+    bank_uuid: str
+    bank_name: str = ""
+    transaction_id: str | None = None
+    detail: str
+    count: int = 1
+    opened_at: datetime
+    last_at: datetime
+    state: str
+    resolved_at: datetime | None = None
+    acknowledged_at: datetime | None = None
+    acknowledged_by: str | None = None
+    ack_note: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.kind.replace("_", " ")
 
 
 class EventView(View):

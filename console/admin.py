@@ -17,7 +17,7 @@ from backend.domain.errors import DomainError, InvalidInput
 from backend.domain.mapping_text import parse_mapping
 from backend.domain.timeutil import iso
 from backend.service import LockerService
-from backend.views import BankView, EventView, TransactionView
+from backend.views import AlertView, BankView, EventView, TransactionView
 from console.progress import progress
 
 
@@ -101,17 +101,17 @@ async def run_admin(args: argparse.Namespace) -> int:
         try:
             steps = await service.pending_migrations()
             if steps:
-                with progress("upgrading the database schema", steps) as report:
+                with progress("upgrading the database schema", steps) as bar:
                     done: list[str] = []
 
                     def step(revision: str) -> None:
                         done.append(revision)
-                        report.update(len(done))
+                        bar.update(len(done))
 
-                    await service.migrate(step)
+                    report = await service.migrate(step)
             else:
-                await service.migrate()
-            print("database schema is up to date")
+                report = await service.migrate()
+            print(report.describe(service.db.write_engine.url.render_as_string()))
         finally:
             service.close()
         return 0
@@ -145,6 +145,8 @@ async def _dispatch(service: LockerService, args: argparse.Namespace) -> int:
         return 0
     if cmd == "events":
         return await _events(service, args)
+    if cmd == "alerts":
+        return await _alerts(service, args)
     if cmd == "projections":
         with progress("rebuilding read models (events)") as report:
             count = await service.rebuild_projections(report.update)
@@ -217,6 +219,42 @@ async def _bank(service: LockerService, args: argparse.Namespace) -> int:
     raise DomainError(f"unknown bank action {action}")
 
 
+OUTCOME_EXIT = {"success": 0, "error": 3}
+EXIT_EXPIRED = 4
+WAIT_GRACE = 15.0
+"""Seconds `open --wait` waits past `expires_at` for the backend to record the outcome."""
+
+
+def open_warning(bank: BankView, ttl: float) -> str | None:
+    """What an operator must know before opening on a bank that is not online."""
+    if bank.status == "online":
+        return None
+    return (
+        f"bank {bank.name!r} is {bank.status}: the open waits up to {ttl:g} s for it, "
+        "then expires and never executes"
+    )
+
+
+def outcome_line(txn: TransactionView) -> str:
+    if txn.status == "success":
+        return f"transaction {txn.transaction_id}: success"
+    if txn.status == "error":
+        return f"transaction {txn.transaction_id}: error {txn.error_code}: {txn.message}"
+    if txn.status == "late":
+        return (
+            f"transaction {txn.transaction_id}: late - the device acted after expiry "
+            "(alerted); check the door"
+        )
+    if txn.status == "unknown":
+        return f"transaction {txn.transaction_id}: unknown - outcome unknown, check the door"
+    if txn.status in ("expired", "timeout"):
+        return f"transaction {txn.transaction_id}: {txn.status} - not executed, never will be"
+    return (
+        f"transaction {txn.transaction_id}: {txn.status} - no outcome recorded by its expiry "
+        f"({iso(txn.expires_at)}); it never executes after that (is the backend running?)"
+    )
+
+
 async def _update(service: LockerService, args: argparse.Namespace) -> int:
     mapping = None
     if args.mapping_file:
@@ -240,23 +278,66 @@ async def _update(service: LockerService, args: argparse.Namespace) -> int:
 
 
 async def _open(service: LockerService, args: argparse.Namespace) -> int:
+    bank = await service.get_bank(args.uuid)
+    ttl = service.settings.open_ttl_seconds
     txn = await service.request_open(args.uuid, args.number)
+    warning = open_warning(bank, ttl)
+    if warning and not args.json:
+        print(f"warning: {warning}", file=sys.stderr)
     if not args.wait:
-        _print_json(txn.to_json()) if args.json else print(
-            f"open requested: transaction {txn.transaction_id} ({txn.status})"
-        )
+        if args.json:
+            _print_json({**txn.to_json(), **({"warning": warning} if warning else {})})
+        else:
+            print(f"open requested: transaction {txn.transaction_id} ({txn.status})")
         return 0
-    timeout = args.timeout or service.settings.command_ttl + service.settings.command_timeout
+    timeout = args.timeout or ttl + WAIT_GRACE
     try:
         txn = await service.wait_for_transaction(txn.transaction_id, timeout)
     except TimeoutError:
         txn = await service.get_transaction(txn.transaction_id)
     if args.json:
-        _print_json(txn.to_json())
+        _print_json({**txn.to_json(), **({"warning": warning} if warning else {})})
     else:
-        detail = f" {txn.error_code}: {txn.message}" if txn.status == "error" else ""
-        print(f"transaction {txn.transaction_id}: {txn.status}{detail}")
-    return 0 if txn.status == "success" else 1
+        print(outcome_line(txn))
+    return OUTCOME_EXIT.get(txn.status, EXIT_EXPIRED)
+
+
+async def _alerts(service: LockerService, args: argparse.Namespace) -> int:
+    if args.alerts_command == "ack":
+        alert = await service.acknowledge_alert(args.alert_id, args.note)
+        if args.ack_json or args.json:
+            _print_json(alert.to_json())
+        else:
+            print(f"alert {alert.id} acknowledged ({alert.label}, {alert.bank_name})")
+        return 0
+    alerts = await service.list_alerts(include_resolved=args.all)
+    if args.json:
+        _print_json([a.to_json() for a in alerts])
+        return 0
+    if not alerts:
+        print("no open alerts" if not args.all else "no alerts")
+        return 0
+    _print_alerts(alerts)
+    return 0
+
+
+def _print_alerts(alerts: Sequence[AlertView]) -> None:
+    _table(
+        ["id", "kind", "bank", "count", "state", "since", "acknowledged", "detail"],
+        [
+            (
+                a.id,
+                a.label,
+                a.bank_name or a.bank_uuid[:8],
+                a.count,
+                a.state,
+                _when(a.opened_at),
+                f"{a.acknowledged_by}" if a.acknowledged_at else "-",
+                a.detail,
+            )
+            for a in alerts
+        ],
+    )
 
 
 async def _events(service: LockerService, args: argparse.Namespace) -> int:

@@ -1,5 +1,8 @@
 """What deserves a toast: derived from stored events after a position and from `status()`.
 
+A toast is a passing notice on this screen; an *alert* (backend.domain.alerts) is the
+stored thing an operator acknowledges. This module only makes toasts.
+
 Pure functions (no Textual, no I/O): the app feeds them events and the transactions
 those events refer to, and shows what comes back. A burst (a broker restart taking
 300 banks offline) becomes one summary toast instead of 300.
@@ -23,7 +26,7 @@ OUTCOMES = FAILURES | {"CompartmentOpened", "ConfigApplied"}
 
 
 @dataclass(frozen=True)
-class Alert:
+class Toast:
     """One toast: how bad, a short title and one clear sentence."""
 
     severity: Severity
@@ -68,7 +71,7 @@ def event_alert(
     names: Mapping[str, BankName],
     transactions: Mapping[str, TransactionView],
     mine: set[str],
-) -> Alert | None:
+) -> Toast | None:
     """The toast for one event, or None when it does not deserve one."""
     bank = names.get(event.aggregate_uuid, BankName(event.aggregate_uuid[:8]))
     tid = str(event.payload.get("transaction_id", ""))
@@ -77,17 +80,26 @@ def event_alert(
     kind = event.event_type
     if kind == "LockerBankWentOffline":
         why = "last will" if event.payload.get("reason") == "last_will" else "no heartbeat"
-        return Alert("warning", "Bank offline", f"{bank} went offline ({why}).", kind)
+        return Toast("warning", "Bank offline", f"{bank} went offline ({why}).", kind)
     if kind == "CommandFailed":
         code = event.payload.get("error_code") or "error"
         detail = event.payload.get("message")
         text = f"{what} on {bank} failed: {code}" + (f" — {detail}" if detail else "") + "."
-        return Alert("error", "Command failed", text, kind)
+        return Toast("error", "Command failed", text, kind)
     if kind == "CommandTimedOut":
-        return Alert("error", "Command timed out", f"{what} on {bank} got no answer.", kind)
+        return Toast("error", "Command timed out", f"{what} on {bank} got no answer.", kind)
+    if kind == "CommandExpired" and event.payload.get("outcome_unknown"):
+        text = f"{what} on {bank}: outcome unknown (the answer is lost) - check the door."
+        return Toast("error", "Outcome unknown", text, kind)
     if kind == "CommandExpired":
         text = f"{what} on {bank} expired; it will not be executed."
-        return Alert("warning", "Command expired", text, kind)
+        return Toast("warning", "Command expired", text, kind)
+    if kind == "CompartmentOpened" and (
+        event.payload.get("after_expiry") or event.payload.get("late")
+    ):
+        number = event.payload.get("compartment_number")
+        text = f"Compartment {number} on {bank} opened AFTER its open expired - check the door."
+        return Toast("error", "Late execution", text, "LateExecution")
     if kind in ("CompartmentOpened", "ConfigApplied") and tid in mine and txn is not None:
         latency = f" in {txn.latency_seconds:.2f}s" if txn.latency_seconds is not None else ""
         if kind == "CompartmentOpened":
@@ -95,7 +107,7 @@ def event_alert(
         else:
             state = "in sync" if event.payload.get("in_sync") else "drifted"
             text = f"{bank} applied its config{latency}: {state}."
-        return Alert("information", "Done", text, kind)
+        return Toast("information", "Done", text, kind)
     return None
 
 
@@ -112,20 +124,20 @@ def event_alerts(
     names: Mapping[str, BankName],
     transactions: Mapping[str, TransactionView],
     mine: set[str],
-) -> list[Alert]:
+) -> list[Toast]:
     """Alerts for a batch of events, bursts of one kind summarised into one."""
     alerts = [a for e in events if (a := event_alert(e, names, transactions, mine)) is not None]
     counts: dict[str, int] = {}
     for alert in alerts:
         counts[alert.kind] = counts.get(alert.kind, 0) + 1
-    out: list[Alert] = []
+    out: list[Toast] = []
     summarised: set[str] = set()
     for alert in alerts:
         n = counts[alert.kind]
         if n > BURST and alert.kind in SUMMARY:
             if alert.kind not in summarised:
                 severity, title, text = SUMMARY[alert.kind]
-                out.append(Alert(severity, title, text.format(n=n), alert.kind))  # type: ignore[arg-type]
+                out.append(Toast(severity, title, text.format(n=n), alert.kind))  # type: ignore[arg-type]
                 summarised.add(alert.kind)
             continue
         out.append(alert)
@@ -134,19 +146,19 @@ def event_alerts(
 
 def status_alerts(
     before: SystemStatus | None, after: SystemStatus, *, was_up: bool = True
-) -> list[Alert]:
+) -> list[Toast]:
     """Toasts for connectivity changes (not for the state found at start). `was_up`: the
     broker has been connected at some point, so a reconnection is news ("back")."""
     if before is None:
         return []
-    out: list[Alert] = []
+    out: list[Toast] = []
     if before.broker_connected and not after.broker_connected:
         detail = f": {after.broker_detail}" if after.broker_detail else ""
-        out.append(Alert("error", "Broker disconnected", f"The broker connection dropped{detail}."))
+        out.append(Toast("error", "Broker disconnected", f"The broker connection dropped{detail}."))
     elif not before.broker_connected and after.broker_connected and was_up:
-        out.append(Alert("information", "Broker connected", "The broker connection is back."))
+        out.append(Toast("information", "Broker connected", "The broker connection is back."))
     if before.database_ok and not after.database_ok:
-        out.append(Alert("error", "Database unreachable", "The database does not answer."))
+        out.append(Toast("error", "Database unreachable", "The database does not answer."))
     elif not before.database_ok and after.database_ok:
-        out.append(Alert("information", "Database ok", "The database answers again."))
+        out.append(Toast("information", "Database ok", "The database answers again."))
     return out

@@ -20,8 +20,9 @@ from textual.theme import Theme
 
 from backend.domain.timeutil import Clock, SystemClock
 from backend.gateway import ConsoleGateway
-from console.alerts import Alert
+from console.alerts import Toast
 from console.context import ConsoleContext
+from console.modals.confirm import ConfirmModal, confirm_quit
 from console.modals.help import HelpModal
 from console.palette import ConsoleCommands, PaletteCommand
 from console.screens.actions import ShowBank
@@ -78,6 +79,7 @@ class LockerConsoleApp(App[None]):
         clock: Clock | None = None,
         refresh_interval: float = 0.25,
         mode: str = "standalone",
+        role: str = "operator",
     ) -> None:
         super().__init__()
         self.readonly = readonly
@@ -87,6 +89,7 @@ class LockerConsoleApp(App[None]):
             readonly=readonly,
             refresh_interval=refresh_interval,
             mode=mode,
+            role=role,
         )
         self.watcher = BackendWatcher(self.ctx)
         self._watching = False
@@ -98,6 +101,11 @@ class LockerConsoleApp(App[None]):
     @property
     def gateway(self) -> ConsoleGateway:
         return self.ctx.gateway
+
+    @property
+    def role(self) -> str:
+        """`operator`, or `app` (attach mode with an app token: read and open only)."""
+        return self.ctx.role
 
     @property
     def ready(self) -> bool:
@@ -187,8 +195,11 @@ class LockerConsoleApp(App[None]):
     def commands_for(self, screen: Screen[object]) -> Iterable[PaletteCommand]:
         """Palette commands for `screen`; none that changes anything in read-only mode."""
         for command in self._all_commands(screen):
-            if not (self.readonly and command.changes_state):
-                yield command
+            if self.readonly and command.changes_state:
+                continue
+            if self.role == "app" and command.changes_state and not command.app_allowed:
+                continue  # the backend would refuse it for this token's role
+            yield command
 
     async def action_create_bank(self) -> None:
         await self._create_bank()
@@ -196,8 +207,24 @@ class LockerConsoleApp(App[None]):
     async def _create_bank(self) -> None:
         await self.switch_mode("provisioning")
         screen = self.screen
-        if isinstance(screen, ProvisioningScreen) and not self.readonly:
+        if isinstance(screen, ProvisioningScreen) and self.ctx.may_administer:
             screen.action_new_bank()
+
+    async def action_quit(self) -> None:
+        """Standalone, quitting stops the services the whole fleet depends on: ask first
+        (saying how many banks are connected). Attached, the backend keeps running."""
+        if self.ctx.mode != "standalone":
+            self.exit()
+            return
+        if isinstance(self.screen, ConfirmModal):
+            return
+        connected = sum(1 for bank in self.ctx.banks if bank.status == "online")
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed:
+                self.exit()
+
+        self.push_screen(confirm_quit(connected), answered)
 
     def _show(self, mode: str) -> Callable[[], object]:
         return lambda: self.switch_mode(mode)
@@ -219,7 +246,7 @@ class LockerConsoleApp(App[None]):
         finally:
             self._watching = False
 
-    def toast(self, alert: Alert) -> None:
+    def toast(self, alert: Toast) -> None:
         """Show one alert (errors stay longer)."""
         timeout = 12.0 if alert.severity == "error" else 6.0
         self.notify(

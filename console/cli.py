@@ -17,6 +17,8 @@ from backend.domain.errors import DomainError
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_DEVICE_ERROR = 3
+EXIT_EXPIRED = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +44,11 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument("--url", default=None, help="backend URL (default from HTTP_HOST/PORT)")
     attach.add_argument("--token", default=None, help="API token (operator or app role)")
     attach.add_argument("--readonly", action="store_true", dest="attach_readonly")
+
+    sub.add_parser(
+        "hook",
+        help="serve only the broker's auth hook on HOOK_HOST:HOOK_PORT (its own process)",
+    )
 
     sim = sub.add_parser("simulate", help="run simulated locker banks against a broker")
     sim.add_argument("--banks", type=int, default=None, help="create and provision N banks")
@@ -94,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     opener = sub.add_parser("open", help="open a compartment")
     opener.add_argument("uuid")
     opener.add_argument("number", type=int)
-    opener.add_argument("--wait", action="store_true", help="wait for the outcome")
+    opener.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until the outcome is final: exit 0 opened, 3 device error, 4 expired/unknown",
+    )
     opener.add_argument("--timeout", type=float, default=None, help="seconds to wait")
     opener.add_argument("--json", action="store_true")
 
@@ -113,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--after", type=int, default=0, help="start after this position")
     events.add_argument("--follow", action="store_true", help="keep printing new events")
     events.add_argument("--json", action="store_true")
+
+    alerts = sub.add_parser("alerts", help="open alerts; `alerts ack ID` acknowledges one")
+    alerts.add_argument("--json", action="store_true")
+    alerts.add_argument("--all", action="store_true", help="resolved alerts too")
+    alerts_sub = alerts.add_subparsers(dest="alerts_command", metavar="ACTION")
+    ack = alerts_sub.add_parser("ack", help="acknowledge an alert")
+    ack.add_argument("alert_id", type=int)
+    ack.add_argument("--note", default="", help="what was found or done")
+    ack.add_argument("--json", action="store_true", dest="ack_json")
 
     projections = sub.add_parser("projections", help="read models")
     proj_sub = projections.add_subparsers(dest="projections_command", required=True)
@@ -134,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        if args.command in (None, "attach", "simulate"):
+        if args.command in (None, "attach", "simulate", "hook"):
             from console.modes import run_mode
 
             return run_mode(args)

@@ -41,6 +41,16 @@ class ConsoleContext:
     """The position of the last stored event read (screens refetch when it moves)."""
     mine: set[str] = field(default_factory=set)
     """Transaction ids this console requested (their success is worth a toast)."""
+    role: str = "operator"
+    """What the backend lets this console do: `operator` (everything) or `app` (read and
+    open compartments; attach mode with an app token). Actions beyond it are not offered."""
+    open_ttl: float = 30.0
+    """How long an open waits for its bank before it expires (from the backend's status)."""
+
+    @property
+    def may_administer(self) -> bool:
+        """Create banks, issue tokens, revoke, push configs: an operator, not read-only."""
+        return not self.readonly and self.role != "app"
 
     def __post_init__(self) -> None:
         self.connectivity = replace(

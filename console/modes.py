@@ -29,6 +29,8 @@ def _port_env_set() -> bool:
 
 def run_mode(args: argparse.Namespace) -> int:
     """Start the requested long-running mode; returns the exit code."""
+    if args.command == "hook":
+        return _run_hook()
     embedded = getattr(args, "embedded_broker", None)
     settings = load_settings(locker_broker=embedded) if embedded else load_settings()
     if args.command == "simulate":
@@ -47,6 +49,24 @@ def run_mode(args: argparse.Namespace) -> int:
         settings = _demo_settings(settings)
     log_path = configure(settings, to_file=True)
     return _run(_standalone(settings, args, log_path))
+
+
+def _run_hook() -> int:
+    """`locker-console hook`: settings read as they are (no secret is ever generated)."""
+    from pydantic import ValidationError
+
+    from backend.config import Settings
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first.get("loc") else "setting"
+        raise SettingsError(f"{name}: {first.get('msg', 'invalid value')}") from None
+    configure(settings, to_file=False)
+    from backend.hook_process import run_hook
+
+    return _run(run_hook(settings))
 
 
 def _run(main: Awaitable[Any]) -> int:
@@ -129,7 +149,9 @@ async def _attach(settings: Settings, args: argparse.Namespace) -> None:
     tune_gc()
     try:
         await gateway.whoami()  # fail fast with one line if unreachable or the token is bad
-        app = LockerConsoleApp(gateway, readonly=args.attach_readonly, mode="attach")
+        app = LockerConsoleApp(
+            gateway, readonly=args.attach_readonly, mode="attach", role=gateway.role or "operator"
+        )
         await app.run_async()
     finally:
         await gateway.close()

@@ -24,6 +24,9 @@ class PaletteCommand:
     changes_state: bool = False
     discover: bool = True
     """Listed before anything is typed (per-bank commands only appear when searched)."""
+    app_allowed: bool = False
+    """A state-changing command an `app` API token may run too (opening a compartment);
+    every other one is for operators and not offered to an app token."""
 
 
 @runtime_checkable
@@ -38,6 +41,7 @@ class ConsoleCommandSource(Protocol):
     """The app: its commands for a given screen, and whether it may act."""
 
     readonly: bool
+    role: str
 
     def commands_for(self, screen: Screen[object]) -> Iterable[PaletteCommand]: ...
 
@@ -52,6 +56,8 @@ class ConsoleCommands(Provider):
         commands = list(app.commands_for(self.screen))
         if app.readonly:
             commands = [c for c in commands if not c.changes_state]
+        elif app.role == "app":  # actions a role cannot take are not offered
+            commands = [c for c in commands if not c.changes_state or c.app_allowed]
         return commands
 
     async def discover(self) -> Hits:

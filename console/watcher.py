@@ -12,7 +12,7 @@ import logging
 
 from backend.gateway import SystemStatus
 from backend.views import EventView, TransactionView
-from console.alerts import Alert, BankName, event_alerts, status_alerts, transactions_needed
+from console.alerts import BankName, Toast, event_alerts, status_alerts, transactions_needed
 from console.context import EVENT_TAIL, ConsoleContext
 from widgets.status_line import Connectivity
 
@@ -36,9 +36,9 @@ class BackendWatcher:
         """True once connectivity is known and the event log has been read to its end."""
         return self.status is not None and self.position is not None
 
-    async def poll(self) -> list[Alert]:
+    async def poll(self) -> list[Toast]:
         """One round: status, then new events. A failure marks the status line stale."""
-        alerts: list[Alert] = []
+        alerts: list[Toast] = []
         try:
             alerts += await self._read_status()
             alerts += await self._read_events()
@@ -47,12 +47,13 @@ class BackendWatcher:
             self.ctx.backend_failed()
         return alerts
 
-    async def _read_status(self) -> list[Alert]:
+    async def _read_status(self) -> list[Toast]:
         gateway = self.ctx.gateway
         status = await gateway.status()
         alerts = status_alerts(self.status, status, was_up=self._broker_was_up)
         self._broker_was_up = self._broker_was_up or status.broker_connected
         self.status = status
+        self.ctx.open_ttl = status.open_ttl_seconds
         self.ctx.connectivity = Connectivity(
             broker_connected=status.broker_connected,
             database_ok=status.database_ok,
@@ -64,13 +65,13 @@ class BackendWatcher:
         )
         return alerts
 
-    async def _read_events(self) -> list[Alert]:
+    async def _read_events(self) -> list[Toast]:
         catching_up = self.position is None
         if self.position is None:
             position = max(0, await self.end_position() - EVENT_TAIL)
         else:
             position = self.position
-        alerts: list[Alert] = []
+        alerts: list[Toast] = []
         for _ in range(MAX_PAGES_PER_POLL):
             batch = await self.ctx.gateway.events_after(position, PAGE)
             if not batch:
@@ -109,7 +110,7 @@ class BackendWatcher:
                 self.ctx.names[event.aggregate_uuid] = BankName(name, location)
         self.ctx.events.extend(events)
 
-    async def _alerts(self, events: list[EventView]) -> list[Alert]:
+    async def _alerts(self, events: list[EventView]) -> list[Toast]:
         transactions: dict[str, TransactionView] = {}
         wanted = transactions_needed(events, self.ctx.mine)[:MAX_DETAILS_PER_POLL]
         for tid in wanted:

@@ -27,6 +27,8 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
+from backend.broker.command_expiry import drop_expired_inflight, is_expired_command
+
 log = logging.getLogger(__name__)
 
 _Subscribers = list[tuple[Session, int]]
@@ -98,6 +100,10 @@ class SecureBroker(Broker):
        Upstream has no smaller seam (the checks are inline in this method), so the method
        is re-implemented here, line for line except for that check (and the will's retain
        flag, which upstream forgot to carry over on resume).
+
+    8. **Expired commands** (`backend/broker/command_expiry.py`): amqtt has no message
+       expiry; a command queued for an offline device or retransmitted on resume is dropped
+       once the `expires_at` of its payload has passed.
 
     Normal deliveries need no change: upstream `_run_broadcast` already asks the topic plugins
     with `Action.RECEIVE` (acc 1) for every subscriber, online or queued.
@@ -185,6 +191,7 @@ class SecureBroker(Broker):
             existing.password = client_session.password
             client_session = existing
             client_session.parent = 1
+            drop_expired_inflight(client_session)  # 8. never retransmit an expired command
         else:
             client_session.parent = 0
 
@@ -271,6 +278,8 @@ class SecureBroker(Broker):
             queued: ApplicationMessage = session.retained_messages.get_nowait()
             if not await self._topic_filtering(session, queued.topic, Action.RECEIVE):
                 log.debug("queued message withheld from %s", session.client_id)
+                continue
+            if is_expired_command(queued.topic, queued.data):  # 8. expired while queued
                 continue
             sends.append(
                 asyncio.ensure_future(

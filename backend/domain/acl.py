@@ -260,7 +260,12 @@ def filter_covered(requested_filter: str, allowed_filters: Sequence[str]) -> boo
                 for k, i in a_states
                 if (s := _step(patterns[k], i, symbol, first)) is not None
             )
-            if _accepts(req, r_next) and not any(_accepts(patterns[k], i) for k, i in a_next):
+            empty_topic = first and symbol == ""  # "" (one empty level) is no topic name
+            if (
+                _accepts(req, r_next)
+                and not empty_topic
+                and not any(_accepts(patterns[k], i) for k, i in a_next)
+            ):
                 return False  # a topic the request matches and nothing allows
             node = (r_next, a_next, False)
             if node not in seen:
@@ -325,8 +330,14 @@ def _permissions(kind: UserKind, username: str, client_id: str, legacy_status: b
     """``permissions`` for identities already checked with ``valid_identity``."""
     if kind is UserKind.BACKEND:
         return Permissions(
-            publish=("locker/+/command", "locker/provisioning/reply/+", "server/status"),
-            read=("locker/#", "server/status"),
+            publish=(
+                "locker/+/command",
+                "locker/provisioning/reply/+",
+                "server/status",
+                "server/status/+",
+                "server/probe/+",
+            ),
+            read=("locker/#", "server/status", "server/status/+", "server/probe/+"),
         )
     if kind is UserKind.DEVICE:
         base = f"locker/{username}"

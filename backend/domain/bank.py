@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from backend.domain.alerts import check_note
 from backend.domain.dialect import (
     DIALECT_CHOICES,
     OPENLOCKER_MIN_SLAVE_ID,
@@ -20,6 +21,7 @@ from backend.domain.dialect import (
 )
 from backend.domain.errors import InvalidInput, NotFound, RuleViolation
 from backend.domain.events import (
+    AlertAcknowledged,
     BankStatus,
     CommandAction,
     CommandExpired,
@@ -51,7 +53,9 @@ MAX_COMPARTMENTS = 1000
 MAX_HEARTBEAT_INTERVAL = 3600  # seconds
 OPEN_STATES = frozenset({"pending", "sent"})
 CONTROL_CHARACTERS = "".join(map(chr, [*range(0x20), 0x7F]))
-LATE_STATES = frozenset({"timeout", "expired"})
+LATE_STATES = frozenset({"timeout", "expired", "unknown"})
+AFTER_EXPIRY_STATES = frozenset({"expired", "unknown"})
+TERMINAL_STATES = frozenset({"success", "error", "timeout", "expired", "late", "unknown"})
 COMMAND_ABLE = frozenset({"provisioned", "online", "offline"})
 
 
@@ -310,7 +314,8 @@ class LockerBank:
         if command.status not in OPEN_STATES | LATE_STATES:
             return []
         late = command.status in LATE_STATES
-        if command.status == "expired" and error_code == "COMMAND_EXPIRED":
+        after_expiry = command.status in AFTER_EXPIRY_STATES
+        if after_expiry and error_code == "COMMAND_EXPIRED":
             return []  # the device confirms it did not act: the expiry stands
         if result == "success" and command.action == "open_compartment":
             assert command.compartment_number is not None
@@ -320,6 +325,7 @@ class LockerBank:
                     transaction_id=transaction_id,
                     compartment_number=command.compartment_number,
                     late=late,
+                    after_expiry=after_expiry,
                     message=message,
                 )
             ]
@@ -332,6 +338,7 @@ class LockerBank:
                     in_sync=applied_config_hash is not None
                     and applied_config_hash.lower() == (command.config_hash or "").lower(),
                     late=late,
+                    after_expiry=after_expiry,
                     message=message,
                 )
             ]
@@ -343,23 +350,36 @@ class LockerBank:
                 error_code=error_code if result != "success" else "UNSUPPORTED",
                 message=message,
                 late=late,
+                after_expiry=after_expiry,
             )
         ]
 
     def time_out(self, transaction_id: str, *, now: datetime) -> list[DomainEvent]:
+        """Configs only: an open expires when it times out (one event, `CommandExpired`)."""
         command = self.commands.get(transaction_id)
         if command is None or command.status not in OPEN_STATES:
+            return []
+        if command.action == "open_compartment":
             return []
         return [
             CommandTimedOut(occurred_at=now, transaction_id=transaction_id, action=command.action)
         ]
 
-    def expire(self, transaction_id: str, *, now: datetime) -> list[DomainEvent]:
+    def expire(
+        self, transaction_id: str, *, now: datetime, outcome_unknown: bool = False
+    ) -> list[DomainEvent]:
+        """`outcome_unknown`: the command reached the device and an answer may be lost for
+        good (the caller knows: a dialect that never replays answers, a restart)."""
         command = self.commands.get(transaction_id)
         if command is None or command.status not in OPEN_STATES:
             return []
         return [
-            CommandExpired(occurred_at=now, transaction_id=transaction_id, action=command.action)
+            CommandExpired(
+                occurred_at=now,
+                transaction_id=transaction_id,
+                action=command.action,
+                outcome_unknown=outcome_unknown and command.status == "sent",
+            )
         ]
 
     def went_offline(self, reason: str, *, now: datetime) -> list[DomainEvent]:
@@ -394,6 +414,16 @@ class LockerBank:
         return [
             QrScanned(occurred_at=now, qr_payload=qr_payload, scanner=scanner, event_id=event_id)
         ]
+
+    def acknowledge_alert(self, alert_id: int, note: str, *, now: datetime) -> list[DomainEvent]:
+        """The caller has checked that the alert exists, belongs to this bank and is not
+        acknowledged yet (alerts are a read model, not aggregate state)."""
+        self._require_exists()
+        try:
+            note = check_note(note)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from None
+        return [AlertAcknowledged(occurred_at=now, alert_id=alert_id, note=note)]
 
     def device_event(
         self,
@@ -513,21 +543,21 @@ class LockerBank:
             del self.commands[transaction_id]
 
     def _on_CompartmentOpened(self, e: CompartmentOpened) -> None:
-        self._finish(e.transaction_id, "success")
+        self._finish(e.transaction_id, "late" if e.after_expiry else "success")
         self.compartments[e.compartment_number].door_state = "open"
 
     def _on_CommandFailed(self, e: CommandFailed) -> None:
-        self._finish(e.transaction_id, "error")
+        self._finish(e.transaction_id, "late" if e.after_expiry else "error")
 
     def _on_ConfigApplied(self, e: ConfigApplied) -> None:
-        self._finish(e.transaction_id, "success")
+        self._finish(e.transaction_id, "late" if e.after_expiry else "success")
         self.applied_config_hash = e.applied_config_hash
 
     def _on_CommandTimedOut(self, e: CommandTimedOut) -> None:
         self._finish(e.transaction_id, "timeout")
 
     def _on_CommandExpired(self, e: CommandExpired) -> None:
-        self._finish(e.transaction_id, "expired")
+        self._finish(e.transaction_id, "unknown" if e.outcome_unknown else "expired")
 
     def _on_LockerBankWentOffline(self, e: LockerBankWentOffline) -> None:
         self.status = "offline"
@@ -572,13 +602,15 @@ def _check_settings(
     if not 1 <= len(compartments) <= MAX_COMPARTMENTS:
         raise InvalidInput(f"a bank needs 1 to {MAX_COMPARTMENTS} compartments")
     numbers = [c.number for c in compartments]
-    if len(set(numbers)) != len(numbers):
-        raise InvalidInput("compartment numbers must be unique")
     if min(numbers) < 1:
         raise InvalidInput("compartment numbers start at 1")
+    # Rules between entries, or between the mapping and the dialect, cannot be told by
+    # looking at one value: they are conflicts (409), not malformed input (400).
+    if len(set(numbers)) != len(numbers):
+        raise RuleViolation("compartment numbers must be unique")
     targets = [(c.slave_id, c.address) for c in compartments]
     if len(set(targets)) != len(targets):
-        raise InvalidInput("two compartments map to the same slaveId and address")
+        raise RuleViolation("two compartments map to the same slaveId and address")
     for spec in compartments:
         if not 0 <= spec.slave_id <= 247 or not 0 <= spec.address <= 65535:
             raise InvalidInput(
@@ -591,7 +623,7 @@ def _check_settings(
     if effective_dialect(dialect, detected) == "openlocker":
         for spec in compartments:
             if spec.slave_id < OPENLOCKER_MIN_SLAVE_ID:
-                raise InvalidInput(
+                raise RuleViolation(
                     f"compartment {spec.number}: an openlocker bank needs slaveId >= "
                     f"{OPENLOCKER_MIN_SLAVE_ID} (its contract schema)"
                 )

@@ -137,6 +137,8 @@ class CompartmentOpened(DomainEvent):
     transaction_id: str
     compartment_number: int
     late: bool = False
+    after_expiry: bool = False
+    """The answer came after the command expired: a late execution (status `late`)."""
     message: str | None = None
 
 
@@ -147,6 +149,7 @@ class CommandFailed(DomainEvent):
     error_code: str | None = None
     message: str | None = None
     late: bool = False
+    after_expiry: bool = False
 
 
 class CommandTimedOut(DomainEvent):
@@ -159,6 +162,9 @@ class CommandExpired(DomainEvent):
     event_type: ClassVar[str] = "CommandExpired"
     transaction_id: str
     action: CommandAction
+    outcome_unknown: bool = False
+    """The device may have acted and its answer is lost for good (a dialect that cannot
+    replay answers, and a crash that may have dropped one): status `unknown`."""
 
 
 class ConfigApplied(DomainEvent):
@@ -167,6 +173,7 @@ class ConfigApplied(DomainEvent):
     applied_config_hash: str | None
     in_sync: bool
     late: bool = False
+    after_expiry: bool = False
     message: str | None = None
 
 
@@ -202,6 +209,14 @@ class QrScanned(DomainEvent):
     event_id: str | None = None
 
 
+class AlertAcknowledged(DomainEvent):
+    """An operator has seen an alert of this bank (`alert_id`: see backend.domain.alerts)."""
+
+    event_type: ClassVar[str] = "AlertAcknowledged"
+    alert_id: int
+    note: str = ""
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.event_type: cls
     for cls in (
@@ -223,6 +238,7 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
         LockerBankCameOnline,
         DoorStateChanged,
         QrScanned,
+        AlertAcknowledged,
         DeviceEventRecorded,
     )
 }

@@ -19,6 +19,7 @@ Routes (all under ``/api``; see ``GET /api/openapi.json`` for the full schema):
 * ``GET  /events?after=&limit=`` (``&q=&before=``: the newest matches of a filter),
   ``GET /events/stream`` (server-sent events)
 * ``GET  /locker-banks/{uuid}/events?limit=``, ``GET /locker-banks/{uuid}/heartbeats``
+* ``GET  /alerts?all=&bank=&limit=``, ``POST /alerts/{id}/ack`` with ``{"note": "..."}``
 * ``GET  /status``, ``GET /whoami``
 """
 
@@ -30,6 +31,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from backend.domain.errors import InvalidInput
+from backend.domain.events import CompartmentSpec
 from backend.gateway import SystemStatus
 from backend.http.auth import principal
 from backend.http.endpoints import Endpoint, QueryParam
@@ -37,14 +39,18 @@ from backend.http.event_stream import MAX_POSITION, EventStream
 from backend.http.health import HealthMonitor
 from backend.http.requests import int_path, int_query, read_body, str_query
 from backend.http.schemas import (
+    AcknowledgeAlertRequest,
     CommandAccepted,
     CreateBankRequest,
+    MappingEntry,
     OpenCompartmentRequest,
     RevokeRequest,
+    UpdateBankRequest,
     WhoAmI,
 )
 from backend.service import LockerService
 from backend.views import (
+    AlertView,
     BankView,
     CreatedBank,
     EventView,
@@ -65,6 +71,12 @@ _BANK_ERRORS = (400, 404)
 
 def _json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(value, status=status, headers=headers)
+
+
+def _specs(entries: Sequence[MappingEntry]) -> list[CompartmentSpec]:
+    return [
+        CompartmentSpec(number=e.number, slave_id=e.slave_id, address=e.address) for e in entries
+    ]
 
 
 def _views(items: Sequence[View]) -> list[dict[str, Any]]:
@@ -101,12 +113,26 @@ class RestApi:
         created = await self.service.create_bank(
             body.name,
             body.location,
-            body.compartments,
+            _specs(body.mapping) if body.mapping is not None else body.compartments,
             heartbeat_interval_seconds=body.heartbeat_interval_seconds,
             actor=principal(request).name,
+            dialect=body.dialect,
         )
         headers = {**_NO_STORE, "Location": f"/api/locker-banks/{created.uuid}"}
         return _json(created.to_json(), status=201, headers=headers)
+
+    async def update_bank(self, request: web.Request) -> web.Response:
+        body = await read_body(request, UpdateBankRequest)
+        bank = await self.service.update_bank(
+            request.match_info["uuid"],
+            name=body.name,
+            location=body.location,
+            heartbeat_interval_seconds=body.heartbeat_interval_seconds,
+            dialect=body.dialect,
+            compartments=_specs(body.compartments) if body.compartments is not None else None,
+            actor=principal(request).name,
+        )
+        return _json(bank.to_json())
 
     async def issue_token(self, request: web.Request) -> web.Response:
         issued = await self.service.issue_token(
@@ -176,6 +202,23 @@ class RestApi:
     async def event_stream(self, request: web.Request) -> web.StreamResponse:
         return await self.stream.handle(request)
 
+    # ----- alerts ------------------------------------------------------------------------
+
+    async def list_alerts(self, request: web.Request) -> web.Response:
+        include_resolved = int_query(request, "all", 0, minimum=0, maximum=1) == 1
+        bank = str_query(request, "bank")
+        limit = int_query(request, "limit", 200, minimum=1, maximum=MAX_LIMIT)
+        alerts = await self.service.list_alerts(include_resolved, bank, limit)
+        return _json(_views(alerts))
+
+    async def acknowledge_alert(self, request: web.Request) -> web.Response:
+        alert_id = int_path(request, "alert_id")
+        body = await read_body(request, AcknowledgeAlertRequest, required=False)
+        alert = await self.service.acknowledge_alert(
+            alert_id, body.note, actor=principal(request).name
+        )
+        return _json(alert.to_json())
+
     # ----- who and how -------------------------------------------------------------------
 
     async def status(self, request: web.Request) -> web.Response:
@@ -209,12 +252,18 @@ class RestApi:
                 "POST", "/api/locker-banks", "create_bank",
                 "Create a locker bank and its first provisioning token (shown once)",
                 self.create_bank, role="operator", security="bearer",
-                body=CreateBankRequest, response=CreatedBank, status=201, errors=(400,),
+                body=CreateBankRequest, response=CreatedBank, status=201, errors=(400, 409),
             ),
             Endpoint(
                 "GET", "/api/locker-banks/{uuid}", "get_bank", "One locker bank",
                 self.get_bank, role="app", security="bearer", response=BankView,
                 errors=_NOT_FOUND,
+            ),
+            Endpoint(
+                "PATCH", "/api/locker-banks/{uuid}", "update_bank",
+                "Edit a bank (a changed mapping, interval or dialect is pushed as apply_config)",
+                self.update_bank, role="operator", security="bearer",
+                body=UpdateBankRequest, response=BankView, errors=(400, 404, 409),
             ),
             Endpoint(
                 "POST", "/api/locker-banks/{uuid}/provisioning-token", "issue_token",
@@ -306,6 +355,27 @@ class RestApi:
                     "as in GET /api/events. Reconnecting with `Last-Event-ID` resumes after it. "
                     "A `: keepalive` comment is sent after 15 s of quiet."
                 ),
+            ),
+            Endpoint(
+                "GET", "/api/alerts", "list_alerts",
+                "Open alerts, newest first (all=1: resolved ones too)",
+                self.list_alerts, role="app", security="bearer",
+                response=AlertView, response_list=True, errors=_BANK_ERRORS,
+                query=(
+                    QueryParam(
+                        "all", {"type": "integer", "minimum": 0, "maximum": 1, "default": 0},
+                        "1: resolved alerts too.",
+                    ),
+                    QueryParam("bank", {"type": "string"}, "Only this bank's (its uuid)."),
+                    limit,
+                ),
+            ),
+            Endpoint(
+                "POST", "/api/alerts/{alert_id}/ack", "acknowledge_alert",
+                "Acknowledge an alert (recorded as AlertAcknowledged with the token's name)",
+                self.acknowledge_alert, role="operator", security="bearer",
+                body=AcknowledgeAlertRequest, body_required=False, response=AlertView,
+                errors=(400, 404, 409),
             ),
             Endpoint(
                 "GET", "/api/status", "status", "Database and broker connectivity",

@@ -32,9 +32,11 @@ from backend.domain.errors import (
     NotFound,
     RuleViolation,
 )
+from backend.domain.events import CompartmentSpec
 from backend.gateway import SystemStatus
 from backend.http.api import MAX_LIMIT
 from backend.views import (
+    AlertView,
     BankView,
     CreatedBank,
     EventView,
@@ -233,6 +235,16 @@ class HttpGateway:
             position = events[-1].position
         return events
 
+    async def list_alerts(self, include_resolved: bool = False) -> list[AlertView]:
+        """Open alerts, newest first (with ``include_resolved`` every alert)."""
+        query: dict[str, str | int] = {"all": 1} if include_resolved else {}
+        data = await self._call("GET", "/api/alerts", query=query)
+        return [self._build(AlertView, item) for item in data]
+
+    async def acknowledge_alert(self, alert_id: int, note: str = "") -> AlertView:
+        path = f"/api/alerts/{_segment(alert_id)}/ack"
+        return self._build(AlertView, await self._call("POST", path, body={"note": note}))
+
     async def search_events(
         self, query: str, limit: int = 500, before: int | None = None
     ) -> list[EventView]:
@@ -278,6 +290,34 @@ class HttpGateway:
             },
         )
         return self._build(CreatedBank, data)
+
+    async def update_bank(
+        self,
+        uuid: str,
+        *,
+        name: str | None = None,
+        location: str | None = None,
+        heartbeat_interval_seconds: int | None = None,
+        dialect: str | None = None,
+        compartments: list[CompartmentSpec] | None = None,
+    ) -> BankView:
+        body: dict[str, Any] = {
+            key: value
+            for key, value in (
+                ("name", name),
+                ("location", location),
+                ("heartbeat_interval_seconds", heartbeat_interval_seconds),
+                ("dialect", dialect),
+            )
+            if value is not None
+        }
+        if compartments is not None:
+            body["compartments"] = [
+                {"number": c.number, "slave_id": c.slave_id, "address": c.address}
+                for c in compartments
+            ]
+        data = await self._call("PATCH", f"/api/locker-banks/{_segment(uuid)}", body=body)
+        return self._build(BankView, data)
 
     async def issue_token(self, uuid: str) -> IssuedToken:
         data = await self._call("POST", f"/api/locker-banks/{_segment(uuid)}/provisioning-token")

@@ -14,9 +14,14 @@ memory and keep it current:
 * ``follow_credentials(service, directory, interval=1.0)``: a task that tails
   the event store and applies credential changes recorded by *other*
   processes, e.g. ``locker-console bank revoke`` run from a shell next to a
-  headless backend, or a second backend instance. Such a change reaches the
-  hook within ``interval`` seconds. Run it for as long as the hook serves
-  (``build_app`` does both for you unless told not to).
+  headless backend, or a second backend instance. On PostgreSQL it wakes on
+  the store's change feed (``LISTEN locker_credentials``, milliseconds after
+  the commit) and reads at least every ``interval`` seconds; on SQLite it
+  tails the log every ``SQLITE_TAIL_INTERVAL`` (0.25 s). Run it for as long
+  as the hook serves (``build_app`` and the hook process do).
+* ``StoreLookup(db, directory)``: answers a miss of the directory from the
+  store (the bank's newest credential event), so a device provisioned by any
+  instance is known at its first CONNECT, whatever hook it reaches.
 
 Both paths go through one ``CredentialSync`` per directory, which applies a
 bank's change only if it is newer (by event position) than the last one it
@@ -29,10 +34,11 @@ password hashes out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Final, Protocol
 
 from sqlalchemy import select
 from sqlmodel import col
@@ -40,19 +46,32 @@ from sqlmodel import col
 from backend.config import Settings
 from backend.domain.events import CredentialsRevoked, LockerBankProvisioned
 from backend.http.users import UserDirectory
-from backend.service import LockerService
-from backend.store.event_store import RecordedEvent, last_position, read_after
-from backend.store.tables import LockerBankRow
+from backend.store.change_feed import (
+    CREDENTIAL_EVENT_TYPES,
+    SQLITE_TAIL_INTERVAL,
+    listen_for_changes,
+)
+from backend.store.database import Database
+from backend.store.event_store import RecordedEvent, decode, last_position
+from backend.store.tables import LockerBankRow, StoredEvent
+
+
+class _HasDb(Protocol):
+    """Anything with the store (a ``LockerService``, or the hook process's own)."""
+
+    @property
+    def db(self) -> Database: ...
+
 
 __all__ = [
     "CredentialSync",
+    "StoreLookup",
     "credential_listener",
     "follow_credentials",
     "load_directory",
 ]
 
 log = logging.getLogger(__name__)
-READ_BATCH: Final = 1000
 _CREDENTIAL_EVENTS: Final = (LockerBankProvisioned, CredentialsRevoked)
 
 _SYNCS: weakref.WeakKeyDictionary[UserDirectory, CredentialSync] = weakref.WeakKeyDictionary()
@@ -113,7 +132,7 @@ def credential_listener(directory: UserDirectory) -> Callable[[list[RecordedEven
     return CredentialSync.of(directory).listener
 
 
-async def load_directory(service: LockerService, settings: Settings) -> UserDirectory:
+async def load_directory(service: _HasDb, settings: Settings) -> UserDirectory:
     """The hook's directory: service users from ``settings``, devices from the store.
 
     Raises ``SettingsError`` naming the variable when a password is missing.
@@ -152,7 +171,7 @@ async def load_directory(service: LockerService, settings: Settings) -> UserDire
 
 
 async def follow_credentials(
-    service: LockerService,
+    service: _HasDb,
     directory: UserDirectory,
     interval: float = 1.0,
     *,
@@ -161,49 +180,105 @@ async def follow_credentials(
     """Tail the store and apply credential changes (from any process) until cancelled.
 
     Starts after ``after``, else where ``load_directory`` left the directory,
-    else at the current end of the log. A failing store is logged once and
-    retried every ``interval``.
+    else at the current end of the log. On PostgreSQL a change-feed notification
+    wakes it at once (``interval`` is then only the fallback); on SQLite it reads
+    every ``min(interval, SQLITE_TAIL_INTERVAL)``. A failing store is logged once
+    and retried.
     """
+    db = service.db
     sync = CredentialSync.of(directory)
     if after is not None:
         sync.position = after
-    position: int = (
-        sync.position
-        if sync.position is not None
-        else await service.db.read(_last_position, service)
-    )
+    position: int = sync.position if sync.position is not None else await db.read(_last, db)
     sync.position = position
-
-    def read(position: int) -> list[RecordedEvent]:
-        with service.db.read_session() as session:
-            return read_after(session, position, READ_BATCH)
+    wake = asyncio.Event()
+    listener: asyncio.Task[None] | None = None
+    if db.is_postgres:
+        listener = asyncio.create_task(
+            listen_for_changes(db.url, wake.set), name="credential-change-feed"
+        )
+    else:
+        interval = min(interval, SQLITE_TAIL_INTERVAL)
 
     failing = False
-    while True:
-        try:
-            # Read up to the end first and apply once: a bank's older change never shows
-            # between two reads while a newer one waits in the next batch.
-            changes: list[RecordedEvent] = []
-            cursor = position
-            while True:
-                batch = await service.db.read(read, cursor)
-                changes.extend(e for e in batch if isinstance(e.event, _CREDENTIAL_EVENTS))
-                if batch:
-                    cursor = batch[-1].position
-                if len(batch) < READ_BATCH:
-                    break
-            sync.apply(changes)
-            position = sync.position = cursor
-            if failing:
-                log.info("credential follower: store reachable again")
-            failing = False
-        except Exception as exc:
-            if not failing:
-                log.warning("credential follower: reading events failed: %s", exc)
-            failing = True
-        await asyncio.sleep(interval)
+    try:
+        while True:
+            wake.clear()
+            try:
+                changes, cursor = await db.read(_credential_changes_after, db, position)
+                sync.apply(changes)
+                position = sync.position = cursor
+                if failing:
+                    log.info("credential follower: store reachable again")
+                failing = False
+            except Exception as exc:
+                if not failing:
+                    log.warning("credential follower: reading events failed: %s", exc)
+                failing = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), interval)
+    finally:
+        if listener is not None:
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
 
 
-def _last_position(service: LockerService) -> int:
-    with service.db.read_session() as session:
+def _last(db: Database) -> int:
+    with db.read_session() as session:
         return last_position(session)
+
+
+def _credential_changes_after(db: Database, position: int) -> tuple[list[RecordedEvent], int]:
+    """The credential events after ``position`` and the position read up to.
+
+    The high-water mark is read first: every credential event at or below it is then in
+    the result (appends are serialized, so nothing commits below the mark later)."""
+    with db.read_session() as session:
+        mark = last_position(session)
+        if mark <= position:
+            return [], position
+        rows = session.execute(
+            select(StoredEvent)
+            .where(col(StoredEvent.id) > position)
+            .where(col(StoredEvent.id) <= mark)
+            .where(col(StoredEvent.event_type).in_(CREDENTIAL_EVENT_TYPES))
+            .order_by(col(StoredEvent.id))
+        ).scalars()
+        return [decode(row) for row in rows], mark
+
+
+class StoreLookup:
+    """Answers the hook's directory misses from the store (DESIGN 5.1: "a device
+    provisioned by one instance is known to every hook at once").
+
+    ``await lookup(username)`` reads the bank's newest credential event and applies it
+    through the directory's ``CredentialSync`` (newest per bank wins, so it can never undo
+    a newer change). At most ``concurrency`` look-ups run at once: a flood of unknown
+    names waits for them instead of exhausting the store's connections."""
+
+    def __init__(self, db: Database, directory: UserDirectory, concurrency: int = 4) -> None:
+        self._db = db
+        self._sync = CredentialSync.of(directory)
+        self._gate = asyncio.Semaphore(concurrency)
+        self.lookups = 0
+        self.found = 0
+
+    async def __call__(self, username: str) -> None:
+        async with self._gate:
+            self.lookups += 1
+            latest = await self._db.read(_latest_credential_event, self._db, username)
+            if latest is not None and self._sync.apply([latest]):
+                self.found += 1
+
+
+def _latest_credential_event(db: Database, uuid: str) -> RecordedEvent | None:
+    with db.read_session() as session:
+        row = session.execute(
+            select(StoredEvent)
+            .where(col(StoredEvent.aggregate_uuid) == uuid)
+            .where(col(StoredEvent.event_type).in_(CREDENTIAL_EVENT_TYPES))
+            .order_by(col(StoredEvent.id).desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        return decode(row) if row is not None else None

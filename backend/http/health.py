@@ -17,7 +17,7 @@ from typing import Final
 
 from aiohttp import web
 
-from backend.gateway import SystemStatus
+from backend.gateway import SystemStatus, runtime_conditions
 from backend.http.schemas import HealthCheck, HealthReport
 from backend.service import LockerService
 
@@ -74,13 +74,21 @@ class HealthMonitor:
             log.exception("broker_detail provider failed")
             return ""
 
+    def conditions(self, database_ok: bool) -> dict[str, bool]:
+        """Runtime conditions of this instance (DESIGN section 7: not stored, not alerts)."""
+        return runtime_conditions(self.service, self.broker_connected(), database_ok)
+
     async def status(self) -> SystemStatus:
         """What ``GET /api/status`` answers."""
+        database_ok = await self.database_ok()
+        conditions = self.conditions(database_ok)
         return SystemStatus(
             broker_connected=self.broker_connected(),
-            database_ok=await self.database_ok(),
+            database_ok=database_ok,
             broker_detail=self.broker_detail(),
             mode=self.mode,
+            conditions=[name for name, held in conditions.items() if held],
+            open_ttl_seconds=self.service.settings.open_ttl_seconds,
         )
 
     async def report(self) -> HealthReport:
@@ -88,10 +96,14 @@ class HealthMonitor:
         database_ok = await self.database_ok()
         broker_ok = self.broker_connected()
         detail = self.broker_detail()
+        conditions = [name for name, held in self.conditions(database_ok).items() if held]
         accounts = self.service.accounts.health()
         accounts_ok = accounts is None or accounts.ok
         return HealthReport(
-            status="ok" if database_ok and broker_ok and accounts_ok else "unavailable",
+            status="ok"
+            if database_ok and broker_ok and accounts_ok and not conditions
+            else "unavailable",
+            conditions=conditions,
             database=HealthCheck(
                 ok=database_ok,
                 detail=f"{self.service.db.dialect} " + ("answering" if database_ok else "down"),

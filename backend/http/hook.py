@@ -35,6 +35,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -79,8 +80,12 @@ _LOG_FIELD_MAX: Final = 200
 # --------------------------------------------------------------------------- metrics
 
 
+LATENCY_BUCKETS: Final = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
 class HookMetrics:
-    """Plain counters of hook answers by endpoint and result.
+    """Plain counters of hook answers by endpoint and result, and a latency histogram
+    per endpoint (request in to answer out, seconds: what go-auth waits for).
 
     Every ``(endpoint, result)`` pair of ``ENDPOINTS`` x ``RESULTS`` starts at 0,
     so a Prometheus rendering shows all series from the first scrape.
@@ -88,15 +93,64 @@ class HookMetrics:
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str], int] = {(e, r): 0 for e in ENDPOINTS for r in RESULTS}
+        self._buckets: dict[str, list[int]] = {e: [0] * len(LATENCY_BUCKETS) for e in ENDPOINTS}
+        self._sum: dict[str, float] = dict.fromkeys(ENDPOINTS, 0.0)
+        self._n: dict[str, int] = dict.fromkeys(ENDPOINTS, 0)
+        self.store_lookups = 0
 
     def inc(self, endpoint: str, result: str) -> None:
         """Count one answer."""
         key = (endpoint, result)
         self._counts[key] = self._counts.get(key, 0) + 1
 
+    def observe(self, endpoint: str, seconds: float) -> None:
+        """Record how long one answer took."""
+        counts = self._buckets.get(endpoint)
+        if counts is None:
+            return
+        for i, bound in enumerate(LATENCY_BUCKETS):
+            if seconds <= bound:
+                counts[i] += 1
+                break
+        self._sum[endpoint] += seconds
+        self._n[endpoint] += 1
+
     def snapshot(self) -> dict[tuple[str, str], int]:
         """A copy of the counters: ``{(endpoint, result): count}``."""
         return dict(self._counts)
+
+    def exposition(self) -> list[str]:
+        """The hook's series in Prometheus text format 0.0.4 (HELP/TYPE included):
+        ``locker_hook_requests_total{endpoint,result}``,
+        ``locker_hook_latency_seconds{endpoint}`` (histogram) and
+        ``locker_hook_store_lookups_total`` (directory misses asked of the store)."""
+        lines = [
+            "# HELP locker_hook_requests_total Auth hook answers by endpoint and result.",
+            "# TYPE locker_hook_requests_total counter",
+        ]
+        for (endpoint, result), n in sorted(self._counts.items()):
+            labels = f'endpoint="{endpoint}",result="{result}"'
+            lines.append(f"locker_hook_requests_total{{{labels}}} {n}")
+        name = "locker_hook_latency_seconds"
+        lines += [
+            f"# HELP {name} Auth hook answer time by endpoint (what the broker waits for).",
+            f"# TYPE {name} histogram",
+        ]
+        for endpoint in ENDPOINTS:
+            cumulative = 0
+            for bound, n in zip(LATENCY_BUCKETS, self._buckets[endpoint], strict=True):
+                cumulative += n
+                lines.append(f'{name}_bucket{{endpoint="{endpoint}",le="{bound}"}} {cumulative}')
+            total = self._n[endpoint]
+            lines.append(f'{name}_bucket{{endpoint="{endpoint}",le="+Inf"}} {total}')
+            lines.append(f'{name}_sum{{endpoint="{endpoint}"}} {self._sum[endpoint]!r}')
+            lines.append(f'{name}_count{{endpoint="{endpoint}"}} {total}')
+        lines += [
+            "# HELP locker_hook_store_lookups_total Directory misses answered from the store.",
+            "# TYPE locker_hook_store_lookups_total counter",
+            f"locker_hook_store_lookups_total {self.store_lookups}",
+        ]
+        return lines
 
 
 # --------------------------------------------------------------------------- logging helpers
@@ -266,7 +320,13 @@ class _Query:
 
     decide: Callable[[], Decision]
     log_fields: str
+    username: str | None = None
+    """Whose directory entry the decision reads (looked up in the store on a miss)."""
+    login: bool = False
 
+
+Lookup = Callable[[str], Awaitable[None]]
+"""Fills the directory's entry of one username from the store."""
 
 _UNAUTHORIZED_BODY: Final = json.dumps({"ok": False, "error": "unauthorized"}).encode()
 _ALLOW_BODY: Final = json.dumps({"ok": True, "result": "allow"}).encode()
@@ -290,9 +350,15 @@ class _Hook:
         secret: str,
         legacy_status: Callable[[], bool],
         metrics: HookMetrics | None,
+        lookup: Lookup | None = None,
+        previous_secret: str | None = None,
     ) -> None:
+        self._lookup = lookup
+        self._lookup_failed_log = LogThrottle("failed store look-ups", logger=log)
         self._directory = directory
-        self._secret = _secret_digest(secret)
+        self._secrets = [_secret_digest(secret)]
+        if previous_secret:
+            self._secrets.append(_secret_digest(previous_secret))
         self._legacy_status = legacy_status
         self._metrics = metrics
         # A flood of wrong-secret or malformed calls must not flood the log.
@@ -307,9 +373,39 @@ class _Hook:
         offered = request.query.getall(SECRET_PARAM, [])
         if len(offered) != 1:
             return False
-        return hmac.compare_digest(_secret_digest(offered[0]), self._secret)
+        digest = _secret_digest(offered[0])
+        # Every accepted secret is compared (no early exit): the time says nothing.
+        matches = [hmac.compare_digest(digest, accepted) for accepted in self._secrets]
+        return any(matches)
 
     async def _handle(
+        self,
+        request: web.Request,
+        endpoint: str,
+        parse: Callable[[_Body], _Query],
+    ) -> web.Response:
+        started = time.perf_counter()
+        try:
+            return await self._answer(request, endpoint, parse)
+        finally:
+            if self._metrics is not None:
+                self._metrics.observe(endpoint, time.perf_counter() - started)
+
+    async def _look_up(self, query: _Query) -> None:
+        """A directory miss: ask the store (a bank provisioned by another instance)."""
+        if self._lookup is None or query.username is None:
+            return
+        if not self._directory.needs_lookup(query.username, revoked_too=query.login):
+            return
+        if self._metrics is not None:
+            self._metrics.store_lookups += 1
+        try:
+            await self._lookup(query.username)
+        except Exception as exc:  # the store is down: decide from memory (a miss is a deny)
+            if self._lookup_failed_log.allow():
+                log.warning("mosq: store look-up failed, answering from memory: %s", exc)
+
+    async def _answer(
         self,
         request: web.Request,
         endpoint: str,
@@ -327,6 +423,7 @@ class _Hook:
             if self._bad_request_log.allow():
                 log.info("mosq %s: bad request: %s", endpoint, exc)
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
+        await self._look_up(query)
         try:
             decision = query.decide()
         except Exception:
@@ -353,6 +450,8 @@ class _Hook:
         return _Query(
             decide=lambda: self._directory.authenticate(username, password, client_id),
             log_fields=f"username={_short(username)!r} clientid={_short(client_id)!r}",
+            username=username,
+            login=True,
         )
 
     def _parse_superuser(self, body: _Body) -> _Query:
@@ -377,6 +476,7 @@ class _Hook:
                 f"username={_short(username)!r} clientid={_short(client_id)!r} "
                 f"topic={redact_topic(topic)!r} acc={acc}"
             ),
+            username=username,
         )
 
     # -- aiohttp handlers
@@ -401,11 +501,18 @@ def add_hook_routes(
     *,
     legacy_status: Callable[[], bool] | bool = True,
     metrics: HookMetrics | None = None,
+    lookup: Lookup | None = None,
+    previous_secret: str | None = None,
 ) -> None:
     """Register the three hook endpoints on ``app``.
 
     ``legacy_status`` (a bool or a callable read at every check) says whether
     devices may still publish the deprecated ``locker/{u}/status``.
+    ``lookup`` (``backend.http.credentials.StoreLookup``) is awaited when a login or
+    topic check names a bank UUID the directory does not know (or, for a login, knows
+    as revoked), before deciding; without it a miss is a deny.
+    ``previous_secret`` (MOSQ_SECRET_PREVIOUS) is accepted too, while a rotation of the
+    secret is under way (the broker may still send the old one).
     Raises ``ValueError`` if ``secret`` is empty: the hook refuses to run open.
     """
     if not secret:
@@ -420,7 +527,7 @@ def add_hook_routes(
             return flag
 
     _install_access_log_filter()
-    hook = _Hook(directory, secret, legacy, metrics)
+    hook = _Hook(directory, secret, legacy, metrics, lookup, previous_secret)
     handlers: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
         (AUTH_PATH, "mosq_auth", hook.auth),
         (SUPERUSER_PATH, "mosq_superuser", hook.superuser),

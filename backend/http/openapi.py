@@ -39,6 +39,10 @@ _PATH_PARAMS: Final[dict[str, tuple[dict[str, Any], str]]] = {
         "The compartment's number in its bank (the device contract's range).",
     ),
     "transaction_id": ({"type": "string"}, "The command's transaction id."),
+    "alert_id": (
+        {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+        "The alert's id (the position of the event that opened it).",
+    ),
 }
 _STATUS_TEXT: Final[dict[int, str]] = {
     200: "OK",

@@ -8,7 +8,12 @@ Series (every name starts with ``locker_``):
   read models: the whole fleet, whichever process did the work)
 * ``locker_command_latency_seconds{action}`` (histogram): request to the device's answer,
   for commands answered in time, observed from the events this process records
-* ``locker_hook_requests_total{endpoint,result}`` (counter): auth hook answers
+* ``locker_alerts_open{kind}`` (gauge): open alerts by kind (read model, the whole fleet)
+* ``locker_runtime_condition{condition}`` (gauge, 0/1): this instance's runtime conditions
+  (``broker_down``, ``store_unwritable``): not stored, per instance
+* ``locker_hook_requests_total{endpoint,result}`` (counter): auth hook answers;
+  ``locker_hook_latency_seconds{endpoint}`` (histogram): their answer time;
+  ``locker_hook_store_lookups_total``: directory misses asked of the store
 * ``locker_http_event_streams`` (gauge): open ``/api/events/stream`` connections
 * ``locker_mqtt_<key>_total[{kind|result}]`` (counters): whatever the MQTT runtime's
   provider reports, e.g. messages by kind, duplicates, rejected, commands by result
@@ -112,6 +117,10 @@ class PrometheusText:
             self._lines.append(f"{name}{{{inner}}} {_number(value)}")
         else:
             self._lines.append(f"{name} {_number(value)}")
+
+    def raw(self, lines: list[str]) -> None:
+        """Lines already in the exposition format (a whole family with HELP and TYPE)."""
+        self._lines.extend(lines)
 
     def render(self) -> str:
         return "\n".join(self._lines) + "\n"
@@ -223,6 +232,7 @@ class _StoreCounts:
     banks: dict[str, int]
     transactions: dict[tuple[str, str], int]
     outbox_depth: int
+    alerts: dict[str, int]
 
 
 class MetricsEndpoint:
@@ -273,7 +283,8 @@ class MetricsEndpoint:
         async with asyncio.timeout(STORE_TIMEOUT):
             banks, txns = await self.service.db.read(work)
             depth = await self.service.devices.outbox_depth()
-        return _StoreCounts(banks, txns, depth)
+            alerts = await self.service.open_alert_counts()
+        return _StoreCounts(banks, txns, depth, alerts)
 
     async def render(self) -> str:
         out = PrometheusText()
@@ -282,6 +293,13 @@ class MetricsEndpoint:
         out.sample("locker_database_up", int(database_ok))
         out.family("locker_broker_connected", "gauge", "1 when the MQTT runtime is connected.")
         out.sample("locker_broker_connected", int(self.monitor.broker_connected()))
+        out.family(
+            "locker_runtime_condition",
+            "gauge",
+            "1 while a runtime condition holds here.",
+        )
+        for name, held in sorted(self.monitor.conditions(database_ok).items()):
+            out.sample("locker_runtime_condition", int(held), {"condition": name})
         counts: _StoreCounts | None = None
         if database_ok:
             try:
@@ -293,12 +311,7 @@ class MetricsEndpoint:
         if self.latency is not None:
             self._latency_section(out, self.latency)
         if self.hook_metrics is not None:
-            out.family(
-                "locker_hook_requests_total", "counter", "Auth hook answers by endpoint and result."
-            )
-            for (endpoint, result), n in sorted(self.hook_metrics.snapshot().items()):
-                labels = {"endpoint": endpoint, "result": result}
-                out.sample("locker_hook_requests_total", n, labels)
+            out.raw(self.hook_metrics.exposition())
         if self.open_streams is not None:
             out.family("locker_http_event_streams", "gauge", "Open event streams.")
             out.sample("locker_http_event_streams", self.open_streams())
@@ -326,6 +339,9 @@ class MetricsEndpoint:
         )
         for (action, status), n in sorted(counts.transactions.items()):
             out.sample("locker_command_transactions", n, {"action": action, "status": status})
+        out.family("locker_alerts_open", "gauge", "Open alerts by kind.")
+        for kind, n in sorted(counts.alerts.items()):
+            out.sample("locker_alerts_open", n, {"kind": kind})
 
     @staticmethod
     def _latency_section(out: PrometheusText, latency: CommandLatency) -> None:

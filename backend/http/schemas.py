@@ -29,8 +29,10 @@ __all__ = [
     "HookAnswer",
     "HookAuthBody",
     "HookSuperuserBody",
+    "MappingEntry",
     "OpenCompartmentRequest",
     "RevokeRequest",
+    "UpdateBankRequest",
     "WhoAmI",
 ]
 
@@ -63,6 +65,25 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
+class MappingEntry(_Request):
+    """One compartment's Modbus target."""
+
+    number: JsonInt = Field(
+        description="The compartment's number (from 1).", json_schema_extra=_COMPARTMENT_NUMBER
+    )
+    slave_id: JsonInt = Field(
+        description="Modbus slave id (0-247; an openlocker bank needs 1 or more).",
+        json_schema_extra={"minimum": 0, "maximum": 247},
+    )
+    address: JsonInt = Field(
+        description="Relay address on that slave (0-65535).",
+        json_schema_extra={"minimum": 0, "maximum": 65535},
+    )
+
+
+DialectChoiceField = Literal["auto", "seed", "openlocker"]
+
+
 class CreateBankRequest(_Request):
     """``POST /api/locker-banks``."""
 
@@ -89,6 +110,50 @@ class CreateBankRequest(_Request):
         description="How often the device reports it is alive (1 to 3600 s).",
         json_schema_extra={"minimum": 1, "maximum": 3600},
     )
+    dialect: DialectChoiceField = Field(
+        default="auto",
+        description="Contract dialect: auto (decided by the registration: a `message_id` in "
+        "it means openlocker), seed or openlocker.",
+    )
+    mapping: list[MappingEntry] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Explicit Modbus mapping (replaces `compartments`: 1..N on slave 1).",
+        json_schema_extra={"minItems": 1, "maxItems": MAX_COMPARTMENTS},
+    )
+
+
+class UpdateBankRequest(_Request):
+    """``PATCH /api/locker-banks/{uuid}``: only the fields given change. A changed mapping,
+    interval or dialect of a provisioned bank is pushed at once (``apply_config``)."""
+
+    name: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description=f"1 to {MAX_NAME} characters (trimmed).",
+        json_schema_extra={
+            "minLength": 1,
+            "maxLength": MAX_NAME,
+            "allOf": [{"pattern": NOT_ONLY_SPACE}, {"pattern": NO_CONTROL}],
+        },
+    )
+    location: str | SkipJsonSchema[None] = Field(
+        default=None,
+        description=f"Up to {MAX_LOCATION} characters (trimmed).",
+        json_schema_extra={"maxLength": MAX_LOCATION, "pattern": NO_CONTROL},
+    )
+    heartbeat_interval_seconds: JsonInt | SkipJsonSchema[None] = Field(
+        default=None,
+        description="1 to 3600 s.",
+        json_schema_extra={"minimum": 1, "maximum": 3600},
+    )
+    dialect: DialectChoiceField | SkipJsonSchema[None] = Field(
+        default=None, description="Contract dialect: auto (by the registration), seed, openlocker."
+    )
+    compartments: list[MappingEntry] | SkipJsonSchema[None] = Field(
+        default=None,
+        description=f"The whole new mapping (1 to {MAX_COMPARTMENTS} entries, unique numbers "
+        "and targets).",
+        json_schema_extra={"minItems": 1, "maxItems": MAX_COMPARTMENTS},
+    )
 
 
 class OpenCompartmentRequest(_Request):
@@ -108,6 +173,16 @@ class RevokeRequest(_Request):
         max_length=500,
         description="Recorded with the event (no NUL characters).",
         json_schema_extra={"pattern": r"^[^\u0000]*$"},
+    )
+
+
+class AcknowledgeAlertRequest(_Request):
+    """``POST /api/alerts/{id}/ack`` (the body may be empty)."""
+
+    note: str = Field(
+        default="",
+        max_length=500,
+        description="What was found or done (no control characters but newline).",
     )
 
 
@@ -153,6 +228,10 @@ class HealthReport(BaseModel):
     status: Literal["ok", "unavailable"]
     database: HealthCheck
     broker: HealthCheck
+    conditions: list[str] = Field(
+        default_factory=list,
+        description="Runtime conditions of this instance now (broker_down, store_unwritable).",
+    )
     accounts: HealthCheck | None = None
     """`AUTH_MODE=dynsec`: the admin connection to Mosquitto's dynamic-security plugin and
     the last command to it (absent in hook mode)."""

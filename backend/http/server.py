@@ -32,7 +32,7 @@ from aiohttp import web
 from backend.config import Settings
 from backend.http.api import RestApi
 from backend.http.auth import guard_for
-from backend.http.credentials import CredentialSync, follow_credentials
+from backend.http.credentials import CredentialSync, StoreLookup, follow_credentials
 from backend.http.endpoints import Endpoint, register
 from backend.http.errors import error_middleware
 from backend.http.event_stream import EventStream
@@ -104,6 +104,8 @@ def build_app(
             settings.secret("mosq_secret"),
             legacy_status=lambda: settings.mqtt_accept_legacy_status,
             metrics=hook_metrics,
+            lookup=StoreLookup(service.db, directory),
+            previous_secret=_previous_secret(settings),
         )
     monitor = HealthMonitor(
         service, broker_connected=broker_connected, broker_detail=broker_detail, mode=mode
@@ -240,3 +242,8 @@ class HttpServer:
             return
         await runner.cleanup()
         log.info("HTTP API stopped")
+
+
+def _previous_secret(settings: Settings) -> str | None:
+    value = settings.mosq_secret_previous
+    return value.get_secret_value() if value is not None else None

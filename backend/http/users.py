@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable
 from uuid import UUID
 
@@ -21,6 +22,8 @@ from backend.domain.acl import Decision, UserKind, check_acl, valid_identity
 __all__ = ["UserDirectory", "hash_password"]
 
 _HEX_DIGITS = frozenset("0123456789abcdef")
+# A bank UUID as handed to devices (str(uuid4())): only such names are looked up in the store.
+_BANK_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def hash_password(password: str) -> str:
@@ -172,3 +175,12 @@ class UserDirectory:
         return check_acl(
             self.kind_of(username), username, client_id, topic, acc, legacy_status=legacy_status
         )
+
+    def needs_lookup(self, username: str, *, revoked_too: bool = False) -> bool:
+        """True when ``username`` could be a bank this directory has not heard of yet (a
+        bank UUID with no entry; with ``revoked_too`` also one revoked here, which another
+        instance may have provisioned again): the hook then asks the store before deciding."""
+        if not isinstance(username, str) or not _BANK_UUID.fullmatch(username):
+            return False
+        entry = self._devices.get(username)
+        return entry is None or (revoked_too and entry[1])

@@ -1,8 +1,11 @@
 """The backend's one MQTT connection: session flags, last will, birth, reconnect loop.
 
-MQTT 3.1.1 (default): client id `MQTT_CLIENT_ID` with `clean_session=False`, so the
-broker keeps our subscriptions and queues QoS 1 messages while we are away. With
-`MQTT_SHARED_GROUP` set: MQTT 5, `$share/{group}/...` subscriptions and a clean start
+A persistent session: client id `MQTT_CLIENT_ID`, MQTT 3.1.1 `clean_session=False` to the
+embedded amqtt broker (3.1.1 only), MQTT 5 without clean start and with a session expiry
+to an external broker (`MQTT_PROTOCOL`, default `auto`), so the broker keeps our
+subscriptions and queues QoS 1 messages while we are away; MQTT 5 lets every command carry
+the Message Expiry Interval (DESIGN section 9). With `MQTT_SHARED_GROUP` set: MQTT 5,
+`$share/{group}/...` subscriptions and a clean start
 (the group, not one member's session, is what receives; DESIGN section 13). Each
 instance then needs its own `MQTT_CLIENT_ID`.
 
@@ -22,6 +25,7 @@ from collections.abc import Awaitable, Callable
 
 import aiomqtt
 from aiomqtt import ProtocolVersion, Will
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from backend.config import Settings
@@ -33,6 +37,7 @@ from backend.mqtt.subscriptions import subscriptions
 
 log = logging.getLogger(__name__)
 PENDING_PUBLISH_WARNING = 1000  # far above a relay batch
+SESSION_EXPIRY = 7 * 24 * 3600  # MQTT 5: keep our session (queued answers) a week
 
 MessageCallback = Callable[[aiomqtt.Message], Awaitable[None]]
 BIRTH_PAYLOAD = ServerStatus(status="online").to_bytes()
@@ -64,12 +69,17 @@ class MqttConnection:
         backoff: Backoff | None = None,
         keepalive: int = 30,
         timeout: float = 10.0,
+        on_connected: Callable[[], None] = lambda: None,
+        on_disconnected: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.state = state or ConnectionState()
         self.metrics = metrics or Metrics()
-        self.v5 = settings.mqtt_shared_group is not None
+        self.v5 = settings.mqtt_v5
+        self.shared = settings.mqtt_shared_group is not None
         self.subscriptions = subscriptions(settings)
+        self._on_connected = on_connected
+        self._on_disconnected = on_disconnected
         self._on_message = on_message
         self._backoff = backoff or Backoff()
         self._keepalive = keepalive
@@ -107,12 +117,17 @@ class MqttConnection:
                 self.state.set_connected(
                     f"subscriptions refused: {', '.join(refused)}" if refused else None
                 )
+                self._on_connected()
                 log.info(
                     "connected to MQTT broker %s:%d as %s (%s)",
                     self._host,
                     self.settings.mqtt_port,
                     self.settings.backend_client_id,
-                    "MQTT 5, shared group" if self.v5 else "MQTT 3.1.1, persistent session",
+                    "MQTT 5, shared group"
+                    if self.shared
+                    else "MQTT 5, persistent session"
+                    if self.v5
+                    else "MQTT 3.1.1, persistent session",
                 )
                 async for message in client.messages:
                     await self._deliver(message)
@@ -128,6 +143,7 @@ class MqttConnection:
             self._lost.set()
             if was_connected:
                 self.metrics.disconnects += 1
+                self._on_disconnected()
 
     async def _deliver(self, message: aiomqtt.Message) -> None:
         try:
@@ -172,8 +188,19 @@ class MqttConnection:
             "timeout": self._timeout,
             "socket_options": SOCKET_OPTIONS,
         }
-        if self.v5:
+        if self.v5 and self.shared:
             client = aiomqtt.Client(protocol=ProtocolVersion.V5, clean_start=True, **common)  # type: ignore[arg-type]
+        elif self.v5:
+            # A persistent session in MQTT 5: no clean start, and a session expiry interval
+            # (0 would end the session with the connection).
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = SESSION_EXPIRY
+            client = aiomqtt.Client(
+                protocol=ProtocolVersion.V5,
+                clean_start=False,
+                properties=props,
+                **common,  # type: ignore[arg-type]
+            )
         else:
             client = aiomqtt.Client(protocol=ProtocolVersion.V311, clean_session=False, **common)  # type: ignore[arg-type]
         # The relay pipelines a batch of publishes; aiomqtt warns (one log line per publish)

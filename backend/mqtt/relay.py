@@ -148,12 +148,26 @@ def drain_lock_for(service: LockerService) -> DrainLock:
     return SingleInstanceLock()
 
 
+BROKER_CLOCK_GRANULARITY = 1.0
+"""Mosquitto keeps message expiry in whole seconds of its own clock: a message with
+interval N published at t may still go out until about t + N + 1. So the interval is
+rounded down and one second shorter than what is left; a command with less than two
+seconds left is not published at all (`MIN_SECONDS_LEFT`)."""
+MIN_SECONDS_LEFT = 2.0
+
+
+def expiry_interval(expires_at: datetime, now: datetime) -> int:
+    """Whole seconds for the Message Expiry Interval: never past `expires_at`."""
+    left = (expires_at - now).total_seconds()
+    return max(1, math.floor(left - BROKER_CLOCK_GRANULARITY))
+
+
 def expiry_properties(expires_at: datetime | None, now: datetime) -> Properties | None:
     """MQTT 5 PUBLISH properties carrying the Message Expiry Interval (whole seconds, >= 1)."""
     if expires_at is None:
         return None
     props = Properties(PacketTypes.PUBLISH)
-    props.MessageExpiryInterval = max(1, math.ceil((expires_at - now).total_seconds()))
+    props.MessageExpiryInterval = expiry_interval(expires_at, now)
     return props
 
 
@@ -271,7 +285,11 @@ class OutboxRelay:
     async def _expired(self, item: RelayItem) -> bool:
         """A command past its `expires_at` is never published: `CommandExpired` instead."""
         now = self.devices.now
-        if item.kind != "command" or item.expires_at is None or now < item.expires_at:
+        if item.kind != "command" or item.expires_at is None:
+            return False
+        # Under MQTT 5 the broker must be able to expire it in time (whole seconds).
+        margin = timedelta(seconds=MIN_SECONDS_LEFT if self.connection.v5 else 0)
+        if now < item.expires_at - margin:
             return False
         await self.devices.outbox_expired(item)
         self.metrics.commands["expired_unsent"] += 1

@@ -19,13 +19,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
+
+import aiomqtt
 
 from backend.mqtt.backoff import Backoff
 from backend.mqtt.connection import MqttConnection
 from backend.mqtt.listener import Listener, ListenerOptions
 from backend.mqtt.metrics import Metrics
+from backend.mqtt.presence import Presence
 from backend.mqtt.relay import OutboxRelay, RelayOptions
 from backend.mqtt.state import ConnectionState
 from backend.mqtt.sweeper import Sweeper, SweeperOptions
@@ -47,6 +51,10 @@ class RuntimeOptions:
     keepalive: int = 30
     mqtt_timeout: float = 10.0
     stop_timeout: float = 10.0
+    status_refresh: float = 15.0
+    """Seconds between re-publishes of `server/status/{instance}` (its timestamp)."""
+    catch_up_timeout: float = 30.0
+    """After a (re)connect, sweeps wait at most this long for the backlog to be handled."""
 
 
 class MqttRuntime:
@@ -62,20 +70,32 @@ class MqttRuntime:
         )
         self.connection = MqttConnection(
             service.settings,
-            self.listener.on_message,
+            self._on_message,
             state=self.state,
             metrics=self.metrics,
             backoff=Backoff(self.options.reconnect_initial, self.options.reconnect_max),
             keepalive=self.options.keepalive,
             timeout=self.options.mqtt_timeout,
+            on_connected=lambda: self.presence.connected(),
+            on_disconnected=lambda: self.presence.disconnected(),
         )
+        self.presence = Presence(
+            service.settings,
+            self.connection,
+            service.clock,
+            drained=self.listener.dispatcher.drain,
+            refresh=self.options.status_refresh,
+            catch_up_timeout=self.options.catch_up_timeout,
+        )
+        self.connection.subscriptions += self.presence.filters()
         self.relay = OutboxRelay(service, self.connection, self.metrics, self.options.relay)
         self.sweeper = Sweeper(
             service,
             self.metrics,
             self.options.sweeper,
             on_outbox_work=self.relay.wake,
-            heard=self.listener.heard.get,
+            heard=self._heard_at,
+            ready=self.presence.caught_up.is_set,
         )
         self._connection_task: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
@@ -107,7 +127,10 @@ class MqttRuntime:
             return
         await _cancel(self._workers)
         if self.state.connected:
+            await self.presence.goodbye()
             await self.connection.say_goodbye()
+        else:
+            await self.presence.close()
         await _cancel([self._connection_task] if self._connection_task else [])
         self._connection_task = None
         self._workers = []
@@ -125,6 +148,7 @@ class MqttRuntime:
         self._workers = []
         await self.listener.abort()
         await _cancel(tasks)
+        await self.presence.close()
         self.state.set_disconnected("aborted")
 
     async def __aenter__(self) -> Self:
@@ -143,6 +167,25 @@ class MqttRuntime:
 
     def wake_relay(self) -> None:
         self.relay.wake()
+
+    async def _on_message(self, message: aiomqtt.Message) -> None:
+        topic = message.topic.value
+        if self.presence.handles(topic):
+            payload = message.payload
+            self.presence.on_message(topic, payload if isinstance(payload, bytes) else b"")
+            return
+        await self.listener.on_message(message)
+
+    def _heard_at(self, bank_uuid: str) -> datetime | None:
+        """When the sweeper may last count a bank as heard: its newest heartbeat received
+        here, but never before this instance caught up after its last (re)connect. The
+        backend's own absence is not the fleet's silence: every bank gets 3 heartbeat
+        intervals from then (DESIGN 9, 16)."""
+        at = self.listener.heard.get(bank_uuid)
+        since = self.presence.caught_up_at
+        if since is None:
+            return at
+        return since if at is None or at < since else at
 
     def _on_events(self, events: list[RecordedEvent]) -> None:
         if not self.running:

@@ -3,6 +3,9 @@
 `devices.sweep()` sets silent banks offline (no heartbeat for 3 x interval), times
 out and expires commands, and re-queues unanswered commands after
 COMMAND_RETRY_AFTER; `prune()` drops old dedup keys and rejected messages, rarely.
+While `ready()` is false (the runtime is not connected, or has not yet handled what the
+broker queued for it during its absence, `backend.mqtt.presence`) sweeps leave liveness
+and sent commands alone.
 """
 
 from __future__ import annotations
@@ -38,17 +41,44 @@ class Sweeper:
         *,
         on_outbox_work: Callable[[], None] = lambda: None,
         heard: HeardAt | None = None,
+        ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self.devices = service.devices
         self._heard = heard
+        self._ready = ready
         self.metrics = metrics
         self.options = options or SweeperOptions()
         self._on_outbox_work = on_outbox_work
         self._backoff = Backoff(self.options.sweep_interval, 30.0)
         self.sweeps = 0
+        self.recovered = False
+
+    async def recover(self) -> dict[str, int]:
+        """Once at start: ask again what may have been answered while we were away."""
+        counts = await self.devices.recover_after_restart()
+        if counts["reasked"] or counts["in_doubt"]:
+            log.info(
+                "after the restart: %d unanswered commands asked again, %d in doubt",
+                counts["reasked"],
+                counts["in_doubt"],
+            )
+        self.metrics.commands["reasked"] += counts["reasked"]
+        if counts["reasked"]:
+            self._on_outbox_work()
+        self.recovered = True
+        return counts
 
     async def run(self) -> None:
         next_prune = time.monotonic() + self.options.prune_interval
+        while not self.recovered:
+            try:
+                await self.recover()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                delay = self._backoff.next()
+                log.warning("recovery failed (%s); next in %.1f s", exc.__class__.__name__, delay)
+                await asyncio.sleep(delay)
         while True:
             delay = self.options.sweep_interval
             try:
@@ -65,7 +95,9 @@ class Sweeper:
             await asyncio.sleep(delay)
 
     async def sweep_once(self) -> dict[str, int]:
-        counts = await self.devices.sweep(self._heard)
+        # Not ready: not connected, or the broker is still handing us what the fleet sent
+        # while we were away. Silence now is ours, not the fleet's; answers may be queued.
+        counts = await self.devices.sweep(self._heard, settled=self._ready())
         self.sweeps += 1
         self.metrics.banks_offline += counts.get("offline", 0)
         for key in ("timeout", "expired", "reasked"):

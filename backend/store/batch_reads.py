@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, or_, select, tuple_
 from sqlmodel import Session, SQLModel
 
+from backend.domain.dialect import replays_stored_answers
 from backend.store.tables import (
     BankLivenessRow,
     CommandTransactionRow,
@@ -161,3 +162,16 @@ def latest_outbox(
             if key not in newest or row_id > newest[key][0]:
                 newest[key] = (row_id, LatestSend(status, sent_at or created_at))
     return {key: send for key, (_id, send) in newest.items()}
+
+
+def replays_unavailable(session: Session, banks: set[str]) -> set[str]:
+    """The banks whose devices never re-send a stored answer (dialect `openlocker`)."""
+    found: set[str] = set()
+    for chunk in chunks(sorted(banks)):
+        rows = session.execute(
+            select(LockerBankRow.uuid, LockerBankRow.dialect).where(
+                LockerBankRow.uuid.in_(chunk)  # type: ignore[attr-defined]
+            )
+        ).all()
+        found.update(uuid for uuid, dialect in rows if not replays_stored_answers(dialect))
+    return found

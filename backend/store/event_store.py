@@ -19,6 +19,7 @@ from sqlmodel import Session
 
 from backend.domain.errors import ConcurrencyConflict
 from backend.domain.events import DomainEvent, EventMetadata, event_from_payload
+from backend.store.change_feed import CHANNEL, CREDENTIAL_EVENT_TYPES
 from backend.store.tables import StoredEvent
 
 APPEND_LOCK_KEY = 0x4C4F434B  # "LOCK": one advisory lock serializes all appends
@@ -132,6 +133,11 @@ def write_rows(session: Session, rows: list[dict[str, Any]]) -> None:
         if not is_append_clash(exc):
             raise
         raise ConcurrencyConflict("events were appended to concurrently") from None
+    if session.get_bind().dialect.name == "postgresql" and any(
+        row["event_type"] in CREDENTIAL_EVENT_TYPES for row in rows
+    ):
+        # Delivered at commit to every listening hook and instance (backend.store.change_feed).
+        session.execute(text(f"NOTIFY {CHANNEL}"))
 
 
 def is_append_clash(exc: IntegrityError) -> bool:

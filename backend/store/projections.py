@@ -35,15 +35,24 @@ from backend.domain.events import (
     LockerBankWentOffline,
     ProvisioningTokenIssued,
 )
+from backend.store.alert_projection import ALERT_EVENTS, project_alerts
 from backend.store.event_store import RecordedEvent, decode
 from backend.store.tables import (
+    AlertRow,
     CommandTransactionRow,
     CompartmentRow,
     LockerBankRow,
     StoredEvent,
 )
 
-TRACKER_COLUMNS = ("payload_hash", "first_seen_at", "last_seen_at", "duplicate_count", "attempts")
+TRACKER_COLUMNS = (
+    "payload_hash",
+    "first_seen_at",
+    "last_seen_at",
+    "duplicate_count",
+    "attempts",
+    "in_doubt",
+)
 
 Projector = Callable[[Session, RecordedEvent], None]
 _PROJECTORS: dict[str, Projector] = {}
@@ -62,6 +71,8 @@ def project(session: Session, recorded: RecordedEvent) -> None:
     fn = _PROJECTORS.get(recorded.event_type)
     if fn is not None:
         fn(session, recorded)
+    if recorded.event_type in ALERT_EVENTS:
+        project_alerts(session, recorded)
     bank = session.get(LockerBankRow, recorded.aggregate_uuid)
     if bank is not None:
         bank.version = recorded.aggregate_version
@@ -292,7 +303,7 @@ def _finish_txn(
 def _opened(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CompartmentOpened)
-    txn = _finish_txn(session, r, e.transaction_id, "success", e.late)
+    txn = _finish_txn(session, r, e.transaction_id, "late" if e.after_expiry else "success", e.late)
     txn.message = e.message
     compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
@@ -304,7 +315,7 @@ def _opened(session: Session, r: RecordedEvent) -> None:
 def _failed(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CommandFailed)
-    row = _finish_txn(session, r, e.transaction_id, "error", e.late)
+    row = _finish_txn(session, r, e.transaction_id, "late" if e.after_expiry else "error", e.late)
     row.error_code = e.error_code
     row.message = e.message
     _config_push_ended(session, r, e.action, "drifted")
@@ -332,7 +343,7 @@ def _timed_out(session: Session, r: RecordedEvent) -> None:
 def _expired(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CommandExpired)
-    _finish_txn(session, r, e.transaction_id, "expired")
+    _finish_txn(session, r, e.transaction_id, "unknown" if e.outcome_unknown else "expired")
     _config_push_ended(session, r, e.action, "unknown")
 
 
@@ -340,7 +351,8 @@ def _expired(session: Session, r: RecordedEvent) -> None:
 def _config_applied(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, ConfigApplied)
-    row = _finish_txn(session, r, e.transaction_id, "success", e.late)
+    status = "late" if e.after_expiry else "success"
+    row = _finish_txn(session, r, e.transaction_id, status, e.late)
     row.applied_config_hash = e.applied_config_hash
     row.message = e.message
     bank = _bank(session, r)
@@ -367,6 +379,7 @@ def rebuild(
         (row.locker_uuid, row.transaction_id): {c: getattr(row, c) for c in TRACKER_COLUMNS}
         for row in session.execute(select(CommandTransactionRow)).scalars()
     }
+    session.execute(delete(AlertRow))
     session.execute(delete(CommandTransactionRow))
     session.execute(delete(CompartmentRow))
     session.execute(delete(LockerBankRow))

@@ -113,6 +113,11 @@ class CommandTransactionRow(SQLModel, table=True):
     last_seen_at: datetime | None = _ts()  # type: ignore[assignment]
     duplicate_count: int = 0
     attempts: int = 0
+    in_doubt: bool = False
+    """Tracker: sent and unanswered when this backend (re)started, to a device that never
+    re-sends an answer; unanswered at expiry it ends `unknown`."""
+    requested_from: str | None = Field(default=None, max_length=200)
+    """Where the request came from (SSH client address, HTTP peer), for attribution."""
 
 
 class BankLivenessRow(SQLModel, table=True):
@@ -125,6 +130,8 @@ class BankLivenessRow(SQLModel, table=True):
     device_timestamp: datetime | None = _ts()  # type: ignore[assignment]
     uptime_seconds: float | None = None
     heartbeats: int = 0
+    clock_offset_seconds: float | None = None
+    """Estimated device clock minus ours (heartbeat timestamps; smoothed minimum)."""
 
 
 class OutboxRow(SQLModel, table=True):
@@ -188,4 +195,33 @@ class ApiTokenRow(SQLModel, table=True):
     revoked_at: datetime | None = _ts()  # type: ignore[assignment]
 
 
-READ_MODEL_TABLES = ("locker_banks", "compartments", "command_transactions")
+class AlertRow(SQLModel, table=True):
+    """Read model of alerts (DESIGN section 7), derived from the events alone.
+
+    `id` is the position of the event that opened the alert. Transaction alerts (late
+    execution, command failed/expired, outcome unknown) stay open until acknowledged. A
+    `bank_offline` alert opens at the first `LockerBankWentOffline`, counts every further
+    one (`count`), and resolves once the bank has been online for 60 s: `resolves_at` is
+    set when it comes back online and cleared when it goes offline again, so whether it is
+    resolved depends only on the events and the time of asking.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_bank_kind", "bank_uuid", "kind"),)
+
+    id: int = Field(sa_column=Column(BIG_ID, primary_key=True, autoincrement=False))
+    kind: str = Field(max_length=32)
+    bank_uuid: str = Field(max_length=36)
+    transaction_id: str | None = Field(default=None, max_length=128)
+    detail: str = Field(default="", max_length=512)
+    count: int = 1
+    opened_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
+    last_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
+    resolves_at: datetime | None = _ts(index=True)  # type: ignore[assignment]
+    resolved_at: datetime | None = _ts()  # type: ignore[assignment]
+    acknowledged_at: datetime | None = _ts()  # type: ignore[assignment]
+    acknowledged_by: str | None = Field(default=None, max_length=128)
+    ack_note: str | None = Field(default=None, max_length=500)
+
+
+READ_MODEL_TABLES = ("locker_banks", "compartments", "command_transactions", "alerts")

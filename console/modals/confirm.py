@@ -29,6 +29,10 @@ class OpenRequest:
     bank_name: str
     location: str
     number: int
+    status: str = "online"
+    """The bank's status when the operator asked (a bank not online gets a warning)."""
+    ttl_seconds: float = 30.0
+    """How long the open may wait for the bank before it expires (OPEN_TTL)."""
 
 
 @dataclass(frozen=True)
@@ -95,11 +99,40 @@ def confirm_open(request: OpenRequest) -> ConfirmModal[OpenRequest]:
     place.append(request.location or "—", style="bold")
     door = Text("Door      ")
     door.append(f"compartment {request.number}", style="bold yellow")
+    lines: list[str | Text] = [
+        where,
+        place,
+        door,
+        Text(f"uuid      {request.bank_uuid}", style="dim"),
+    ]
+    if request.status != "online":
+        lines.append(
+            Text(
+                f"The bank is {request.status}: the open waits up to {request.ttl_seconds:g} s "
+                "for it, then expires and never opens later.",
+                style="bold red",
+            )
+        )
     return ConfirmModal(
         request,
         title=f"Open compartment {request.number}?",
-        lines=[where, place, door, Text(f"uuid      {request.bank_uuid}", style="dim")],
+        lines=lines,
         confirm="Open",
+    )
+
+
+def confirm_quit(connected: int) -> ConfirmModal[bool]:
+    """Standalone: quitting stops the backend services this console runs for the fleet."""
+    banks = "1 bank is" if connected == 1 else f"{connected} banks are"
+    return ConfirmModal(
+        True,
+        title="Quit and stop the services?",
+        lines=[
+            Text(f"{banks} connected through this console.", style="bold"),
+            "Quitting stops its backend services (MQTT runtime, HTTP API, auth hook and the",
+            "embedded broker if it runs one) for the whole fleet until it is started again.",
+        ],
+        confirm="Quit",
     )
 
 

@@ -6,7 +6,7 @@ runs through `LiveScreen.submit` (a worker; refused in read-only mode).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Generic, TypeVar
 
 from textual.message import Message
@@ -36,8 +36,15 @@ class BankActionScreen(LiveScreen[D], Generic[D]):
     # ----- open a compartment ------------------------------------------------------------
 
     def ask_open(self, request: OpenRequest) -> None:
-        """Confirm, then open exactly the compartment captured in `request`."""
+        """Confirm, then open exactly the compartment captured in `request` (saying so when
+        the bank is not online: the open then waits for it, and expires)."""
         if self.may_act():
+            bank = next((b for b in self.ctx.banks if b.uuid == request.bank_uuid), None)
+            request = replace(
+                request,
+                status=bank.status if bank is not None else request.status,
+                ttl_seconds=self.ctx.open_ttl,
+            )
             self.app.push_screen(confirm_open(request), self._open_confirmed)
 
     def _open_confirmed(self, request: OpenRequest | None) -> None:
@@ -154,5 +161,6 @@ class BankActionScreen(LiveScreen[D], Generic[D]):
                 f"Open door {compartment.number} (asks first)",
                 lambda r=open_request: self.ask_open(r),  # type: ignore[misc]
                 changes_state=True,
+                app_allowed=True,
                 discover=False,
             )

@@ -65,6 +65,8 @@ def config_line(bank: BankView) -> Text:
     text.append(f" · applied {(bank.applied_config_hash or '—')[:8]}")
     pending = bank.pending_commands
     text.append(f" · {pending} pending", style="yellow" if pending else "")
+    auto = " (auto)" if bank.dialect_setting == "auto" and bank.dialect != "auto" else ""
+    text.append(f" · dialect {bank.dialect}{auto}")
     return text
 
 
@@ -199,4 +201,5 @@ class BankScreen(BankActionScreen[BankData]):
                 command.callback,
                 changes_state=command.changes_state,
                 discover=True,
+                app_allowed=command.app_allowed,
             )

@@ -104,6 +104,10 @@ def is_outage(exc: BaseException) -> bool:
     return isinstance(exc, BackendUnreachable) or not isinstance(exc, DomainError)
 
 
+APP_ACTIONS = frozenset({"open_selected"})
+"""Write actions an `app` API token may take (DESIGN: app tokens read and open doors)."""
+
+
 class LiveScreen(Screen[None], Generic[D]):
     """A screen that refreshes its data in a worker every `refresh_interval` seconds.
 
@@ -319,6 +323,8 @@ class LiveScreen(Screen[None], Generic[D]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in self.WRITE_ACTIONS and self.ctx.readonly:
             return False
+        if action in self.WRITE_ACTIONS and self.ctx.role == "app" and action not in APP_ACTIONS:
+            return False  # not offered: the backend would refuse it for this token's role
         return not (action in self.SELECTION_ACTIONS and not self.has_selection())
 
     def has_selection(self) -> bool:

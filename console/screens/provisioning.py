@@ -109,7 +109,7 @@ class ProvisioningScreen(BankActionScreen[list[BankView]]):
     SELECTION_ACTIONS = frozenset({"new_token", "revoke"})
 
     def compose_body(self) -> ComposeResult:
-        if not self.ctx.readonly:
+        if self.ctx.may_administer:
             with Vertical(id="create-form"):
                 with Horizontal(classes="form-row"):
                     yield Label("name", classes="form-label")

@@ -18,8 +18,10 @@ from backend.accounts import NoAccountDirectory
 from backend.broker.mosquitto import MosquittoChild
 from backend.domain.acl import UserKind
 from backend.dynsec.policy import account_acls, bank_role
+from backend.runner import BackendServices
 from backend.service import LockerService
 from tests.support.dynsec import (
+    Credentials,
     admin_command,
     dynsec_backend,
     dynsec_settings,
@@ -281,3 +283,196 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+async def _event_processed(services: BackendServices, creds: Credentials, n: int) -> None:
+    """Publish one door event as the device and wait until the store has it."""
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        services.settings.mqtt_port,
+        username=creds.user,
+        password=creds.password,
+        identifier=creds.client_id,
+    ) as device:
+        payload = {
+            "type": "event",
+            "event": "qr_scanned",
+            "event_id": f"takeover-{n}",
+            "timestamp": "2026-12-01T10:00:00Z",
+            "data": {"qr_payload": f"ticket-{n}", "scanner": "front"},
+        }
+        await device.publish(f"locker/{creds.user}/event", json.dumps(payload), qos=1)
+
+    async def scanned() -> int:
+        events = await services.service.events_after(0, limit=10_000)
+        return sum(1 for e in events if e.event_type == "QrScanned")
+
+    await until(scanned, lambda count: count >= n, f"event {n} processed", timeout=10)
+
+
+async def test_backend_client_id_takeover_is_detected_and_recovered(tmp_path: Path) -> None:
+    """Mosquitto's plugin cannot refuse a CONNECT that takes over another client's id. The
+    backend's id carries a suffix only its password derives: the guessable
+    `MQTT_CLIENT_ID` takes nothing over; and if the full id leaks, the backend notices
+    the lost connection, logs in again (pushing the intruder off) and processes again."""
+    settings = dynsec_settings(tmp_path)
+    async with dynsec_backend(settings) as services:
+        creds = await provisioned_device(services, "dev-takeover")
+        metrics = services.runtime.metrics
+        await _event_processed(services, creds, 1)
+        connects_before = metrics.connects
+        intruder = {
+            "hostname": "127.0.0.1",
+            "port": settings.mqtt_port,
+            "username": settings.mqtt_provisioning_user,
+            "password": settings.secret("mqtt_provisioning_password"),
+        }
+        assert settings.backend_client_id != settings.mqtt_client_id
+        async with aiomqtt.Client(identifier=settings.mqtt_client_id, **intruder):  # type: ignore[arg-type]
+            await _event_processed(services, creds, 2)
+        assert metrics.connects == connects_before  # nothing happened to the backend
+
+        # The full id leaked: Mosquitto hands the session to the intruder ...
+        kicked = asyncio.Event()
+
+        async def intrude() -> None:
+            try:
+                async with aiomqtt.Client(
+                    identifier=settings.backend_client_id,
+                    clean_session=True,
+                    **intruder,  # type: ignore[arg-type]
+                ) as client:
+                    async for _message in client.messages:
+                        pass
+            except aiomqtt.MqttError:
+                pass
+            kicked.set()
+
+        intruder_task = asyncio.create_task(intrude())
+        # ... the backend notices and logs in again, which pushes the intruder off ...
+        await until(
+            lambda: asyncio.sleep(0, metrics.connects),
+            lambda n: n > connects_before,
+            "the backend connected again",
+            timeout=10,
+        )
+        async with asyncio.timeout(10):
+            await kicked.wait()
+        await intruder_task
+        await services.runtime.state.wait_for(True)
+        # ... and processes again (its subscriptions restored on the new session).
+        await _event_processed(services, creds, 3)
+        print(
+            f"takeover: backend connects {connects_before} -> {metrics.connects}, "
+            f"disconnects {metrics.disconnects}"
+        )
+
+
+async def test_deleting_a_bank_removes_its_account_and_role(tmp_path: Path) -> None:
+    settings = dynsec_settings(tmp_path)
+    async with dynsec_backend(settings) as services:
+        creds = await provisioned_device(services, "dev-deleted")
+        await services.service.accounts.deleted(creds.user)
+        await services.service.accounts.deleted(creds.user)  # idempotent
+        client, role = await admin_command(
+            settings,
+            {"command": "getClient", "username": creds.user},
+            {"command": "getRole", "rolename": bank_role(creds.user)},
+        )
+        assert "not found" in client["error"].lower() and "not found" in role["error"].lower()
+        with pytest.raises(aiomqtt.MqttCodeError, match="authori"):
+            async with aiomqtt.Client(
+                "127.0.0.1",
+                settings.mqtt_port,
+                username=creds.user,
+                password=creds.password,
+                identifier=creds.client_id,
+            ):
+                pass
+
+
+async def test_admin_commands_wait_out_a_broker_restart(tmp_path: Path) -> None:
+    """A command sent while the broker is down is answered once it is back (the admin
+    connection reconnects; unanswered batches are sent again)."""
+    from backend.dynsec.admin import DynsecAdmin
+
+    settings = dynsec_settings(tmp_path)
+    child = MosquittoChild(
+        data_dir=tmp_path,
+        port=settings.mqtt_port,
+        admin_user=settings.dynsec_admin_user,
+        admin_password=settings.secret("dynsec_admin_password"),
+    )
+    admin = DynsecAdmin(
+        "127.0.0.1",
+        settings.mqtt_port,
+        settings.dynsec_admin_user,
+        settings.secret("dynsec_admin_password"),
+        timeout=5,
+        attempts=4,
+    )
+    await child.start()
+    try:
+        await admin.start()
+        (first,) = await admin.execute([{"command": "listClients"}])
+        assert "error" not in first
+        await child.stop()
+        pending = asyncio.create_task(
+            admin.execute([{"command": "createClient", "username": "late", "password": "x"}])
+        )
+        await until(
+            lambda: asyncio.sleep(0, admin.connected),
+            lambda connected: not connected,
+            "the admin noticed the broker is gone",
+            timeout=10,
+        )
+        assert not pending.done()
+        await child.start()
+        (created,) = await asyncio.wait_for(pending, 30)
+        assert "error" not in created, created
+        (again,) = await admin.execute(
+            [{"command": "createClient", "username": "late", "password": "x"}]
+        )
+        assert "already exists" in again["error"].lower()  # the directory treats it as done
+    finally:
+        await admin.close()
+        await child.stop()
+
+
+async def test_embedded_mosquitto_dies_with_a_killed_backend_and_restarts(
+    tmp_path: Path,
+) -> None:
+    """`--headless` with LOCKER_BROKER=mosquitto, SIGKILLed: its Mosquitto goes with it
+    (no orphan holding the port), and the next start serves again at once."""
+    from tests.support.headless_instances import headless_instance
+
+    backend = headless_instance(
+        "embedded-mosquitto",
+        tmp_path,
+        {
+            "LOCKER_BROKER": "mosquitto",
+            "MQTT_PORT": str(free_port()),
+            "MQTT_PASSWORD": "backend-pw",
+            "MQTT_PROVISIONING_PASSWORD": "provisioning-pw",
+            "SECRET_KEY": "test-secret-key",
+        },
+    )
+    pid_file = tmp_path / "data" / "mosquitto" / "mosquitto.pid"
+    async with ClientSession() as http:
+        try:
+            await backend.start()
+            await backend.wait_healthy(http, 60)
+            broker_pid = int(pid_file.read_text())
+            await backend.kill()
+            await until(
+                lambda: asyncio.to_thread(_gone, broker_pid),
+                bool,
+                "the embedded Mosquitto exited with its backend",
+                timeout=10,
+            )
+            await backend.start()
+            await backend.wait_healthy(http, 60)
+            assert int(pid_file.read_text()) != broker_pid
+        finally:
+            await backend.stop()
+    assert not pid_file.exists()

@@ -134,8 +134,10 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         "database_url": f"sqlite:///{tmp_path / 'locker.db'}",
         "http_port": free_port(),
         "command_retry_after": 1.0,
-        "command_timeout": 10.0,
-        "command_ttl": 120.0,
+        # An open expires when it times out (OPEN_TTL = COMMAND_TIMEOUT): generous here, this
+        # test is about duplicates and a loaded CI machine must not turn answers late.
+        "command_timeout": 120.0,
+        "config_ttl": 120.0,
         "mqtt_client_id": f"backend-{free_port()}",
     }
     if request.param == "embedded":

@@ -18,12 +18,22 @@ import pytest
 
 from backend.device_service import HeartbeatIn
 from backend.domain.contract import Heartbeat, HeartbeatData
+from backend.domain.dialect import openlocker_config_hash
 from backend.domain.errors import DomainError, InvalidInput, NotFound, RuleViolation
+from backend.domain.events import CompartmentSpec
+from backend.domain.timeutil import FrozenClock
 from backend.gateway import ConsoleGateway, InProcessGateway
 from backend.http import client_gateway
 from backend.http.client_gateway import AccessDenied, BackendUnreachable, HttpGateway
 from backend.service import LockerService
-from backend.views import BankView, CreatedBank, EventView, IssuedToken, TransactionView
+from backend.views import (
+    AlertView,
+    BankView,
+    CreatedBank,
+    EventView,
+    IssuedToken,
+    TransactionView,
+)
 from tests.support.http_api import OPERATOR, BrokerFlag, provision, serve_api
 
 UNKNOWN_UUID = "00000000-0000-4000-8000-000000000000"
@@ -225,6 +235,39 @@ async def test_create_bank(subject: Subject, service: LockerService) -> None:
     assert {e.metadata["actor"] for e in events} == {OPERATOR}
 
 
+async def test_update_bank(subject: Subject, service: LockerService) -> None:
+    """Edit name, dialect and mapping: the view says so and the new mapping is pushed as a
+    new apply_config in the bank's (new) dialect."""
+    bank = await provision(service)
+    mapping = [
+        CompartmentSpec(number=1, slave_id=1, address=0),
+        CompartmentSpec(number=2, slave_id=2, address=5),
+    ]
+    updated = await subject.gateway.update_bank(
+        bank.uuid, name="Hall B", dialect="openlocker", compartments=mapping
+    )
+    assert type(updated) is BankView
+    assert (updated.name, updated.dialect, updated.dialect_setting) == (
+        "Hall B",
+        "openlocker",
+        "openlocker",
+    )
+    assert [(c.number, c.slave_id, c.address) for c in updated.compartments] == [
+        (1, 1, 0),
+        (2, 2, 5),
+    ]
+    (push,) = [t for t in await service.list_transactions(bank.uuid) if t.action == "apply_config"]
+    assert push.config_hash == updated.desired_config_hash and push.requested_by == OPERATOR
+    assert updated.desired_config_hash == openlocker_config_hash([(1, 1, 0), (2, 2, 5)])
+    before = len(await service.events_after(0))
+    await subject.gateway.update_bank(bank.uuid, location=updated.location)
+    assert len(await service.events_after(0)) == before, "nothing changed: no event"
+    with pytest.raises(RuleViolation, match="slaveId >= 1"):
+        await subject.gateway.update_bank(
+            bank.uuid, compartments=[CompartmentSpec(number=1, slave_id=0, address=0)]
+        )
+
+
 async def test_issue_token(subject: Subject, service: LockerService) -> None:
     created = await service.create_bank("Hall A", "", 2, actor="setup")
     issued = await subject.gateway.issue_token(created.uuid)
@@ -333,6 +376,50 @@ def closed_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
     return port
+
+
+# ----- alerts (issue 15) ---------------------------------------------------------------------
+
+
+async def test_alerts_listed_and_acknowledged(
+    subject: Subject, service: LockerService, clock: FrozenClock
+) -> None:
+    gateway = subject.gateway
+    assert await gateway.list_alerts() == []
+    bank = await provision(service)
+    txn = await service.request_open(bank.uuid, 1, actor="setup")
+    for item in await service.devices.outbox_due(100):
+        await service.devices.outbox_published(item)
+    clock.advance(service.settings.open_ttl_seconds)
+    await service.devices.sweep()  # the open expires: one `command expired` alert
+    alerts = await gateway.list_alerts()
+    assert alerts == await service.list_alerts()
+    assert all(type(a) is AlertView for a in alerts)
+    (alert,) = [a for a in alerts if a.transaction_id == txn.transaction_id]
+    assert (alert.kind, alert.state, alert.bank_name) == ("command_expired", "open", "Hall A")
+    acked = await gateway.acknowledge_alert(alert.id, "door checked, closed")
+    assert type(acked) is AlertView and acked == await service.get_alert(alert.id)
+    assert (acked.acknowledged_by, acked.ack_note, acked.state) == (
+        OPERATOR,
+        "door checked, closed",
+        "resolved",
+    )
+    last = (await service.events_after(0))[-1]
+    assert last.event_type == "AlertAcknowledged" and last.metadata["actor"] == OPERATOR
+    assert alert.id not in [a.id for a in await gateway.list_alerts()]
+    assert await gateway.list_alerts(include_resolved=True) == await service.list_alerts(True)
+    before = await everything(service)
+    for bad_id, note, error in (
+        (alert.id, "", RuleViolation),  # already acknowledged
+        (alert.id + 10_000, "", NotFound),
+        (0, "", InvalidInput),
+    ):
+        with pytest.raises(error) as got:
+            await gateway.acknowledge_alert(bad_id, note)
+        with pytest.raises(error) as expected:
+            await service.acknowledge_alert(bad_id, note, actor=OPERATOR)
+        assert str(got.value) == str(expected.value)
+    assert await everything(service) == before
 
 
 async def test_http_gateway_backend_unreachable() -> None:

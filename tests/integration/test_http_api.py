@@ -234,11 +234,12 @@ async def test_status_and_whoami(api: ApiHarness) -> None:
         "database_ok": True,
         "broker_detail": "connected to 127.0.0.1:1883",
         "mode": "headless",
+        "conditions": [],
     }
     api.broker.connected = False
-    assert (await (await api.client.get("/api/status", headers=api.auth())).json())[
-        "broker_connected"
-    ] is False
+    down = await (await api.client.get("/api/status", headers=api.auth())).json()
+    assert down["broker_connected"] is False
+    assert down["conditions"] == ["broker_down"]  # a runtime condition of this instance
     who = await api.client.get("/api/whoami", headers=api.auth("app"))
     assert await who.json() == {"name": APP, "role": "app"}
 

@@ -341,7 +341,7 @@ async def test_the_real_client_end_to_end(
         assert refused[-1].error_code == "INVALID_CONFIG"
         code, out = await stack.cli("open", uuid, "9", "--wait", "--timeout", "30")
         figures["unreachable_open_exit_code"] = code
-        assert code == 1, out
+        assert code == 3, out  # `open --wait`: 3 = the device answered an error (issue 15)
         last = (await stack.txns(uuid, "open_compartment"))[-1]
         figures["unreachable_open"] = [last.status, last.error_code]
         assert last.status == "error" and last.error_code, last

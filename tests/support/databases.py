@@ -24,6 +24,7 @@ TABLES = (
     "processed_messages",
     "rejected_messages",
     "api_tokens",
+    "alerts",
 )
 
 

@@ -21,7 +21,18 @@ import aiohttp
 from tests.support.mosquitto import free_port
 
 # Variables of the parent environment an instance must not inherit (settings are explicit).
-_SCRUBBED = ("MQTT_", "DATABASE_", "HTTP_", "LOCKER_", "COMMAND_", "MOSQ_", "SECRET_", "LOG_")
+_SCRUBBED = (
+    "MQTT_",
+    "DATABASE_",
+    "HTTP_",
+    "HOOK_",
+    "LOCKER_",
+    "COMMAND_",
+    "MOSQ_",
+    "SECRET_",
+    "LOG_",
+    "LISTEN_",
+)
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 

@@ -14,7 +14,7 @@ from sqlalchemy import Engine, create_engine, text
 T = TypeVar("T")
 
 OUTCOMES = ("CompartmentOpened", "CommandFailed", "CommandTimedOut", "CommandExpired")
-TERMINAL = {"success", "error", "timeout", "expired"}
+TERMINAL = {"success", "error", "timeout", "expired", "late", "unknown"}
 
 
 async def until(

@@ -183,13 +183,14 @@ def test_formatting() -> None:
 MakeApp = Callable[..., LockerConsoleApp]
 
 
-async def test_a_timeout_is_toasted_and_shown(
+async def test_an_unanswered_open_expires_is_toasted_and_shown(
     make_app: MakeApp,
     devices: Devices,
     service: LockerService,
     clock: FrozenClock,
     toasts: Toasts,
 ) -> None:
+    """An open expires when it times out (one terminal event, DESIGN 9)."""
     uuid = await devices.bank("Main hall", "Berlin")
     app = make_app()
     async with app.run_test(size=(80, 24), notifications=True, message_hook=toasts) as pilot:
@@ -197,15 +198,17 @@ async def test_a_timeout_is_toasted_and_shown(
         txn = await service.request_open(uuid, 4, actor="bob")
         await devices.relay()
         clock.advance(service.settings.command_timeout + 1)
-        assert (await service.devices.sweep())["timeout"] >= 1
+        assert (await service.devices.sweep())["expired"] >= 1
         await pilot.press("2")
         table = app.screen.query_one("#transactions", KeyedTable)
         await wait_until(
-            pilot, lambda: cell(table, txn.transaction_id, "status") == "timeout", "timeout"
+            pilot, lambda: cell(table, txn.transaction_id, "status") == "expired", "expired"
         )
-        await wait_until(pilot, lambda: toasts.matching("Command timed out"), "the toast")
-        messages = [n.message for n in toasts.matching("Command timed out")]
-        assert "Opening compartment 4 on Main hall (Berlin) got no answer." in messages
+        await wait_until(pilot, lambda: toasts.matching("Command expired"), "the toast")
+        messages = [n.message for n in toasts.matching("Command expired")]
+        assert "Opening compartment 4 on Main hall (Berlin) expired; it will not be executed." in (
+            messages
+        )
 
 
 async def test_hostile_names_are_shown_literally(make_app: MakeApp, devices: Devices) -> None:

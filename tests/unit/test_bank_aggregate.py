@@ -9,7 +9,10 @@ import pytest
 from backend.domain.bank import LockerBank, default_compartments
 from backend.domain.errors import InvalidInput, NotFound, RuleViolation
 from backend.domain.events import (
+    AlertAcknowledged,
+    CommandExpired,
     CommandFailed,
+    CommandTimedOut,
     CompartmentOpened,
     CompartmentSpec,
     ConfigApplied,
@@ -66,7 +69,6 @@ def open_sent(bank: LockerBank, number: int = 1, txn: str = "t1") -> None:
         ("a\x00b", [1], 5, "control characters"),
         ("a\tb", [1], 5, "control characters"),
         ("ok", [], 5, "1 to 1000 compartments"),
-        ("ok", [1, 1], 5, "unique"),
         ("ok", [0, 1], 5, "start at 1"),
         ("ok", [1], 0, "heartbeat interval"),
     ],
@@ -83,6 +85,15 @@ def test_create_rejects_bad_input(
             compartments=specs,
             heartbeat_interval_seconds=interval,
             now=NOW,
+        )
+
+
+def test_duplicate_numbers_conflict() -> None:
+    """A rule between entries (409 at the API), not a malformed value."""
+    specs = [CompartmentSpec(number=1, slave_id=1, address=n) for n in (0, 1)]
+    with pytest.raises(RuleViolation, match="unique"):
+        LockerBank.create(
+            UUID, name="ok", location="", compartments=specs, heartbeat_interval_seconds=5, now=NOW
         )
 
 
@@ -154,13 +165,66 @@ def test_error_response_is_command_failed_with_its_code() -> None:
     assert event.error_code == "DOOR_JAMMED" and not event.late
 
 
-def test_answer_after_timeout_is_applied_late() -> None:
+def test_an_open_never_times_out_it_expires() -> None:
     bank = provisioned_bank()
     open_sent(bank)
-    fold(bank, bank.time_out("t1", now=NOW))
+    assert bank.time_out("t1", now=NOW) == []  # one terminal event for opens: CommandExpired
+    (expired,) = fold(bank, bank.expire("t1", now=NOW))
+    assert isinstance(expired, CommandExpired) and not expired.outcome_unknown
     assert bank.compartments[1].open_transaction is None
+
+
+def test_answer_after_expiry_is_a_late_execution_never_a_success() -> None:
+    bank = provisioned_bank()
+    open_sent(bank)
+    fold(bank, bank.expire("t1", now=NOW))
     (event,) = fold(bank, bank.record_response("t1", result="success", now=NOW))
-    assert isinstance(event, CompartmentOpened) and event.late
+    assert isinstance(event, CompartmentOpened) and event.late and event.after_expiry
+    assert "t1" not in bank.commands  # `late` is terminal
+
+
+def test_device_refusing_an_expired_command_leaves_it_expired() -> None:
+    bank = provisioned_bank()
+    open_sent(bank)
+    fold(bank, bank.expire("t1", now=NOW))
+    refused = bank.record_response("t1", result="error", error_code="COMMAND_EXPIRED", now=NOW)
+    assert refused == []
+
+
+def test_outcome_unknown_only_for_a_command_that_was_sent() -> None:
+    bank = provisioned_bank()
+    open_sent(bank)
+    (event,) = fold(bank, bank.expire("t1", now=NOW, outcome_unknown=True))
+    assert isinstance(event, CommandExpired) and event.outcome_unknown
+    # an answer may still come: then it is a late execution
+    (late,) = bank.record_response("t1", result="success", now=NOW)
+    assert isinstance(late, CompartmentOpened) and late.after_expiry
+    fold(bank, bank.request_open(2, transaction_id="t2", requested_by="op", now=NOW, ttl=TTL))
+    (never_sent,) = bank.expire("t2", now=NOW, outcome_unknown=True)
+    assert isinstance(never_sent, CommandExpired) and not never_sent.outcome_unknown
+
+
+def test_config_still_times_out_and_a_late_answer_counts() -> None:
+    bank = provisioned_bank()
+    fold(bank, bank.request_config(transaction_id="c1", requested_by="op", now=NOW, ttl=TTL))
+    fold(bank, bank.mark_sent("c1", now=NOW))
+    (timed_out,) = fold(bank, bank.time_out("c1", now=NOW))
+    assert isinstance(timed_out, CommandTimedOut)
+    (applied,) = bank.record_response(
+        "c1", result="success", applied_config_hash=bank.desired_config_hash, now=NOW
+    )
+    assert isinstance(applied, ConfigApplied) and applied.late and not applied.after_expiry
+
+
+def test_acknowledging_an_alert_checks_the_note() -> None:
+    bank = provisioned_bank()
+    (ack,) = bank.acknowledge_alert(7, "  door checked  ", now=NOW)
+    assert isinstance(ack, AlertAcknowledged) and ack.alert_id == 7
+    assert ack.note == "door checked"
+    with pytest.raises(InvalidInput):
+        bank.acknowledge_alert(7, "x" * 501, now=NOW)
+    with pytest.raises(InvalidInput):
+        bank.acknowledge_alert(7, "bell\x07", now=NOW)
 
 
 def test_expire_only_open_commands() -> None:

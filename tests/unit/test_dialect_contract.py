@@ -24,7 +24,7 @@ from backend.domain.dialect import (
     openlocker_config_hash,
     replays_stored_answers,
 )
-from backend.domain.errors import InvalidInput
+from backend.domain.errors import InvalidInput, RuleViolation
 from backend.domain.events import (
     CompartmentOpeningRequested,
     CompartmentSpec,
@@ -390,7 +390,7 @@ def test_an_auto_bank_takes_the_registrations_dialect_and_hashes_the_clients_way
 
 
 def test_an_openlocker_bank_needs_slave_ids_from_one() -> None:
-    with pytest.raises(InvalidInput, match="slaveId >= 1"):
+    with pytest.raises(RuleViolation, match="slaveId >= 1"):
         LockerBank.create(
             BANK,
             name="B",

@@ -80,9 +80,10 @@ def test_reserved_backend_client_id_is_unguessable_only_under_dynsec(tmp_path: P
     base = {"locker_data_dir": tmp_path, "_env_file": None, "mqtt_password": "backend-pw"}
     hook = load_settings(**base)
     assert hook.backend_client_id == "locker-backend"
-    dynsec = load_settings(**base, auth_mode="dynsec")
-    again = load_settings(**base, auth_mode="dynsec")
-    other = load_settings(**{**base, "mqtt_password": "other-pw"}, auth_mode="dynsec")
+    external = {"auth_mode": "dynsec", "mqtt_host": "127.0.0.1"}
+    dynsec = load_settings(**base, **external)
+    again = load_settings(**base, **external)
+    other = load_settings(**{**base, "mqtt_password": "other-pw"}, **external)
     assert dynsec.backend_client_id.startswith("locker-backend-")
     assert len(dynsec.backend_client_id) == len("locker-backend-") + 20
     assert dynsec.backend_client_id == again.backend_client_id  # stable: persistent session
@@ -106,3 +107,13 @@ def test_deploy_files_name_only_real_settings_and_the_plugin() -> None:
     assert conf["plugin"].endswith("mosquitto_dynamic_security.so")
     assert conf["acl_file"] == "/etc/mosquitto/locker-provisioning.acl"
     assert "auth_plugin" not in conf  # no go-auth
+
+
+def test_dynsec_with_the_amqtt_broker_is_refused_at_start(tmp_path: Path) -> None:
+    from backend.config import SettingsError
+
+    with pytest.raises(SettingsError, match="AUTH_MODE=dynsec needs Mosquitto"):
+        load_settings(locker_data_dir=tmp_path, _env_file=None, auth_mode="dynsec")
+    assert load_settings(
+        locker_data_dir=tmp_path, _env_file=None, auth_mode="dynsec", locker_broker="mosquitto"
+    ).dynsec

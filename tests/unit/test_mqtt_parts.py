@@ -73,9 +73,10 @@ def test_backoff_is_capped_and_resets() -> None:
     assert backoff.next() == 0.1
 
 
-def test_expiry_properties_round_up_to_whole_seconds() -> None:
+def test_expiry_interval_never_reaches_past_expires_at() -> None:
+    # Mosquitto counts whole seconds: rounded down, one second of margin for its clock.
     props = expiry_properties(NOW + timedelta(seconds=29.2), NOW)
-    assert props is not None and props.MessageExpiryInterval == 30
+    assert props is not None and props.MessageExpiryInterval == 28
     soon = expiry_properties(NOW + timedelta(milliseconds=10), NOW)
     assert soon is not None and soon.MessageExpiryInterval == 1
     assert expiry_properties(None, NOW) is None

@@ -1,0 +1,128 @@
+"""Read side of the alerts: views, open counts per kind, resolutions due by time."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlmodel import Session
+
+from backend.domain.alerts import ALERT_KINDS
+from backend.store.alert_projection import ALERT_EVENTS
+from backend.store.event_store import RecordedEvent
+from backend.store.tables import AlertRow, LockerBankRow
+from backend.views import AlertView
+
+
+def _resolved_at(row: AlertRow, now: datetime) -> datetime | None:
+    if row.resolved_at is not None:
+        return row.resolved_at
+    if row.resolves_at is not None and row.resolves_at <= now:
+        return row.resolves_at
+    return None
+
+
+def alert_view(row: AlertRow, bank_name: str, now: datetime) -> AlertView:
+    resolved = _resolved_at(row, now)
+    return AlertView(
+        id=row.id,
+        kind=row.kind,
+        bank_uuid=row.bank_uuid,
+        bank_name=bank_name,
+        transaction_id=row.transaction_id,
+        detail=row.detail,
+        count=row.count,
+        opened_at=row.opened_at,
+        last_at=row.last_at,
+        state="resolved" if resolved is not None else "open",
+        resolved_at=resolved,
+        acknowledged_at=row.acknowledged_at,
+        acknowledged_by=row.acknowledged_by,
+        ack_note=row.ack_note,
+    )
+
+
+def _open_clause(now: datetime) -> object:
+    return and_(
+        AlertRow.resolved_at.is_(None),  # type: ignore[union-attr]
+        or_(AlertRow.resolves_at.is_(None), AlertRow.resolves_at > now),  # type: ignore[union-attr,operator]
+    )
+
+
+def list_alerts(
+    session: Session,
+    now: datetime,
+    include_resolved: bool = False,
+    bank_uuid: str | None = None,
+    limit: int = 200,
+) -> list[AlertView]:
+    """Open alerts, newest first (with `include_resolved`, every alert)."""
+    stmt = select(AlertRow, LockerBankRow.name).join(
+        LockerBankRow,
+        LockerBankRow.uuid == AlertRow.bank_uuid,  # type: ignore[arg-type]
+        isouter=True,
+    )
+    if not include_resolved:
+        stmt = stmt.where(_open_clause(now))  # type: ignore[arg-type]
+    if bank_uuid is not None:
+        stmt = stmt.where(AlertRow.bank_uuid == bank_uuid)
+    stmt = stmt.order_by(AlertRow.last_at.desc(), AlertRow.id.desc()).limit(limit)  # type: ignore[attr-defined]
+    return [alert_view(row, name or "", now) for row, name in session.execute(stmt).all()]
+
+
+def get_alert(session: Session, alert_id: int, now: datetime) -> AlertView | None:
+    row = session.get(AlertRow, alert_id)
+    if row is None:
+        return None
+    bank = session.get(LockerBankRow, row.bank_uuid)
+    return alert_view(row, bank.name if bank else "", now)
+
+
+def open_counts(session: Session, now: datetime) -> dict[str, int]:
+    """Open alerts per kind (every kind present, 0 when none)."""
+    counts = dict.fromkeys(ALERT_KINDS, 0)
+    for (kind,) in session.execute(
+        select(AlertRow.kind).where(_open_clause(now))  # type: ignore[arg-type]
+    ).all():
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def resolved_between(session: Session, after: datetime, until: datetime) -> list[AlertView]:
+    """Alerts that resolved by time (a bank online for a minute) in (after, until]."""
+    stmt = (
+        select(AlertRow, LockerBankRow.name)
+        .join(LockerBankRow, LockerBankRow.uuid == AlertRow.bank_uuid, isouter=True)  # type: ignore[arg-type]
+        .where(AlertRow.resolved_at.is_(None))  # type: ignore[union-attr]
+        .where(AlertRow.resolves_at > after)  # type: ignore[operator]
+        .where(AlertRow.resolves_at <= until)  # type: ignore[operator]
+    )
+    return [alert_view(row, name or "", until) for row, name in session.execute(stmt).all()]
+
+
+def changes_for(
+    session: Session, recorded: list[RecordedEvent], now: datetime
+) -> list[tuple[str, AlertView]]:
+    """What these just-recorded events did to the alerts: ("opened" | "resolved", alert)."""
+    changes: list[tuple[str, AlertView]] = []
+    seen: set[tuple[str, int]] = set()
+
+    def add(change: str, row: AlertRow | None) -> None:
+        if row is None or (change, row.id) in seen:
+            return
+        seen.add((change, row.id))
+        bank = session.get(LockerBankRow, row.bank_uuid)
+        changes.append((change, alert_view(row, bank.name if bank else "", now)))
+
+    for r in recorded:
+        if r.event_type not in ALERT_EVENTS:
+            continue
+        add("opened", session.get(AlertRow, r.position))
+        at = r.event.occurred_at
+        for row in session.execute(
+            select(AlertRow)
+            .where(AlertRow.bank_uuid == r.aggregate_uuid)
+            .where(AlertRow.resolved_at == at)
+        ).scalars():
+            add("resolved", row)
+    return changes

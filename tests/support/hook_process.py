@@ -1,0 +1,181 @@
+"""`locker-console hook` as a real process for the deployment tests.
+
+    hook = hook_process("hook", tmp_path / "hook", settings)            # its own port
+    hook = hook_process(..., listen=ListeningSocket.open())             # socket activation
+    await hook.start(); await hook.wait_ready(session, 10)
+    ...; await hook.stop()  # SIGTERM, as systemctl restart does
+
+With `listen`, the test plays systemd's part in socket activation: it holds the listening
+socket for as long as it likes and hands it to every process it starts (LISTEN_FDS=1,
+LISTEN_PID = the process's own pid, the socket as fd 3), so connections made between one
+process and the next wait in the socket's backlog.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.headless_instances import Metrics, clean_env, parse_metrics
+from tests.support.mosquitto import free_port
+
+SD_LISTEN_FDS_START = 3
+
+
+@dataclass
+class ListeningSocket:
+    """A listening TCP socket on 127.0.0.1 that outlives the processes serving it."""
+
+    sock: socket.socket
+
+    @classmethod
+    def open(cls, port: int | None = None) -> ListeningSocket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port or free_port()))
+        sock.listen(1024)
+        sock.set_inheritable(True)
+        return cls(sock)
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@dataclass
+class HookProcess:
+    """One `locker-console hook` process (started again by `start()` after a stop)."""
+
+    name: str
+    workdir: Path
+    env: dict[str, str]
+    port: int
+    listen: ListeningSocket | None = None
+    process: asyncio.subprocess.Process | None = None
+    log_path: Path = field(init=False)
+    started_at: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.log_path = self.workdir / "hook.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "console.cli", "hook"]
+        pass_fds: tuple[int, ...] = ()
+        if self.listen is not None:
+            # systemd's protocol: the socket is fd 3 and LISTEN_PID the server's own pid,
+            # which only the child knows: a small launcher sets both and execs (same pid).
+            fd = self.listen.sock.fileno()
+            launcher = (
+                "import os, sys; "
+                f"os.dup2({fd}, {SD_LISTEN_FDS_START}); os.close({fd}); "
+                "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+                "os.execv(sys.argv[1], sys.argv[1:])"
+            )
+            command = [sys.executable, "-c", launcher, *command]
+            pass_fds = (fd,)
+        self.started_at = time.monotonic()
+        with self.log_path.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=self.workdir,
+                env=self.env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=pass_fds,
+            )
+
+    async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> float:
+        """Until this process's /healthz answers 200 (another hook process on the same port
+        does not count); returns the seconds since `start()`."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    assert self.running, f"{self.name} exited early:\n{self.log_tail()}"
+                    try:
+                        # A new connection each time: SO_REUSEPORT spreads connections.
+                        async with session.get(
+                            f"{self.url}/healthz", headers={"Connection": "close"}
+                        ) as resp:
+                            body = await resp.json() if resp.status == 200 else {}
+                            assert self.process is not None
+                            if body.get("pid") == self.process.pid:
+                                return time.monotonic() - self.started_at
+                    except aiohttp.ClientError:
+                        pass
+                    await asyncio.sleep(0.02)  # polling a condition with a deadline
+        except TimeoutError:
+            raise AssertionError(
+                f"{self.name} not ready within {timeout} s:\n{self.log_tail()}"
+            ) from None
+
+    async def metrics(self, session: aiohttp.ClientSession) -> Metrics:
+        async with session.get(f"{self.url}/metrics") as resp:
+            assert resp.status == 200, f"{self.name}: /metrics answered {resp.status}"
+            return Metrics(parse_metrics(await resp.text()))
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGKILL)
+            await self.process.wait()
+
+    async def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM and wait (SIGKILL after `timeout`); the exit code."""
+        if self.process is None:
+            return None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                await self.kill()
+        return self.process.returncode
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def hook_process(
+    name: str,
+    workdir: Path,
+    settings: Mapping[str, str],
+    *,
+    port: int | None = None,
+    listen: ListeningSocket | None = None,
+) -> HookProcess:
+    """A hook process with `settings` (DATABASE_URL, secrets...) on `port` (default: the
+    inherited socket's, else a free one)."""
+    chosen = listen.port if listen is not None else (port or free_port())
+    env = clean_env(
+        LOCKER_DATA_DIR=str(workdir / "data"),
+        HOOK_HOST="127.0.0.1",
+        HOOK_PORT=str(chosen),
+        **dict(settings),
+    )
+    env.pop("LISTEN_FDS", None)
+    env.pop("LISTEN_PID", None)
+    return HookProcess(name, workdir, env, chosen, listen)
