@@ -36,26 +36,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
-from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlmodel import col
 
 from backend.config import Settings
-from backend.domain.events import (
-    CredentialsRevoked,
-    LockerBankCameOnline,
-    LockerBankProvisioned,
-    LockerBankWentOffline,
+from backend.http.credential_sync import (
+    CREDENTIAL_EVENT_TYPES,
+    FOLLOWED_EVENT_TYPES,
+    CredentialSync,
 )
 from backend.http.users import UserDirectory
-from backend.store.change_feed import (
-    CREDENTIAL_EVENT_TYPES,
-    SQLITE_TAIL_INTERVAL,
-    listen_for_changes,
-)
+from backend.store.change_feed import SQLITE_TAIL_INTERVAL, listen_for_changes
 from backend.store.database import Database
 from backend.store.event_store import RecordedEvent, decode, last_position
 from backend.store.tables import LockerBankRow, StoredEvent
@@ -77,79 +71,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_CREDENTIAL_EVENTS: Final = (LockerBankProvisioned, CredentialsRevoked)
-_LIVENESS_EVENTS: Final = (LockerBankCameOnline, LockerBankWentOffline)
-FOLLOWED_EVENT_TYPES: Final = CREDENTIAL_EVENT_TYPES | {cls.event_type for cls in _LIVENESS_EVENTS}
-"""Credentials, and liveness: the provisioning account may not take the pinned client id of
-a bank that is online (DESIGN section 4)."""
-
-_SYNCS: weakref.WeakKeyDictionary[UserDirectory, CredentialSync] = weakref.WeakKeyDictionary()
-
-
-class CredentialSync:
-    """Applies credential events to one directory, newest per bank wins."""
-
-    def __init__(self, directory: UserDirectory) -> None:
-        self.directory = directory
-        self.position: int | None = None
-        """The store position the directory reflects (set by ``load_directory``/the follower)."""
-        self._applied: dict[str, int] = {}
-        self._liveness: dict[str, int] = {}
-
-    @classmethod
-    def of(cls, directory: UserDirectory) -> CredentialSync:
-        """The one sync of ``directory`` (shared by the listener and the follower)."""
-        sync = _SYNCS.get(directory)
-        if sync is None:
-            sync = _SYNCS[directory] = cls(directory)
-        return sync
-
-    def apply(self, recorded: Iterable[RecordedEvent]) -> int:
-        """Apply the credential events among ``recorded``; returns how many changed it.
-
-        Only the newest credential event of each bank counts, and only if it
-        is newer than what was applied for that bank before.
-        """
-        latest: dict[str, RecordedEvent] = {}
-        recorded = list(recorded)
-        self._apply_liveness(recorded)
-        for item in recorded:
-            if isinstance(item.event, _CREDENTIAL_EVENTS):
-                seen = latest.get(item.aggregate_uuid)
-                if seen is None or item.position > seen.position:
-                    latest[item.aggregate_uuid] = item
-        changed = 0
-        for uuid, item in latest.items():
-            if item.position <= self._applied.get(uuid, 0):
-                continue
-            try:
-                if isinstance(item.event, LockerBankProvisioned):
-                    self.directory.device_provisioned(
-                        uuid, item.event.password_sha256, item.event.client_id
-                    )
-                else:
-                    self.directory.device_revoked(uuid)
-            except ValueError as exc:
-                log.error("credentials of bank %s not applied: %s", uuid, exc)
-                continue
-            self._applied[uuid] = item.position
-            changed += 1
-        return changed
-
-    def _apply_liveness(self, recorded: list[RecordedEvent]) -> None:
-        """Online/offline changes (the provisioning rule of the pinned identities)."""
-        for item in recorded:
-            event = item.event
-            if not isinstance(event, _LIVENESS_EVENTS):
-                continue
-            if item.position <= self._liveness.get(item.aggregate_uuid, 0):
-                continue
-            self._liveness[item.aggregate_uuid] = item.position
-            self.directory.bank_online(item.aggregate_uuid, isinstance(event, LockerBankCameOnline))
-
-    def listener(self, recorded: list[RecordedEvent]) -> None:
-        """For ``LockerService.subscribe``: events this process just recorded."""
-        self.apply(recorded)
 
 
 def credential_listener(directory: UserDirectory) -> Callable[[list[RecordedEvent]], None]:
