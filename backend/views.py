@@ -40,6 +40,10 @@ class BankView(View):
     heartbeat_interval_seconds: int
     last_heartbeat_at: datetime | None = None
     uptime_seconds: float | None = None
+    clock_offset_seconds: float | None = None
+    """The device's clock minus ours, estimated from its heartbeats."""
+    clock_skewed: bool = False
+    """Off by more than 5 s (a seed device judges `expires_at` by its own clock)."""
     config_state: str
     desired_config_hash: str
     applied_config_hash: str | None = None

@@ -42,6 +42,9 @@ def _print_bank(bank: BankView) -> None:
     print(f"  status     {bank.status}")
     last = _when(bank.last_heartbeat_at)
     print(f"  heartbeat  every {bank.heartbeat_interval_seconds}s, last {last}")
+    if bank.clock_offset_seconds is not None:
+        flag = "  OFF BY MORE THAN 5 s: expiry by the device's clock is wrong" * bank.clock_skewed
+        print(f"  clock      device {bank.clock_offset_seconds:+.1f} s{flag}")
     print(f"  config     {bank.config_state}")
     dialect = bank.dialect + (" (auto)" if bank.dialect_setting == "auto" else "")
     print(f"  dialect    {dialect}")
