@@ -88,6 +88,8 @@ class TransactionView(View):
     error_code: str | None = None
     message: str | None = None
     requested_by: str
+    requested_from: str | None = None
+    """Where the request came from (e.g. `ssh from 203.0.113.7`, `HTTP peer 10.0.0.5`)."""
     requested_at: datetime
     sent_at: datetime | None = None
     completed_at: datetime | None = None

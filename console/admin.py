@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from backend.attribution import current_origin, local_origin
 from backend.config import Settings, load_settings
 from backend.domain.errors import DomainError, InvalidInput
 from backend.domain.mapping_text import parse_mapping
@@ -70,7 +71,7 @@ def _print_transactions(txns: Sequence[TransactionView]) -> None:
                 t.status + (" (late)" if t.late else ""),
                 t.duplicate_count,
                 _when(t.requested_at),
-                t.requested_by,
+                t.requested_by + (f" ({t.requested_from})" if t.requested_from else ""),
             )
             for t in txns
         ],
@@ -98,6 +99,7 @@ async def _open_service(settings: Settings) -> LockerService:
 
 async def run_admin(args: argparse.Namespace) -> int:
     settings = load_settings()
+    current_origin.set(local_origin())  # recorded with every action: `ssh from ...`
     if args.command == "db":
         service = LockerService(settings)
         try:

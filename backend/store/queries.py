@@ -111,6 +111,7 @@ def transaction_view(row: CommandTransactionRow) -> TransactionView:
         error_code=row.error_code,
         message=row.message,
         requested_by=row.requested_by,
+        requested_from=row.requested_from,
         requested_at=row.requested_at,
         sent_at=row.sent_at,
         completed_at=row.completed_at,
