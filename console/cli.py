@@ -62,7 +62,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--drop-rate", type=float, default=0.0)
     sim.add_argument("--jam-rate", type=float, default=0.0)
     sim.add_argument("--latency", type=float, default=0.0, help="response latency in seconds")
-    sim.add_argument("--upstream", action="store_true", help="upstream message form")
+    sim.add_argument(
+        "--dialect",
+        choices=["seed", "openlocker"],
+        default="seed",
+        help="contract the devices speak (openlocker: as the upstream locker-client)",
+    )
+    sim.add_argument(
+        "--upstream",
+        dest="dialect",
+        action="store_const",
+        const="openlocker",
+        help="alias of --dialect openlocker",
+    )
 
     bank = sub.add_parser("bank", help="create, update, list, show, reissue tokens, revoke")
     bank_sub = bank.add_subparsers(dest="bank_command", metavar="ACTION", required=True)

@@ -202,5 +202,5 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
         provisioning_user=settings.mqtt_provisioning_user,
         provisioning_password=settings.secret("mqtt_provisioning_password"),
         faults=faults,
-        upstream=args.upstream,
+        upstream=args.dialect == "openlocker",
     )

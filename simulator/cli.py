@@ -44,7 +44,8 @@ async def run_simulator(
         credentials in its state directory reuses them). None: resume every
         device found under `state_dir`, as provisioned by an earlier run.
     state_dir: one subdirectory per device (default `data/sim/`).
-    upstream: use the upstream message form (message ids, split state topics).
+    upstream: the `openlocker` dialect (as the real upstream locker-client speaks it);
+        `locker-console simulate --dialect openlocker` (`--upstream` is its alias).
     report_every: log a one-line fleet summary this often (None: never).
     on_started: called with the fleet once every device was started.
     """

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, get_args
 
 from pydantic import ValidationError
@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from backend.domain.contract import (
     Action,
     Command,
+    CompartmentMapping,
     ContractError,
     config_hash,
     decode_json,
@@ -32,6 +33,14 @@ from backend.domain.contract import (
 )
 from simulator.faults import CrashPoint, FaultDice, Faults
 from simulator.hardware import Hardware
+from simulator.openlocker import (
+    INVALID_COMMAND,
+    ClientCommand,
+    accept_command,
+    client_config_hash,
+    config_problem,
+    open_number,
+)
 from simulator.state import AppliedConfig, DeviceState, InFlight, StateStore, StoredResponse
 from simulator.wire import Wire
 
@@ -42,6 +51,8 @@ UNKNOWN_ERROR = "UNKNOWN_ERROR"
 INVALID_PAYLOAD = "INVALID_PAYLOAD"
 INVALID_CONFIG = "INVALID_CONFIG"
 UNSUPPORTED_ACTION = "UNSUPPORTED_ACTION"
+HARDWARE_ERROR = "HARDWARE_ERROR"
+OPENLOCKER_RECORD_TTL = timedelta(days=7)  # the client keeps its command records a week
 
 OutcomeKind = Literal[
     "executed",  # the hardware acted (or failed: jammed) and the response is fresh
@@ -100,9 +111,12 @@ class CommandHandler:
         self.wire = wire
         self.next_crash = next_crash
         self.on_config = on_config
+        self._seen_message_ids: set[str] = set()
 
     def handle(self, raw: bytes) -> Outcome:
         """Decide, act (at most once per transaction) and return what to send."""
+        if self.wire.upstream:
+            return self._handle_openlocker(raw)
         try:
             command = parse(Command, raw)
         except ContractError as exc:
@@ -199,6 +213,108 @@ class CommandHandler:
         self._store(tx, payload, command.expires_at)
         self._crash_if(crash, "before_response", tx)
         return Outcome("executed", tx, payload, send=not self.dice.lose_response(faults))
+
+    # --- the openlocker dialect: the real client's rules (simulator.openlocker) -----------
+
+    def _handle_openlocker(self, raw: bytes) -> Outcome:
+        command = accept_command(raw)
+        if command is None:
+            return Outcome("rejected", None, send=False, reason="no valid required ids")
+        tx = command.transaction_id
+        if command.message_id in self._seen_message_ids:
+            return Outcome("dropped", tx, send=False, reason="duplicate message_id")
+        self._seen_message_ids.add(command.message_id)
+        if tx in self.state.responses or tx in self.state.in_flight:
+            # the real client never answers a transaction twice (no stored-answer replay)
+            return Outcome("dropped", tx, send=False, reason="transaction already seen")
+        faults = self.faults()
+        if self.dice.drop(faults):
+            return Outcome("dropped", tx, send=False, reason="drop fault")
+        keep_until = self.clock() + OPENLOCKER_RECORD_TTL
+        if command.action == "open_compartment":
+            return self._openlocker_open(command, faults, keep_until)
+        if command.action == "apply_config":
+            return self._openlocker_config(command, faults, keep_until)
+        return self._openlocker_error(
+            command, keep_until, INVALID_COMMAND, f"Unknown action: {command.action}"
+        )
+
+    def _openlocker_open(
+        self, command: ClientCommand, faults: Faults, keep_until: datetime
+    ) -> Outcome:
+        tx = command.transaction_id
+        number = open_number(command)
+        if number is None:
+            return self._openlocker_error(
+                command, keep_until, INVALID_COMMAND, "Invalid open_compartment payload."
+            )
+        if not self.hardware.has(number):
+            return self._openlocker_error(
+                command,
+                keep_until,
+                HARDWARE_ERROR,
+                f"Compartment {number} is not configured on this client",
+            )
+        crash = self.next_crash()
+        self.state.in_flight[tx] = InFlight(
+            action=command.action, started_at=self.clock(), expires_at=keep_until
+        )
+        self.store.save(self.state)
+        self._crash_if(crash, "before_action", tx)
+        opened = self.hardware.open(tx, number, jammed=self.dice.jam(faults))
+        self._crash_if(crash, "after_action", tx)
+        if opened:
+            payload = self.wire.response(
+                "open_compartment", tx, message=f"Compartment {number} opened successfully."
+            )
+        else:
+            payload = self.wire.response(
+                "open_compartment", tx, error_code=DOOR_JAMMED, message="Door is jammed"
+            )
+        self._store(tx, payload, keep_until)
+        self._crash_if(crash, "before_response", tx)
+        return Outcome("executed", tx, payload, send=not self.dice.lose_response(faults))
+
+    def _openlocker_config(
+        self, command: ClientCommand, faults: Faults, keep_until: datetime
+    ) -> Outcome:
+        tx = command.transaction_id
+        problem = config_problem(command)
+        if problem is not None:
+            return self._openlocker_error(command, keep_until, *problem)
+        entries = command.data["compartments"]
+        computed = client_config_hash(entries)
+        self.hardware.record(tx)
+        self.hardware.configure([e["compartment_number"] for e in entries])
+        config = AppliedConfig(
+            heartbeat_interval_seconds=command.data["heartbeat_interval_seconds"],
+            compartments=[
+                CompartmentMapping(
+                    id=e["compartment_number"], slaveId=e["slaveId"], address=e["address"]
+                )
+                for e in entries
+            ],
+            config_hash=computed,
+        )
+        self.state.config = config
+        self.on_config(config)
+        payload = self.wire.response(
+            "apply_config", tx, message="Config applied.", applied_config_hash=computed
+        )
+        self._store(tx, payload, keep_until)
+        return Outcome("executed", tx, payload, send=not self.dice.lose_response(faults))
+
+    def _openlocker_error(
+        self, command: ClientCommand, keep_until: datetime, code: str, message: str
+    ) -> Outcome:
+        payload = self.wire.response(
+            command.action,  # type: ignore[arg-type] # any action string, as the client
+            command.transaction_id,
+            error_code=code,
+            message=message,
+        )
+        self._store(command.transaction_id, payload, keep_until)
+        return Outcome("refused", command.transaction_id, payload, reason=code)
 
     # --- helpers ------------------------------------------------------------------------
 

@@ -50,6 +50,7 @@ from simulator.commands import CommandHandler, Outcome, SimulatedCrash
 from simulator.connection import SOCKET_OPTIONS, abort_connection
 from simulator.faults import CrashPoint, FaultDice, Faults
 from simulator.hardware import DoorState, Hardware
+from simulator.openlocker import reply_problem
 from simulator.state import AppliedConfig, DeviceState, StateStore
 from simulator.wire import DeviceTopics, Wire
 
@@ -85,7 +86,8 @@ class DeviceOptions:
     heartbeat_interval: seconds between heartbeats until `apply_config` sets one.
     compartments: compartments 1..N exist until `apply_config` sets the mapping.
     door_dwell_seconds: a user closes an opened door after this long (None: never).
-    upstream: upstream message form (`message_id` everywhere, split state topics).
+    upstream: the `openlocker` dialect, as the real upstream client speaks it (its
+        payloads, split state topics, no events, no stored-answer replay, no expiry).
     legacy_status: send responses on the deprecated `locker/{u}/status`.
     durable: fsync the state file on every save.
     provisioning_timeout: re-send the registration after this long without a reply.
@@ -359,6 +361,8 @@ class SimulatedDevice:
         device_topics = self.topics
         if device_topics is None:
             raise RuntimeError(f"{self.name}: not provisioned")
+        if self.options.upstream:
+            raise RuntimeError(f"{self.name}: the upstream client sends no qr_scanned events")
         self._enqueue(device_topics.event, self.wire.qr_event(qr_payload, scanner), event=True)
 
     async def publish_raw(
@@ -541,8 +545,12 @@ class SimulatedDevice:
                 async for message in client.messages:
                     if message.topic.value != reply_topic:
                         continue
+                    raw = _payload_bytes(message.payload)
+                    if self.options.upstream and (problem := reply_problem(raw)):
+                        # the upstream client gives up here (its token is used up)
+                        raise ProvisioningRejected(problem)
                     try:
-                        return parse(ProvisioningReply, _payload_bytes(message.payload))
+                        return parse(ProvisioningReply, raw)
                     except ContractError as exc:
                         log.warning("%s: bad provisioning reply: %s", self.name, exc)
         except TimeoutError:
@@ -654,8 +662,9 @@ class SimulatedDevice:
         device_topics = self.topics
         if device_topics is None:
             return
-        self._enqueue(device_topics.event, self.wire.door_event(compartment, state), event=True)
-        if device_topics.snapshot is not None:
+        if device_topics.snapshot is None:
+            self._enqueue(device_topics.event, self.wire.door_event(compartment, state), event=True)
+        else:  # the upstream client reports doors only in its retained snapshot
             self._enqueue(device_topics.snapshot, self.wire.snapshot(self.hardware.doors))
         self._notify()
 
@@ -682,7 +691,9 @@ class SimulatedDevice:
 
     async def _publish_heartbeat(self, client: aiomqtt.Client, device_topics: DeviceTopics) -> None:
         uptime = asyncio.get_running_loop().time() - self._started_at
-        await _publish(client, device_topics.heartbeat, self.wire.heartbeat(uptime), retain=True)
+        # the seed retains heartbeats; the upstream client publishes them with retain=false
+        retain = not self.options.upstream
+        await _publish(client, device_topics.heartbeat, self.wire.heartbeat(uptime), retain=retain)
         self.stats.heartbeats_sent += 1
         self._notify()
 

@@ -1,10 +1,10 @@
 """What a device puts on the wire: its topics and the payloads it builds.
 
-Every payload is built from the contract models in `backend.domain.contract`,
-so whatever a device sends is, by construction, what the backend parses. The
-upstream form (DESIGN section 3, "Compatibility") adds a `message_id` to every
-message and splits the state topic into heartbeat, compartments and
-connection.
+Dialect `seed` (DESIGN section 3): payloads built from the contract models. Dialect
+`openlocker` (`upstream`): payloads built as the real upstream client builds them, by
+`simulator.openlocker` -- never from the backend's models -- on the split state topics
+(heartbeat, compartments, connection); checked against the upstream JSON schemas in
+the tests.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from backend.domain.contract import (
     RegisterRequest,
 )
 from simulator.hardware import DoorState
+from simulator.openlocker import OpenLockerWire
 
 
 @dataclass(frozen=True)
@@ -54,25 +55,34 @@ class DeviceTopics:
 
 
 class Wire:
-    """Builds a device's payloads (bytes) with its clock and, in upstream form, message ids."""
+    """Builds a device's payloads (bytes) with its clock. `upstream` is the `openlocker`
+    dialect: then every payload is built as the real upstream client builds it
+    (`simulator.openlocker`, not from the backend's models)."""
 
     def __init__(self, clock: Callable[[], datetime], *, upstream: bool) -> None:
         self.clock = clock
         self.upstream = upstream
+        self.openlocker = OpenLockerWire(clock) if upstream else None
 
     def message_id(self) -> str | None:
         return str(uuid.uuid4()) if self.upstream else None
 
     def register(self, client_id: str) -> bytes:
+        if self.openlocker is not None:
+            return self.openlocker.register(client_id)
         return RegisterRequest(
             client_id=client_id, timestamp=self.clock(), message_id=self.message_id()
         ).to_bytes()
 
     def heartbeat(self, uptime_seconds: float) -> bytes:
+        if self.openlocker is not None:
+            return self.openlocker.heartbeat(uptime_seconds)
         data = HeartbeatData(timestamp=self.clock(), uptime_seconds=round(uptime_seconds, 3))
         return Heartbeat(data=data, message_id=self.message_id()).to_bytes()
 
     def last_will(self) -> bytes:
+        if self.openlocker is not None:
+            return self.openlocker.last_will()
         return ConnectionLost(
             timestamp=self.clock(), reason="mqtt_last_will", message_id=self.message_id()
         ).to_bytes()
@@ -86,6 +96,14 @@ class Wire:
         message: str | None = None,
         applied_config_hash: str | None = None,
     ) -> bytes:
+        if self.openlocker is not None:
+            return self.openlocker.response(
+                action,
+                transaction_id,
+                error_code=error_code,
+                message=message,
+                applied_config_hash=applied_config_hash,
+            )
         return CommandResponse(
             action=action,
             result="error" if error_code else "success",
@@ -116,6 +134,8 @@ class Wire:
         ).to_bytes()
 
     def snapshot(self, doors: Mapping[int, DoorState]) -> bytes:
+        if self.openlocker is not None:
+            return self.openlocker.snapshot(doors)
         items = [
             CompartmentSnapshotItem(compartment_number=n, door_state=s)
             for n, s in sorted(doors.items())

@@ -39,6 +39,7 @@ from backend.domain.contract import (
     RegisterRequest,
     config_hash,
     parse,
+    parse_heartbeat,
     parse_state,
 )
 from backend.domain.timeutil import iso
@@ -147,7 +148,7 @@ class FakeBackend:
                     if self.upstream:
                         self.violations.append(f"{topic}: upstream device used the plain state")
                 elif kind == topics.TopicKind.STATE_HEARTBEAT:
-                    model = parse(Heartbeat, item.payload)
+                    model = parse_heartbeat(item.payload)
                 elif kind == topics.TopicKind.STATE_COMPARTMENTS:
                     model = parse(CompartmentsSnapshot, item.payload)
                 else:
@@ -165,10 +166,16 @@ class FakeBackend:
         token = item.topic[len(topics.REGISTER_PREFIX) :]
         request = parse(RegisterRequest, item.payload)
         bank = self.banks.get(token)
+        envelope = {"message_id": str(uuid.uuid4()), "timestamp": iso(datetime.now(UTC))}
         if bank is None:
-            body: dict[str, Any] = {"status": "error", "message": INVALID_TOKEN_MESSAGE}
+            body: dict[str, Any] = {
+                **envelope,
+                "status": "error",
+                "message": INVALID_TOKEN_MESSAGE,
+            }
         else:
             body = {
+                **envelope,
                 "status": "success",
                 "data": {"mqtt_user": bank, "mqtt_password": self.passwords[bank]},
             }
@@ -191,6 +198,7 @@ class FakeBackend:
         now = datetime.now(UTC)
         payload = json.dumps(
             {
+                **({"message_id": str(uuid.uuid4())} if self.upstream else {}),
                 "action": action,
                 "transaction_id": tx,
                 "timestamp": iso(now),
@@ -703,9 +711,8 @@ async def test_upstream_form_uses_message_ids_and_split_state_topics(
         snapshots = [r.model for r in backend.on(bank, "state/compartments")]
         last = await retained(mosquitto, topics.device_topic(bank, "state/compartments"))
         assert last == snapshots[-1]
-        assert isinstance(
-            await retained(mosquitto, topics.device_topic(bank, "state/heartbeat")), Heartbeat
-        )
+        # the upstream client publishes heartbeats with retain=false
+        assert not any(r.retain for r in backend.heartbeats(bank, "state/heartbeat"))
         door4 = [
             next(c["door_state"] for c in s.compartments if c["compartment_number"] == 4)
             for s in snapshots
