@@ -34,7 +34,7 @@ from backend.heartbeat_history import HeartbeatHistory
 from backend.store import alert_queries, event_store, queries
 from backend.store.database import Database
 from backend.store.event_store import RecordedEvent
-from backend.store.migrate import UpgradeReport, upgrade
+from backend.store.migrate import UpgradeReport, pending_revisions, upgrade
 from backend.store.projections import rebuild
 from backend.store.tables import AlertRow, ApiTokenRow, LockerBankRow
 from backend.store.unit_of_work import AggregateCache, UnitOfWork
@@ -107,9 +107,14 @@ class LockerService:
 
     # ----- lifecycle ---------------------------------------------------------------------
 
-    async def migrate(self) -> UpgradeReport:
-        """Create or upgrade the schema (Alembic); what it did."""
-        return await self.db.write(upgrade, self.db.write_engine)
+    async def migrate(self, on_step: Callable[[str], None] | None = None) -> UpgradeReport:
+        """Create or upgrade the schema (Alembic); what it did. `on_step(revision)` after
+        each migration (progress)."""
+        return await self.db.write(upgrade, self.db.write_engine, "head", on_step)
+
+    async def pending_migrations(self) -> int:
+        """How many migrations `migrate` would apply."""
+        return await self.db.write(pending_revisions, self.db.write_engine)
 
     def close(self) -> None:
         self.db.close()
@@ -407,12 +412,15 @@ class LockerService:
         await self.transact(work)
         return await self.get_bank(uuid)
 
-    async def rebuild_projections(self) -> int:
-        """Replay every event into empty read models; returns the number of events."""
+    async def rebuild_projections(
+        self, on_progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """Replay every event into empty read models; returns the number of events.
+        `on_progress(done, total)` after each batch (called from the database thread)."""
 
         def work() -> int:
             with self.db.write_session() as session:
-                count = rebuild(session)
+                count = rebuild(session, on_progress=on_progress)
             self._cache.clear()
             return count
 

@@ -19,6 +19,7 @@ from backend.domain.mapping_text import parse_mapping
 from backend.domain.timeutil import iso
 from backend.service import LockerService
 from backend.views import AlertView, BankView, EventView, TransactionView
+from console.progress import progress
 
 
 def _print_json(value: Any) -> None:
@@ -103,7 +104,18 @@ async def run_admin(args: argparse.Namespace) -> int:
     if args.command == "db":
         service = LockerService(settings)
         try:
-            report = await service.migrate()
+            steps = await service.pending_migrations()
+            if steps:
+                with progress("upgrading the database schema", steps) as bar:
+                    done: list[str] = []
+
+                    def step(revision: str) -> None:
+                        done.append(revision)
+                        bar.update(len(done))
+
+                    report = await service.migrate(step)
+            else:
+                report = await service.migrate()
             print(report.describe(service.db.write_engine.url.render_as_string()))
         finally:
             service.close()
@@ -141,7 +153,8 @@ async def _dispatch(service: LockerService, args: argparse.Namespace) -> int:
     if cmd == "alerts":
         return await _alerts(service, args)
     if cmd == "projections":
-        count = await service.rebuild_projections()
+        with progress("rebuilding read models (events)") as report:
+            count = await service.rebuild_projections(report.update)
         print(f"read models rebuilt from {count} events")
         return 0
     if cmd == "api-token":

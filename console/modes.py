@@ -13,11 +13,15 @@ import signal
 import sys
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from backend.config import Settings, SettingsError, load_settings
 from backend.domain.errors import DomainError
 from console.logging_setup import configure
+from console.progress import progress
+
+if TYPE_CHECKING:
+    from simulator.fleet import Fleet
 
 
 def _port_env_set() -> bool:
@@ -162,6 +166,25 @@ async def _attach(settings: Settings, args: argparse.Namespace) -> None:
         await gateway.close()
 
 
+def _ramp_up_progress(fleet: Fleet) -> None:
+    """Show the devices coming online (in the background; the simulator runs on)."""
+
+    async def watch() -> None:
+        total = len(fleet)
+        with progress("simulated devices online", total) as report:
+            while (online := fleet.stats().online) < total:
+                report.update(online)
+                await asyncio.sleep(0.5)
+            report.update(total)
+
+    task = asyncio.get_running_loop().create_task(watch())
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
 async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -181,10 +204,11 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
         try:
             if service.db.dialect == "sqlite":
                 await service.migrate()
-            created = [
-                await service.create_bank(f"Sim {i + 1:03d}", "simulator", 12)
-                for i in range(args.banks)
-            ]
+            created = []
+            with progress("creating simulated banks", args.banks) as report:
+                for i in range(args.banks):
+                    created.append(await service.create_bank(f"Sim {i + 1:03d}", "simulator", 12))
+                    report.update(i + 1)
         finally:
             service.close()
         tokens = (tokens or []) + [c.token for c in created]
@@ -197,6 +221,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
     await run_simulator(
         host,
         port,
+        on_started=_ramp_up_progress,
         tokens=tokens,
         state_dir=Path(args.state_dir) if args.state_dir else settings.locker_data_dir / "sim",
         provisioning_user=settings.mqtt_provisioning_user,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlmodel import Session
 
 from backend.domain.bank import desired_hash
@@ -371,8 +371,12 @@ def _door(session: Session, r: RecordedEvent) -> None:
     compartment.door_state = e.state
 
 
-def rebuild(session: Session, batch: int = 2000) -> int:
-    """Empty the read models and replay every event; tracker columns are kept. Returns count."""
+def rebuild(
+    session: Session, batch: int = 2000, on_progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Empty the read models and replay every event; tracker columns are kept. Returns count.
+    `on_progress(done, total)` after each batch."""
+    total = int(session.execute(select(func.count()).select_from(StoredEvent)).scalar() or 0)
     saved: dict[tuple[str, str], dict[str, Any]] = {
         (row.locker_uuid, row.transaction_id): {c: getattr(row, c) for c in TRACKER_COLUMNS}
         for row in session.execute(select(CommandTransactionRow)).scalars()
@@ -400,6 +404,8 @@ def rebuild(session: Session, batch: int = 2000) -> int:
             count += 1
         position = rows[-1].id or position
         session.flush()
+        if on_progress is not None:
+            on_progress(count, max(total, count))
     for key, values in saved.items():
         txn = session.get(CommandTransactionRow, key)
         if txn is not None:

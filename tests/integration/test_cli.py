@@ -129,10 +129,22 @@ def test_token_reissue_rebuild_and_api_token(tmp_path: Path, bank: dict[str, obj
     assert token["token"] != bank["token"]
     out = run(tmp_path, "projections", "rebuild")
     assert out.returncode == 0 and "from 3 events" in out.stdout
+    # not a terminal: plain progress lines on stderr, no escape sequences
+    assert "rebuilding read models (events): done, 3/3 (100%) in " in out.stderr
+    assert "\x1b" not in out.stderr
     api = run(tmp_path, "api-token", "create", "mobile", "--role", "app")
     assert api.returncode == 0 and len(api.stdout.strip()) >= 40
     again = run(tmp_path, "api-token", "create", "mobile", "--role", "app")
     assert again.returncode == 1 and "already exists" in again.stderr
+
+
+def test_db_upgrade_reports_each_migration_as_a_plain_line(tmp_path: Path) -> None:
+    out = run(tmp_path, "db", "upgrade")
+    assert out.returncode == 0 and "migration(s) applied" in out.stdout
+    steps = [line for line in out.stderr.splitlines() if "upgrading the database schema" in line]
+    assert steps and steps[-1].startswith("upgrading the database schema: done, ")
+    again = run(tmp_path, "db", "upgrade")  # nothing to do: no progress at all
+    assert again.returncode == 0 and "upgrading" not in again.stderr
 
 
 def test_help_lists_the_whole_program(tmp_path: Path) -> None:
