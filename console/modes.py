@@ -190,6 +190,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
 
     from backend.service import LockerService
     from simulator.cli import run_simulator
+    from simulator.device import DeviceOptions
     from simulator.faults import Faults
 
     host, port = settings.mqtt_host or "127.0.0.1", settings.mqtt_port
@@ -228,4 +229,6 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
         provisioning_password=settings.secret("mqtt_provisioning_password"),
         faults=faults,
         upstream=args.dialect == "openlocker",
+        # dynsec admits a bank only with the client id it registered with
+        options=DeviceOptions(pinned_client_id=settings.dynsec),
     )
