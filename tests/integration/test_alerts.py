@@ -289,3 +289,32 @@ async def test_webhook_posts_each_alert_opening_and_resolution(
         ("alert_resolved", "command_failed"),
     ]
     assert notifier.failed == 0 and notifier.sent == 4
+
+
+async def test_device_clock_offset_is_estimated_from_heartbeats_and_flagged(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    from backend.device_service import HeartbeatIn
+    from backend.domain.contract import Heartbeat, HeartbeatData
+
+    bank = await provisioned(service)
+    fine = await provisioned(service)
+
+    async def beat(uuid: str, device_ahead: float, transit: float) -> None:
+        sent = clock.now() + timedelta(seconds=device_ahead)
+        received = clock.now() + timedelta(seconds=transit)
+        hb = Heartbeat(data=HeartbeatData(timestamp=sent, uptime_seconds=1))
+        await service.devices.record_heartbeats([HeartbeatIn(uuid, hb, received)])
+        clock.advance(5)
+
+    for transit in (0.8, 0.05, 0.3, 1.5):  # the device's clock runs 9 s ahead
+        await beat(bank, 9.0, transit)
+        await beat(fine, -1.0, transit)
+    skewed = await service.get_bank(bank)
+    assert skewed.clock_offset_seconds is not None
+    assert 8.5 <= skewed.clock_offset_seconds <= 9.0  # near the least delayed sample
+    assert skewed.clock_skewed
+    ok = await service.get_bank(fine)
+    assert ok.clock_offset_seconds is not None and -1.5 <= ok.clock_offset_seconds <= -1.0
+    assert not ok.clock_skewed
+    assert skewed.to_json()["clock_skewed"] is True

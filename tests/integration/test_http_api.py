@@ -235,6 +235,7 @@ async def test_status_and_whoami(api: ApiHarness) -> None:
         "broker_detail": "connected to 127.0.0.1:1883",
         "mode": "headless",
         "conditions": [],
+        "open_ttl_seconds": 30.0,
     }
     api.broker.connected = False
     down = await (await api.client.get("/api/status", headers=api.auth())).json()
