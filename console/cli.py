@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     attach.add_argument(
         "--token", default=None, help="API token (operator or app role); `-` reads it from stdin"
     )
-    attach.add_argument("--token-file", default=None, help="read the API token from this file")
+    attach.add_argument(
+        "--token-file", default=None, help="read the API token from this file (e.g. ForceCommand)"
+    )
     attach.add_argument("--readonly", action="store_true", dest="attach_readonly")
 
     sub.add_parser(
