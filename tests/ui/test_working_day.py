@@ -431,3 +431,37 @@ def test_heartbeat_buckets_over_the_last_hour() -> None:
     assert intervals[-1] == (now - arrivals[-1]).total_seconds()  # the silence so far
     axis = time_axis(60).plain
     assert axis.startswith("-60m") and axis.rstrip().endswith("now") and "-30m" in axis
+
+
+# ----- alerts ------------------------------------------------------------------------------
+
+
+async def test_alert_list_counter_and_acknowledge_with_a_note(
+    make_app: MakeApp, devices: Devices, service: LockerService
+) -> None:
+    from console.modals.note import NoteModal
+    from console.screens.alerts import AlertsScreen
+    from widgets.alert_list import AlertTable
+
+    hall = await devices.bank("Main hall", "Berlin")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        assert "alert" not in status(app)
+        await devices.last_will(hall)
+        await wait_until(pilot, lambda: "1 alert (5)" in status(app), "the counter")
+        await pilot.press("5")
+        await wait_until(pilot, lambda: isinstance(app.screen, AlertsScreen), "screen 5")
+        table = app.screen.query_one(AlertTable)
+        await wait_until(pilot, lambda: table.row_count == 1, "the alert")
+        key = table.keys[0]
+        assert cell(table, key, "state") == "open" and "offline" in cell(table, key, "kind")
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, NoteModal), "the note")
+        await pilot.press(*"on it", "enter")
+        await wait_until(pilot, lambda: cell(table, key, "state") == "seen", "acknowledged")
+        await wait_until(pilot, lambda: "alert" not in status(app), "the counter at zero")
+        (alert,) = await service.list_alerts()
+        assert alert.acknowledged_by == OPERATOR and alert.ack_note == "on it"
+        await filter_with(pilot, "seen -state:open alice")  # the note and who, in full values
+        await wait_until(pilot, lambda: table.keys == [key], "found by who acknowledged it")
