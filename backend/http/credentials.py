@@ -36,21 +36,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
-from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlmodel import col
 
 from backend.config import Settings
-from backend.domain.events import CredentialsRevoked, LockerBankProvisioned
+from backend.http.credential_sync import CREDENTIAL_EVENT_TYPES, CredentialSync
 from backend.http.users import UserDirectory
-from backend.store.change_feed import (
-    CREDENTIAL_EVENT_TYPES,
-    SQLITE_TAIL_INTERVAL,
-    listen_for_changes,
-)
+from backend.store.change_feed import SQLITE_TAIL_INTERVAL, listen_for_changes
 from backend.store.database import Database
 from backend.store.event_store import RecordedEvent, decode, last_position
 from backend.store.tables import LockerBankRow, StoredEvent
@@ -72,59 +67,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_CREDENTIAL_EVENTS: Final = (LockerBankProvisioned, CredentialsRevoked)
-
-_SYNCS: weakref.WeakKeyDictionary[UserDirectory, CredentialSync] = weakref.WeakKeyDictionary()
-
-
-class CredentialSync:
-    """Applies credential events to one directory, newest per bank wins."""
-
-    def __init__(self, directory: UserDirectory) -> None:
-        self.directory = directory
-        self.position: int | None = None
-        """The store position the directory reflects (set by ``load_directory``/the follower)."""
-        self._applied: dict[str, int] = {}
-
-    @classmethod
-    def of(cls, directory: UserDirectory) -> CredentialSync:
-        """The one sync of ``directory`` (shared by the listener and the follower)."""
-        sync = _SYNCS.get(directory)
-        if sync is None:
-            sync = _SYNCS[directory] = cls(directory)
-        return sync
-
-    def apply(self, recorded: Iterable[RecordedEvent]) -> int:
-        """Apply the credential events among ``recorded``; returns how many changed it.
-
-        Only the newest credential event of each bank counts, and only if it
-        is newer than what was applied for that bank before.
-        """
-        latest: dict[str, RecordedEvent] = {}
-        for item in recorded:
-            if isinstance(item.event, _CREDENTIAL_EVENTS):
-                seen = latest.get(item.aggregate_uuid)
-                if seen is None or item.position > seen.position:
-                    latest[item.aggregate_uuid] = item
-        changed = 0
-        for uuid, item in latest.items():
-            if item.position <= self._applied.get(uuid, 0):
-                continue
-            try:
-                if isinstance(item.event, LockerBankProvisioned):
-                    self.directory.device_provisioned(uuid, item.event.password_sha256)
-                else:
-                    self.directory.device_revoked(uuid)
-            except ValueError as exc:
-                log.error("credentials of bank %s not applied: %s", uuid, exc)
-                continue
-            self._applied[uuid] = item.position
-            changed += 1
-        return changed
-
-    def listener(self, recorded: list[RecordedEvent]) -> None:
-        """For ``LockerService.subscribe``: events this process just recorded."""
-        self.apply(recorded)
 
 
 def credential_listener(directory: UserDirectory) -> Callable[[list[RecordedEvent]], None]:
