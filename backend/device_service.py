@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, delete, select, update
 
+from backend.domain.clock_offset import next_offset, offset_sample
 from backend.domain.contract import CommandResponse, DeviceEvent, Heartbeat
 from backend.domain.errors import DomainError, NotFound
 from backend.domain.events import EventMetadata
@@ -320,6 +321,9 @@ class DeviceService:
                 uow.session.add(row)  # in the identity map: a second beat finds it
             row.last_heartbeat_at = item.received_at
             row.device_timestamp = sent_at
+            if not item.retained:  # a retained one may be old: its transit time says nothing
+                sample = offset_sample(sent_at, item.received_at)
+                row.clock_offset_seconds = next_offset(row.clock_offset_seconds, sample)
             row.uptime_seconds = item.heartbeat.data.uptime_seconds
             row.heartbeats = (row.heartbeats or 0) + 1
             if bank.status != "online" and uow.execute(

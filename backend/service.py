@@ -6,6 +6,7 @@ reader thread, so the event loop never blocks on the database.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import getpass
 import hashlib
 import hmac
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from backend import search
 from backend.accounts import AccountDirectory, account_directory_for
+from backend.attribution import current_origin
 from backend.config import Settings
 from backend.domain.bank import TERMINAL_STATES, LockerBank, default_compartments
 from backend.domain.errors import ConcurrencyConflict, InvalidInput, NotFound, RuleViolation
@@ -147,7 +149,9 @@ class LockerService:
     async def transact(self, work: Callable[[UnitOfWork], T]) -> T:
         """Run `work` in one write transaction, retrying on a version conflict (bounded)."""
         try:
-            result, recorded = await self.db.write(self._transact_sync, work)
+            # The caller's context (its `current_origin`) goes along into the writer thread.
+            context = contextvars.copy_context()
+            result, recorded = await self.db.write(context.run, self._transact_sync, work)
         except OperationalError as exc:  # the database refused or is away, not a rule
             self.write_error = type(exc.orig).__name__ if exc.orig is not None else "error"
             raise
@@ -190,7 +194,11 @@ class LockerService:
                 log.exception("event listener failed")
 
     def _meta(self, actor: str | None, correlation_id: str | None = None) -> EventMetadata:
-        return EventMetadata(actor=actor or default_actor(), correlation_id=correlation_id)
+        return EventMetadata(
+            actor=actor or default_actor(),
+            correlation_id=correlation_id,
+            origin=current_origin.get(),
+        )
 
     @staticmethod
     def _require_uuid(uuid: str) -> str:

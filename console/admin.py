@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from backend.attribution import current_origin, local_origin
 from backend.config import Settings, load_settings
 from backend.domain.errors import DomainError, InvalidInput
 from backend.domain.mapping_text import parse_mapping
@@ -43,6 +44,9 @@ def _print_bank(bank: BankView) -> None:
     print(f"  status     {bank.status}")
     last = _when(bank.last_heartbeat_at)
     print(f"  heartbeat  every {bank.heartbeat_interval_seconds}s, last {last}")
+    if bank.clock_offset_seconds is not None:
+        flag = "  OFF BY MORE THAN 5 s: expiry by the device's clock is wrong" * bank.clock_skewed
+        print(f"  clock      device {bank.clock_offset_seconds:+.1f} s{flag}")
     print(f"  config     {bank.config_state}")
     dialect = bank.dialect + (" (auto)" if bank.dialect_setting == "auto" else "")
     print(f"  dialect    {dialect}")
@@ -68,7 +72,7 @@ def _print_transactions(txns: Sequence[TransactionView]) -> None:
                 t.status + (" (late)" if t.late else ""),
                 t.duplicate_count,
                 _when(t.requested_at),
-                t.requested_by,
+                t.requested_by + (f" ({t.requested_from})" if t.requested_from else ""),
             )
             for t in txns
         ],
@@ -96,6 +100,7 @@ async def _open_service(settings: Settings) -> LockerService:
 
 async def run_admin(args: argparse.Namespace) -> int:
     settings = load_settings()
+    current_origin.set(local_origin())  # recorded with every action: `ssh from ...`
     if args.command == "db":
         service = LockerService(settings)
         try:

@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     attach = sub.add_parser("attach", help="run the TUI against a running headless backend")
     attach.add_argument("--url", default=None, help="backend URL (default from HTTP_HOST/PORT)")
     attach.add_argument("--token", default=None, help="API token (operator or app role)")
+    attach.add_argument(
+        "--token-file", default=None, help="read the API token from this file (e.g. ForceCommand)"
+    )
     attach.add_argument("--readonly", action="store_true", dest="attach_readonly")
 
     sub.add_parser(

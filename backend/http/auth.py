@@ -14,6 +14,7 @@ from typing import Final
 
 from aiohttp import hdrs, web
 
+from backend.attribution import ORIGIN_HEADER, current_origin, http_origin
 from backend.http.endpoints import Endpoint, Handler, Role
 from backend.http.errors import Forbidden, Unauthorized
 from backend.service import LockerService
@@ -74,6 +75,7 @@ class _Guard:
             if not permits(who.role, required):
                 raise Forbidden(f"API token {who.name!r} (role {who.role}) may not do this")
             request[PRINCIPAL] = who
+            current_origin.set(http_origin(request.remote, request.headers.get(ORIGIN_HEADER)))
             return await handler(request)
 
         guarded.__name__ = getattr(handler, "__name__", endpoint.name)

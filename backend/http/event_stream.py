@@ -13,6 +13,16 @@ after ``?after=N`` (default 0: everything). ``data`` is the same JSON object as
 is sent, so ``EventSource.onmessage`` sees every event; its kind is
 ``event_type`` in the data.
 
+After a stored event that opened or resolved an alert (DESIGN section 7) comes one named
+message per change, with the same ``id``::
+
+    id: 42
+    event: alert
+    data: {"change": "opened", "alert": {...as in GET /api/alerts}}
+
+(``EventSource.addEventListener("alert", ...)``; ``onmessage`` does not see them.) A
+bank-offline alert that resolves by time alone (a minute online) has no event to follow.
+
 The store is the source (events recorded by any process, the CLI included):
 the stream polls it every ``poll_interval`` seconds (0.25 by default), sends
 what is new in position order, and writes a ``: keepalive`` comment when it
@@ -31,9 +41,12 @@ from typing import Final
 
 from aiohttp import hdrs, web
 
+from backend.domain.timeutil import parse_iso
 from backend.http.errors import BadRequest
 from backend.http.requests import int_query
 from backend.service import LockerService
+from backend.store import alert_queries
+from backend.store.alert_projection import ALERT_EVENTS
 from backend.views import EventView
 
 __all__ = ["EventStream", "sse_frame"]
@@ -94,6 +107,35 @@ class EventStream:
         except TimeoutError:
             pass
 
+    async def _alert_frames(self, events: list[EventView]) -> dict[int, bytes]:
+        """`event: alert` messages for the alert changes these events made, by position."""
+        marks = [
+            (e.position, e.aggregate_uuid, parse_iso(str(e.payload["occurred_at"])))
+            for e in events
+            if e.event_type in ALERT_EVENTS and "occurred_at" in e.payload
+        ]
+        if not marks:
+            return {}
+        try:
+            changes = await self.service.read(
+                alert_queries.changes_at, marks, self.service.clock.now()
+            )
+        except Exception as exc:
+            log.warning("event stream: reading alerts failed: %s", exc)
+            return {}
+        frames: dict[int, bytes] = {}
+        for position, change, alert in changes:
+            data = json.dumps(
+                {"change": change, "alert": alert.to_json()},
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+            frames[position] = (
+                frames.get(position, b"")
+                + f"id: {position}\nevent: alert\ndata: {data}\n\n".encode()
+            )
+        return frames
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /api/events/stream``."""
         position = self._start_position(request)
@@ -123,7 +165,10 @@ class EventStream:
                 else:
                     failing = False
                 if events:
-                    await response.write(b"".join(sse_frame(e) for e in events))
+                    alerts = await self._alert_frames(events)
+                    await response.write(
+                        b"".join(sse_frame(e) + alerts.get(e.position, b"") for e in events)
+                    )
                     position = events[-1].position
                     quiet_since = loop.time()
                     if len(events) >= self.batch:

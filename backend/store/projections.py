@@ -246,6 +246,7 @@ def _open_requested(session: Session, r: RecordedEvent) -> None:
             requested_by=e.requested_by,
             requested_at=e.occurred_at,
             expires_at=e.expires_at,
+            requested_from=r.metadata.origin[:200] if r.metadata.origin else None,
         )
     )
     compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
@@ -268,6 +269,7 @@ def _config_requested(session: Session, r: RecordedEvent) -> None:
             requested_at=e.occurred_at,
             expires_at=e.expires_at,
             config_hash=e.config_hash,
+            requested_from=r.metadata.origin[:200] if r.metadata.origin else None,
         )
     )
     row = _bank(session, r)

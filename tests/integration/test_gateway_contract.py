@@ -457,3 +457,33 @@ async def test_http_gateway_quotes_path_segments(service: LockerService) -> None
                 await gw.get_bank(odd)
             with pytest.raises(NotFound):
                 await gw.get_transaction(odd)
+
+
+async def test_actions_name_the_operator_and_where_from(
+    subject: Subject, service: LockerService
+) -> None:
+    """Attribution (issue 15): standalone, the SSH client address of the console's own
+    session; attached, the address the console reports (labelled so) next to the HTTP peer
+    address the server saw."""
+    from backend.attribution import current_origin
+
+    bank = await provision(service)
+    token = current_origin.set("ssh from 203.0.113.7")
+    try:
+        txn = await subject.gateway.request_open(bank.uuid, 1)
+    finally:
+        current_origin.reset(token)
+    event = next(
+        e for e in await service.events_after(0) if e.event_type == "CompartmentOpeningRequested"
+    )
+    assert event.metadata["actor"] == OPERATOR
+    if subject.kind == "in-process":
+        expected = "ssh from 203.0.113.7"
+    else:  # the HTTP gateway reports this process's own origin; the server adds the peer
+        from backend.attribution import local_origin
+
+        expected = f"{local_origin()} (reported by client), HTTP peer 127.0.0.1"
+    assert event.metadata["origin"] == expected
+    stored = await service.get_transaction(txn.transaction_id)
+    assert stored.requested_from == expected and stored.requested_by == OPERATOR
+    assert (await subject.gateway.get_transaction(txn.transaction_id)).requested_from == expected

@@ -37,6 +37,7 @@ from tests.support.http_api import (
     APP,
     OPERATOR,
     ApiHarness,
+    SseMessage,
     provision,
     read_events,
     read_sse,
@@ -235,6 +236,7 @@ async def test_status_and_whoami(api: ApiHarness) -> None:
         "broker_detail": "connected to 127.0.0.1:1883",
         "mode": "headless",
         "conditions": [],
+        "open_ttl_seconds": 30.0,
     }
     api.broker.connected = False
     down = await (await api.client.get("/api/status", headers=api.auth())).json()
@@ -860,3 +862,65 @@ async def test_follower_picks_up_writes_of_another_service_instance(
         with pytest.raises(asyncio.CancelledError):
             await task
         other.close()
+
+
+async def test_alerts_over_rest_and_on_the_event_stream(
+    api: ApiHarness, service: LockerService
+) -> None:
+    """Issue 15: GET /api/alerts, POST /api/alerts/{id}/ack, and `event: alert` messages on
+    the stream after the event that opened or resolved an alert."""
+    bank = await service.create_bank("Hall A", "", 2, actor="setup")
+    assert await service.devices.register(bank.token, "dev-1") == "success"
+    assert await service.revoke(bank.uuid, actor="setup") is None  # nothing to alert yet
+    assert await (await api.client.get("/api/alerts", headers=api.auth("app"))).json() == []
+    other = await service.create_bank("Hall B", "", 2, actor="setup")
+    assert await service.devices.register(other.token, "dev-2") == "success"
+    txn = await service.request_open(other.uuid, 1, actor="setup")
+    for item in await service.devices.outbox_due(100):
+        await service.devices.outbox_published(item)
+    response = CommandResponse(
+        action="open_compartment",
+        result="error",
+        transaction_id=txn.transaction_id,
+        timestamp=service.clock.now(),
+        error_code="DOOR_JAMMED",
+    )
+    await service.devices.record_response(other.uuid, response, response.to_bytes())
+    listed = await (await api.client.get("/api/alerts", headers=api.auth("app"))).json()
+    assert [(a["kind"], a["bank_name"], a["state"]) for a in listed] == [
+        ("command_failed", "Hall B", "open")
+    ]
+    alert_id = listed[0]["id"]
+    refused = await api.client.post(
+        f"/api/alerts/{alert_id}/ack", json={"note": "x"}, headers=api.auth("app")
+    )
+    assert refused.status == 403  # an app token reads alerts, only operators acknowledge
+    acked = await api.client.post(
+        f"/api/alerts/{alert_id}/ack", json={"note": "door freed"}, headers=api.auth()
+    )
+    assert acked.status == 200
+    body = await acked.json()
+    assert (body["state"], body["ack_note"], body["acknowledged_by"]) == (
+        "resolved",
+        "door freed",
+        OPERATOR,
+    )
+    again = await api.client.post(f"/api/alerts/{alert_id}/ack", headers=api.auth())
+    assert again.status == 409
+    assert await (await api.client.get("/api/alerts", headers=api.auth("app"))).json() == []
+    every = await (await api.client.get("/api/alerts?all=1", headers=api.auth("app"))).json()
+    assert [a["id"] for a in every] == [alert_id]
+
+    stream = await api.client.get("/api/events/stream", headers=api.auth("app"))
+    named: list[SseMessage] = []
+    async with asyncio.timeout(5):
+        while len(named) < 2:
+            message = await read_sse(stream.content)
+            if message.event == "alert":
+                named.append(message)
+    stream.close()
+    assert [(m.json()["change"], m.json()["alert"]["id"]) for m in named] == [
+        ("opened", alert_id),
+        ("resolved", alert_id),
+    ]
+    assert named[0].id == str(alert_id)  # after the event that opened it, same position
