@@ -165,3 +165,32 @@ def test_help_lists_the_whole_program(tmp_path: Path) -> None:
         "api-token",
     ):
         assert word in out.stdout
+
+
+def test_open_on_a_bank_not_online_warns_and_wait_exits_4_without_an_outcome(
+    tmp_path: Path, bank: dict[str, object]
+) -> None:
+    """Issue 15: the warning says what will happen; `--wait` exits 4 when the open ends
+    without opening (expired, unknown, or nothing recorded by its expiry)."""
+    import asyncio
+
+    from backend.config import load_settings
+    from backend.service import LockerService
+
+    async def register() -> None:
+        service = LockerService(load_settings(locker_data_dir=tmp_path / "data", _env_file=None))
+        try:
+            assert await service.devices.register(str(bank["token"]), "dev-1") == "success"
+        finally:
+            service.close()
+
+    asyncio.run(register())
+    out = run(tmp_path, "open", str(bank["uuid"]), "1")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == (
+        "warning: bank 'Hall A' is provisioned: the open waits up to 30 s for it, "
+        "then expires and never executes"
+    )
+    waited = run(tmp_path, "open", str(bank["uuid"]), "2", "--wait", "--timeout", "0.5")
+    assert waited.returncode == 4, (waited.stdout, waited.stderr)
+    assert "no outcome recorded by its expiry" in waited.stdout
