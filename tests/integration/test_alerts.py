@@ -318,3 +318,31 @@ async def test_device_clock_offset_is_estimated_from_heartbeats_and_flagged(
     assert ok.clock_offset_seconds is not None and -1.5 <= ok.clock_offset_seconds <= -1.0
     assert not ok.clock_skewed
     assert skewed.to_json()["clock_skewed"] is True
+
+
+async def test_store_unwritable_is_a_runtime_condition_of_this_instance(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    """Not stored (it could not be): shown by status(), /healthz, /metrics, the console."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from backend.gateway import InProcessGateway
+
+    if service.db.dialect != "sqlite":
+        pytest.skip("one database is enough to break on purpose")
+    bank = await provisioned(service)
+    gateway = InProcessGateway(service, actor="op", broker_connected=lambda: True)
+    assert (await gateway.status()).conditions == []
+
+    def rename(old: str, new: str) -> None:
+        with service.db.write_engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+    await service.db.write(rename, "outbox", "outbox_away")
+    with pytest.raises(OperationalError):
+        await service.request_open(bank, 1, actor="op")
+    assert (await gateway.status()).conditions == ["store_unwritable"]
+    await service.db.write(rename, "outbox_away", "outbox")
+    await service.request_open(bank, 1, actor="op")
+    assert (await gateway.status()).conditions == []
