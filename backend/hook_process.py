@@ -17,7 +17,9 @@ What it serves on HOOK_HOST:HOOK_PORT (127.0.0.1:8081):
 
 It needs MOSQ_SECRET, MQTT_PASSWORD and MQTT_PROVISIONING_PASSWORD from the environment
 (or .env) and never generates them: a hook with a secret of its own would refuse the
-broker. It never migrates the schema (`locker-console db upgrade` does).
+broker. It never migrates the schema (`locker-console db upgrade` does). It reads the
+store through `backend.hook_store` (plain drivers, no ORM): its start time is what a
+restart costs (bench/hook_start.py).
 
 Several hook processes may serve one broker: the port is bound with SO_REUSEPORT, so a
 second process on the same port shares the connections (the kernel spreads them), and a
@@ -42,9 +44,11 @@ from typing import Final
 from aiohttp import web
 
 from backend.config import Settings, SettingsError
-from backend.http.credentials import StoreLookup, follow_credentials, load_directory
+from backend.hook_store import HookStore
+from backend.http.credential_sync import CredentialSync
 from backend.http.hook import HookMetrics, add_hook_routes
-from backend.store.database import Database, first_line
+from backend.http.users import UserDirectory
+from backend.store.change_feed import SQLITE_TAIL_INTERVAL, first_line, listen_for_changes
 
 __all__ = ["HOOK_SECRETS", "HookProcess", "inherited_socket", "require_secrets", "run_hook"]
 
@@ -89,16 +93,35 @@ def inherited_socket() -> socket.socket | None:
 
 
 class HookProcess:
-    """The hook's app, server and followers, started and stopped together."""
+    """The hook's app, server and store follower, started and stopped together."""
 
-    def __init__(self, settings: Settings, *, sock: socket.socket | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        sock: socket.socket | None = None,
+        fallback_interval: float = 1.0,
+        lookup_concurrency: int = 4,
+    ) -> None:
         require_secrets(settings)
         self.settings = settings
-        self.db = Database(settings.db_url, read_threads=4)
+        self.store = HookStore(settings.db_url)
         self.metrics = HookMetrics()
+        self.directory = UserDirectory(
+            settings.mqtt_user,
+            settings.secret("mqtt_password"),
+            settings.mqtt_provisioning_user,
+            settings.secret("mqtt_provisioning_password"),
+            settings.superusers,
+            backend_client_id=settings.mqtt_client_id,
+        )
+        self.sync = CredentialSync.of(self.directory)
         self._sock = sock
+        self._interval = fallback_interval if self.store.is_postgres else SQLITE_TAIL_INTERVAL
+        self._gate = asyncio.Semaphore(lookup_concurrency)
+        self._wake = asyncio.Event()
         self._runner: web.AppRunner | None = None
-        self._follower: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -107,30 +130,36 @@ class HookProcess:
         started = time.monotonic()
         settings = self.settings
         try:
-            directory = await load_directory(self, settings)
-        except SettingsError:
-            raise
+            position, devices = await self.store.load()
         except Exception as exc:
             raise SettingsError(
                 f"the hook cannot read the store (DATABASE_URL; run `locker-console db "
                 f"upgrade` first): {first_line(exc)}"
             ) from None
-        self._follower = asyncio.create_task(
-            follow_credentials(self, directory), name="hook-credential-follower"
-        )
+        for uuid, digest, client_id, online in devices:
+            try:
+                self.directory.device_provisioned(uuid, digest, client_id)
+                self.directory.bank_online(uuid, online)
+            except ValueError as exc:
+                log.error("bank %s not loaded into the auth directory: %s", uuid, exc)
+        self.sync.position = position
+        self._tasks.append(asyncio.create_task(self._follow(), name="hook-follower"))
+        if self.store.is_postgres:
+            self._tasks.append(
+                asyncio.create_task(
+                    listen_for_changes(settings.db_url, self._wake.set), name="hook-change-feed"
+                )
+            )
         app = web.Application()
+        previous = settings.mosq_secret_previous
         add_hook_routes(
             app,
-            directory,
+            self.directory,
             settings.secret("mosq_secret"),
             legacy_status=lambda: settings.mqtt_accept_legacy_status,
             metrics=self.metrics,
-            lookup=StoreLookup(self.db, directory),
-            previous_secret=(
-                settings.mosq_secret_previous.get_secret_value()
-                if settings.mosq_secret_previous is not None
-                else None
-            ),
+            lookup=self._lookup,
+            previous_secret=previous.get_secret_value() if previous is not None else None,
         )
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._metrics)
@@ -157,9 +186,10 @@ class HookProcess:
         addresses = runner.addresses
         self.port = int(addresses[0][1]) if addresses else settings.hook_port
         log.info(
-            "auth hook listening on %s (%d devices, ready in %.2f s)",
+            "auth hook listening on %s (%d devices at event position %d, ready in %.2f s)",
             where,
-            directory.device_count,
+            self.directory.device_count,
+            position,
             time.monotonic() - started,
         )
 
@@ -168,14 +198,45 @@ class HookProcess:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-        await asyncio.to_thread(self.db.close)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self.store.close()
+        log.info("auth hook stopped")
+
+    async def _lookup(self, username: str) -> None:
+        """A directory miss: the bank's newest credential event, from the store."""
+        async with self._gate:
+            change = await self.store.latest(username)
+        if change is not None:
+            self.sync.apply_changes([change])
+
+    async def _follow(self) -> None:
+        """Apply credential changes from any process: woken by the change feed
+        (PostgreSQL), else every interval (SQLite's tail; PostgreSQL's fallback)."""
+        failing = False
+        while True:
+            self._wake.clear()
+            try:
+                position = self.sync.position or 0
+                changes, mark = await self.store.changes_after(position)
+                self.sync.apply_changes(changes)
+                self.sync.position = mark
+                if failing:
+                    log.info("hook: store reachable again")
+                failing = False
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not failing:
+                    log.warning("hook: reading the store failed: %s", first_line(exc))
+                failing = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._interval)
 
     async def _healthz(self, request: web.Request) -> web.Response:
-        ok = await self.db.read(self.db.ping)
+        ok = await self.store.ping()
         return web.json_response(
             {"status": "ok" if ok else "degraded", "database": ok, "pid": os.getpid()},
             status=200 if ok else 503,

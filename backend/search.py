@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 SYNTAX_HELP = (
@@ -27,6 +28,7 @@ SYNTAX_HELP = (
 _DIGITS = re.compile(r"(\d+)")
 
 
+@lru_cache(maxsize=65_536)
 def natural_key(value: str) -> tuple[tuple[int, int, str], ...]:
     """`Demo 9` < `Demo 10` < `Demo 100`: digit runs compare as numbers, text ignoring case."""
     parts = _DIGITS.split(value.casefold())
@@ -44,40 +46,42 @@ class Term:
     negate: bool = False
 
 
-def _tokens(query: str) -> list[tuple[str, bool]]:
-    """Split on whitespace outside quotes; (token, had quotes). An unclosed quote runs to
-    the end (typing `"main ha` already filters)."""
-    out: list[tuple[str, bool]] = []
+def _tokens(query: str) -> list[tuple[str, int | None]]:
+    """Split on whitespace outside quotes: (token, where its first quote was, or None). An
+    unclosed quote runs to the end (typing `"main ha` already filters)."""
+    out: list[tuple[str, int | None]] = []
     current: list[str] = []
-    quoted = False
+    quote_at: int | None = None
     in_quote = False
     for char in query:
         if char == '"':
             in_quote = not in_quote
-            quoted = True
+            if quote_at is None:
+                quote_at = len(current)
             continue
         if char.isspace() and not in_quote:
-            if current or quoted:
-                out.append(("".join(current), quoted))
-            current, quoted = [], False
+            if current or quote_at is not None:
+                out.append(("".join(current), quote_at))
+            current, quote_at = [], None
             continue
         current.append(char)
-    if current or quoted:
-        out.append(("".join(current), quoted))
+    if current or quote_at is not None:
+        out.append(("".join(current), quote_at))
     return out
 
 
 def parse(query: str, fields: Iterable[str] = ()) -> list[Term]:
-    """The terms of `query`; `field:` prefixes are recognised for the names in `fields`
-    (any name when `fields` is empty)."""
+    """The terms of `query`; `field:` prefixes (before any quote) are recognised for the
+    names in `fields` (any name when `fields` is empty)."""
     known = {f.lower() for f in fields}
     terms: list[Term] = []
-    for token, _quoted in _tokens(query):
-        negate = token.startswith("-") and len(token) > 1
+    for token, quote_at in _tokens(query):
+        negate = token.startswith("-") and len(token) > 1 and quote_at != 0
         body = token[1:] if negate else token
         field: str | None = None
         name, colon, rest = body.partition(":")
-        if colon and name and (not known or name.lower() in known):
+        before_quote = quote_at is None or len(name) + int(negate) < quote_at
+        if colon and name and before_quote and (not known or name.lower() in known):
             field, body = name.lower(), rest
         if not body and field is None:
             continue

@@ -6,6 +6,7 @@ reader thread, so the event loop never blocks on the database.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import getpass
 import hashlib
 import hmac
@@ -21,6 +22,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from backend import search
 from backend.accounts import AccountDirectory, account_directory_for
+from backend.attribution import current_origin
 from backend.config import Settings
 from backend.domain.bank import TERMINAL_STATES, LockerBank, default_compartments
 from backend.domain.errors import ConcurrencyConflict, InvalidInput, NotFound, RuleViolation
@@ -32,7 +34,7 @@ from backend.heartbeat_history import HeartbeatHistory
 from backend.store import alert_queries, event_store, queries
 from backend.store.database import Database
 from backend.store.event_store import RecordedEvent
-from backend.store.migrate import UpgradeReport, upgrade
+from backend.store.migrate import UpgradeReport, pending_revisions, upgrade
 from backend.store.projections import rebuild
 from backend.store.tables import AlertRow, ApiTokenRow, LockerBankRow
 from backend.store.unit_of_work import AggregateCache, UnitOfWork
@@ -105,9 +107,14 @@ class LockerService:
 
     # ----- lifecycle ---------------------------------------------------------------------
 
-    async def migrate(self) -> UpgradeReport:
-        """Create or upgrade the schema (Alembic); what it did."""
-        return await self.db.write(upgrade, self.db.write_engine)
+    async def migrate(self, on_step: Callable[[str], None] | None = None) -> UpgradeReport:
+        """Create or upgrade the schema (Alembic); what it did. `on_step(revision)` after
+        each migration (progress)."""
+        return await self.db.write(upgrade, self.db.write_engine, "head", on_step)
+
+    async def pending_migrations(self) -> int:
+        """How many migrations `migrate` would apply."""
+        return await self.db.write(pending_revisions, self.db.write_engine)
 
     def close(self) -> None:
         self.db.close()
@@ -142,7 +149,9 @@ class LockerService:
     async def transact(self, work: Callable[[UnitOfWork], T]) -> T:
         """Run `work` in one write transaction, retrying on a version conflict (bounded)."""
         try:
-            result, recorded = await self.db.write(self._transact_sync, work)
+            # The caller's context (its `current_origin`) goes along into the writer thread.
+            context = contextvars.copy_context()
+            result, recorded = await self.db.write(context.run, self._transact_sync, work)
         except OperationalError as exc:  # the database refused or is away, not a rule
             self.write_error = type(exc.orig).__name__ if exc.orig is not None else "error"
             raise
@@ -185,7 +194,11 @@ class LockerService:
                 log.exception("event listener failed")
 
     def _meta(self, actor: str | None, correlation_id: str | None = None) -> EventMetadata:
-        return EventMetadata(actor=actor or default_actor(), correlation_id=correlation_id)
+        return EventMetadata(
+            actor=actor or default_actor(),
+            correlation_id=correlation_id,
+            origin=current_origin.get(),
+        )
 
     @staticmethod
     def _require_uuid(uuid: str) -> str:
@@ -262,8 +275,10 @@ class LockerService:
         expires = await self.transact(work)
         return IssuedToken(uuid=uuid, token=token, token_expires_at=expires)
 
-    async def revoke(self, uuid: str, *, reason: str = "", actor: str | None = None) -> None:
-        """Revoke a bank's MQTT credentials; the broker refuses it at the next check."""
+    async def revoke(self, uuid: str, *, reason: str, actor: str | None = None) -> None:
+        """Revoke a bank in any state: its MQTT credentials (the broker refuses it at the
+        next check) and any pending provisioning token are void; `reason` is required and
+        recorded with the event."""
         uuid = self._require_uuid(uuid)
         await self.transact(
             lambda uow: uow.execute(
@@ -399,12 +414,15 @@ class LockerService:
         await self.transact(work)
         return await self.get_bank(uuid)
 
-    async def rebuild_projections(self) -> int:
-        """Replay every event into empty read models; returns the number of events."""
+    async def rebuild_projections(
+        self, on_progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """Replay every event into empty read models; returns the number of events.
+        `on_progress(done, total)` after each batch (called from the database thread)."""
 
         def work() -> int:
             with self.db.write_session() as session:
-                count = rebuild(session)
+                count = rebuild(session, on_progress=on_progress)
             self._cache.clear()
             return count
 

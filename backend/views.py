@@ -40,6 +40,10 @@ class BankView(View):
     heartbeat_interval_seconds: int
     last_heartbeat_at: datetime | None = None
     uptime_seconds: float | None = None
+    clock_offset_seconds: float | None = None
+    """The device's clock minus ours, estimated from its heartbeats."""
+    clock_skewed: bool = False
+    """Off by more than 5 s (a seed device judges `expires_at` by its own clock)."""
     config_state: str
     desired_config_hash: str
     applied_config_hash: str | None = None
@@ -84,6 +88,8 @@ class TransactionView(View):
     error_code: str | None = None
     message: str | None = None
     requested_by: str
+    requested_from: str | None = None
+    """Where the request came from (e.g. `ssh from 203.0.113.7`, `HTTP peer 10.0.0.5`)."""
     requested_at: datetime
     sent_at: datetime | None = None
     completed_at: datetime | None = None

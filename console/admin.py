@@ -12,12 +12,14 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
+from backend.attribution import current_origin, local_origin
 from backend.config import Settings, load_settings
 from backend.domain.errors import DomainError, InvalidInput
 from backend.domain.mapping_text import parse_mapping
 from backend.domain.timeutil import iso
 from backend.service import LockerService
 from backend.views import AlertView, BankView, EventView, TransactionView
+from console.progress import progress
 
 
 def _print_json(value: Any) -> None:
@@ -42,6 +44,9 @@ def _print_bank(bank: BankView) -> None:
     print(f"  status     {bank.status}")
     last = _when(bank.last_heartbeat_at)
     print(f"  heartbeat  every {bank.heartbeat_interval_seconds}s, last {last}")
+    if bank.clock_offset_seconds is not None:
+        flag = "  OFF BY MORE THAN 5 s: expiry by the device's clock is wrong" * bank.clock_skewed
+        print(f"  clock      device {bank.clock_offset_seconds:+.1f} s{flag}")
     print(f"  config     {bank.config_state}")
     dialect = bank.dialect + (" (auto)" if bank.dialect_setting == "auto" else "")
     print(f"  dialect    {dialect}")
@@ -67,7 +72,7 @@ def _print_transactions(txns: Sequence[TransactionView]) -> None:
                 t.status + (" (late)" if t.late else ""),
                 t.duplicate_count,
                 _when(t.requested_at),
-                t.requested_by,
+                t.requested_by + (f" ({t.requested_from})" if t.requested_from else ""),
             )
             for t in txns
         ],
@@ -95,10 +100,22 @@ async def _open_service(settings: Settings) -> LockerService:
 
 async def run_admin(args: argparse.Namespace) -> int:
     settings = load_settings()
+    current_origin.set(local_origin())  # recorded with every action: `ssh from ...`
     if args.command == "db":
         service = LockerService(settings)
         try:
-            report = await service.migrate()
+            steps = await service.pending_migrations()
+            if steps:
+                with progress("upgrading the database schema", steps) as bar:
+                    done: list[str] = []
+
+                    def step(revision: str) -> None:
+                        done.append(revision)
+                        bar.update(len(done))
+
+                    report = await service.migrate(step)
+            else:
+                report = await service.migrate()
             print(report.describe(service.db.write_engine.url.render_as_string()))
         finally:
             service.close()
@@ -136,7 +153,8 @@ async def _dispatch(service: LockerService, args: argparse.Namespace) -> int:
     if cmd == "alerts":
         return await _alerts(service, args)
     if cmd == "projections":
-        count = await service.rebuild_projections()
+        with progress("rebuilding read models (events)") as report:
+            count = await service.rebuild_projections(report.update)
         print(f"read models rebuilt from {count} events")
         return 0
     if cmd == "api-token":

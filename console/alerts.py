@@ -157,6 +157,11 @@ def status_alerts(
         out.append(Toast("error", "Broker disconnected", f"The broker connection dropped{detail}."))
     elif not before.broker_connected and after.broker_connected and was_up:
         out.append(Toast("information", "Broker connected", "The broker connection is back."))
+    if "store_unwritable" in after.conditions and "store_unwritable" not in before.conditions:
+        text = "Writes to the store fail on this backend instance: commands are not recorded."
+        out.append(Toast("error", "Store unwritable", text))
+    elif "store_unwritable" in before.conditions and "store_unwritable" not in after.conditions:
+        out.append(Toast("information", "Store writable", "Writes to the store work again."))
     if before.database_ok and not after.database_ok:
         out.append(Toast("error", "Database unreachable", "The database does not answer."))
     elif not before.database_ok and after.database_ok:

@@ -2,7 +2,8 @@
 banks' read model and the tail of the stored-event log (no Textual, no I/O).
 
 Rank (lowest first, the Fleet's default order): offline, jammed, drifted, failing,
-then the rest (commands pending, waiting for the device, ok). A door is *jammed* when
+then the rest (waiting for the device, ok). Commands merely pending do not rank: they
+come and go many times a minute, and a row must not jump for each of them. A door is *jammed* when
 its last open command failed with a jam code and it has not opened since; a bank is
 *failing* when a command failed, timed out or expired after its last success.
 """
@@ -15,9 +16,10 @@ from dataclasses import dataclass, field
 from backend.search import natural_key
 from backend.views import BankView, EventView, TransactionView
 
-OFFLINE, JAMMED, DRIFTED, FAILING, PENDING, WAITING, OK = range(7)
-RANK_WORDS = ("offline", "jammed", "drifted", "failing", "pending", "waiting", "ok")
+OFFLINE, JAMMED, DRIFTED, FAILING, WAITING, OK = range(6)
+RANK_WORDS = ("offline", "jammed", "drifted", "failing", "waiting", "ok")
 FAILURES = frozenset({"CommandFailed", "CommandTimedOut", "CommandExpired"})
+MAX_DOORS_REMEMBERED = 20_000
 
 
 def is_jam(error_code: str | None, message: str | None = None) -> bool:
@@ -31,12 +33,25 @@ class Troubles:
 
     jammed: dict[str, set[int]] = field(default_factory=dict)
     failing: dict[str, int] = field(default_factory=dict)
+    position: int = 0
+    """The last event position fed in."""
+    _doors: dict[str, int] = field(default_factory=dict)  # transaction id -> compartment
 
     @classmethod
     def from_events(cls, events: Iterable[EventView]) -> Troubles:
         out = cls()
-        doors: dict[str, int] = {}  # transaction id -> compartment number
+        out.feed(events)
+        return out
+
+    def feed(self, events: Iterable[EventView]) -> bool:
+        """Take in the events after `position` (others are skipped); True when a bank's
+        trouble changed (its rank may have)."""
+        before = self._look()
+        out, doors = self, self._doors
         for event in events:
+            if event.position <= out.position:
+                continue
+            out.position = event.position
             bank, payload, kind = event.aggregate_uuid, event.payload, event.event_type
             if kind == "CompartmentOpeningRequested":
                 doors[str(payload.get("transaction_id"))] = int(payload["compartment_number"])
@@ -54,7 +69,14 @@ class Troubles:
                     and is_jam(payload.get("error_code"), payload.get("message"))
                 ):
                     out.jammed.setdefault(bank, set()).add(number)
-        return out
+        if len(doors) > MAX_DOORS_REMEMBERED:
+            for key in list(doors)[: len(doors) // 2]:
+                del doors[key]
+        return self._look() != before
+
+    def _look(self) -> tuple[frozenset[str], frozenset[tuple[str, int]]]:
+        jams = frozenset((bank, n) for bank, numbers in self.jammed.items() for n in numbers)
+        return frozenset(self.failing), jams
 
 
 def jammed_doors(transactions: Iterable[TransactionView]) -> set[int]:
@@ -86,8 +108,6 @@ def rank(bank: BankView, troubles: Troubles) -> int:
         return DRIFTED
     if troubles.failing.get(bank.uuid):
         return FAILING
-    if bank.pending_commands:
-        return PENDING
     if bank.status in ("unprovisioned", "provisioned"):
         return WAITING
     return OK
@@ -100,4 +120,7 @@ def by_name(banks: Iterable[BankView]) -> list[BankView]:
 
 def by_attention(banks: Iterable[BankView], troubles: Troubles) -> list[BankView]:
     """Banks, those needing attention first; ties in natural name order."""
-    return sorted(by_name(banks), key=lambda b: rank(b, troubles))
+    return sorted(
+        banks,
+        key=lambda b: (rank(b, troubles), natural_key(b.name), natural_key(b.location), b.uuid),
+    )

@@ -122,6 +122,8 @@ def timeline(txn: TransactionView, bank_name: str, location: str = "") -> Text:
     head = Text(f"{what or action_label(txn)} on {where}", style="bold")
     head.append(f"  ·  transaction {txn.transaction_id}", style="dim")
     steps = Text(f"requested {clock_time(txn.requested_at)} by {txn.requested_by}")
+    if txn.requested_from:
+        steps.append(f" ({truncate(txn.requested_from, 60)})", style="dim")
     steps.append(f"  →  sent {offset(txn.requested_at, txn.sent_at)}")
     answered = txn.first_seen_at if txn.first_seen_at else None
     steps.append(f"  →  answered {offset(txn.requested_at, answered)}")

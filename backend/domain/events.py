@@ -21,6 +21,8 @@ class EventMetadata(BaseModel):
     actor: str
     correlation_id: str | None = None
     causation_id: str | None = None
+    origin: str | None = None
+    """Where the actor acted from (SSH client address, HTTP peer), see backend.attribution."""
 
 
 class DomainEvent(BaseModel):

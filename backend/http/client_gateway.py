@@ -25,6 +25,7 @@ import aiohttp
 from pydantic import BaseModel, ValidationError
 from yarl import URL
 
+from backend.attribution import ORIGIN_HEADER, local_origin
 from backend.domain.errors import (
     ConcurrencyConflict,
     DomainError,
@@ -127,7 +128,11 @@ class HttpGateway:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=self._timeout,
-                headers={"Authorization": f"Bearer {self._token}", "Accept": "application/json"},
+                headers={
+                    "Authorization": f"Bearer {self._token}",
+                    "Accept": "application/json",
+                    ORIGIN_HEADER: local_origin(),
+                },
             )
         return self._session
 
@@ -323,8 +328,10 @@ class HttpGateway:
         data = await self._call("POST", f"/api/locker-banks/{_segment(uuid)}/provisioning-token")
         return self._build(IssuedToken, data)
 
-    async def revoke(self, uuid: str) -> None:
-        await self._call("POST", f"/api/locker-banks/{_segment(uuid)}/revoke", body={})
+    async def revoke(self, uuid: str, reason: str) -> None:
+        await self._call(
+            "POST", f"/api/locker-banks/{_segment(uuid)}/revoke", body={"reason": reason}
+        )
 
     async def request_open(self, uuid: str, number: int) -> TransactionView:
         path = f"/api/locker-banks/{_segment(uuid)}/compartments/{_segment(number)}/open"

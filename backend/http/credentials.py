@@ -36,21 +36,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
-from collections.abc import Callable, Iterable
-from typing import Final, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlmodel import col
 
 from backend.config import Settings
-from backend.domain.events import CredentialsRevoked, LockerBankProvisioned
-from backend.http.users import UserDirectory
-from backend.store.change_feed import (
+from backend.http.credential_sync import (
     CREDENTIAL_EVENT_TYPES,
-    SQLITE_TAIL_INTERVAL,
-    listen_for_changes,
+    FOLLOWED_EVENT_TYPES,
+    CredentialSync,
 )
+from backend.http.users import UserDirectory
+from backend.store.change_feed import SQLITE_TAIL_INTERVAL, listen_for_changes
 from backend.store.database import Database
 from backend.store.event_store import RecordedEvent, decode, last_position
 from backend.store.tables import LockerBankRow, StoredEvent
@@ -72,59 +71,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-_CREDENTIAL_EVENTS: Final = (LockerBankProvisioned, CredentialsRevoked)
-
-_SYNCS: weakref.WeakKeyDictionary[UserDirectory, CredentialSync] = weakref.WeakKeyDictionary()
-
-
-class CredentialSync:
-    """Applies credential events to one directory, newest per bank wins."""
-
-    def __init__(self, directory: UserDirectory) -> None:
-        self.directory = directory
-        self.position: int | None = None
-        """The store position the directory reflects (set by ``load_directory``/the follower)."""
-        self._applied: dict[str, int] = {}
-
-    @classmethod
-    def of(cls, directory: UserDirectory) -> CredentialSync:
-        """The one sync of ``directory`` (shared by the listener and the follower)."""
-        sync = _SYNCS.get(directory)
-        if sync is None:
-            sync = _SYNCS[directory] = cls(directory)
-        return sync
-
-    def apply(self, recorded: Iterable[RecordedEvent]) -> int:
-        """Apply the credential events among ``recorded``; returns how many changed it.
-
-        Only the newest credential event of each bank counts, and only if it
-        is newer than what was applied for that bank before.
-        """
-        latest: dict[str, RecordedEvent] = {}
-        for item in recorded:
-            if isinstance(item.event, _CREDENTIAL_EVENTS):
-                seen = latest.get(item.aggregate_uuid)
-                if seen is None or item.position > seen.position:
-                    latest[item.aggregate_uuid] = item
-        changed = 0
-        for uuid, item in latest.items():
-            if item.position <= self._applied.get(uuid, 0):
-                continue
-            try:
-                if isinstance(item.event, LockerBankProvisioned):
-                    self.directory.device_provisioned(uuid, item.event.password_sha256)
-                else:
-                    self.directory.device_revoked(uuid)
-            except ValueError as exc:
-                log.error("credentials of bank %s not applied: %s", uuid, exc)
-                continue
-            self._applied[uuid] = item.position
-            changed += 1
-        return changed
-
-    def listener(self, recorded: list[RecordedEvent]) -> None:
-        """For ``LockerService.subscribe``: events this process just recorded."""
-        self.apply(recorded)
 
 
 def credential_listener(directory: UserDirectory) -> Callable[[list[RecordedEvent]], None]:
@@ -143,25 +89,32 @@ async def load_directory(service: _HasDb, settings: Settings) -> UserDirectory:
         settings.mqtt_provisioning_user,
         settings.secret("mqtt_provisioning_password"),
         settings.superusers,
+        backend_client_id=settings.mqtt_client_id,
     )
 
-    def work() -> tuple[int, list[tuple[str, str]]]:
+    def work() -> tuple[int, list[tuple[str, str, str | None, bool]]]:
         with service.db.read_session() as session:
             # The position first: rows read after it are at least as new, and replaying
             # the events after it onto them is harmless (newest per bank wins).
             position = last_position(session)
             rows = session.execute(
-                select(col(LockerBankRow.uuid), col(LockerBankRow.password_sha256))
+                select(
+                    col(LockerBankRow.uuid),
+                    col(LockerBankRow.password_sha256),
+                    col(LockerBankRow.client_id),
+                    col(LockerBankRow.status),
+                )
                 .where(col(LockerBankRow.status) != "revoked")
                 .where(col(LockerBankRow.password_sha256).is_not(None))
             ).all()
-            return position, [(str(u), str(h)) for u, h in rows]
+            return position, [(str(u), str(h), c, s == "online") for u, h, c, s in rows]
 
     position, devices = await service.db.read(work)
     loaded = 0
-    for uuid, digest in devices:
+    for uuid, digest, client_id, online in devices:
         try:
-            directory.device_provisioned(uuid, digest)
+            directory.device_provisioned(uuid, digest, client_id)
+            directory.bank_online(uuid, online)
             loaded += 1
         except ValueError as exc:
             log.error("bank %s not loaded into the auth directory: %s", uuid, exc)
@@ -242,7 +195,7 @@ def _credential_changes_after(db: Database, position: int) -> tuple[list[Recorde
             select(StoredEvent)
             .where(col(StoredEvent.id) > position)
             .where(col(StoredEvent.id) <= mark)
-            .where(col(StoredEvent.event_type).in_(CREDENTIAL_EVENT_TYPES))
+            .where(col(StoredEvent.event_type).in_(FOLLOWED_EVENT_TYPES))
             .order_by(col(StoredEvent.id))
         ).scalars()
         return [decode(row) for row in rows], mark

@@ -13,6 +13,16 @@ after ``?after=N`` (default 0: everything). ``data`` is the same JSON object as
 is sent, so ``EventSource.onmessage`` sees every event; its kind is
 ``event_type`` in the data.
 
+After a stored event that opened or resolved an alert (DESIGN section 7) comes one named
+message per change, with the same ``id``::
+
+    id: 42
+    event: alert
+    data: {"change": "opened", "alert": {...as in GET /api/alerts}}
+
+(``EventSource.addEventListener("alert", ...)``; ``onmessage`` does not see them.) A
+bank-offline alert that resolves by time alone (a minute online) has no event to follow.
+
 The store is the source (events recorded by any process, the CLI included):
 the stream polls it every ``poll_interval`` seconds (0.25 by default), sends
 what is new in position order, and writes a ``: keepalive`` comment when it
@@ -31,9 +41,13 @@ from typing import Final
 
 from aiohttp import hdrs, web
 
-from backend.http.errors import BadRequest
+from backend.domain.timeutil import parse_iso
+from backend.http.auth import PRINCIPAL
+from backend.http.errors import BadRequest, Unavailable
 from backend.http.requests import int_query
 from backend.service import LockerService
+from backend.store import alert_queries
+from backend.store.alert_projection import ALERT_EVENTS
 from backend.views import EventView
 
 __all__ = ["EventStream", "sse_frame"]
@@ -66,6 +80,8 @@ class EventStream:
         poll_interval: float = 0.25,
         keepalive: float = 15.0,
         batch: int = 500,
+        max_streams: int = 200,
+        max_per_token: int = 10,
     ) -> None:
         self.service = service
         self.poll_interval = poll_interval
@@ -73,6 +89,10 @@ class EventStream:
         self.batch = batch
         self._closing = asyncio.Event()
         self.open_streams = 0
+        self.max_streams = max_streams
+        self.max_per_token = max_per_token
+        self.refused = 0
+        self._per_token: dict[str, int] = {}
 
     async def close(self, _app: web.Application | None = None) -> None:
         """End every open stream (at app shutdown); new ones end at once."""
@@ -87,6 +107,14 @@ class EventStream:
             return int(text)
         return int_query(request, "after", 0, minimum=0, maximum=MAX_POSITION)
 
+    def _release(self, who: str) -> None:
+        self.open_streams -= 1
+        left = self._per_token.get(who, 0) - 1
+        if left > 0:
+            self._per_token[who] = left
+        else:
+            self._per_token.pop(who, None)
+
     async def _pause(self, seconds: float) -> None:
         try:
             async with asyncio.timeout(seconds):
@@ -94,9 +122,49 @@ class EventStream:
         except TimeoutError:
             pass
 
+    async def _alert_frames(self, events: list[EventView]) -> dict[int, bytes]:
+        """`event: alert` messages for the alert changes these events made, by position."""
+        marks = [
+            (e.position, e.aggregate_uuid, parse_iso(str(e.payload["occurred_at"])))
+            for e in events
+            if e.event_type in ALERT_EVENTS and "occurred_at" in e.payload
+        ]
+        if not marks:
+            return {}
+        try:
+            changes = await self.service.read(
+                alert_queries.changes_at, marks, self.service.clock.now()
+            )
+        except Exception as exc:
+            log.warning("event stream: reading alerts failed: %s", exc)
+            return {}
+        frames: dict[int, bytes] = {}
+        for position, change, alert in changes:
+            data = json.dumps(
+                {"change": change, "alert": alert.to_json()},
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+            frames[position] = (
+                frames.get(position, b"")
+                + f"id: {position}\nevent: alert\ndata: {data}\n\n".encode()
+            )
+        return frames
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """``GET /api/events/stream``."""
+        """``GET /api/events/stream``; 503 with Retry-After past `SSE_MAX_STREAMS` open
+        streams, or `SSE_MAX_STREAMS_PER_TOKEN` for the caller's token."""
         position = self._start_position(request)
+        who = request[PRINCIPAL].name if PRINCIPAL in request else ""
+        if self.open_streams >= self.max_streams:
+            self.refused += 1
+            raise Unavailable("too many event streams open; try again later", retry_after=5)
+        if self._per_token.get(who, 0) >= self.max_per_token:
+            self.refused += 1
+            raise Unavailable(
+                f"this API token has {self.max_per_token} event streams open already",
+                retry_after=5,
+            )
         response = web.StreamResponse(
             status=200,
             headers={
@@ -105,8 +173,13 @@ class EventStream:
                 "X-Accel-Buffering": "no",
             },
         )
-        await response.prepare(request)
-        self.open_streams += 1
+        self.open_streams += 1  # counted before the first await: the caps are exact
+        self._per_token[who] = self._per_token.get(who, 0) + 1
+        try:
+            await response.prepare(request)
+        except BaseException:
+            self._release(who)
+            raise
         loop = asyncio.get_running_loop()
         try:
             await response.write(f"retry: {RETRY_MS}\n\n".encode())
@@ -123,7 +196,10 @@ class EventStream:
                 else:
                     failing = False
                 if events:
-                    await response.write(b"".join(sse_frame(e) for e in events))
+                    alerts = await self._alert_frames(events)
+                    await response.write(
+                        b"".join(sse_frame(e) + alerts.get(e.position, b"") for e in events)
+                    )
                     position = events[-1].position
                     quiet_since = loop.time()
                     if len(events) >= self.batch:
@@ -136,7 +212,7 @@ class EventStream:
             log.debug("event stream: client went away at position %d", position)
             return response
         finally:
-            self.open_streams -= 1
+            self._release(who)
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response

@@ -9,6 +9,7 @@ Series (every name starts with ``locker_``):
 * ``locker_command_latency_seconds{action}`` (histogram): request to the device's answer,
   for commands answered in time, observed from the events this process records
 * ``locker_alerts_open{kind}`` (gauge): open alerts by kind (read model, the whole fleet)
+* ``locker_banks_clock_skewed`` (gauge): banks whose clock is off by more than 5 s
 * ``locker_runtime_condition{condition}`` (gauge, 0/1): this instance's runtime conditions
   (``broker_down``, ``store_unwritable``): not stored, per instance
 * ``locker_hook_requests_total{endpoint,result}`` (counter): auth hook answers;
@@ -37,8 +38,9 @@ from typing import Final, TypeGuard
 
 from aiohttp import web
 from sqlalchemy import func, select
-from sqlmodel import col
+from sqlmodel import Session, col
 
+from backend.domain.clock_offset import SKEW_LIMIT
 from backend.domain.errors import NotFound
 from backend.domain.events import (
     CommandExpired,
@@ -53,7 +55,7 @@ from backend.http.health import HealthMonitor
 from backend.http.hook import HookMetrics
 from backend.service import LockerService
 from backend.store.event_store import RecordedEvent
-from backend.store.tables import CommandTransactionRow, LockerBankRow
+from backend.store.tables import BankLivenessRow, CommandTransactionRow, LockerBankRow
 
 __all__ = [
     "CONTENT_TYPE",
@@ -233,6 +235,18 @@ class _StoreCounts:
     transactions: dict[tuple[str, str], int]
     outbox_depth: int
     alerts: dict[str, int]
+    skewed: int = 0
+
+
+def clock_skewed_banks(session: Session) -> int:
+    """Banks whose estimated clock offset is beyond the limit."""
+    limit = SKEW_LIMIT
+    column = col(BankLivenessRow.clock_offset_seconds)
+    return int(
+        session.execute(
+            select(func.count()).where((column > limit) | (column < -limit))
+        ).scalar_one()
+    )
 
 
 class MetricsEndpoint:
@@ -247,6 +261,7 @@ class MetricsEndpoint:
         mqtt_metrics: MqttMetricsProvider | None = None,
         latency: CommandLatency | None = None,
         open_streams: Callable[[], int] | None = None,
+        connect_refusals: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.service = service
         self.monitor = monitor
@@ -254,6 +269,7 @@ class MetricsEndpoint:
         self.mqtt_metrics = mqtt_metrics
         self.latency = latency
         self.open_streams = open_streams
+        self.connect_refusals = connect_refusals
 
     async def _store_counts(self) -> _StoreCounts:
         def work() -> tuple[dict[str, int], dict[tuple[str, str], int]]:
@@ -284,7 +300,8 @@ class MetricsEndpoint:
             banks, txns = await self.service.db.read(work)
             depth = await self.service.devices.outbox_depth()
             alerts = await self.service.open_alert_counts()
-        return _StoreCounts(banks, txns, depth, alerts)
+            skewed = await self.service.read(clock_skewed_banks)
+        return _StoreCounts(banks, txns, depth, alerts, skewed)
 
     async def render(self) -> str:
         out = PrometheusText()
@@ -310,6 +327,15 @@ class MetricsEndpoint:
             self._store_section(out, counts)
         if self.latency is not None:
             self._latency_section(out, self.latency)
+        if self.connect_refusals is not None:
+            out.family(
+                "locker_mqtt_refused_total",
+                "counter",
+                "MQTT CONNECTs (hook, embedded broker) and registrations (embedded broker) "
+                "refused, by reason.",
+            )
+            for reason, n in sorted(self.connect_refusals().items()):
+                out.sample("locker_mqtt_refused_total", n, {"reason": reason})
         if self.hook_metrics is not None:
             out.raw(self.hook_metrics.exposition())
         if self.open_streams is not None:
@@ -339,6 +365,8 @@ class MetricsEndpoint:
         )
         for (action, status), n in sorted(counts.transactions.items()):
             out.sample("locker_command_transactions", n, {"action": action, "status": status})
+        out.family("locker_banks_clock_skewed", "gauge", "Banks whose clock is off by > 5 s.")
+        out.sample("locker_banks_clock_skewed", counts.skewed)
         out.family("locker_alerts_open", "gauge", "Open alerts by kind.")
         for kind, n in sorted(counts.alerts.items()):
             out.sample("locker_alerts_open", n, {"kind": kind})

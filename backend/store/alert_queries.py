@@ -104,25 +104,35 @@ def changes_for(
     session: Session, recorded: list[RecordedEvent], now: datetime
 ) -> list[tuple[str, AlertView]]:
     """What these just-recorded events did to the alerts: ("opened" | "resolved", alert)."""
-    changes: list[tuple[str, AlertView]] = []
+    marks = [
+        (r.position, r.aggregate_uuid, r.event.occurred_at)
+        for r in recorded
+        if r.event_type in ALERT_EVENTS
+    ]
+    return [(change, alert) for _position, change, alert in changes_at(session, marks, now)]
+
+
+def changes_at(
+    session: Session, marks: list[tuple[int, str, datetime]], now: datetime
+) -> list[tuple[int, str, AlertView]]:
+    """For events given as (position, bank uuid, occurred_at): the alerts each opened or
+    resolved, as (position, "opened" | "resolved", alert)."""
+    changes: list[tuple[int, str, AlertView]] = []
     seen: set[tuple[str, int]] = set()
 
-    def add(change: str, row: AlertRow | None) -> None:
+    def add(position: int, change: str, row: AlertRow | None) -> None:
         if row is None or (change, row.id) in seen:
             return
         seen.add((change, row.id))
         bank = session.get(LockerBankRow, row.bank_uuid)
-        changes.append((change, alert_view(row, bank.name if bank else "", now)))
+        changes.append((position, change, alert_view(row, bank.name if bank else "", now)))
 
-    for r in recorded:
-        if r.event_type not in ALERT_EVENTS:
-            continue
-        add("opened", session.get(AlertRow, r.position))
-        at = r.event.occurred_at
+    for position, bank_uuid, at in marks:
+        add(position, "opened", session.get(AlertRow, position))
         for row in session.execute(
             select(AlertRow)
-            .where(AlertRow.bank_uuid == r.aggregate_uuid)
+            .where(AlertRow.bank_uuid == bank_uuid)
             .where(AlertRow.resolved_at == at)
         ).scalars():
-            add("resolved", row)
+            add(position, "resolved", row)
     return changes

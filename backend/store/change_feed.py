@@ -16,14 +16,11 @@ import logging
 from collections.abc import Callable
 from typing import Final
 
-from sqlalchemy.engine import make_url
-
-from backend.store.database import first_line
-
 __all__ = [
     "CHANNEL",
     "CREDENTIAL_EVENT_TYPES",
     "SQLITE_TAIL_INTERVAL",
+    "first_line",
     "libpq_url",
     "listen_for_changes",
 ]
@@ -32,14 +29,25 @@ log = logging.getLogger(__name__)
 
 CHANNEL: Final = "locker_credentials"
 CREDENTIAL_EVENT_TYPES: Final = frozenset({"LockerBankProvisioned", "CredentialsRevoked"})
+"""The same as ``backend.http.credential_sync.CREDENTIAL_EVENT_TYPES`` (this module is
+imported by the event store, which must not depend on the HTTP layer)."""
 SQLITE_TAIL_INTERVAL: Final = 0.25
 _BACKOFF: Final = (0.1, 0.25, 0.5, 1.0, 2.0)
 
 
 def libpq_url(url: str) -> str:
-    """A SQLAlchemy PostgreSQL URL (any driver) as a plain libpq URL for psycopg."""
-    parsed = make_url(url).set(drivername="postgresql")
-    return parsed.render_as_string(hide_password=False)
+    """A SQLAlchemy PostgreSQL URL (any driver) as a plain libpq URL for psycopg (no
+    SQLAlchemy import: the hook process starts without it)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not (scheme == "postgres" or scheme.split("+")[0] == "postgresql"):
+        raise ValueError("not a PostgreSQL URL")
+    return "postgresql://" + rest
+
+
+def first_line(exc: BaseException) -> str:
+    """An error for a log line: its kind and the first line of its text."""
+    lines = str(exc).strip().splitlines()
+    return f"{exc.__class__.__name__}: {lines[0][:200]}" if lines else exc.__class__.__name__
 
 
 async def listen_for_changes(url: str, on_change: Callable[[], None]) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -50,11 +52,29 @@ def _current(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> UpgradeReport:
-    """Bring the schema to `revision` (idempotent); says what it did."""
+def pending_revisions(engine: Engine) -> int:
+    """How many migrations `upgrade` would apply to reach the head."""
+    cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
+    script = ScriptDirectory.from_config(cfg)
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_heads()
+    return sum(1 for _ in script.iterate_revisions("heads", current or "base"))
+
+
+def upgrade(
+    engine: Engine, revision: str = "head", on_step: Callable[[str], None] | None = None
+) -> UpgradeReport:
+    """Bring the schema to `revision` (idempotent); says what it did. `on_step(revision)`
+    after each migration (progress)."""
     cfg = alembic_config(str(engine.url.render_as_string(hide_password=False)))
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
+        if on_step is not None:
+
+            def applied(*, step: Any, **_: Any) -> None:
+                on_step(str(step.up_revision_id))
+
+            cfg.attributes["on_version_apply"] = applied
         before = _current(connection)
         command.upgrade(cfg, revision)
         after = _current(connection)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlmodel import Session
 
 from backend.domain.bank import desired_hash
@@ -219,6 +219,8 @@ def _updated(session: Session, r: RecordedEvent) -> None:
 def _revoked(session: Session, r: RecordedEvent) -> None:
     row = _bank(session, r)
     row.password_sha256 = None
+    row.token_hmac = None  # revocation voids pending provisioning tokens
+    row.token_expires_at = None
     _set_status(row, "revoked", r)
 
 
@@ -246,6 +248,7 @@ def _open_requested(session: Session, r: RecordedEvent) -> None:
             requested_by=e.requested_by,
             requested_at=e.occurred_at,
             expires_at=e.expires_at,
+            requested_from=r.metadata.origin[:200] if r.metadata.origin else None,
         )
     )
     compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
@@ -268,6 +271,7 @@ def _config_requested(session: Session, r: RecordedEvent) -> None:
             requested_at=e.occurred_at,
             expires_at=e.expires_at,
             config_hash=e.config_hash,
+            requested_from=r.metadata.origin[:200] if r.metadata.origin else None,
         )
     )
     row = _bank(session, r)
@@ -369,8 +373,12 @@ def _door(session: Session, r: RecordedEvent) -> None:
     compartment.door_state = e.state
 
 
-def rebuild(session: Session, batch: int = 2000) -> int:
-    """Empty the read models and replay every event; tracker columns are kept. Returns count."""
+def rebuild(
+    session: Session, batch: int = 2000, on_progress: Callable[[int, int], None] | None = None
+) -> int:
+    """Empty the read models and replay every event; tracker columns are kept. Returns count.
+    `on_progress(done, total)` after each batch."""
+    total = int(session.execute(select(func.count()).select_from(StoredEvent)).scalar() or 0)
     saved: dict[tuple[str, str], dict[str, Any]] = {
         (row.locker_uuid, row.transaction_id): {c: getattr(row, c) for c in TRACKER_COLUMNS}
         for row in session.execute(select(CommandTransactionRow)).scalars()
@@ -398,6 +406,8 @@ def rebuild(session: Session, batch: int = 2000) -> int:
             count += 1
         position = rows[-1].id or position
         session.flush()
+        if on_progress is not None:
+            on_progress(count, max(total, count))
     for key, values in saved.items():
         txn = session.get(CommandTransactionRow, key)
         if txn is not None:

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from sqlalchemy import func, select
 from sqlmodel import Session
 
+from backend.domain.clock_offset import skewed
 from backend.search import Term, event_values, matches
 from backend.store.event_store import RecordedEvent, read_after, read_before
 from backend.store.tables import (
@@ -48,6 +49,8 @@ def _bank(
         heartbeat_interval_seconds=row.heartbeat_interval_seconds,
         last_heartbeat_at=liveness.last_heartbeat_at if liveness else None,
         uptime_seconds=liveness.uptime_seconds if liveness else None,
+        clock_offset_seconds=liveness.clock_offset_seconds if liveness else None,
+        clock_skewed=skewed(liveness.clock_offset_seconds) if liveness else False,
         config_state=row.config_state,
         desired_config_hash=row.desired_config_hash,
         applied_config_hash=row.applied_config_hash,
@@ -108,6 +111,7 @@ def transaction_view(row: CommandTransactionRow) -> TransactionView:
         error_code=row.error_code,
         message=row.message,
         requested_by=row.requested_by,
+        requested_from=row.requested_from,
         requested_at=row.requested_at,
         sent_at=row.sent_at,
         completed_at=row.completed_at,

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 
-from backend.views import BankView
+from backend.views import BankView, EventView
 from console.attention import Troubles, by_attention
 from console.context import ConsoleContext
 from console.modals.confirm import BankRequest
@@ -50,7 +50,7 @@ class FleetScreen(BankActionScreen[list[BankView]]):
     def __init__(self, ctx: ConsoleContext) -> None:
         super().__init__(ctx)
         self._troubles = Troubles()
-        self._troubles_at = -1
+        self._ordered: tuple[list[BankView], list[BankView]] | None = None
 
     def compose_body(self) -> ComposeResult:
         yield BankTable(id="banks")
@@ -63,10 +63,11 @@ class FleetScreen(BankActionScreen[list[BankView]]):
     def draw(self, data: list[BankView]) -> None:
         now = self.ctx.clock.now()
         pulses = self.ctx.heartbeats.pulses(now)
-        if self._troubles_at != self.ctx.position:
-            self._troubles = Troubles.from_events(self.ctx.events)
-            self._troubles_at = self.ctx.position
-        ordered = by_attention(data, self._troubles)
+        if self._troubles.position < self.ctx.position and self._troubles.feed(self._new_events()):
+            self._ordered = None
+        if self._ordered is None or self._ordered[0] is not data:
+            self._ordered = (data, by_attention(data, self._troubles))
+        ordered = self._ordered[1]
         table = self.query_one(BankTable)
         table.show(ordered, now, pulses, self.query_text)
         if table.row_count:
@@ -80,6 +81,16 @@ class FleetScreen(BankActionScreen[list[BankView]]):
                 else "press n to create one, or run `locker-console --demo` for a simulated fleet"
             )
             self.say(self.empty_text("No banks yet", hint))
+
+    def _new_events(self) -> list[EventView]:
+        """The events of the tail the troubles have not seen (newest at the end)."""
+        seen, new = self._troubles.position, []
+        for event in reversed(self.ctx.events):
+            if event.position <= seen:
+                break
+            new.append(event)
+        new.reverse()
+        return new
 
     def headline(self, data: list[BankView]) -> Text:
         text = fleet_headline(data)

@@ -289,3 +289,60 @@ async def test_webhook_posts_each_alert_opening_and_resolution(
         ("alert_resolved", "command_failed"),
     ]
     assert notifier.failed == 0 and notifier.sent == 4
+
+
+async def test_device_clock_offset_is_estimated_from_heartbeats_and_flagged(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    from backend.device_service import HeartbeatIn
+    from backend.domain.contract import Heartbeat, HeartbeatData
+
+    bank = await provisioned(service)
+    fine = await provisioned(service)
+
+    async def beat(uuid: str, device_ahead: float, transit: float) -> None:
+        sent = clock.now() + timedelta(seconds=device_ahead)
+        received = clock.now() + timedelta(seconds=transit)
+        hb = Heartbeat(data=HeartbeatData(timestamp=sent, uptime_seconds=1))
+        await service.devices.record_heartbeats([HeartbeatIn(uuid, hb, received)])
+        clock.advance(5)
+
+    for transit in (0.8, 0.05, 0.3, 1.5):  # the device's clock runs 9 s ahead
+        await beat(bank, 9.0, transit)
+        await beat(fine, -1.0, transit)
+    skewed = await service.get_bank(bank)
+    assert skewed.clock_offset_seconds is not None
+    assert 8.5 <= skewed.clock_offset_seconds <= 9.0  # near the least delayed sample
+    assert skewed.clock_skewed
+    ok = await service.get_bank(fine)
+    assert ok.clock_offset_seconds is not None and -1.5 <= ok.clock_offset_seconds <= -1.0
+    assert not ok.clock_skewed
+    assert skewed.to_json()["clock_skewed"] is True
+
+
+async def test_store_unwritable_is_a_runtime_condition_of_this_instance(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    """Not stored (it could not be): shown by status(), /healthz, /metrics, the console."""
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from backend.gateway import InProcessGateway
+
+    if service.db.dialect != "sqlite":
+        pytest.skip("one database is enough to break on purpose")
+    bank = await provisioned(service)
+    gateway = InProcessGateway(service, actor="op", broker_connected=lambda: True)
+    assert (await gateway.status()).conditions == []
+
+    def rename(old: str, new: str) -> None:
+        with service.db.write_engine.begin() as conn:
+            conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+    await service.db.write(rename, "outbox", "outbox_away")
+    with pytest.raises(OperationalError):
+        await service.request_open(bank, 1, actor="op")
+    assert (await gateway.status()).conditions == ["store_unwritable"]
+    await service.db.write(rename, "outbox_away", "outbox")
+    await service.request_open(bank, 1, actor="op")
+    assert (await gateway.status()).conditions == []

@@ -394,3 +394,33 @@ def test_control_topic_is_only_for_the_admin(world: World) -> None:
         admin_command(world.settings, {"command": "getClient", "username": "intruder"})
     )
     assert "error" in answer[0], answer
+
+
+def test_retained_messages_replayed_on_subscribe_obey_the_read_rules(world: World) -> None:
+    """A retained heartbeat of bank A is replayed to a new subscription only where section
+    4 lets the subscriber read it (the embedded amqtt broker once replayed them to everyone:
+    NOTES): the backend gets it, bank B (whose `locker/+/state` is granted, exception 1)
+    does not."""
+    bank_a, bank_b, backend = (world.peers[n] for n in ("bank_a", "bank_b", "backend"))
+    nonce = next(world.nonce)
+    retained = f"retained-{nonce}".encode()
+    topic = f"locker/{BANK_A}/state"
+    bank_a.client.publish(topic, retained, qos=1, retain=True).wait_for_publish(WAIT)
+    sentinel = f"sentinel-{nonce}".encode()
+    bank_a.publish(_sentinel_publish_topic(bank_a), sentinel)
+    world.observer.wait_for(sentinel)  # the retained message is stored by now
+    try:
+        for peer, expected in ((backend, True), (bank_b, False)):
+            drained = f"drained-{peer.name}-{nonce}".encode()
+            world.observer.publish(_sentinel_receive_topic(peer), drained)
+            peer.wait_for(drained)  # the live copy (the backend reads `#`) is behind us
+            assert peer.subscribe("locker/+/state") == 1
+            done = f"done-{peer.name}-{nonce}".encode()
+            world.observer.publish(_sentinel_receive_topic(peer), done)
+            seen = peer.wait_for(done)
+            peer.client.unsubscribe("locker/+/state")
+            got = any(p == retained for _t, p in seen)
+            assert got is expected, (peer.name, seen)
+            assert got == _policy(peer, topic, Access.READ)
+    finally:
+        bank_a.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(WAIT)

@@ -322,3 +322,13 @@ async def test_fleet_rows_are_rebuilt_for_what_they_show_only() -> None:
             assert cell(table, key, "doors") == "1/1"
             assert cell(table, key, "pending") == "2"
             assert cell(table, key, "heartbeat").startswith("3s ago")
+
+
+def test_runtime_condition_store_unwritable_is_toasted_both_ways() -> None:
+    ok = SystemStatus(broker_connected=True, database_ok=True)
+    bad = SystemStatus(broker_connected=True, database_ok=True, conditions=["store_unwritable"])
+    (down,) = status_alerts(ok, bad)
+    assert down.severity == "error" and down.title == "Store unwritable"
+    (back,) = status_alerts(bad, ok)
+    assert back.title == "Store writable"
+    assert status_alerts(bad, bad) == []

@@ -124,7 +124,7 @@ def test_no_command_to_an_unprovisioned_or_revoked_bank() -> None:
     with pytest.raises(RuleViolation, match="unprovisioned"):
         bank.request_open(1, transaction_id="t", requested_by="op", now=NOW, ttl=TTL)
     bank = provisioned_bank()
-    fold(bank, bank.revoke(now=NOW))
+    fold(bank, bank.revoke(now=NOW, reason="stolen"))
     assert bank.status == "revoked"
     with pytest.raises(RuleViolation, match="revoked"):
         bank.request_config(transaction_id="t", requested_by="op", now=NOW, ttl=TTL)
@@ -294,3 +294,15 @@ def test_unknown_bank_refuses_everything() -> None:
     bank = LockerBank(UUID)
     with pytest.raises(NotFound, match="no locker bank"):
         bank.issue_token("h", now=NOW, ttl=TTL)
+
+
+def test_clock_offset_estimate_takes_the_least_delayed_sample_and_decays_slowly() -> None:
+    from backend.domain.clock_offset import next_offset, skewed
+
+    estimate = None
+    for sample in (-0.5, -0.1, -0.9):  # offset 0, transit 0.5/0.1/0.9 s
+        estimate = next_offset(estimate, sample)
+    assert estimate is not None and -0.2 <= estimate <= -0.1
+    assert next_offset(-0.1, 30.0) == 30.0  # a clock set forward: at once
+    assert 25 < next_offset(30.0, -0.1) < 30.0  # set back: slowly
+    assert skewed(5.1) and skewed(-6) and not skewed(4.9) and not skewed(None)
