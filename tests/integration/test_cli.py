@@ -85,7 +85,7 @@ def test_list_and_events_json(tmp_path: Path, bank: dict[str, object]) -> None:
         (("bank", "create", "--name", ""), "name must not be empty"),
         (("bank", "create", "--name", "x", "--compartments", "0"), "1 to 1000 compartments"),
         (("bank", "show", "garbage"), "not a bank uuid"),
-        (("bank", "revoke", "{uuid}"), "no credentials to revoke"),
+        (("bank", "revoke", "{uuid}", "--reason", " "), "a reason is required"),
         (("transactions", "--bank", "00000000-0000-4000-8000-000000000000"), "no locker bank"),
     ],
 )
@@ -165,3 +165,71 @@ def test_help_lists_the_whole_program(tmp_path: Path) -> None:
         "api-token",
     ):
         assert word in out.stdout
+
+
+def test_open_on_a_bank_not_online_warns_and_wait_exits_4_without_an_outcome(
+    tmp_path: Path, bank: dict[str, object]
+) -> None:
+    """Issue 15: the warning says what will happen; `--wait` exits 4 when the open ends
+    without opening (expired, unknown, or nothing recorded by its expiry)."""
+    import asyncio
+
+    from backend.config import load_settings
+    from backend.service import LockerService
+
+    async def register() -> None:
+        service = LockerService(load_settings(locker_data_dir=tmp_path / "data", _env_file=None))
+        try:
+            assert await service.devices.register(str(bank["token"]), "dev-1") == "success"
+        finally:
+            service.close()
+
+    asyncio.run(register())
+    out = run(tmp_path, "open", str(bank["uuid"]), "1")
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == (
+        "warning: bank 'Hall A' is provisioned: the open waits up to 30 s for it, "
+        "then expires and never executes"
+    )
+    waited = run(tmp_path, "open", str(bank["uuid"]), "2", "--wait", "--timeout", "0.5")
+    assert waited.returncode == 4, (waited.stdout, waited.stderr)
+    assert "no outcome recorded by its expiry" in waited.stdout
+
+
+def test_alerts_list_and_acknowledge(tmp_path: Path, bank: dict[str, object]) -> None:
+    import asyncio
+
+    from backend.config import load_settings
+    from backend.device_service import HeartbeatIn
+    from backend.domain.contract import Heartbeat, HeartbeatData
+    from backend.domain.timeutil import SystemClock
+    from backend.service import LockerService
+
+    async def flap() -> None:
+        service = LockerService(load_settings(locker_data_dir=tmp_path / "data", _env_file=None))
+        try:
+            uuid = str(bank["uuid"])
+            assert await service.devices.register(str(bank["token"]), "dev-1") == "success"
+            now = SystemClock().now()
+            beat = Heartbeat(data=HeartbeatData(timestamp=now, uptime_seconds=1))
+            await service.devices.record_heartbeats([HeartbeatIn(uuid, beat, now)])
+            assert await service.devices.record_last_will(uuid)
+        finally:
+            service.close()
+
+    asyncio.run(flap())
+    listed = run(tmp_path, "alerts", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (alert,) = json.loads(listed.stdout)
+    assert (alert["kind"], alert["bank_name"], alert["count"]) == ("bank_offline", "Hall A", 1)
+    acked = run(tmp_path, "alerts", "ack", str(alert["id"]), "--note", "power cut, on it")
+    assert acked.returncode == 0, acked.stderr
+    assert f"alert {alert['id']} acknowledged" in acked.stdout
+    again = run(tmp_path, "alerts", "ack", str(alert["id"]))
+    assert again.returncode == 1 and "already acknowledged" in again.stderr
+    after = json.loads(run(tmp_path, "alerts", "--json").stdout)
+    assert after[0]["ack_note"] == "power cut, on it"  # still open: the bank is offline
+    (event,) = [e for e in events(tmp_path) if e["event_type"] == "AlertAcknowledged"]
+    assert event["metadata"]["origin"] in ("local",) or str(event["metadata"]["origin"]).startswith(
+        "ssh from"
+    )
