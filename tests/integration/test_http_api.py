@@ -885,7 +885,9 @@ async def test_alerts_over_rest_and_on_the_event_stream(
     the stream after the event that opened or resolved an alert."""
     bank = await service.create_bank("Hall A", "", 2, actor="setup")
     assert await service.devices.register(bank.token, "dev-1") == "success"
-    assert await service.revoke(bank.uuid, actor="setup") is None  # nothing to alert yet
+    assert (
+        await service.revoke(bank.uuid, reason="setup", actor="setup") is None
+    )  # nothing to alert yet
     assert await (await api.client.get("/api/alerts", headers=api.auth("app"))).json() == []
     other = await service.create_bank("Hall B", "", 2, actor="setup")
     assert await service.devices.register(other.token, "dev-2") == "success"
