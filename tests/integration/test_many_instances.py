@@ -104,7 +104,7 @@ async def cluster(
         # exactly 2 per command), short enough that a response lost with a killed
         # instance is asked again within the test.
         "COMMAND_RETRY_AFTER": "20",
-        "COMMAND_TTL": "600",
+        "CONFIG_TTL": "600",
         **SECRETS,
     }
     instances = [headless_instance(f"b{i}", tmp_path / f"b{i}", shared) for i in range(INSTANCES)]
@@ -114,7 +114,8 @@ async def cluster(
             database_url=postgres_url,
             mqtt_host=mosquitto.host,
             mqtt_port=mosquitto.port,
-            command_ttl=600.0,
+            command_timeout=60.0,
+            config_ttl=600.0,
         )
     )
     store = Store(postgres_url)
