@@ -81,6 +81,19 @@ class Settings(BaseSettings):
     alert_webhook_url: str | None = None
     provisioning_token_ttl: float = Field(default=7 * 24 * 3600.0, gt=0)
     log_format: Literal["text", "json"] = "text"
+    mqtt_probe_interval: float = Field(default=5.0, gt=0)
+    """Seconds between self-probes on `server/probe/{instance}` (DESIGN section 4)."""
+    mqtt_probe_timeout: float = Field(default=5.0, gt=0)
+    """A probe not back within this many seconds means the session no longer receives."""
+    mqtt_max_packet_size: int = Field(default=131072, ge=1024)
+    mqtt_connect_timeout: float = Field(default=10.0, gt=0)
+    mqtt_max_connections_per_address: int = Field(default=0, ge=0)
+    mqtt_registrations_per_address: int = Field(default=20, ge=0)
+    """Embedded broker: registrations per minute per source address (0 = no limit)."""
+    sse_max_streams: int = Field(default=200, ge=1)
+    sse_max_streams_per_token: int = Field(default=10, ge=1)
+    provisioning_failures_per_minute: int = Field(default=60, ge=1)
+    """Failed registrations answered per minute, all clients together."""
     # Mosquitto's dynamic-security plugin (AUTH_MODE=dynsec, DESIGN 5.1; backend/dynsec/)
     auth_mode: Literal["hook", "dynsec"] = "hook"
     locker_broker: Literal["amqtt", "mosquitto"] = "amqtt"
@@ -184,8 +197,37 @@ def _describe(exc: ValidationError) -> str:
     return f"{name}: {first.get('msg', 'invalid value')}"
 
 
+FILE_SECRET_FIELDS = (*SECRET_FIELDS, "dynsec_admin_password")
+"""Secrets that may also come from a file named by `{NAME}_FILE` (never a command line)."""
+
+
+def secrets_from_files(overrides: dict[str, object]) -> dict[str, object]:
+    """`{NAME}_FILE` variables: the secret is the file's content (one trailing newline
+    dropped). Setting both `NAME` and `NAME_FILE` is an error, as is an unreadable file."""
+    values: dict[str, object] = {}
+    for name in FILE_SECRET_FIELDS:
+        var = f"{name.upper()}_FILE"
+        path = os.environ.get(var, "").strip()
+        if not path or name in overrides:
+            continue
+        if os.environ.get(name.upper()):
+            raise SettingsError(f"{name.upper()} and {var} are both set; set one of them")
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise SettingsError(f"{var}: cannot read {path}: {why}") from None
+        text = text.removesuffix("\n").removesuffix("\r")
+        if not text.strip():
+            raise SettingsError(f"{var}: {path} is empty")
+        values[name] = text
+    return values
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read and validate the settings, then fill generated secrets where allowed."""
+    """Read and validate the settings (secrets also from `*_FILE` files), then fill
+    generated secrets where allowed."""
+    overrides = {**secrets_from_files(overrides), **overrides}
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
@@ -236,7 +278,7 @@ def _with_generated_secrets(settings: Settings) -> Settings:
             stored[name] = secrets.token_urlsafe(32)
             changed = True
     if changed:
-        settings.locker_data_dir.mkdir(parents=True, exist_ok=True)
+        settings.locker_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:

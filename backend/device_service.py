@@ -58,6 +58,7 @@ DEVICE = EventMetadata(actor="device")
 SYSTEM = EventMetadata(actor="system")
 REJECTED_HEAD_BYTES = 2048
 DEDUP_TTL = timedelta(days=7)
+_ALL = "*"  # the global limiter's one key
 HeardAt = Callable[[str], datetime | None]  # bank uuid -> receive time of its last heartbeat
 
 
@@ -102,6 +103,12 @@ class DeviceService:
         self.service = service
         self.settings = service.settings
         self.limiter = FailureLimiter()
+        """Failed registrations per client id (DESIGN section 16)."""
+        self.global_limiter = FailureLimiter(
+            limit=self.settings.provisioning_failures_per_minute, window=timedelta(minutes=1)
+        )
+        """Failed registrations of all clients together: past this budget an unknown token
+        costs one indexed read, no transaction, no outbox row, no reply (issue 14)."""
 
     @property
     def now(self) -> datetime:
@@ -115,7 +122,16 @@ class DeviceService:
         dialect, an explicit one wins (DESIGN section 3.1)."""
         if self.limiter.blocked(client_id, self.now):
             return "rate_limited"
+        counted = False
         digest = self.service.token_digest(token)
+        if self.global_limiter.blocked(_ALL, self.now):
+            if not await self._token_exists(digest):
+                return "rate_limited"
+        else:
+            # counted before the work (no await in between: registrations handled at the
+            # same time cannot all pass the check), taken back on success
+            self.global_limiter.failed(_ALL, self.now)
+            counted = True
         password = self.service.new_secret()
         password_hash = hashlib.sha256(password.encode()).hexdigest()
 
@@ -155,7 +171,21 @@ class DeviceService:
         result = await self.service.transact(work)
         if result != "success":
             self.limiter.failed(client_id, self.now)
+        elif counted:
+            self.global_limiter.forgive(_ALL)
         return result
+
+    async def _token_exists(self, digest: str) -> bool:
+        def read() -> bool:
+            with self.service.db.read_session() as session:
+                return (
+                    session.execute(
+                        select(LockerBankRow.uuid).where(LockerBankRow.token_hmac == digest)
+                    ).first()
+                    is not None
+                )
+
+        return await self.service.db.read(read)
 
     # ----- command responses -------------------------------------------------------------
 

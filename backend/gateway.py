@@ -93,7 +93,7 @@ class ConsoleGateway(Protocol):
 
     async def issue_token(self, uuid: str) -> IssuedToken: ...
 
-    async def revoke(self, uuid: str) -> None: ...
+    async def revoke(self, uuid: str, reason: str) -> None: ...
 
     async def request_open(self, uuid: str, number: int) -> TransactionView: ...
 
@@ -192,8 +192,8 @@ class InProcessGateway:
     async def issue_token(self, uuid: str) -> IssuedToken:
         return await self.service.issue_token(uuid, actor=self.actor)
 
-    async def revoke(self, uuid: str) -> None:
-        await self.service.revoke(uuid, actor=self.actor)
+    async def revoke(self, uuid: str, reason: str) -> None:
+        await self.service.revoke(uuid, reason=reason, actor=self.actor)
 
     async def request_open(self, uuid: str, number: int) -> TransactionView:
         return await self.service.request_open(uuid, number, actor=self.actor)

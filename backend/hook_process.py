@@ -113,6 +113,7 @@ class HookProcess:
             settings.mqtt_provisioning_user,
             settings.secret("mqtt_provisioning_password"),
             settings.superusers,
+            backend_client_id=settings.mqtt_client_id,
         )
         self.sync = CredentialSync.of(self.directory)
         self._sock = sock
@@ -135,9 +136,10 @@ class HookProcess:
                 f"the hook cannot read the store (DATABASE_URL; run `locker-console db "
                 f"upgrade` first): {first_line(exc)}"
             ) from None
-        for uuid, digest in devices:
+        for uuid, digest, client_id, online in devices:
             try:
-                self.directory.device_provisioned(uuid, digest)
+                self.directory.device_provisioned(uuid, digest, client_id)
+                self.directory.bank_online(uuid, online)
             except ValueError as exc:
                 log.error("bank %s not loaded into the auth directory: %s", uuid, exc)
         self.sync.position = position

@@ -17,20 +17,26 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from backend.http.credential_sync import PROVISIONED, CredentialChange
+from backend.http.credential_sync import (
+    CAME_ONLINE,
+    LIVENESS_EVENT_TYPES,
+    PROVISIONED,
+    CredentialChange,
+)
 from backend.store.change_feed import libpq_url
 
 __all__ = ["HookStore"]
 
 _TYPES = ("LockerBankProvisioned", "CredentialsRevoked")
+_FOLLOWED = (*_TYPES, "LockerBankCameOnline", "LockerBankWentOffline")  # + liveness (pinning)
 _LOAD = (
-    "SELECT uuid, password_sha256 FROM locker_banks "
+    "SELECT uuid, password_sha256, client_id, status FROM locker_banks "
     "WHERE status <> 'revoked' AND password_sha256 IS NOT NULL"
 )
 _LAST = "SELECT coalesce(max(id), 0) FROM stored_events"
 _AFTER = (
     "SELECT id, aggregate_uuid, event_type, payload FROM stored_events "
-    "WHERE id > {p} AND id <= {p} AND event_type IN ({p}, {p}) ORDER BY id"
+    "WHERE id > {p} AND id <= {p} AND event_type IN ({p}, {p}, {p}, {p}) ORDER BY id"
 )
 _LATEST = (
     "SELECT id, aggregate_uuid, event_type, payload FROM stored_events "
@@ -40,10 +46,14 @@ _LATEST = (
 
 def _change(row: Sequence[Any]) -> CredentialChange:
     position, uuid, event_type, payload = row
-    digest = None
+    if event_type in LIVENESS_EVENT_TYPES:
+        return CredentialChange(int(position), str(uuid), None, online=event_type == CAME_ONLINE)
+    digest = client_id = None
     if event_type == PROVISIONED:
-        digest = str(json.loads(payload)["password_sha256"])
-    return CredentialChange(int(position), str(uuid), digest)
+        data = json.loads(payload)
+        digest = str(data["password_sha256"])
+        client_id = data.get("client_id")
+    return CredentialChange(int(position), str(uuid), digest, client_id=client_id)
 
 
 class HookStore:
@@ -95,13 +105,13 @@ class HookStore:
 
     # ----- what the hook reads -------------------------------------------------------------
 
-    async def load(self) -> tuple[int, list[tuple[str, str]]]:
+    async def load(self) -> tuple[int, list[tuple[str, str, str | None, bool]]]:
         """The newest event position, then every provisioned, non-revoked bank's password
         digest (rows read after the position are at least as new; replaying the events
         after it onto them is harmless: newest per bank wins)."""
         position = int((await self._query(_LAST, one=True))[0])
         rows = await self._query(_LOAD)
-        return position, [(str(u), str(d)) for u, d in rows]
+        return position, [(str(u), str(d), c, s == "online") for u, d, c, s in rows]
 
     async def changes_after(self, position: int) -> tuple[list[CredentialChange], int]:
         """The credential events after ``position`` and the position read up to (the
@@ -109,7 +119,7 @@ class HookStore:
         mark = int((await self._query(_LAST, one=True))[0])
         if mark <= position:
             return [], position
-        rows = await self._query(_AFTER, (position, mark, *_TYPES))
+        rows = await self._query(_AFTER, (position, mark, *_FOLLOWED))
         return [_change(row) for row in rows], mark
 
     async def latest(self, bank_uuid: str) -> CredentialChange | None:

@@ -17,9 +17,11 @@ from typing import Self
 
 from backend.alert_notifier import AlertNotifier
 from backend.broker import BrokerStartError, EmbeddedBroker
+from backend.broker.limits import Limits
 from backend.broker.mosquitto import MosquittoChild
 from backend.config import Settings
 from backend.domain.timeutil import Clock
+from backend.file_modes import sqlite_files, tighten
 from backend.gc_tuning import tune_gc
 from backend.http.credentials import load_directory
 from backend.http.server import HttpServer, HttpServerError, build_app
@@ -84,23 +86,33 @@ class BackendServices:
 
     async def _start(self) -> None:
         settings = self.settings
+        # The secrets the services need, checked before anything starts: with an external
+        # broker a missing one is an error naming the variable (DESIGN section 12). Without
+        # SECRET_KEY every registration would fail later, the device left without a reply.
+        for name in ("secret_key", "mqtt_password"):
+            settings.secret(name)
         amqtt = settings.embedded_broker and settings.locker_broker == "amqtt"
         if amqtt and not port_free("127.0.0.1", settings.mqtt_port):  # (Mosquitto: its own)
             raise BrokerStartError(
                 f"MQTT port {settings.mqtt_port} on 127.0.0.1 is already in use; set MQTT_HOST "
                 "to use an external broker or MQTT_PORT to pick another port"
             )
+        # what an older version (or another umask) left readable to others: owner only
+        tighten(settings.locker_data_dir, sqlite_files(settings.db_url))
         await self.service.migrate()
         directory = await load_directory(self.service, settings)
         state = self.runtime.state
+        probe = self.runtime.connection.probe
         app = build_app(
             self.service,
             directory,
             settings,
-            broker_connected=lambda: state.connected,
-            broker_detail=lambda: state.last_error or "",
+            # the broker path works: connected, and our session still receives (self-probe)
+            broker_connected=lambda: state.connected and probe.problem() is None,
+            broker_detail=lambda: probe.problem() or state.last_error or "",
             mqtt_metrics=self.runtime.metrics.snapshot,
             mode=self.mode,
+            connect_refusals=lambda: self._connect_refusals(directory.refused_connects()),
         )
         self.http = HttpServer(app)
         await self.http.start(settings.http_host, settings.http_port)
@@ -119,6 +131,12 @@ class BackendServices:
                 hook_url=self.http.url.replace("0.0.0.0", "127.0.0.1"),
                 mosq_secret=settings.secret("mosq_secret"),
                 data_dir=settings.locker_data_dir,
+                limits=Limits(
+                    max_packet_size=settings.mqtt_max_packet_size,
+                    connect_timeout=settings.mqtt_connect_timeout,
+                    max_connections_per_address=settings.mqtt_max_connections_per_address,
+                    registrations_per_address=settings.mqtt_registrations_per_address,
+                ),
             )
             await self.broker.start()
             log.info("embedded MQTT broker on 127.0.0.1:%d", self.broker.port)
@@ -130,6 +148,12 @@ class BackendServices:
             self.notifier = AlertNotifier(self.service, settings.alert_webhook_url)
             await self.notifier.start()
         await self.runtime.start()
+
+    def _connect_refusals(self, by_hook: dict[str, int]) -> dict[str, int]:
+        """Refused CONNECTs: the hook's reasons plus the embedded broker's limits."""
+        if self.broker is not None:
+            by_hook.update(self.broker.refused_connections())
+        return by_hook
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -275,8 +275,10 @@ class LockerService:
         expires = await self.transact(work)
         return IssuedToken(uuid=uuid, token=token, token_expires_at=expires)
 
-    async def revoke(self, uuid: str, *, reason: str = "", actor: str | None = None) -> None:
-        """Revoke a bank's MQTT credentials; the broker refuses it at the next check."""
+    async def revoke(self, uuid: str, *, reason: str, actor: str | None = None) -> None:
+        """Revoke a bank in any state: its MQTT credentials (the broker refuses it at the
+        next check) and any pending provisioning token are void; `reason` is required and
+        recorded with the event."""
         uuid = self._require_uuid(uuid)
         await self.transact(
             lambda uow: uow.execute(

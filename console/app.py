@@ -26,6 +26,7 @@ from console.modals.confirm import ConfirmModal, confirm_quit
 from console.modals.help import HelpModal
 from console.palette import ConsoleCommands, PaletteCommand
 from console.screens.actions import ShowBank
+from console.screens.alerts import AlertsScreen
 from console.screens.bank import BankScreen
 from console.screens.base import MODES, LiveScreen
 from console.screens.events import EventsScreen
@@ -56,6 +57,7 @@ LOCKER_THEME = Theme(
 
 LABELS = {"fleet": "Fleet", "transactions": "Transactions", "events": "Events"}
 LABELS["provisioning"] = "Provisioning"
+LABELS["alerts"] = "Alerts"
 
 
 class LockerConsoleApp(App[None]):
@@ -97,6 +99,7 @@ class LockerConsoleApp(App[None]):
         self.add_mode("transactions", lambda: TransactionsScreen(self.ctx))
         self.add_mode("events", lambda: EventsScreen(self.ctx))
         self.add_mode("provisioning", lambda: ProvisioningScreen(self.ctx))
+        self.add_mode("alerts", lambda: AlertsScreen(self.ctx))
 
     @property
     def gateway(self) -> ConsoleGateway:

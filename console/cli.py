@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sqlite3
 import sys
 from collections.abc import Sequence
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from backend.config import SettingsError
 from backend.domain.errors import DomainError
+from backend.file_modes import restrict_new_files
+from backend.store.database import first_line
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -42,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     attach = sub.add_parser("attach", help="run the TUI against a running headless backend")
     attach.add_argument("--url", default=None, help="backend URL (default from HTTP_HOST/PORT)")
-    attach.add_argument("--token", default=None, help="API token (operator or app role)")
+    attach.add_argument(
+        "--token", default=None, help="API token (operator or app role); `-` reads it from stdin"
+    )
     attach.add_argument(
         "--token-file", default=None, help="read the API token from this file (e.g. ForceCommand)"
     )
@@ -55,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     sim = sub.add_parser("simulate", help="run simulated locker banks against a broker")
     sim.add_argument("--banks", type=int, default=None, help="create and provision N banks")
-    sim.add_argument("--token", action="append", default=None, help="provision with token T")
+    sim.add_argument(
+        "--token", action="append", default=None, help="provision with token T (`-`: stdin)"
+    )
+    sim.add_argument(
+        "--token-file", action="append", default=None, help="tokens from a file, one a line"
+    )
     sim.add_argument("--broker", default=None, help="HOST:PORT (default from MQTT_HOST/PORT)")
     sim.add_argument("--state-dir", default=None, help="device state (default data/sim)")
     sim.add_argument("--duplicate-rate", type=float, default=0.0)
@@ -109,9 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     token = bank_sub.add_parser("token", help="issue a new provisioning token (voids the old)")
     token.add_argument("uuid")
     token.add_argument("--json", action="store_true")
-    revoke = bank_sub.add_parser("revoke", help="revoke the bank's MQTT credentials")
+    revoke = bank_sub.add_parser(
+        "revoke", help="revoke the bank's MQTT credentials and pending tokens (any state)"
+    )
     revoke.add_argument("uuid")
-    revoke.add_argument("--reason", default="")
+    revoke.add_argument("--reason", required=True, help="why (recorded with the event)")
 
     opener = sub.add_parser("open", help="open a compartment")
     opener.add_argument("uuid")
@@ -166,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    restrict_new_files()  # data, secrets, logs: owner only (0600 files, 0700 folders)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -178,6 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return asyncio.run(run_admin(args))
     except (DomainError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except (SQLAlchemyError, sqlite3.Error) as exc:
+        # a broken store (WAL file deleted, disk full, unreachable server): one line, no
+        # traceback, no SQL (issue 14, finding 9)
+        print(f"error: database: {first_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK

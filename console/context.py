@@ -12,7 +12,7 @@ from datetime import datetime
 
 from backend.domain.timeutil import Clock
 from backend.gateway import ConsoleGateway
-from backend.views import BankView, EventView
+from backend.views import AlertView, BankView, EventView
 from console.alerts import BankName
 from console.heartbeats import HeartbeatHistory
 from widgets.status_line import Connectivity
@@ -66,6 +66,14 @@ class ConsoleContext:
         """A call to the backend failed: from now on nothing it said before is current."""
         since = self.connectivity.unreachable_since or self.clock.now()
         self.connectivity = replace(self.connectivity, stale=True, unreachable_since=since)
+
+    def count_alerts(self, open_alerts: list[AlertView] | None) -> None:
+        """Keep the number of open, unacknowledged alerts for the status line (None: a list
+        that is not just the open ones, nothing learned)."""
+        if open_alerts is None:
+            return
+        unseen = sum(1 for a in open_alerts if a.state == "open" and a.acknowledged_at is None)
+        self.connectivity = replace(self.connectivity, alerts=unseen)
 
     def remember_banks(self, banks: list[BankView]) -> None:
         """Keep the latest bank list (palette commands, names) and feed the heartbeat history."""

@@ -35,7 +35,7 @@ def configure(settings: Settings, *, to_file: bool, level: int = logging.INFO) -
     path: Path | None = None
     handler: logging.Handler
     if to_file:
-        settings.locker_data_dir.mkdir(parents=True, exist_ok=True)
+        settings.locker_data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = settings.locker_data_dir / "locker-console.log"
         handler = logging.handlers.RotatingFileHandler(path, maxBytes=10_000_000, backupCount=3)
     else:

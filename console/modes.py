@@ -127,11 +127,13 @@ async def _standalone(settings: Settings, args: argparse.Namespace, log_path: An
 
             fleet_task = asyncio.create_task(run_demo_fleet(services, args.banks))
         state = services.runtime.state
+        probe = services.runtime.connection.probe
         gateway = InProcessGateway(
             services.service,
             actor=default_actor(),
-            broker_connected=lambda: state.connected,
-            broker_detail=lambda: state.last_error or "",
+            # the console says so when our session stops receiving (DESIGN section 4)
+            broker_connected=lambda: state.connected and probe.problem() is None,
+            broker_detail=lambda: probe.problem() or state.last_error or "",
         )
         app = LockerConsoleApp(gateway, readonly=args.readonly)
         await app.run_async()
@@ -143,21 +145,46 @@ async def _standalone(settings: Settings, args: argparse.Namespace, log_path: An
         await services.stop()
 
 
+def read_tokens(given: list[str], files: list[str]) -> list[str]:
+    """Tokens from `--token` values (`-` = one a line from stdin) and `--token-file` paths
+    (one a line), so none need be on a command line where `ps` shows it (issue 14)."""
+    tokens: list[str] = []
+    for value in given:
+        if value == "-":
+            tokens += [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+        else:
+            tokens.append(value)
+    for path in files:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            why = getattr(exc, "strerror", None) or "not UTF-8 text"
+            raise SettingsError(f"--token-file {path}: {why}") from None
+        found = [line.strip() for line in text.splitlines() if line.strip()]
+        if not found:
+            raise SettingsError(f"--token-file {path}: no token in the file")
+        tokens += found
+    return tokens
+
+
 async def _attach(settings: Settings, args: argparse.Namespace) -> None:
     from backend.gc_tuning import tune_gc
     from backend.http.client_gateway import HttpGateway
     from console.app import LockerConsoleApp
 
     url = args.url or f"http://{settings.http_host}:{settings.http_port}"
-    token = args.token or os.environ.get("LOCKER_API_TOKEN")
-    if getattr(args, "token_file", None):
-        try:
-            text = await asyncio.to_thread(Path(args.token_file).read_text, "utf-8")
-            token = text.strip()
-        except OSError as exc:
-            raise SettingsError(f"cannot read --token-file: {exc.strerror}") from None
+    tokens = read_tokens(
+        [args.token] if args.token else [], [args.token_file] if args.token_file else []
+    )
+    env_file = os.environ.get("LOCKER_API_TOKEN_FILE")
+    if not tokens and env_file:
+        tokens = read_tokens([], [env_file])
+    token = tokens[0] if tokens else os.environ.get("LOCKER_API_TOKEN")
     if not token:
-        raise SettingsError("attach needs --token (or LOCKER_API_TOKEN): see `api-token create`")
+        raise SettingsError(
+            "attach needs --token-file PATH, --token - (stdin), LOCKER_API_TOKEN_FILE or "
+            "LOCKER_API_TOKEN: see `api-token create`"
+        )
     configure(settings, to_file=True)
     gateway = HttpGateway(url, token)
     tune_gc()
@@ -191,8 +218,6 @@ _BACKGROUND: set[asyncio.Task[None]] = set()
 
 
 async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from backend.service import LockerService
     from simulator.cli import run_simulator
     from simulator.device import DeviceOptions
@@ -204,7 +229,7 @@ async def _simulate(settings: Settings, args: argparse.Namespace) -> None:
         if not host or not port_text.isdigit():
             raise SettingsError("--broker must be HOST:PORT")
         port = int(port_text)
-    tokens: list[str] | None = list(args.token) if args.token else None
+    tokens: list[str] | None = read_tokens(args.token or [], args.token_file or []) or None
     if args.banks:
         service = LockerService(settings)
         try:

@@ -9,6 +9,7 @@ what happened before the console started is shown, never toasted. No Textual her
 from __future__ import annotations
 
 import logging
+import time
 
 from backend.gateway import SystemStatus
 from backend.views import EventView, TransactionView
@@ -18,6 +19,7 @@ from widgets.status_line import Connectivity
 
 log = logging.getLogger(__name__)
 PAGE = 500
+ALERTS_EVERY = 5.0  # seconds between alert counts while the log does not move
 MAX_PAGES_PER_POLL = 20
 MAX_DETAILS_PER_POLL = 20
 
@@ -30,6 +32,8 @@ class BackendWatcher:
         self.status: SystemStatus | None = None
         self.position: int | None = None  # None until caught up with the stored events
         self._broker_was_up = False
+        self._alerts_at = -1
+        self._alerts_read = 0.0
 
     @property
     def ready(self) -> bool:
@@ -42,6 +46,7 @@ class BackendWatcher:
         try:
             alerts += await self._read_status()
             alerts += await self._read_events()
+            await self._count_alerts()
         except Exception as exc:
             log.warning("console watcher: %s", exc)
             self.ctx.backend_failed()
@@ -85,6 +90,19 @@ class BackendWatcher:
         self.position = position
         self.ctx.position = position
         return alerts
+
+    async def _count_alerts(self) -> None:
+        """The open alerts for the status line: when the log moved, else every few seconds."""
+        now = time.monotonic()
+        if self._alerts_at == self.ctx.position and now - self._alerts_read < ALERTS_EVERY:
+            return
+        self._alerts_at, self._alerts_read = self.ctx.position, now
+        try:
+            alerts = await self.ctx.gateway.list_alerts()
+        except Exception as exc:  # status() already said whether the backend answers
+            log.info("console watcher: no alert count: %s", exc)
+            return
+        self.ctx.count_alerts(alerts)
 
     async def end_position(self) -> int:
         """The last stored event's position (0 when there is none)."""

@@ -126,10 +126,11 @@ class StateStore:
 
     def save(self, state: DeviceState) -> None:
         """Write the whole state to a temporary file and rename it into place."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         data = state.model_dump_json().encode()
         tmp = self.path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
-        with open(tmp, "wb") as fh:
+        # the device's MQTT password is in here: owner only (issue 14)
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as fh:
             fh.write(data)
             if self.durable:
                 fh.flush()

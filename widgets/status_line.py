@@ -67,6 +67,8 @@ def _tail(text: Text, state: Connectivity, now: datetime, width: int) -> Text:
     if state.operator:
         text.append(f" · {truncate(state.operator, 12)}")
     clock = now.strftime("%H:%M:%S UTC")
+    if text.cell_len + len(clock) + 1 > width:
+        clock = now.strftime("%H:%M:%S")  # narrow: the time still whole
     pad = width - text.cell_len - len(clock) - 1
     text.append(" " * max(1, pad) + clock)
     return text

@@ -5,7 +5,8 @@ through amqtt's own HTTP plugins to the same hook Mosquitto + go-auth use (DESIG
 `POST {hook_url}/api/mosq/auth` and `/api/mosq/acl`, JSON bodies, allowed on any 2xx, each
 URL carrying `?mosq_secret=...`. Anonymous access is off. The broker class itself is
 `SecureBroker` (closing amqtt 0.12.1's authorization holes, see its docstring), as
-`SessionAwareBroker` (a resumed session without subscriptions is reported as new).
+`SessionAwareBroker` (a resumed session without subscriptions is reported as new), in
+`HardenedBroker` (connection limits, PUBACKed messages never dropped, identity changes).
 
     async with EmbeddedBroker(port=0, hook_url="http://127.0.0.1:8080",
                               mosq_secret=secret, data_dir=Path("data")) as broker:
@@ -29,9 +30,10 @@ from amqtt.session import Session
 
 from backend.broker.config import HookEndpoint, build_broker_config
 from backend.broker.errors import BrokerStartError, port_in_use_message
+from backend.broker.hardened import HardenedBroker
+from backend.broker.limits import Limits
 from backend.broker.monitor import ClientMonitorPlugin
 from backend.broker.redact import install_redaction, redact_text
-from backend.broker.resumed_session import SessionAwareBroker
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class EmbeddedBroker:
         data_dir: Path,
         persistence: bool = True,
         hook_timeout: float = 5.0,
+        limits: Limits | None = None,
     ) -> None:
         if not mosq_secret:
             raise ValueError("the embedded broker needs the hook secret (MOSQ_SECRET)")
@@ -68,7 +71,8 @@ class EmbeddedBroker:
         self._data_dir = Path(data_dir)
         self._persistence = persistence
         self._hook_timeout = hook_timeout
-        self._broker: SessionAwareBroker | None = None
+        self._limits = limits or Limits()
+        self._broker: HardenedBroker | None = None
         self._monitor: ClientMonitorPlugin | None = None
 
     # -- properties ---------------------------------------------------------------------
@@ -110,8 +114,11 @@ class EmbeddedBroker:
                 hook_timeout=max(1, round(self._hook_timeout)),
             )
             try:
-                broker = SessionAwareBroker(
-                    config, listen_socket=sock, hook_timeout=self._hook_timeout
+                broker = HardenedBroker(
+                    config,
+                    listen_socket=sock,
+                    hook_timeout=self._hook_timeout,
+                    limits=self._limits,
                 )
             except Exception as exc:
                 raise BrokerStartError(
@@ -189,6 +196,12 @@ class EmbeddedBroker:
         """Messages waiting for the offline persistent session `client_id`."""
         session = self._session(client_id)
         return session.retained_messages.qsize() if session is not None else 0
+
+    def refused_connections(self) -> dict[str, int]:
+        """Connections refused below the hook (limits), by reason."""
+        if self._broker is None:
+            return {}
+        return dict(self._broker.refused_connections)
 
     def retained_topics(self) -> frozenset[str]:
         if self._broker is None:

@@ -173,6 +173,7 @@ class SecureBroker(Broker):
             await writer.close()
             raise MQTTError(f"CONNECT of client id {client_session.client_id!r} not authorized")
 
+        await self._before_session_change(client_session)
         if client_session.clean_session:
             if client_session.client_id:
                 await self._delete_session(client_session.client_id)
@@ -200,6 +201,10 @@ class SecureBroker(Broker):
             client_session.keep_alive += delay
         setattr(client_session, _PREAUTHENTICATED, True)  # consumed by `_authenticate`
         return handler, client_session
+
+    async def _before_session_change(self, incoming: Session) -> None:
+        """Called for an authorized CONNECT before it touches the session table (a seam for
+        `backend.broker.hardened`: take-over and identity changes)."""
 
     async def _check_connect(self, session: Session) -> bool:
         """The hook's login check, then (3.) the will topic against the publish ACL."""

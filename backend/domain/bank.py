@@ -239,13 +239,15 @@ class LockerBank:
             )
         ]
 
-    def revoke(self, *, now: datetime, reason: str = "") -> list[DomainEvent]:
+    def revoke(self, *, now: datetime, reason: str) -> list[DomainEvent]:
+        """Revoke in any state: credentials (if any) and every pending provisioning token are
+        void from now on; the reason is required and recorded with the event."""
         self._require_exists()
-        if self.status in ("unprovisioned", "revoked"):
-            raise RuleViolation(f"bank {self.name!r} has no credentials to revoke ({self.status})")
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidInput("a reason is required to revoke a bank")
         if "\x00" in reason:
             raise InvalidInput("reason must not contain NUL characters")
-        return [CredentialsRevoked(occurred_at=now, reason=reason)]
+        return [CredentialsRevoked(occurred_at=now, reason=reason.strip())]
 
     def request_open(
         self,
@@ -516,6 +518,8 @@ class LockerBank:
 
     def _on_CredentialsRevoked(self, e: CredentialsRevoked) -> None:
         self.status = "revoked"
+        self.token_hmac = None  # a pending token would let the revoked bank back in
+        self.token_expires_at = None
 
     def _on_CompartmentOpeningRequested(self, e: CompartmentOpeningRequested) -> None:
         self.commands[e.transaction_id] = PendingCommand(

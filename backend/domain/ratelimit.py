@@ -27,6 +27,12 @@ class FailureLimiter:
             self._failures.pop(key, None)
         return blocked
 
+    def forgive(self, key: str) -> None:
+        """Take back the latest failure of `key` (one counted ahead of the outcome)."""
+        failures = self._failures.get(key)
+        if failures:
+            failures.pop()
+
     def failed(self, key: str, now: datetime) -> None:
         self._trim(key, now).append(now)
         if len(self._failures) > 100_000:  # bound memory under a flood of random client ids

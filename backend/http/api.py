@@ -141,7 +141,7 @@ class RestApi:
         return _json(issued.to_json(), status=201, headers=_NO_STORE)
 
     async def revoke(self, request: web.Request) -> web.Response:
-        body = await read_body(request, RevokeRequest, required=False)
+        body = await read_body(request, RevokeRequest)
         uuid = request.match_info["uuid"]
         await self.service.revoke(uuid, reason=body.reason, actor=principal(request).name)
         return _json((await self.service.get_bank(uuid)).to_json())
@@ -349,11 +349,13 @@ class RestApi:
                 "GET", "/api/events/stream", "event_stream",
                 "Stored events as server-sent events, live (resumable with Last-Event-ID)",
                 self.event_stream, role="app", security="bearer",
-                media_type="text/event-stream", errors=(400,), query=(after,),
+                media_type="text/event-stream", errors=(400, 503), query=(after,),
                 description=(
                     "Each message has `id:` = the event's position and `data:` = the event "
                     "as in GET /api/events. Reconnecting with `Last-Event-ID` resumes after it. "
-                    "A `: keepalive` comment is sent after 15 s of quiet."
+                    "A `: keepalive` comment is sent after 15 s of quiet. Past SSE_MAX_STREAMS "
+                    "open streams (or SSE_MAX_STREAMS_PER_TOKEN for one token): 503 with "
+                    "Retry-After."
                 ),
             ),
             Endpoint(

@@ -10,18 +10,23 @@ nowhere else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from aiohttp import hdrs, web
 
 from backend.attribution import ORIGIN_HEADER, current_origin, http_origin
+from backend.domain.ratelimit import FailureLimiter
 from backend.http.endpoints import Endpoint, Handler, Role
-from backend.http.errors import Forbidden, Unauthorized
+from backend.http.errors import Forbidden, TooManyRequests, Unauthorized
 from backend.service import LockerService
 
 __all__ = ["PRINCIPAL", "Principal", "authenticate", "guard_for", "permits", "principal"]
 
 MAX_TOKEN_LENGTH: Final = 512
+FAILED_LOGINS_PER_MINUTE: Final = 20
+"""Failed bearer authentications per source address and minute; then 429 for the rest
+of the minute, valid token or not (a guesser learns nothing more)."""
 _RANK: Final[dict[str, int]] = {"app": 1, "operator": 2}
 
 
@@ -64,14 +69,28 @@ def guard_for(service: LockerService) -> _Guard:
 class _Guard:
     def __init__(self, service: LockerService) -> None:
         self._service = service
+        self.failures = FailureLimiter(FAILED_LOGINS_PER_MINUTE, timedelta(minutes=1))
+        self.refused = 0
 
     def __call__(self, endpoint: Endpoint, handler: Handler) -> Handler:
         required = endpoint.role
         assert required is not None
         service = self._service
+        failures = self.failures
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            who = await authenticate(request, service)
+            source = request.remote or "?"
+            now = datetime.now(UTC)  # a wall-clock window, not the domain clock
+            if failures.blocked(source, now):
+                self.refused += 1
+                raise TooManyRequests(
+                    "too many failed logins from this address; try again later", retry_after=60
+                )
+            try:
+                who = await authenticate(request, service)
+            except Unauthorized:
+                failures.failed(source, now)
+                raise
             if not permits(who.role, required):
                 raise Forbidden(f"API token {who.name!r} (role {who.role}) may not do this")
             request[PRINCIPAL] = who

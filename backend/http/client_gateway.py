@@ -328,8 +328,10 @@ class HttpGateway:
         data = await self._call("POST", f"/api/locker-banks/{_segment(uuid)}/provisioning-token")
         return self._build(IssuedToken, data)
 
-    async def revoke(self, uuid: str) -> None:
-        await self._call("POST", f"/api/locker-banks/{_segment(uuid)}/revoke", body={})
+    async def revoke(self, uuid: str, reason: str) -> None:
+        await self._call(
+            "POST", f"/api/locker-banks/{_segment(uuid)}/revoke", body={"reason": reason}
+        )
 
     async def request_open(self, uuid: str, number: int) -> TransactionView:
         path = f"/api/locker-banks/{_segment(uuid)}/compartments/{_segment(number)}/open"

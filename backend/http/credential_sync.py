@@ -17,13 +17,25 @@ from typing import Any, Final, Protocol
 
 from backend.http.users import UserDirectory
 
-__all__ = ["CREDENTIAL_EVENT_TYPES", "CredentialChange", "CredentialSync"]
+__all__ = [
+    "CREDENTIAL_EVENT_TYPES",
+    "FOLLOWED_EVENT_TYPES",
+    "LIVENESS_EVENT_TYPES",
+    "CredentialChange",
+    "CredentialSync",
+]
 
 log = logging.getLogger(__name__)
 
 PROVISIONED: Final = "LockerBankProvisioned"
 REVOKED: Final = "CredentialsRevoked"
 CREDENTIAL_EVENT_TYPES: Final = frozenset({PROVISIONED, REVOKED})
+CAME_ONLINE: Final = "LockerBankCameOnline"
+WENT_OFFLINE: Final = "LockerBankWentOffline"
+LIVENESS_EVENT_TYPES: Final = frozenset({CAME_ONLINE, WENT_OFFLINE})
+FOLLOWED_EVENT_TYPES: Final = CREDENTIAL_EVENT_TYPES | LIVENESS_EVENT_TYPES
+"""Credentials, and liveness: the provisioning account may not take the pinned client id
+of a bank that is online (DESIGN section 4)."""
 
 _SYNCS: weakref.WeakKeyDictionary[UserDirectory, CredentialSync] = weakref.WeakKeyDictionary()
 
@@ -54,6 +66,10 @@ class CredentialChange:
     bank_uuid: str
     password_sha256: str | None
     """None: revoked."""
+    client_id: str | None = None
+    """Provisioned: the client id it registered with, its pinned id (DESIGN section 4)."""
+    online: bool | None = None
+    """Not None: a liveness change (came online / went offline), not a credential one."""
 
 
 class CredentialSync:
@@ -64,6 +80,7 @@ class CredentialSync:
         self.position: int | None = None
         """The store position the directory reflects (set by the loader/the follower)."""
         self._applied: dict[str, int] = {}
+        self._liveness: dict[str, int] = {}
 
     @classmethod
     def of(cls, directory: UserDirectory) -> CredentialSync:
@@ -78,6 +95,9 @@ class CredentialSync:
         change of each bank counts, and only if newer than what was applied for it."""
         latest: dict[str, CredentialChange] = {}
         for change in changes:
+            if change.online is not None:
+                self._apply_liveness(change)
+                continue
             seen = latest.get(change.bank_uuid)
             if seen is None or change.position > seen.position:
                 latest[change.bank_uuid] = change
@@ -87,7 +107,9 @@ class CredentialSync:
                 continue
             try:
                 if change.password_sha256 is not None:
-                    self.directory.device_provisioned(uuid, change.password_sha256)
+                    self.directory.device_provisioned(
+                        uuid, change.password_sha256, change.client_id
+                    )
                 else:
                     self.directory.device_revoked(uuid)
             except ValueError as exc:
@@ -96,6 +118,12 @@ class CredentialSync:
             self._applied[uuid] = change.position
             changed += 1
         return changed
+
+    def _apply_liveness(self, change: CredentialChange) -> None:
+        if change.position <= self._liveness.get(change.bank_uuid, 0):
+            return
+        self._liveness[change.bank_uuid] = change.position
+        self.directory.bank_online(change.bank_uuid, bool(change.online))
 
     def apply(self, recorded: Iterable[_Recorded]) -> int:
         """Apply the credential events among ``recorded`` (the event store's
@@ -107,9 +135,13 @@ class CredentialSync:
                 getattr(item.event, "password_sha256", None)
                 if item.event.event_type == PROVISIONED
                 else None,
+                client_id=getattr(item.event, "client_id", None),
+                online=item.event.event_type == CAME_ONLINE
+                if item.event.event_type in LIVENESS_EVENT_TYPES
+                else None,
             )
             for item in recorded
-            if item.event.event_type in CREDENTIAL_EVENT_TYPES
+            if item.event.event_type in FOLLOWED_EVENT_TYPES
         )
 
     def listener(self, recorded: list[Any]) -> None:

@@ -43,7 +43,11 @@ from sqlalchemy import select
 from sqlmodel import col
 
 from backend.config import Settings
-from backend.http.credential_sync import CREDENTIAL_EVENT_TYPES, CredentialSync
+from backend.http.credential_sync import (
+    CREDENTIAL_EVENT_TYPES,
+    FOLLOWED_EVENT_TYPES,
+    CredentialSync,
+)
 from backend.http.users import UserDirectory
 from backend.store.change_feed import SQLITE_TAIL_INTERVAL, listen_for_changes
 from backend.store.database import Database
@@ -85,25 +89,32 @@ async def load_directory(service: _HasDb, settings: Settings) -> UserDirectory:
         settings.mqtt_provisioning_user,
         settings.secret("mqtt_provisioning_password"),
         settings.superusers,
+        backend_client_id=settings.mqtt_client_id,
     )
 
-    def work() -> tuple[int, list[tuple[str, str]]]:
+    def work() -> tuple[int, list[tuple[str, str, str | None, bool]]]:
         with service.db.read_session() as session:
             # The position first: rows read after it are at least as new, and replaying
             # the events after it onto them is harmless (newest per bank wins).
             position = last_position(session)
             rows = session.execute(
-                select(col(LockerBankRow.uuid), col(LockerBankRow.password_sha256))
+                select(
+                    col(LockerBankRow.uuid),
+                    col(LockerBankRow.password_sha256),
+                    col(LockerBankRow.client_id),
+                    col(LockerBankRow.status),
+                )
                 .where(col(LockerBankRow.status) != "revoked")
                 .where(col(LockerBankRow.password_sha256).is_not(None))
             ).all()
-            return position, [(str(u), str(h)) for u, h in rows]
+            return position, [(str(u), str(h), c, s == "online") for u, h, c, s in rows]
 
     position, devices = await service.db.read(work)
     loaded = 0
-    for uuid, digest in devices:
+    for uuid, digest, client_id, online in devices:
         try:
-            directory.device_provisioned(uuid, digest)
+            directory.device_provisioned(uuid, digest, client_id)
+            directory.bank_online(uuid, online)
             loaded += 1
         except ValueError as exc:
             log.error("bank %s not loaded into the auth directory: %s", uuid, exc)
@@ -184,7 +195,7 @@ def _credential_changes_after(db: Database, position: int) -> tuple[list[Recorde
             select(StoredEvent)
             .where(col(StoredEvent.id) > position)
             .where(col(StoredEvent.id) <= mark)
-            .where(col(StoredEvent.event_type).in_(CREDENTIAL_EVENT_TYPES))
+            .where(col(StoredEvent.event_type).in_(FOLLOWED_EVENT_TYPES))
             .order_by(col(StoredEvent.id))
         ).scalars()
         return [decode(row) for row in rows], mark

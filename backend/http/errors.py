@@ -112,6 +112,34 @@ class Forbidden(ApiError):
     kind = "Forbidden"
 
 
+class TooManyRequests(ApiError):
+    """Too many failed logins from this address (429, with Retry-After)."""
+
+    status = 429
+    kind = "TooManyRequests"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class Unavailable(ApiError):
+    """A capacity limit is reached for now (503, with Retry-After)."""
+
+    status = 503
+    kind = "Unavailable"
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> Mapping[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
 def error_response(
     status: int, message: str, kind: str, headers: Mapping[str, str] | None = None
 ) -> web.Response:

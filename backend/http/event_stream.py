@@ -42,7 +42,8 @@ from typing import Final
 from aiohttp import hdrs, web
 
 from backend.domain.timeutil import parse_iso
-from backend.http.errors import BadRequest
+from backend.http.auth import PRINCIPAL
+from backend.http.errors import BadRequest, Unavailable
 from backend.http.requests import int_query
 from backend.service import LockerService
 from backend.store import alert_queries
@@ -79,6 +80,8 @@ class EventStream:
         poll_interval: float = 0.25,
         keepalive: float = 15.0,
         batch: int = 500,
+        max_streams: int = 200,
+        max_per_token: int = 10,
     ) -> None:
         self.service = service
         self.poll_interval = poll_interval
@@ -86,6 +89,10 @@ class EventStream:
         self.batch = batch
         self._closing = asyncio.Event()
         self.open_streams = 0
+        self.max_streams = max_streams
+        self.max_per_token = max_per_token
+        self.refused = 0
+        self._per_token: dict[str, int] = {}
 
     async def close(self, _app: web.Application | None = None) -> None:
         """End every open stream (at app shutdown); new ones end at once."""
@@ -99,6 +106,14 @@ class EventStream:
                 raise BadRequest("Last-Event-ID must be an event position (an integer)")
             return int(text)
         return int_query(request, "after", 0, minimum=0, maximum=MAX_POSITION)
+
+    def _release(self, who: str) -> None:
+        self.open_streams -= 1
+        left = self._per_token.get(who, 0) - 1
+        if left > 0:
+            self._per_token[who] = left
+        else:
+            self._per_token.pop(who, None)
 
     async def _pause(self, seconds: float) -> None:
         try:
@@ -137,8 +152,19 @@ class EventStream:
         return frames
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        """``GET /api/events/stream``."""
+        """``GET /api/events/stream``; 503 with Retry-After past `SSE_MAX_STREAMS` open
+        streams, or `SSE_MAX_STREAMS_PER_TOKEN` for the caller's token."""
         position = self._start_position(request)
+        who = request[PRINCIPAL].name if PRINCIPAL in request else ""
+        if self.open_streams >= self.max_streams:
+            self.refused += 1
+            raise Unavailable("too many event streams open; try again later", retry_after=5)
+        if self._per_token.get(who, 0) >= self.max_per_token:
+            self.refused += 1
+            raise Unavailable(
+                f"this API token has {self.max_per_token} event streams open already",
+                retry_after=5,
+            )
         response = web.StreamResponse(
             status=200,
             headers={
@@ -147,8 +173,13 @@ class EventStream:
                 "X-Accel-Buffering": "no",
             },
         )
-        await response.prepare(request)
-        self.open_streams += 1
+        self.open_streams += 1  # counted before the first await: the caps are exact
+        self._per_token[who] = self._per_token.get(who, 0) + 1
+        try:
+            await response.prepare(request)
+        except BaseException:
+            self._release(who)
+            raise
         loop = asyncio.get_running_loop()
         try:
             await response.write(f"retry: {RETRY_MS}\n\n".encode())
@@ -181,7 +212,7 @@ class EventStream:
             log.debug("event stream: client went away at position %d", position)
             return response
         finally:
-            self.open_streams -= 1
+            self._release(who)
         with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
         return response

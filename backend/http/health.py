@@ -20,6 +20,7 @@ from aiohttp import web
 from backend.gateway import SystemStatus, runtime_conditions
 from backend.http.schemas import HealthCheck, HealthReport
 from backend.service import LockerService
+from backend.store.database import WRITABLE_TIMEOUT
 
 __all__ = ["DB_PING_TIMEOUT", "HealthMonitor"]
 
@@ -44,6 +45,18 @@ class HealthMonitor:
         self._broker_detail = broker_detail
         self.mode = mode
         self._ping_timeout = ping_timeout
+
+    async def database_problem(self) -> str | None:
+        """None when the database answers and takes a write transaction, else what failed."""
+        if not await self.database_ok():
+            return "down (no answer)"
+        db = self.service.db
+        try:
+            async with asyncio.timeout(self._ping_timeout + WRITABLE_TIMEOUT):
+                problem = await db.read(db.write_problem)
+        except Exception as exc:  # a timeout, a closed executor
+            problem = type(exc).__name__
+        return None if problem is None else f"answering, not writable: {problem}"
 
     async def database_ok(self) -> bool:
         """True if the database answers ``SELECT 1`` within the ping timeout."""
@@ -92,8 +105,10 @@ class HealthMonitor:
         )
 
     async def report(self) -> HealthReport:
-        """What ``GET /healthz`` answers."""
-        database_ok = await self.database_ok()
+        """What ``GET /healthz`` answers: the database answering *and* writable, the broker
+        path working (connected, our session still receives), each saying what failed."""
+        database_problem = await self.database_problem()
+        database_ok = database_problem is None
         broker_ok = self.broker_connected()
         detail = self.broker_detail()
         conditions = [name for name, held in self.conditions(database_ok).items() if held]
@@ -106,7 +121,8 @@ class HealthMonitor:
             conditions=conditions,
             database=HealthCheck(
                 ok=database_ok,
-                detail=f"{self.service.db.dialect} " + ("answering" if database_ok else "down"),
+                detail=f"{self.service.db.dialect} "
+                + ("answering, writable" if database_problem is None else database_problem),
             ),
             broker=HealthCheck(
                 ok=broker_ok, detail=detail or ("connected" if broker_ok else "disconnected")

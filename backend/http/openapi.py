@@ -53,6 +53,7 @@ _STATUS_TEXT: Final[dict[int, str]] = {
     403: "Not allowed; nothing changed",
     404: "No such bank, compartment or transaction; nothing changed",
     409: "Refused by a rule of the bank's current state; nothing changed",
+    429: "Too many failed logins from this address; see Retry-After",
     500: "Internal error",
     503: "Unavailable",
 }
@@ -166,7 +167,7 @@ def _operation(endpoint: Endpoint, refs: dict[type[BaseModel], dict[str, Any]]) 
     }
     errors = set(endpoint.errors)
     if endpoint.security == "bearer":
-        errors |= {401, 403}
+        errors |= {401, 403, 429}
     error_schema = refs[ApiErrorBody]
     for status in sorted(errors):
         if endpoint.security == "mosq_secret":

@@ -261,6 +261,7 @@ class MetricsEndpoint:
         mqtt_metrics: MqttMetricsProvider | None = None,
         latency: CommandLatency | None = None,
         open_streams: Callable[[], int] | None = None,
+        connect_refusals: Callable[[], Mapping[str, int]] | None = None,
     ) -> None:
         self.service = service
         self.monitor = monitor
@@ -268,6 +269,7 @@ class MetricsEndpoint:
         self.mqtt_metrics = mqtt_metrics
         self.latency = latency
         self.open_streams = open_streams
+        self.connect_refusals = connect_refusals
 
     async def _store_counts(self) -> _StoreCounts:
         def work() -> tuple[dict[str, int], dict[tuple[str, str], int]]:
@@ -325,6 +327,15 @@ class MetricsEndpoint:
             self._store_section(out, counts)
         if self.latency is not None:
             self._latency_section(out, self.latency)
+        if self.connect_refusals is not None:
+            out.family(
+                "locker_mqtt_refused_total",
+                "counter",
+                "MQTT CONNECTs (hook, embedded broker) and registrations (embedded broker) "
+                "refused, by reason.",
+            )
+            for reason, n in sorted(self.connect_refusals().items()):
+                out.sample("locker_mqtt_refused_total", n, {"reason": reason})
         if self.hook_metrics is not None:
             out.raw(self.hook_metrics.exposition())
         if self.open_streams is not None:

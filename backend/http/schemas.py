@@ -166,12 +166,12 @@ class OpenCompartmentRequest(_Request):
 
 
 class RevokeRequest(_Request):
-    """``POST /api/locker-banks/{uuid}/revoke`` (the body may be empty)."""
+    """``POST /api/locker-banks/{uuid}/revoke``: the reason is required."""
 
     reason: str = Field(
-        default="",
+        min_length=1,
         max_length=500,
-        description="Recorded with the event (no NUL characters).",
+        description="Why (required); recorded with the event (no NUL characters).",
         json_schema_extra={"pattern": r"^[^\u0000]*$"},
     )
 

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import errno
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -88,6 +88,7 @@ def build_app(
     stream_poll_interval: float = 0.25,
     stream_keepalive: float = 15.0,
     mode: str = "headless",
+    connect_refusals: Callable[[], Mapping[str, int]] | None = None,
 ) -> web.Application:
     """The aiohttp application with every route of the backend.
 
@@ -110,7 +111,13 @@ def build_app(
     monitor = HealthMonitor(
         service, broker_connected=broker_connected, broker_detail=broker_detail, mode=mode
     )
-    stream = EventStream(service, poll_interval=stream_poll_interval, keepalive=stream_keepalive)
+    stream = EventStream(
+        service,
+        poll_interval=stream_poll_interval,
+        keepalive=stream_keepalive,
+        max_streams=settings.sse_max_streams,
+        max_per_token=settings.sse_max_streams_per_token,
+    )
     latency = CommandLatency(service)
     metrics = MetricsEndpoint(
         service,
@@ -119,6 +126,7 @@ def build_app(
         mqtt_metrics=mqtt_metrics,
         latency=latency,
         open_streams=lambda: stream.open_streams,
+        connect_refusals=connect_refusals or directory.refused_connects,
     )
     api = RestApi(service, monitor, stream)
 

@@ -13,15 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 from collections.abc import Iterable
 from uuid import UUID
 
 from backend.domain.acl import Decision, UserKind, check_acl, valid_identity
+from backend.domain.identity import (
+    BAD_CREDENTIALS,
+    INVALID,
+    REFUSAL_CODES,
+    check_client_id,
+)
+from backend.log_throttle import LogThrottle
 
 __all__ = ["UserDirectory", "hash_password"]
 
 _HEX_DIGITS = frozenset("0123456789abcdef")
+log = logging.getLogger(__name__)
+DEFAULT_BACKEND_CLIENT_ID = "locker-backend"
 # A bank UUID as handed to devices (str(uuid4())): only such names are looked up in the store.
 _BANK_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
@@ -59,6 +69,8 @@ class UserDirectory:
         provisioning_username: str,
         provisioning_password: str,
         superusers: Iterable[str] = (),
+        *,
+        backend_client_id: str = DEFAULT_BACKEND_CLIENT_ID,
     ) -> None:
         for name, value in (
             ("backend username", backend_username),
@@ -83,6 +95,14 @@ class UserDirectory:
         self._superusers = supers
         # uuid -> (sha256 hex of the password, revoked)
         self._devices: dict[str, tuple[str, bool]] = {}
+        # Pinned identities (DESIGN section 4): uuid -> pinned client id, its reverse, and
+        # the banks the store's liveness says are online.
+        self.backend_client_id = backend_client_id
+        self._pinned: dict[str, str] = {}
+        self._pinned_owner: dict[str, str] = {}
+        self._online: set[str] = set()
+        self._refused: dict[str, int] = dict.fromkeys(REFUSAL_CODES, 0)
+        self._refused_log = LogThrottle("refused MQTT CONNECTs", logger=log)
 
     # ------------------------------------------------------------------ device updates
 
@@ -105,13 +125,40 @@ class UserDirectory:
             count += 1
         return count
 
-    def device_provisioned(self, uuid: str | UUID, password_sha256_hex: str) -> None:
-        """Record new credentials for a bank (also un-revokes; replaces the old password)."""
-        self._devices[self._device_key(uuid)] = (_normalise_digest(password_sha256_hex), False)
+    def device_provisioned(
+        self, uuid: str | UUID, password_sha256_hex: str, client_id: str | None = None
+    ) -> None:
+        """Record new credentials for a bank (also un-revokes; replaces the old password);
+        `client_id` is the id it registered with, its pinned client id from now on."""
+        key = self._device_key(uuid)
+        self._devices[key] = (_normalise_digest(password_sha256_hex), False)
+        old = self._pinned.pop(key, None)
+        if old is not None and self._pinned_owner.get(old) == key:
+            del self._pinned_owner[old]
+        if client_id and valid_identity(client_id):
+            self._pinned[key] = client_id
+            self._pinned_owner[client_id] = key
+
+    def bank_online(self, uuid: str | UUID, online: bool) -> None:
+        """The store's liveness of a bank (`online` or not), for the provisioning rule."""
+        if online:
+            self._online.add(str(uuid))
+        else:
+            self._online.discard(str(uuid))
+
+    def pinned_client_id(self, uuid: str | UUID) -> str | None:
+        """The client id the bank registered with, if known."""
+        return self._pinned.get(str(uuid))
+
+    def refused_connects(self) -> dict[str, int]:
+        """Refused CONNECTs by reason code (`backend.domain.identity.REFUSAL_CODES`)."""
+        return dict(self._refused)
 
     def device_revoked(self, uuid: str | UUID) -> None:
         """Revoke a bank's credentials: it is an unknown user from the next check on."""
-        self._devices[self._device_key(uuid)] = ("", True)
+        key = self._device_key(uuid)
+        self._devices[key] = ("", True)
+        self._online.discard(key)
 
     def is_active_device(self, uuid: str | UUID) -> bool:
         """True if ``uuid`` has non-revoked credentials."""
@@ -141,13 +188,48 @@ class UserDirectory:
         return UserKind.UNKNOWN
 
     def authenticate(self, username: str, password: str, client_id: str) -> Decision:
-        """Check a CONNECT's credentials (constant-time comparison of SHA-256 digests)."""
+        """Check a CONNECT: its credentials (constant-time comparison of SHA-256 digests),
+        then its client id against the pinned identities (DESIGN section 4). Refusals are
+        counted by reason and logged (throttled)."""
+        decision, code = self._authenticate(username, password, client_id)
+        if not decision.allowed:
+            self._refused[code] = self._refused.get(code, 0) + 1
+            if self._refused_log.allow():
+                log.warning(
+                    "refused MQTT CONNECT: username=%r clientid=%r: %s",
+                    username[:64] if isinstance(username, str) else None,
+                    client_id[:64] if isinstance(client_id, str) else None,
+                    decision.reason,
+                )
+        return decision
+
+    def _authenticate(self, username: str, password: str, client_id: str) -> tuple[Decision, str]:
         if not valid_identity(username):
-            return Decision.deny("invalid username")
+            return Decision.deny("invalid username"), INVALID
         if not valid_identity(client_id):
-            return Decision.deny("invalid client id")
+            return Decision.deny("invalid client id"), INVALID
         if not isinstance(password, str) or not password:
-            return Decision.deny("empty password")
+            return Decision.deny("empty password"), BAD_CREDENTIALS
+        credentials = self._check_password(username, password)
+        if not credentials.allowed:
+            return credentials, BAD_CREDENTIALS
+        kind = self.kind_of(username)
+        owner = self._pinned_owner.get(client_id)
+        if owner is None and client_id in self._online:
+            owner = client_id  # an online bank connected with its UUID as client id
+        identity = check_client_id(
+            kind,
+            username,
+            client_id,
+            backend_client_id=self.backend_client_id,
+            pinned_client_id=self._pinned.get(username),
+            online_bank_with_pinned_id=owner if owner in self._online else None,
+        )
+        if not identity.allowed:
+            return Decision.deny(identity.reason), identity.code
+        return credentials, ""
+
+    def _check_password(self, username: str, password: str) -> Decision:
         offered = hash_password(password).encode("ascii")
         expected = self._service_digests.get(username)
         revoked = False

@@ -32,6 +32,7 @@ from backend.config import Settings
 from backend.domain.contract import ServerStatus
 from backend.mqtt.backoff import Backoff
 from backend.mqtt.metrics import Metrics
+from backend.mqtt.probe import SelfProbe
 from backend.mqtt.state import ConnectionState
 from backend.mqtt.subscriptions import subscriptions
 
@@ -87,6 +88,9 @@ class MqttConnection:
         self._password = settings.secret("mqtt_password")
         self._client: aiomqtt.Client | None = None
         self._lost = asyncio.Event()
+        self.probe = SelfProbe(
+            settings.mqtt_instance_id, settings.mqtt_probe_interval, settings.mqtt_probe_timeout
+        )
 
     # ----- the loop ----------------------------------------------------------------------
 
@@ -129,8 +133,10 @@ class MqttConnection:
                     if self.v5
                     else "MQTT 3.1.1, persistent session",
                 )
-                async for message in client.messages:
-                    await self._deliver(message)
+                lost_session = await self._receive_while_probed(client)
+                if lost_session is not None:
+                    self.metrics.probe_failures += 1
+                    return lost_session
             return "disconnected by the broker"
         except aiomqtt.MqttError as exc:
             if _being_cancelled():
@@ -145,7 +151,41 @@ class MqttConnection:
                 self.metrics.disconnects += 1
                 self._on_disconnected()
 
+    async def _receive_while_probed(self, client: aiomqtt.Client) -> str | None:
+        """Receive until the connection ends (None) or the self-probe stops coming back
+        (the reason): the broker may drop our session and keep the socket open."""
+        self.probe.reset()
+        receive = asyncio.create_task(self._receive(client), name="mqtt-receive")
+        probe = asyncio.create_task(self.probe.watch(self._publish_probe), name="mqtt-probe")
+        try:
+            done, _ = await asyncio.wait({receive, probe}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (receive, probe):
+                task.cancel()
+            await asyncio.gather(receive, probe, return_exceptions=True)
+        if receive in done:
+            receive.result()  # an MqttError ends the session as before
+            return None
+        if probe.cancelled():
+            return None
+        error = probe.exception()
+        if error is not None:
+            return f"self-probe failed: {error}"
+        return probe.result()
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            await self._deliver(message)
+
+    async def _publish_probe(self, topic: str, payload: bytes) -> None:
+        await self.publish(topic, payload, qos=1)
+
     async def _deliver(self, message: aiomqtt.Message) -> None:
+        if self.probe.is_probe(message.topic.value):
+            payload = message.payload
+            self.probe.received(payload if isinstance(payload, bytes) else b"")
+            return
+        self.probe.activity(busy=True)
         try:
             await self._on_message(message)
         except asyncio.CancelledError:
@@ -153,6 +193,8 @@ class MqttConnection:
         except Exception:
             # A bug in a handler must not take the connection down with it.
             log.exception("inbound message handler failed")
+        finally:
+            self.probe.activity(busy=False)
 
     async def _subscribe(self, client: aiomqtt.Client) -> list[str]:
         """Subscribe to every filter; returns the filters the broker refused."""

@@ -41,6 +41,8 @@ class Metrics:
     """Messages given up after the store kept failing (DESIGN section 16)."""
     connects: int = 0
     disconnects: int = 0
+    probe_failures: int = 0
+    """Self-probes that did not come back (each one forced a reconnect)."""
 
     def reject(self, kind: str) -> None:
         self.rejected[kind] += 1
@@ -68,4 +70,5 @@ class Metrics:
             "handler_errors": self.handler_errors,
             "connects": self.connects,
             "disconnects": self.disconnects,
+            "probe_failures": self.probe_failures,
         }

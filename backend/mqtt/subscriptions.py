@@ -10,6 +10,7 @@ heartbeat twice.
 from __future__ import annotations
 
 from backend.config import Settings
+from backend.mqtt.probe import probe_topic
 
 SUBSCRIPTION_QOS = 1
 _FORBIDDEN_IN_IDENTITY = frozenset("/+#\x00")
@@ -33,8 +34,12 @@ def subscriptions(settings: Settings) -> list[tuple[str, int]]:
     """(filter, QoS) pairs for this backend's settings."""
     group = settings.mqtt_shared_group
     return [
-        (shared(f, group), SUBSCRIPTION_QOS)
-        for f in topic_filters(settings.mqtt_accept_legacy_status)
+        *(
+            (shared(f, group), SUBSCRIPTION_QOS)
+            for f in topic_filters(settings.mqtt_accept_legacy_status)
+        ),
+        # never shared: the probe proves that this instance's own session receives
+        (probe_topic(settings.mqtt_instance_id), SUBSCRIPTION_QOS),
     ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,6 +25,8 @@ from sqlmodel import Session
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+WRITABLE_TIMEOUT = 2.0
+"""Seconds the health check waits for SQLite's write lock before calling the store stuck."""
 
 
 def normalize_url(url: str) -> str:
@@ -111,6 +114,30 @@ class Database:
             return True
         except Exception:
             return False
+
+    def write_problem(self, timeout: float = WRITABLE_TIMEOUT) -> str | None:
+        """None when a write transaction can be taken now, else why not (one line).
+
+        A statement that writes nothing, in a transaction rolled back: SQLite takes its
+        write lock (BEGIN IMMEDIATE, waiting at most `timeout`) and refuses a read-only
+        file; PostgreSQL refuses a read-only transaction or standby. Nothing is stored."""
+        try:
+            if self.dialect == "sqlite":
+                database = make_url(self.url).database or ":memory:"
+                with contextlib.closing(sqlite3.connect(database, timeout=timeout)) as conn:
+                    conn.isolation_level = None
+                    conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        conn.execute("DELETE FROM api_tokens WHERE 0")
+                    finally:
+                        conn.execute("ROLLBACK")
+            else:
+                with self.write_engine.connect() as conn, conn.begin() as txn:
+                    conn.execute(text("DELETE FROM api_tokens WHERE false"))
+                    txn.rollback()
+        except Exception as exc:
+            return first_line(exc)
+        return None
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)

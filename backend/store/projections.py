@@ -219,6 +219,8 @@ def _updated(session: Session, r: RecordedEvent) -> None:
 def _revoked(session: Session, r: RecordedEvent) -> None:
     row = _bank(session, r)
     row.password_sha256 = None
+    row.token_hmac = None  # revocation voids pending provisioning tokens
+    row.token_expires_at = None
     _set_status(row, "revoked", r)
 
 

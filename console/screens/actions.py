@@ -13,6 +13,7 @@ from textual.message import Message
 
 from backend.views import BankView, IssuedToken, TransactionView
 from console.modals.confirm import BankRequest, OpenRequest, confirm_bank, confirm_open
+from console.modals.revoke import RevokeModal, RevokeRequest
 from console.modals.token import TokenModal
 from console.palette import PaletteCommand
 from console.screens.base import LiveScreen
@@ -107,22 +108,18 @@ class BankActionScreen(LiveScreen[D], Generic[D]):
         )
 
     def ask_revoke(self, request: BankRequest) -> None:
+        """Ask for the reason (required), then revoke exactly the bank captured."""
         if self.may_act():
-            modal = confirm_bank(
-                request,
-                title="Revoke this bank's credentials?",
-                consequence="The broker refuses the bank until it is provisioned again.",
-                confirm="Revoke",
-            )
-            self.app.push_screen(modal, self._revoke_confirmed)
+            self.app.push_screen(RevokeModal(request), self._revoke_confirmed)
 
-    def _revoke_confirmed(self, request: BankRequest | None) -> None:
-        if request is None:
+    def _revoke_confirmed(self, answer: RevokeRequest | None) -> None:
+        if answer is None:
             return
         gateway = self.ctx.gateway
+        request = answer.bank
         self.submit(
             "Revoke",
-            lambda: gateway.revoke(request.bank_uuid),
+            lambda: gateway.revoke(request.bank_uuid, answer.reason),
             lambda _none: self.notify(
                 f"{request.bank_name} revoked.", title="Revoked", markup=False
             ),

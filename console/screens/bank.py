@@ -17,6 +17,7 @@ from backend.views import BankView, EventView, HeartbeatSample, TransactionView
 from console.attention import jammed_doors
 from console.context import ConsoleContext
 from console.modals.confirm import BankRequest, OpenRequest
+from console.modals.edit_bank import BankEdit, EditBankModal
 from console.modals.event_detail import EventDetailModal
 from console.palette import PaletteCommand
 from console.screens.actions import BankActionScreen
@@ -80,10 +81,11 @@ class BankScreen(BankActionScreen[BankData]):
         Binding("escape", "back", "Back"),
         Binding("o", "open_selected", "Open door"),
         Binding("p", "push_config", "Push config"),
+        Binding("e", "edit", "Edit"),
         Binding("t", "tab('bank-tab-transactions')", "Transactions", show=False),
         Binding("l", "tab('bank-tab-events')", "Event log", show=False),
     ]
-    WRITE_ACTIONS = frozenset({"open_selected", "push_config"})
+    WRITE_ACTIONS = frozenset({"open_selected", "push_config", "edit"})
 
     def __init__(self, ctx: ConsoleContext, bank_uuid: str) -> None:
         super().__init__(ctx)
@@ -138,6 +140,31 @@ class BankScreen(BankActionScreen[BankData]):
             self.query_one("#bank-status", Static).update(Text(words, style="bold red"))
             self.query_one(HeartbeatCharts).say(words)
             self.query_one(CompartmentGrid).placeholder = words
+
+    def action_edit(self) -> None:
+        """Edit name, location, interval, mapping, dialect (the bank captured now)."""
+        bank = self.bank
+        if bank is not None and self.may_act():
+            self.app.push_screen(EditBankModal(bank), self._edited)
+
+    def _edited(self, edit: BankEdit | None) -> None:
+        if edit is None:
+            self.focus_main()
+            return
+        gateway = self.ctx.gateway
+        self.submit(
+            "Edit bank",
+            lambda: gateway.update_bank(
+                edit.bank_uuid,
+                name=edit.name,
+                location=edit.location,
+                heartbeat_interval_seconds=edit.heartbeat_interval_seconds,
+                dialect=edit.dialect,
+                compartments=edit.compartments,
+            ),
+            lambda bank: self.notify(f"{bank.name} saved.", title="Bank edited", markup=False),
+        )
+        self.focus_main()
 
     def action_tab(self, pane: str) -> None:
         """Show the transactions or the event log of this bank."""

@@ -40,6 +40,7 @@ MODES: tuple[tuple[str, str, str], ...] = (
     ("2", "transactions", "Txns"),
     ("3", "events", "Events"),
     ("4", "provisioning", "Prov"),
+    ("5", "alerts", "Alerts"),
 )
 
 

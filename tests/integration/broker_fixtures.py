@@ -33,6 +33,8 @@ PROVISIONING_PASSWORD = "provisioning-password"
 DEVICE_A = "0a0a0a0a-0000-4000-8000-00000000000a"
 DEVICE_B = "0b0b0b0b-0000-4000-8000-00000000000b"
 DEVICE_PASSWORDS = {DEVICE_A: "password-of-a", DEVICE_B: "password-of-b"}
+PINNED_IDS = {DEVICE_A: "device-a-persistent"}
+"""Client ids the banks registered with (DESIGN section 4); otherwise they use their UUID."""
 TIMEOUT = 5.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -121,7 +123,7 @@ def make_directory() -> UserDirectory:
         BACKEND_USER, BACKEND_PASSWORD, PROVISIONING_USER, PROVISIONING_PASSWORD
     )
     for uuid, password in DEVICE_PASSWORDS.items():
-        directory.device_provisioned(uuid, hash_password(password))
+        directory.device_provisioned(uuid, hash_password(password), PINNED_IDS.get(uuid))
     return directory
 
 
@@ -194,7 +196,7 @@ def client(
         broker.port,
         username=username,
         password=password,
-        identifier=identifier or f"{username}-test",
+        identifier=identifier or (username if username in DEVICE_PASSWORDS else f"{username}-test"),
         clean_session=clean_session,
         will=will,
         timeout=TIMEOUT,

@@ -85,7 +85,7 @@ def test_list_and_events_json(tmp_path: Path, bank: dict[str, object]) -> None:
         (("bank", "create", "--name", ""), "name must not be empty"),
         (("bank", "create", "--name", "x", "--compartments", "0"), "1 to 1000 compartments"),
         (("bank", "show", "garbage"), "not a bank uuid"),
-        (("bank", "revoke", "{uuid}"), "no credentials to revoke"),
+        (("bank", "revoke", "{uuid}", "--reason", " "), "a reason is required"),
         (("transactions", "--bank", "00000000-0000-4000-8000-000000000000"), "no locker bank"),
     ],
 )

@@ -168,7 +168,7 @@ def run_demo_once(
     before_quit()
     terminal.tmux("send-keys", "-t", terminal.session, "q")
     # Standalone, q asks before stopping the services the fleet depends on: confirm.
-    wait_for(terminal.screen, lambda s: "Quit and stop the services?" in s, "quit prompt", 15)
+    wait_for(terminal.screen, lambda s: "Quit and stop the services?" in s, "quit prompt", 30)
     terminal.tmux("send-keys", "-t", terminal.session, "y")
     wait_for(terminal.alive, lambda alive: not alive, "the tmux session to end after q", 30)
     wait_for(lambda: process_running(pid), lambda running: not running, "the console to exit", 30)

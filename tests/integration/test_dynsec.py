@@ -315,10 +315,11 @@ async def test_backend_client_id_takeover_is_detected_and_recovered(tmp_path: Pa
     backend's id carries a suffix only its password derives: the guessable
     `MQTT_CLIENT_ID` takes nothing over; and if the full id leaks, the backend notices
     the lost connection, logs in again (pushing the intruder off) and processes again."""
-    settings = dynsec_settings(tmp_path)
+    settings = dynsec_settings(tmp_path, mqtt_probe_interval=0.5, mqtt_probe_timeout=3.0)
     async with dynsec_backend(settings) as services:
         creds = await provisioned_device(services, "dev-takeover")
         metrics = services.runtime.metrics
+        probe = services.runtime.connection.probe
         await _event_processed(services, creds, 1)
         connects_before = metrics.connects
         intruder = {
@@ -360,8 +361,17 @@ async def test_backend_client_id_takeover_is_detected_and_recovered(tmp_path: Pa
             await kicked.wait()
         await intruder_task
         await services.runtime.state.wait_for(True)
-        # ... and processes again (its subscriptions restored on the new session).
+        # ... and processes again (its subscriptions restored on the new session), its
+        # self-probe on server/probe/{instance} coming back on the new session.
         await _event_processed(services, creds, 3)
+        returned = probe.returned
+        await until(
+            lambda: asyncio.sleep(0, probe.returned),
+            lambda n: n > returned,
+            "the self-probe back on the new session",
+            timeout=10,
+        )
+        assert probe.problem() is None
         print(
             f"takeover: backend connects {connects_before} -> {metrics.connects}, "
             f"disconnects {metrics.disconnects}"

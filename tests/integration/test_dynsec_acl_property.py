@@ -307,7 +307,7 @@ def _sentinel_receive_topic(peer: Peer) -> str:
 
 USERS = st.sampled_from(["backend", "bank_a", "bank_b", "provisioning"])
 HYPOTHESIS = settings(
-    max_examples=250, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    max_examples=200, deadline=None, suppress_health_check=list(HealthCheck), database=None
 )
 
 

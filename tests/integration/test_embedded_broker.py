@@ -126,12 +126,12 @@ async def test_correct_credentials_connect_and_the_hook_is_asked(
     broker: EmbeddedBroker, hook: HookFixture
 ) -> None:
     async with client(broker, DEVICE_A):
-        assert broker.is_connected(f"{DEVICE_A}-test")
+        assert broker.is_connected(DEVICE_A)
     auth = [c for c in hook.calls if c.path == "/api/mosq/auth"]
     assert auth[-1].body == {
         "username": DEVICE_A,
         "password": DEVICE_PASSWORDS[DEVICE_A],
-        "client_id": f"{DEVICE_A}-test",
+        "client_id": DEVICE_A,
     }
 
 
@@ -200,7 +200,7 @@ async def test_device_cannot_subscribe_to_or_receive_another_bank(
 
         await assert_only_own_until_marker(inbox, backend, b"marker-2")
         assert all(m.topic == A_COMMAND for m in inbox.messages)
-    subscribe_checks = hook.acl_calls(acc=4, client_id=f"{DEVICE_A}-test")
+    subscribe_checks = hook.acl_calls(acc=4, client_id=DEVICE_A)
     assert {c.topic for c in subscribe_checks} >= {B_STATE, B_COMMAND, "locker/#"}
 
 
@@ -222,7 +222,7 @@ async def test_each_delivery_asks_the_hook_for_receive(
     broker: EmbeddedBroker, hook: HookFixture
 ) -> None:
     """A live delivery, and a retained one on subscribe, both go through acc 1."""
-    a_id = f"{DEVICE_A}-test"
+    a_id = DEVICE_A
     hook.deny_receive.add((a_id, "server/status"))
     async with (
         client(broker, BACKEND_USER) as backend,
@@ -328,7 +328,7 @@ async def test_last_will_reaches_the_backend(broker: EmbeddedBroker) -> None:
     async with client(broker, BACKEND_USER) as backend, listening(backend) as inbox:
         await backend.subscribe("locker/+/state", qos=1)
         packet = connect_packet(
-            "device-a-raw", DEVICE_A, DEVICE_PASSWORDS[DEVICE_A], will_topic=A_STATE,
+            DEVICE_A, DEVICE_A, DEVICE_PASSWORDS[DEVICE_A], will_topic=A_STATE,
             will_payload=will,
         )  # fmt: skip
         async with raw_connection(broker, packet) as (code, _writer):

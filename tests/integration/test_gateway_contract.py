@@ -279,10 +279,33 @@ async def test_issue_token(subject: Subject, service: LockerService) -> None:
 
 async def test_revoke(subject: Subject, service: LockerService) -> None:
     bank = await provision(service)
-    await subject.gateway.revoke(bank.uuid)
+    await subject.gateway.revoke(bank.uuid, "stolen")
     assert (await service.get_bank(bank.uuid)).status == "revoked"
     last = (await service.events_after(0))[-1]
     assert last.event_type == "CredentialsRevoked" and last.metadata["actor"] == OPERATOR
+    assert last.payload["reason"] == "stolen"
+
+
+async def test_revoke_in_every_state_voids_pending_tokens(
+    subject: Subject, service: LockerService
+) -> None:
+    """Issue 14, finding 6: an unprovisioned bank's leaked token, and a token issued to a
+    provisioned bank, are void once the bank is revoked."""
+    fresh = await service.create_bank("Fresh", "", 2)
+    await subject.gateway.revoke(fresh.uuid, "token leaked")
+    assert await service.bank_by_token(fresh.token) is None
+    assert (await service.get_bank(fresh.uuid)).status == "revoked"
+    bank = await provision(service)
+    issued = await service.issue_token(bank.uuid)
+    await subject.gateway.revoke(bank.uuid, "stolen")
+    assert await service.bank_by_token(issued.token) is None
+    await subject.gateway.revoke(bank.uuid, "still stolen")  # again: recorded again
+    reasons = [
+        e.payload["reason"]
+        for e in await service.events_after(0)
+        if e.event_type == "CredentialsRevoked"
+    ]
+    assert reasons == ["token leaked", "stolen", "still stolen"]
 
 
 async def test_request_open(subject: Subject, service: LockerService) -> None:
@@ -322,8 +345,8 @@ REFUSALS: list[tuple[str, Call, type[DomainError]]] = [
     ("create-too-many", lambda g, b: g.create_bank("X", "", 1001), InvalidInput),
     ("create-bad-interval", lambda g, b: g.create_bank("X", "", 2, 0), InvalidInput),
     ("token-unknown-bank", lambda g, b: g.issue_token(UNKNOWN_UUID), NotFound),
-    ("revoke-unknown-bank", lambda g, b: g.revoke(UNKNOWN_UUID), NotFound),
-    ("revoke-unprovisioned", lambda g, b: g.revoke(b["fresh"]), RuleViolation),
+    ("revoke-unknown-bank", lambda g, b: g.revoke(UNKNOWN_UUID, "x"), NotFound),
+    ("revoke-without-reason", lambda g, b: g.revoke(b["ready"], "  "), InvalidInput),
     ("open-unknown-bank", lambda g, b: g.request_open(UNKNOWN_UUID, 1), NotFound),
     ("open-unprovisioned", lambda g, b: g.request_open(b["fresh"], 1), RuleViolation),
     ("open-unknown-compartment", lambda g, b: g.request_open(b["ready"], 99), NotFound),
@@ -340,7 +363,7 @@ async def banks(service: LockerService) -> dict[str, str]:
     ready = await provision(service, "Ready")
     await service.request_open(ready.uuid, 1, actor="setup")
     revoked = await provision(service, "Revoked")
-    await service.revoke(revoked.uuid, actor="setup")
+    await service.revoke(revoked.uuid, reason="setup", actor="setup")
     fresh = await service.create_bank("Fresh", "", 2, actor="setup")
     return {"ready": ready.uuid, "fresh": fresh.uuid, "revoked": revoked.uuid}
 

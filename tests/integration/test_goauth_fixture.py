@@ -82,7 +82,7 @@ async def test_tls_listener_with_the_documented_certificates(tmp_path: Path) -> 
                 broker.tls_port,
                 username=DEVICE_A,
                 password="password-of-a",
-                identifier="tls-device",
+                identifier=DEVICE_A,  # a bank: its UUID or pinned id (DESIGN 4)
                 tls_context=context,
                 timeout=5,
             ) as device:

@@ -66,9 +66,10 @@ ALL_SECRETS = (SECRET, BACKEND_PW, PROV_PW, A_PW, B_PW, REVOKED_PW, TOKEN)
 def make_directory() -> UserDirectory:
     """Backend, provisioning client, one superuser name, two live banks and a revoked one."""
     directory = UserDirectory(BACKEND_USER, BACKEND_PW, PROV_USER, PROV_PW, {SUPERUSER})
-    directory.load_devices(
-        [(A, hash_password(A_PW)), (B, hash_password(B_PW)), (REVOKED, hash_password(REVOKED_PW))]
-    )
+    # each bank registered with its own client id (its pinned id, DESIGN section 4)
+    directory.device_provisioned(A, hash_password(A_PW), "dev-a")
+    directory.device_provisioned(B, hash_password(B_PW), "dev-b")
+    directory.device_provisioned(REVOKED, hash_password(REVOKED_PW), "dev-r")
     directory.device_revoked(REVOKED)
     return directory
 
@@ -320,7 +321,7 @@ async def test_revoked_device_refused_at_next_auth_and_acl(hook: Hook) -> None:
     assert_granted(await go_auth_login(hook, B, B_PW, "dev-b"), True)
     # reprovisioning replaces the password
     new_password = "dev-A-second-life-pw-0Kx8Jd4Hs2Lq"
-    hook.directory.device_provisioned(A, hash_password(new_password))
+    hook.directory.device_provisioned(A, hash_password(new_password), "dev-a")
     assert_granted(await go_auth_login(hook, A, A_PW, "dev-a"), False)
     assert_granted(await go_auth_login(hook, A, new_password, "dev-a"), True)
     assert_granted(await go_auth_acl(hook, A, "dev-a", topic, 4), True)

@@ -176,7 +176,7 @@ class Publishers:
 
     async def _device(self, uuid: str, password: str) -> None:
         try:
-            async with self.client(uuid, password, f"dev-{uuid}") as mqtt:
+            async with self.client(uuid, password, uuid) as mqtt:
                 while not self._stop.is_set():
                     started = time.monotonic()
                     await mqtt.publish(f"locker/{uuid}/state", b'{"beat":1}', qos=1)
@@ -285,7 +285,7 @@ async def test_a_directory_miss_is_answered_from_the_store(
             async with session.post(url, json=body) as resp:
                 assert resp.status == 200
             assert metrics.store_lookups == 1  # known now: no second look-up
-            await operator.revoke(uuid)
+            await operator.revoke(uuid, reason="test")
             # The next CONNECT of a device the directory still holds as active is decided
             # from memory; revocation reaches it through the change feed (other tests).
             # A revoked entry is looked up again on CONNECT, so a re-provisioned bank is
@@ -409,7 +409,7 @@ async def test_cli_revocation_refuses_the_next_publish_within_a_second(
                     broker.port,
                     username=uuid,
                     password=password,
-                    identifier=f"dev-{uuid}",
+                    identifier=uuid,  # a bank: its UUID or pinned id (DESIGN 4)
                 ) as mqtt:
                     seq = 0
                     while not stop.is_set():
@@ -431,6 +431,8 @@ async def test_cli_revocation_refuses_the_next_publish_within_a_second(
                 "bank",
                 "revoke",
                 uuid,
+                "--reason",
+                "test",
                 env=env,
                 cwd=tmp_path,
                 stdout=asyncio.subprocess.PIPE,

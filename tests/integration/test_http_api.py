@@ -134,11 +134,23 @@ async def test_revoke_takes_effect_in_the_hook_at_once(
     assert last.payload["reason"] == "stolen" and last.metadata["actor"] == OPERATOR
 
 
-async def test_revoke_with_an_empty_body(api: ApiHarness, service: LockerService) -> None:
+async def test_revoke_needs_a_reason(api: ApiHarness, service: LockerService) -> None:
+    """Issue 14: a reason is required (an empty body or a blank reason is refused) and
+    revocation works in any state, an unprovisioned bank's token included."""
     bank = await provision(service)
     resp = await api.client.post(f"/api/locker-banks/{bank.uuid}/revoke", headers=api.auth())
+    assert resp.status == 400
+    resp = await api.client.post(
+        f"/api/locker-banks/{bank.uuid}/revoke", json={"reason": " "}, headers=api.auth()
+    )
+    assert resp.status == 400
+    assert (await service.get_bank(bank.uuid)).status != "revoked"
+    fresh = await service.create_bank("Fresh", "", 2)
+    resp = await api.client.post(
+        f"/api/locker-banks/{fresh.uuid}/revoke", json={"reason": "leaked"}, headers=api.auth()
+    )
     assert resp.status == 200
-    assert (await service.get_bank(bank.uuid)).status == "revoked"
+    assert await service.bank_by_token(fresh.token) is None
 
 
 # ----- commands ----------------------------------------------------------------------------
@@ -290,7 +302,7 @@ REFUSALS: list[tuple[str, Case]] = [
     ("token-unknown-bank", ("POST", f"/api/locker-banks/{UNKNOWN_UUID}/provisioning-token",
                             "operator", None, 404, "NotFound")),
     ("revoke-unknown-bank", ("POST", f"/api/locker-banks/{UNKNOWN_UUID}/revoke", "operator",
-                             None, 404, "NotFound")),
+                             {"reason": "x"}, 404, "NotFound")),
     ("config-unknown-bank", ("POST", f"/api/locker-banks/{UNKNOWN_UUID}/apply-config",
                              "operator", None, 404, "NotFound")),
     ("no-route", ("GET", "/api/nothing-here", "operator", None, 404, "NotFound")),
@@ -344,8 +356,8 @@ REFUSALS: list[tuple[str, Case]] = [
                         409, "RuleViolation")),
     ("open-body-in-flight", ("POST", "/api/compartments/{ready}/open", "app",
                              {"compartment_number": 1}, 409, "RuleViolation")),
-    ("revoke-unprovisioned", ("POST", "/api/locker-banks/{fresh}/revoke", "operator", None, 409,
-                              "RuleViolation")),
+    ("revoke-no-reason", ("POST", "/api/locker-banks/{fresh}/revoke", "operator", None, 400,
+                          "InvalidInput")),
     ("config-unprovisioned", ("POST", "/api/locker-banks/{fresh}/apply-config", "operator", None,
                               409, "RuleViolation")),
     # 405
@@ -738,7 +750,7 @@ async def hook_auth(api: ApiHarness, username: str, password: str) -> int:
     secret = api.service.settings.secret("mosq_secret")
     resp = await api.client.post(
         f"/api/mosq/auth?mosq_secret={secret}",
-        json={"username": username, "password": password, "clientid": "c-1"},
+        json={"username": username, "password": password, "clientid": username},
     )
     return resp.status
 
@@ -746,13 +758,15 @@ async def hook_auth(api: ApiHarness, username: str, password: str) -> int:
 async def test_load_directory(service: LockerService) -> None:
     active = await provision(service, "Active")
     revoked = await provision(service, "Revoked")
-    await service.revoke(revoked.uuid, actor="t")
+    await service.revoke(revoked.uuid, reason="test", actor="t")
     never = await service.create_bank("Never", "", 2, actor="t")
     directory = await load_directory(service, service.settings)
     assert directory.is_active_device(active.uuid)
     assert not directory.is_active_device(revoked.uuid)
     assert not directory.is_active_device(never.uuid)
-    assert directory.authenticate(active.uuid, active.password, "c").allowed
+    # the pinned client id comes from the store (DESIGN section 4)
+    assert directory.authenticate(active.uuid, active.password, active.client_id).allowed
+    assert not directory.authenticate(active.uuid, active.password, "c").allowed
     assert directory.authenticate("locker_backend", "backend-pw", "c").allowed
     assert directory.authenticate("provisioning_client", "provisioning-pw", "c").allowed
 
@@ -762,7 +776,7 @@ async def test_hook_follows_provisioning_and_revocation_in_process(
 ) -> None:
     bank = await provision(service)  # after the app started: via the listener
     assert await hook_auth(api, bank.uuid, bank.password) == 200
-    await service.revoke(bank.uuid, actor="t")
+    await service.revoke(bank.uuid, reason="test", actor="t")
     assert await hook_auth(api, bank.uuid, bank.password) == 403
 
 
@@ -781,7 +795,7 @@ async def test_hook_follows_a_revocation_by_another_process(
         SECRET_KEY="test-secret-key",
     )
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "console.cli", "bank", "revoke", bank.uuid,
+        sys.executable, "-m", "console.cli", "bank", "revoke", bank.uuid, "--reason", "cli test",
         cwd=ROOT, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -806,7 +820,7 @@ async def test_an_older_credential_event_never_undoes_a_newer_one(
     service: LockerService,
 ) -> None:
     bank = await provision(service)
-    await service.revoke(bank.uuid, actor="t")
+    await service.revoke(bank.uuid, reason="test", actor="t")
     issued = await service.issue_token(bank.uuid, actor="t")
     assert await service.devices.register(issued.token, "dev-again") == "success"
     credential = [
@@ -831,7 +845,7 @@ async def test_listener_and_follower_share_one_sync(service: LockerService) -> N
     bank = await provision(service)
     directory = await load_directory(service, service.settings)
     service.subscribe(credential_listener(directory))
-    await service.revoke(bank.uuid, actor="t")
+    await service.revoke(bank.uuid, reason="test", actor="t")
     assert not directory.is_active_device(bank.uuid)  # at once, by the listener
     # A follower replaying everything from position 0 never brings the bank back.
     task = asyncio.create_task(follow_credentials(service, directory, 0.01, after=0))
@@ -854,8 +868,8 @@ async def test_follower_picks_up_writes_of_another_service_instance(
     try:
         bank = await provision(other)  # recorded by "another process": no listener here
         await wait_until(lambda: directory.is_active_device(bank.uuid), what="provisioning")
-        assert directory.authenticate(bank.uuid, bank.password, "c").allowed
-        await other.revoke(bank.uuid, actor="cli")
+        assert directory.authenticate(bank.uuid, bank.password, bank.client_id).allowed
+        await other.revoke(bank.uuid, reason="test", actor="cli")
         await wait_until(lambda: not directory.is_active_device(bank.uuid), what="revocation")
     finally:
         task.cancel()
@@ -871,7 +885,9 @@ async def test_alerts_over_rest_and_on_the_event_stream(
     the stream after the event that opened or resolved an alert."""
     bank = await service.create_bank("Hall A", "", 2, actor="setup")
     assert await service.devices.register(bank.token, "dev-1") == "success"
-    assert await service.revoke(bank.uuid, actor="setup") is None  # nothing to alert yet
+    assert (
+        await service.revoke(bank.uuid, reason="setup", actor="setup") is None
+    )  # nothing to alert yet
     assert await (await api.client.get("/api/alerts", headers=api.auth("app"))).json() == []
     other = await service.create_bank("Hall B", "", 2, actor="setup")
     assert await service.devices.register(other.token, "dev-2") == "success"

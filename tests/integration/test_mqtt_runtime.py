@@ -449,11 +449,14 @@ async def test_shared_group_speaks_mqtt5_and_one_relay_drains(harness: Harness) 
     runtimes = [await harness.runtime(svc) for svc in services]
     assert all(r.connection.v5 for r in runtimes)
     filters = [f for f, _ in runtimes[0].connection.subscriptions]
-    # The fleet's topics are shared; the server status ones each instance must see itself.
+    # The fleet's topics are shared; the server status and self-probe ones each instance
+    # must see itself (DESIGN section 4).
+    instance = runtimes[0].service.settings.mqtt_instance_id
     assert all(f.startswith("$share/backends/") for f in filters if not f.startswith("server/"))
-    assert [f for f in filters if f.startswith("server/")] == [
+    assert sorted(f for f in filters if f.startswith("server/")) == [
+        f"server/probe/{instance}",
         "server/status",
-        f"server/status/{runtimes[0].service.settings.mqtt_instance_id}",
+        f"server/status/{instance}",
     ]
     created, dev = await harness.online_bank(services[0], compartments=6)
 

@@ -18,6 +18,7 @@ from tests.integration.broker_fixtures import (
     BACKEND_USER,
     DEVICE_A,
     DEVICE_PASSWORDS,
+    PINNED_IDS,
     TIMEOUT,
     client,
     connect_packet,
@@ -26,7 +27,7 @@ from tests.integration.broker_fixtures import (
 )
 
 A_COMMAND = f"locker/{DEVICE_A}/command"
-PERSISTENT_ID = "device-a-resume"
+PERSISTENT_ID = PINNED_IDS[DEVICE_A]  # its pinned client id (DESIGN section 4)
 
 
 async def _session_present(broker: EmbeddedBroker) -> int:

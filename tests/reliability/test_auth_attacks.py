@@ -276,7 +276,7 @@ async def test_revoked_credentials_are_refused_at_the_next_connect_and_replies_s
     async with mqtt(backend, user, password, f"{user}-a") as device:
         granted = await device.subscribe(f"locker/{user}/command", qos=1)
         assert list(granted) == [1], granted
-        await backend.service.revoke(created.uuid, actor="reliability")
+        await backend.service.revoke(created.uuid, reason="attack test", actor="reliability")
 
         async def subscribe_refused() -> bool:
             granted = await device.subscribe(f"locker/{user}/command", qos=1)

@@ -88,7 +88,7 @@ class TestDevice:
 
     @property
     def client_id(self) -> str:
-        return f"dev-{self.bank_uuid}"
+        return self.bank_uuid  # a bank connects with its pinned client id or its UUID
 
     async def __aenter__(self) -> TestDevice:
         await self.start()

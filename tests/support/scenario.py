@@ -171,4 +171,4 @@ class Scenario:
 
     async def op_revoke(self) -> None:
         if self.rng.random() < 0.3 and (bank := self._bank()):
-            await self.service.revoke(bank, actor="op")
+            await self.service.revoke(bank, reason="scenario", actor="op")

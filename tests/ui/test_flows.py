@@ -18,6 +18,7 @@ from backend.service import LockerService
 from backend.views import TransactionView
 from console.app import LockerConsoleApp
 from console.modals.confirm import ConfirmModal
+from console.modals.revoke import RevokeModal
 from console.modals.token import TokenModal
 from console.screens.bank import BankScreen
 from console.screens.fleet import FleetScreen
@@ -413,24 +414,32 @@ async def test_reissue_and_revoke_ask_first(
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "closed")
 
-        # A refusal by the domain is one clear sentence in an error toast; nothing changes.
+        # Revoking asks for a reason (required), works in any state and voids the token.
         await pilot.press("r")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
-        await pilot.press("y")
-        await wait_until(pilot, lambda: toasts.matching("Revoke refused"), "the refusal")
-        (refusal,) = toasts.matching("Revoke refused")
-        assert refusal.severity == "error" and "no credentials to revoke" in refusal.message
-        assert (await service.get_bank(depot)).status == "unprovisioned"
+        await wait_until(pilot, lambda: isinstance(app.screen, RevokeModal), "the reason dialog")
+        await pilot.press("enter")  # no reason yet: nothing happens
+        assert isinstance(app.screen, RevokeModal)
+        await type_text(pilot, "token leaked")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: cell(table, depot, "status") == "revoked", "revoked")
+        assert await service.bank_by_token(new_token) is None
 
         table.move_to_key(hall)
         await pilot.press("r")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await wait_until(pilot, lambda: isinstance(app.screen, RevokeModal), "the reason dialog")
         assert "Revoke this bank's credentials?" in modal_text(app)
         assert "Main hall" in modal_text(app)
         await pilot.press("escape")  # cancelled: nothing happens
         await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "cancelled")
         assert (await service.get_bank(hall)).status == "online"
         await pilot.press("r")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
-        await pilot.press("y")
+        await wait_until(pilot, lambda: isinstance(app.screen, RevokeModal), "the reason dialog")
+        await type_text(pilot, "stolen")
+        await pilot.press("enter")
         await wait_until(pilot, lambda: cell(table, hall, "status") == "revoked", "revoked")
+        reasons = [
+            e.payload["reason"]
+            for e in await service.events_after(0)
+            if e.event_type == "CredentialsRevoked"
+        ]
+        assert reasons == ["token leaked", "stolen"]

@@ -197,6 +197,12 @@ def test_bank(snap_compare: Any, world: Any, size: tuple[int, int]) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
+def test_alerts(snap_compare: Any, world: Any, size: tuple[int, int]) -> None:
+    """The alert list: the offline bank, the jammed door (command failed)."""
+    assert snap_compare(console(world), terminal_size=size, run_before=on("5"))
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_transactions(snap_compare: Any, world: Any, size: tuple[int, int]) -> None:
     assert snap_compare(console(world), terminal_size=size, run_before=on("2"))
 

@@ -431,3 +431,92 @@ def test_heartbeat_buckets_over_the_last_hour() -> None:
     assert intervals[-1] == (now - arrivals[-1]).total_seconds()  # the silence so far
     axis = time_axis(60).plain
     assert axis.startswith("-60m") and axis.rstrip().endswith("now") and "-30m" in axis
+
+
+# ----- alerts ------------------------------------------------------------------------------
+
+
+async def test_alert_list_counter_and_acknowledge_with_a_note(
+    make_app: MakeApp, devices: Devices, service: LockerService
+) -> None:
+    from console.modals.note import NoteModal
+    from console.screens.alerts import AlertsScreen
+    from widgets.alert_list import AlertTable
+
+    hall = await devices.bank("Main hall", "Berlin")
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot, app)
+        assert "alert" not in status(app)
+        await devices.last_will(hall)
+        await wait_until(pilot, lambda: "1 alert (5)" in status(app), "the counter")
+        await pilot.press("5")
+        await wait_until(pilot, lambda: isinstance(app.screen, AlertsScreen), "screen 5")
+        table = app.screen.query_one(AlertTable)
+        await wait_until(pilot, lambda: table.row_count == 1, "the alert")
+        key = table.keys[0]
+        assert cell(table, key, "state") == "open" and "offline" in cell(table, key, "kind")
+        await pilot.press("a")
+        await wait_until(pilot, lambda: isinstance(app.screen, NoteModal), "the note")
+        await pilot.press(*"on it", "enter")
+        await wait_until(pilot, lambda: cell(table, key, "state") == "seen", "acknowledged")
+        await wait_until(pilot, lambda: "alert" not in status(app), "the counter at zero")
+        (alert,) = await service.list_alerts()
+        assert alert.acknowledged_by == OPERATOR and alert.ack_note == "on it"
+        await filter_with(pilot, "seen -state:open alice")  # the note and who, in full values
+        await wait_until(pilot, lambda: table.keys == [key], "found by who acknowledged it")
+
+
+# ----- bank editing ------------------------------------------------------------------------
+
+
+async def test_edit_a_bank_from_its_screen_through_update_bank(
+    make_app: MakeApp, devices: Devices, service: LockerService, toasts: Toasts
+) -> None:
+    from console.modals.edit_bank import EditBankModal
+
+    hall = await devices.bank("Main hall", "Berlin", doors=3)
+    app = make_app()
+    async with app.run_test(size=(120, 40), notifications=True, message_hook=toasts) as pilot:
+        await ready(pilot, app)
+        table = app.screen.query_one(BankTable)
+        await wait_until(pilot, lambda: table.keys == [hall], "the bank")
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, BankScreen), "the bank screen")
+        bank_screen = app.screen
+        await wait_until(pilot, lambda: bank_screen.data is not None, "its data")  # type: ignore[attr-defined]
+        await pilot.press("e")
+        await wait_until(pilot, lambda: isinstance(app.screen, EditBankModal), "the form")
+        form = app.screen
+        name = form.query_one("#edit-name", Input)
+        assert app.focused is name and name.value == "Main hall"
+        assert form.query_one("#edit-mapping", Input).value == "1:1:0,2:1:1,3:1:2"
+        # a bad interval is named, nothing is sent
+        form.query_one("#edit-interval", Input).value = "0"
+        await pilot.press("enter")
+        assert "heartbeat interval must be 1 to 3600" in plain(
+            form.query_one("#edit-error", Static)
+        )
+        assert app.screen is form
+        form.query_one("#edit-interval", Input).value = "45"
+        await pilot.press("end", *" West")
+        form.query_one("#edit-mapping", Input).value = "1:1:0,2:1:1,3:1:2,4:1:3"
+        await pilot.press("escape")  # leaves the field, the form stays
+        assert app.screen is form and not isinstance(app.focused, Input)
+        await pilot.click("#save")
+        await wait_until(pilot, lambda: app.screen is bank_screen, "saved and back")
+        await wait_until(pilot, lambda: toasts.matching("Bank edited"), "the confirmation")
+        saved = await service.get_bank(hall)
+        assert (saved.name, saved.location, saved.heartbeat_interval_seconds) == (
+            "Main hall West",
+            "Berlin",
+            45,
+        )
+        assert len(saved.compartments) == 4
+        pushes = [t for t in await service.list_transactions(hall) if t.action == "apply_config"]
+        assert any(t.requested_by == OPERATOR for t in pushes)  # the new mapping goes out
+        grid = bank_screen.query_one(CompartmentGrid)
+        await wait_until(pilot, lambda: "#4" in str(grid.render()), "the fourth door")
+        await pilot.press("e", "escape", "escape")  # Esc leaves the field, then cancels
+        await wait_until(pilot, lambda: app.screen is bank_screen, "cancelled")
+        assert (await service.get_bank(hall)).name == "Main hall West"

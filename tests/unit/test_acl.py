@@ -547,7 +547,7 @@ DEVICE_PASSWORD = "Zm9vYmFyYmF6cXV4cXV1eHF1dXhxdXV4cXV1eHF1dXg"
 
 def _directory() -> UserDirectory:
     d = UserDirectory("locker_backend", "backend-pw", "provisioning_client", "prov-pw", {"ops"})
-    d.load_devices([(U, hash_password(DEVICE_PASSWORD))])
+    d.device_provisioned(U, hash_password(DEVICE_PASSWORD), "c1")  # pinned client id c1
     return d
 
 
@@ -573,7 +573,7 @@ def test_directory_kinds_and_revocation() -> None:
     assert d.device_count == 0
     assert d.authenticate(U, DEVICE_PASSWORD, "c1") == Decision.deny("credentials revoked")
     assert not d.acl(U, "c1", f"locker/{U}/command", 4).allowed
-    d.device_provisioned(U, hash_password("new-password"))
+    d.device_provisioned(U, hash_password("new-password"), "c1")
     assert not d.authenticate(U, DEVICE_PASSWORD, "c1").allowed
     assert d.authenticate(U, "new-password", "c1").allowed
 
@@ -590,6 +590,37 @@ def test_directory_authenticate() -> None:
     assert not d.authenticate("a/b", "backend-pw", "b1").allowed
     assert d.is_superuser("ops").allowed
     assert not d.is_superuser("locker_backend").allowed
+
+
+def test_pinned_identities() -> None:
+    """DESIGN section 4: pinned client id or UUID for a bank, reserved backend ids, the
+    provisioning account kept off the ids of online banks; refusals counted."""
+    d = _directory()
+    assert d.authenticate(U, DEVICE_PASSWORD, "c1").allowed  # its pinned id
+    assert d.authenticate(U, DEVICE_PASSWORD, U).allowed  # its UUID
+    assert not d.authenticate(U, DEVICE_PASSWORD, "c2").allowed  # any other id
+    assert not d.authenticate(U, DEVICE_PASSWORD, "locker-backend").allowed
+    # the backend's ids are its own: neither a bank, nor provisioning, nor a superuser
+    assert d.authenticate("locker_backend", "backend-pw", "locker-backend").allowed
+    assert d.authenticate("locker_backend", "backend-pw", "locker-backend-a1").allowed
+    assert not d.authenticate("provisioning_client", "prov-pw", "locker-backend").allowed
+    assert not d.authenticate("provisioning_client", "prov-pw", "locker-backend-x").allowed
+    # provisioning with a bank's pinned id: only while that bank is not online
+    assert d.authenticate("provisioning_client", "prov-pw", "c1").allowed
+    d.bank_online(U, True)
+    assert not d.authenticate("provisioning_client", "prov-pw", "c1").allowed
+    assert not d.authenticate("provisioning_client", "prov-pw", U).allowed
+    assert d.authenticate(U, DEVICE_PASSWORD, "c1").allowed  # the bank itself still may
+    d.bank_online(U, False)
+    assert d.authenticate("provisioning_client", "prov-pw", "c1").allowed
+    d.bank_online(U, True)
+    d.device_revoked(U)  # a revoked bank is not online: its device may provision again
+    assert d.authenticate("provisioning_client", "prov-pw", "c1").allowed
+    refused = d.refused_connects()
+    assert refused["client_id_not_pinned"] == 1
+    assert refused["reserved_client_id"] == 3
+    assert refused["pinned_id_of_online_bank"] == 2
+    assert refused["bad_credentials"] == 0
 
 
 def test_directory_refuses_bad_configuration() -> None:

@@ -124,7 +124,7 @@ def test_no_command_to_an_unprovisioned_or_revoked_bank() -> None:
     with pytest.raises(RuleViolation, match="unprovisioned"):
         bank.request_open(1, transaction_id="t", requested_by="op", now=NOW, ttl=TTL)
     bank = provisioned_bank()
-    fold(bank, bank.revoke(now=NOW))
+    fold(bank, bank.revoke(now=NOW, reason="stolen"))
     assert bank.status == "revoked"
     with pytest.raises(RuleViolation, match="revoked"):
         bank.request_config(transaction_id="t", requested_by="op", now=NOW, ttl=TTL)

@@ -1,0 +1,115 @@
+"""The backend's self-probe (DESIGN section 4): proof that its session still receives.
+
+A broker can drop our session and subscriptions while the TCP connection stays up (amqtt
+0.12.1 did exactly that when another client connected with our client id): the
+connection then looks fine, keep-alives are answered, and nothing arrives. So every
+`MQTT_PROBE_INTERVAL` seconds the backend publishes a probe (QoS 1) on its own,
+non-shared topic `server/probe/{MQTT_INSTANCE_ID}` and expects it back within
+`MQTT_PROBE_TIMEOUT` seconds. When it does not come back, `watch()` returns the reason:
+the connection drops it, says so (state, /healthz, console) and connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
+
+PROBE_PREFIX = "server/probe/"
+Publish = Callable[[str, bytes], Awaitable[None]]
+
+
+def probe_topic(instance_id: str) -> str:
+    """This instance's probe topic."""
+    return f"{PROBE_PREFIX}{instance_id}"
+
+
+class SelfProbe:
+    """Publishes probes and matches what comes back."""
+
+    def __init__(self, instance_id: str, interval: float, timeout: float) -> None:
+        self.topic = probe_topic(instance_id)
+        self.interval = interval
+        self.timeout = timeout
+        self.sent = 0
+        self.returned = 0
+        self.failures = 0
+        self._expected: bytes | None = None
+        self._back = asyncio.Event()
+        self._busy = 0
+        self._last_activity = 0.0
+        self._waiting_since: float | None = None
+
+    def is_probe(self, topic: str) -> bool:
+        return topic == self.topic
+
+    def received(self, payload: bytes) -> None:
+        """A message on our probe topic arrived (an old probe is ignored)."""
+        if self._expected is not None and payload == self._expected:
+            self.returned += 1
+            self._waiting_since = None
+            self._back.set()
+
+    def activity(self, busy: bool) -> None:
+        """A message is being handled (`busy`) or was handled: the session receives, even
+        if the probe waits behind a long queue."""
+        self._busy += 1 if busy else -1
+        self._last_activity = time.monotonic()
+
+    async def watch(self, publish: Publish) -> str:
+        """Probe until one does not come back in time; returns why (never returns while
+        the session receives). A publish that fails is left to the connection."""
+        while True:
+            nonce = secrets.token_hex(8).encode()
+            self._expected = nonce
+            self._back = asyncio.Event()
+            self.sent += 1
+            window_start = time.monotonic()
+            if self._waiting_since is None:
+                self._waiting_since = window_start
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await publish(self.topic, nonce)
+            except TimeoutError:
+                return self._failed("was not even acknowledged")
+            while not self._back.is_set():
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await self._back.wait()
+                except TimeoutError:
+                    if self._busy or self._last_activity > window_start:
+                        window_start = time.monotonic()  # other traffic flows: keep waiting
+                        continue
+                    return self._failed("did not come back")
+            await asyncio.sleep(self.interval)
+
+    def problem(self) -> str | None:
+        """For /healthz and the console: why the broker path is not proven to work now
+        (a probe overdue and nothing else received meanwhile), else None."""
+        since = self._waiting_since
+        if since is None or self._busy or self._last_activity > since:
+            return None
+        age = time.monotonic() - since
+        if age < self.timeout:
+            return None
+        return f"connected, but the self-probe has not come back for {age:.0f} s"
+
+    def reset(self) -> None:
+        """A new connection: nothing outstanding."""
+        self._waiting_since = None
+        self._expected = None
+
+    def _failed(self, what: str) -> str:
+        self.failures += 1
+        log.error(
+            "self-probe on %s %s within %.1f s: the broker no longer serves this session; "
+            "reconnecting",
+            self.topic,
+            what,
+            self.timeout,
+        )
+        return f"self-probe {what} within {self.timeout:g} s (session lost)"
