@@ -698,6 +698,7 @@ async def test_metrics(api: ApiHarness, service: LockerService, clock: FrozenClo
         }
     )
     api.parts.hook_metrics.inc("acl", "allow")
+    api.parts.hook_metrics.observe("acl", 0.0015)
 
     resp = await api.client.get("/metrics")
     assert resp.status == 200
@@ -717,6 +718,11 @@ async def test_metrics(api: ApiHarness, service: LockerService, clock: FrozenClo
     assert samples[latency.format("bucket", ',le="2.5"')] == 1
     assert samples[latency.format("bucket", ',le="+Inf"')] == 1
     assert samples['locker_hook_requests_total{endpoint="acl",result="allow"}'] == 1
+    hook_latency = 'locker_hook_latency_seconds_{}{{endpoint="acl"{}}}'
+    assert samples[hook_latency.format("count", "")] == 1
+    assert samples[hook_latency.format("bucket", ',le="0.001"')] == 0
+    assert samples[hook_latency.format("bucket", ',le="0.002"')] == 1
+    assert samples[hook_latency.format("bucket", ',le="+Inf"')] == 1
     assert samples['locker_mqtt_messages_total{kind="state/heartbeat"}'] == 7
     assert samples['locker_mqtt_duplicates_total{kind="response"}'] == 1
     assert samples['locker_mqtt_rejected_total{kind="invalid_topic"}'] == 2
