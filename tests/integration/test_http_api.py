@@ -33,6 +33,7 @@ from backend.http.credentials import (
 from backend.http.server import PARTS, HttpServer, HttpServerError, build_app
 from backend.service import LockerService
 from backend.store.event_store import RecordedEvent, read_after
+from tests.integration.test_store import beat, provisioned
 from tests.support.http_api import (
     APP,
     OPERATOR,
@@ -946,3 +947,35 @@ async def test_alerts_over_rest_and_on_the_event_stream(
         ("resolved", alert_id),
     ]
     assert named[0].id == str(alert_id)  # after the event that opened it, same position
+
+
+async def test_an_offline_alert_resolved_by_time_reaches_the_event_stream(
+    api: ApiHarness, service: LockerService, clock: FrozenClock
+) -> None:
+    """A bank-offline alert resolves after a minute online, with no event to follow: the
+    stream still says so, as an `event: alert` message without an id."""
+    bank = await provisioned(service)
+    await service.devices.record_heartbeats([beat(bank, clock.now())])
+    assert await service.devices.record_last_will(bank)  # opens a bank-offline alert
+    clock.advance(10)
+    await service.devices.record_heartbeats([beat(bank, clock.now())])  # back online
+    (alert,) = await service.list_alerts()
+    stream = await api.client.get("/api/events/stream", headers=api.auth("app"))
+    try:
+        async with asyncio.timeout(10):
+            message = await read_sse(stream.content)
+            while message.event != "alert":  # the stream is running once this arrives
+                message = await read_sse(stream.content)
+            assert (message.json()["change"], message.json()["alert"]["id"]) == (
+                "opened",
+                alert.id,
+            )
+            clock.advance(61)  # a minute online: resolved by time alone
+            message = await read_sse(stream.content)
+            while message.event != "alert":
+                message = await read_sse(stream.content)
+    finally:
+        stream.close()
+    assert (message.json()["change"], message.json()["alert"]["id"]) == ("resolved", alert.id)
+    assert message.json()["alert"]["state"] == "resolved"
+    assert message.id is None  # no position to resume from
