@@ -273,7 +273,7 @@ async def test_revoked_credentials_are_refused_at_the_next_connect_and_replies_s
     user, password = reply["data"]["mqtt_user"], reply["data"]["mqtt_password"]
     assert user == created.uuid
 
-    async with mqtt(backend, user, password, f"{user}-a") as device:
+    async with mqtt(backend, user, password, victim) as device:  # its pinned id
         granted = await device.subscribe(f"locker/{user}/command", qos=1)
         assert list(granted) == [1], granted
         await backend.service.revoke(created.uuid, reason="attack test", actor="reliability")
@@ -287,7 +287,7 @@ async def test_revoked_credentials_are_refused_at_the_next_connect_and_replies_s
 
     async def refused() -> bool:
         try:
-            async with mqtt(backend, user, password, f"{user}-b"):
+            async with mqtt(backend, user, password, victim):
                 return False
         except aiomqtt.MqttError:
             return True
