@@ -202,7 +202,7 @@ async def measure_store(
             db_url,
             mqtt_port=broker.port,
             command_timeout=24 * 3600.0,
-            command_ttl=24 * 3600.0,
+            config_ttl=24 * 3600.0,
             command_retry_after=24 * 3600.0,
         )
         service = LockerService(settings)

@@ -47,7 +47,7 @@ from backend.domain.contract import CommandResponse, Heartbeat, HeartbeatData
 from backend.service import LockerService
 from bench.common import bench_settings, open_commands, private_postgres, seed_banks, sqlite_url
 
-LONG = {"command_timeout": 86400.0, "command_ttl": 86400.0, "command_retry_after": 86400.0}
+LONG = {"command_timeout": 86400.0, "config_ttl": 86400.0, "command_retry_after": 86400.0}
 
 Stage = Callable[[tuple[str, int, str]], bool]
 STAGES: dict[str, Stage] = {

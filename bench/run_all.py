@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import machine
 
 BENCH = Path(__file__).resolve().parent
-BENCHES = ("ingest", "hook", "roundtrip", "fleet", "storm", "console", "dynsec")
+BENCHES = ("ingest", "hook", "hook_start", "roundtrip", "fleet", "storm", "console", "dynsec")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"

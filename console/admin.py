@@ -304,6 +304,12 @@ async def _open(service: LockerService, args: argparse.Namespace) -> int:
         _print_json({**txn.to_json(), **({"warning": warning} if warning else {})})
     else:
         print(outcome_line(txn))
+        if txn.status in ("unknown", "late"):
+            # the latest door snapshot beside it (DESIGN section 9)
+            now = await service.get_bank(args.uuid)
+            door = next((c for c in now.compartments if c.number == args.number), None)
+            if door is not None:
+                print(f"door {door.number} is now reported {door.door_state}")
     return OUTCOME_EXIT.get(txn.status, EXIT_EXPIRED)
 
 

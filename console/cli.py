@@ -12,12 +12,9 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from backend.config import SettingsError
 from backend.domain.errors import DomainError
 from backend.file_modes import restrict_new_files
-from backend.store.database import first_line
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -194,9 +191,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DomainError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except (SQLAlchemyError, sqlite3.Error) as exc:
+    except Exception as exc:
+        if not _database_error(exc):
+            raise
         # a broken store (WAL file deleted, disk full, unreachable server): one line, no
         # traceback, no SQL (issue 14, finding 9)
+        from backend.store.database import first_line
+
         print(f"error: database: {first_line(exc)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -205,6 +206,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Output piped into `head` or similar: stop quietly.
         sys.stderr.close()
         return EXIT_OK
+
+
+def _database_error(exc: BaseException) -> bool:
+    """A store failure. SQLAlchemy is not imported here: `locker-console hook` never loads
+    it, and its start time is what a hook restart costs the fleet (issue 16); an error
+    can only be SQLAlchemy's if SQLAlchemy was loaded."""
+    if isinstance(exc, sqlite3.Error):
+        return True
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError)
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ class BankTable(KeyedTable):
 
     BINDINGS = [Binding("enter", "select_cursor", "View bank")]
     FLEX_MIN = 6
-    FLEX_MAX = 60
+    FLEX_MAX = 100
     FLEX_WEIGHTS: ClassVar[dict[str, int]] = {"name": 2, "location": 1}
     DEFAULT_ORDER = "attention"
 

@@ -99,6 +99,17 @@ class TransactionTable(KeyedTable):
 
         transaction_id: str | None
 
+    @dataclass
+    class Chosen(Message):
+        """Enter on a transaction."""
+
+        transaction_id: str
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.Chosen(str(event.row_key.value)))
+
     def show(
         self,
         transactions: Sequence[TransactionView],

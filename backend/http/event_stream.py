@@ -21,7 +21,10 @@ message per change, with the same ``id``::
     data: {"change": "opened", "alert": {...as in GET /api/alerts}}
 
 (``EventSource.addEventListener("alert", ...)``; ``onmessage`` does not see them.) A
-bank-offline alert that resolves by time alone (a minute online) has no event to follow.
+bank-offline alert that resolves by time alone (a minute online) has no event to follow:
+the stream checks for those about once a second and sends them as ``event: alert``
+messages *without* an ``id`` (there is no position to resume from; ``GET /api/alerts``
+is the state after a reconnect).
 
 The store is the source (events recorded by any process, the CLI included):
 the stream polls it every ``poll_interval`` seconds (0.25 by default), sends
@@ -37,6 +40,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from datetime import datetime
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -56,6 +60,7 @@ log = logging.getLogger(__name__)
 
 MAX_POSITION: Final = 2**63 - 1
 RETRY_MS: Final = 2000
+RESOLUTION_CHECK_S: Final = 1.0
 _KEEPALIVE: Final = b": keepalive\n\n"
 
 
@@ -151,6 +156,23 @@ class EventStream:
             )
         return frames
 
+    async def _resolved_by_time(self, after: datetime, until: datetime) -> bytes:
+        """`event: alert` messages (no id) for bank-offline alerts resolved in (after, until]."""
+        try:
+            resolved = await self.service.read(alert_queries.resolved_between, after, until)
+        except Exception as exc:
+            log.warning("event stream: reading alert resolutions failed: %s", exc)
+            return b""
+        frames = []
+        for alert in resolved:
+            data = json.dumps(
+                {"change": "resolved", "alert": alert.to_json()},
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+            frames.append(f"event: alert\ndata: {data}\n\n".encode())
+        return b"".join(frames)
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``GET /api/events/stream``; 503 with Retry-After past `SSE_MAX_STREAMS` open
         streams, or `SSE_MAX_STREAMS_PER_TOKEN` for the caller's token."""
@@ -185,6 +207,8 @@ class EventStream:
             await response.write(f"retry: {RETRY_MS}\n\n".encode())
             quiet_since = loop.time()
             failing = False
+            resolutions_checked = self.service.clock.now()
+            next_resolution_check = loop.time() + RESOLUTION_CHECK_S
             while not self._closing.is_set() and not _client_gone(request):
                 try:
                     events = await self.service.events_after(position, self.batch)
@@ -207,6 +231,14 @@ class EventStream:
                 elif loop.time() - quiet_since >= self.keepalive:
                     await response.write(_KEEPALIVE)
                     quiet_since = loop.time()
+                if loop.time() >= next_resolution_check:
+                    now = self.service.clock.now()
+                    resolved = await self._resolved_by_time(resolutions_checked, now)
+                    resolutions_checked = now
+                    next_resolution_check = loop.time() + RESOLUTION_CHECK_S
+                    if resolved:
+                        await response.write(resolved)
+                        quiet_since = loop.time()
                 await self._pause(self.poll_interval * (4 if failing else 1))
         except ConnectionResetError:
             log.debug("event stream: client went away at position %d", position)

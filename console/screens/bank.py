@@ -19,6 +19,7 @@ from console.context import ConsoleContext
 from console.modals.confirm import BankRequest, OpenRequest
 from console.modals.edit_bank import BankEdit, EditBankModal
 from console.modals.event_detail import EventDetailModal
+from console.modals.timeline import TimelineModal
 from console.palette import PaletteCommand
 from console.screens.actions import BankActionScreen
 from widgets.badges import state_text
@@ -169,6 +170,19 @@ class BankScreen(BankActionScreen[BankData]):
     def action_tab(self, pane: str) -> None:
         """Show the transactions or the event log of this bank."""
         self.query_one(TabbedContent).active = pane
+
+    def on_transaction_table_chosen(self, event: TransactionTable.Chosen) -> None:
+        data = self.data
+        txn = next(
+            (
+                t
+                for t in (data.transactions if data else [])
+                if t.transaction_id == event.transaction_id
+            ),
+            None,
+        )
+        if txn is not None and data is not None:
+            self.app.push_screen(TimelineModal(txn, data.bank.name, data.bank.location))
 
     def on_event_table_chosen(self, event: EventTable.Chosen) -> None:
         data = self.data

@@ -40,21 +40,24 @@ class EventsScreen(LiveScreen[list[EventView]]):
         super().__init__(ctx)
         self.following = True
         self._searched = ""
+        self._submitted = ""
+        self._found: list[EventView] = []
 
     def compose_body(self) -> ComposeResult:
         yield EventTable(id="events")
 
     async def fetch(self) -> list[EventView]:
-        if not self.following and self.data is not None and self._searched == self.query_text:
+        query = self._submitted
+        if not self.following and self.data is not None and self._searched == query:
             return self.data
         tail = list(self.ctx.events)
-        query = self.query_text
         if not query:
             self._searched = ""
             return tail
-        found = await self.ctx.gateway.search_events(query, SEARCH_LIMIT)
-        self._searched = query
-        merged = {event.position: event for event in found}
+        if self._searched != query:  # the store is searched once per filter; the tail is live
+            self._found = await self.ctx.gateway.search_events(query, SEARCH_LIMIT)
+            self._searched = query
+        merged = {event.position: event for event in self._found}
         merged.update((event.position, event) for event in tail)
         return sorted(merged.values(), key=lambda event: event.position)
 
@@ -70,9 +73,12 @@ class EventsScreen(LiveScreen[list[EventView]]):
         else:
             self.say(self.empty_text("No events yet", "they appear here as the fleet works"))
 
-    def on_filter_bar_updated(self, event: FilterBar.Updated) -> None:
-        super().on_filter_bar_updated(event)
-        self.tick(force=True)  # the history beyond the tail, from the backend
+    def on_filter_bar_done(self, event: FilterBar.Done) -> None:
+        """Enter in the filter: also ask the backend for the history beyond the tail (each
+        keystroke filters what is here; only a finished filter searches the store)."""
+        super().on_filter_bar_done(event)
+        self._submitted = event.query.strip()
+        self.tick(force=True)
 
     def on_event_table_chosen(self, event: EventTable.Chosen) -> None:
         chosen = next((e for e in self.data or [] if e.position == event.position), None)

@@ -33,6 +33,7 @@ from backend.http.credentials import (
 from backend.http.server import PARTS, HttpServer, HttpServerError, build_app
 from backend.service import LockerService
 from backend.store.event_store import RecordedEvent, read_after
+from tests.integration.test_store import beat, provisioned
 from tests.support.http_api import (
     APP,
     OPERATOR,
@@ -698,6 +699,7 @@ async def test_metrics(api: ApiHarness, service: LockerService, clock: FrozenClo
         }
     )
     api.parts.hook_metrics.inc("acl", "allow")
+    api.parts.hook_metrics.observe("acl", 0.0015)
 
     resp = await api.client.get("/metrics")
     assert resp.status == 200
@@ -717,6 +719,11 @@ async def test_metrics(api: ApiHarness, service: LockerService, clock: FrozenClo
     assert samples[latency.format("bucket", ',le="2.5"')] == 1
     assert samples[latency.format("bucket", ',le="+Inf"')] == 1
     assert samples['locker_hook_requests_total{endpoint="acl",result="allow"}'] == 1
+    hook_latency = 'locker_hook_latency_seconds_{}{{endpoint="acl"{}}}'
+    assert samples[hook_latency.format("count", "")] == 1
+    assert samples[hook_latency.format("bucket", ',le="0.001"')] == 0
+    assert samples[hook_latency.format("bucket", ',le="0.002"')] == 1
+    assert samples[hook_latency.format("bucket", ',le="+Inf"')] == 1
     assert samples['locker_mqtt_messages_total{kind="state/heartbeat"}'] == 7
     assert samples['locker_mqtt_duplicates_total{kind="response"}'] == 1
     assert samples['locker_mqtt_rejected_total{kind="invalid_topic"}'] == 2
@@ -885,7 +892,9 @@ async def test_alerts_over_rest_and_on_the_event_stream(
     the stream after the event that opened or resolved an alert."""
     bank = await service.create_bank("Hall A", "", 2, actor="setup")
     assert await service.devices.register(bank.token, "dev-1") == "success"
-    assert await service.revoke(bank.uuid, actor="setup") is None  # nothing to alert yet
+    assert (
+        await service.revoke(bank.uuid, reason="setup", actor="setup") is None
+    )  # nothing to alert yet
     assert await (await api.client.get("/api/alerts", headers=api.auth("app"))).json() == []
     other = await service.create_bank("Hall B", "", 2, actor="setup")
     assert await service.devices.register(other.token, "dev-2") == "success"
@@ -938,3 +947,35 @@ async def test_alerts_over_rest_and_on_the_event_stream(
         ("resolved", alert_id),
     ]
     assert named[0].id == str(alert_id)  # after the event that opened it, same position
+
+
+async def test_an_offline_alert_resolved_by_time_reaches_the_event_stream(
+    api: ApiHarness, service: LockerService, clock: FrozenClock
+) -> None:
+    """A bank-offline alert resolves after a minute online, with no event to follow: the
+    stream still says so, as an `event: alert` message without an id."""
+    bank = await provisioned(service)
+    await service.devices.record_heartbeats([beat(bank, clock.now())])
+    assert await service.devices.record_last_will(bank)  # opens a bank-offline alert
+    clock.advance(10)
+    await service.devices.record_heartbeats([beat(bank, clock.now())])  # back online
+    (alert,) = await service.list_alerts()
+    stream = await api.client.get("/api/events/stream", headers=api.auth("app"))
+    try:
+        async with asyncio.timeout(10):
+            message = await read_sse(stream.content)
+            while message.event != "alert":  # the stream is running once this arrives
+                message = await read_sse(stream.content)
+            assert (message.json()["change"], message.json()["alert"]["id"]) == (
+                "opened",
+                alert.id,
+            )
+            clock.advance(61)  # a minute online: resolved by time alone
+            message = await read_sse(stream.content)
+            while message.event != "alert":
+                message = await read_sse(stream.content)
+    finally:
+        stream.close()
+    assert (message.json()["change"], message.json()["alert"]["id"]) == ("resolved", alert.id)
+    assert message.json()["alert"]["state"] == "resolved"
+    assert message.id is None  # no position to resume from

@@ -99,12 +99,12 @@ async def cluster(
         "MQTT_HOST": mosquitto.host,
         "MQTT_PORT": str(mosquitto.port),
         "MQTT_SHARED_GROUP": "lockers",
-        "COMMAND_TIMEOUT": "60",
+        "COMMAND_TIMEOUT": "300",  # an open lasts this long (OPEN_TTL): exactly-once, not speed
         # Long enough that batch 1 is answered before any re-ask (so the duplicate count is
         # exactly 2 per command), short enough that a response lost with a killed
         # instance is asked again within the test.
         "COMMAND_RETRY_AFTER": "20",
-        "COMMAND_TTL": "600",
+        "CONFIG_TTL": "600",
         **SECRETS,
     }
     instances = [headless_instance(f"b{i}", tmp_path / f"b{i}", shared) for i in range(INSTANCES)]
@@ -114,7 +114,8 @@ async def cluster(
             database_url=postgres_url,
             mqtt_host=mosquitto.host,
             mqtt_port=mosquitto.port,
-            command_ttl=600.0,
+            command_timeout=300.0,
+            config_ttl=600.0,
         )
     )
     store = Store(postgres_url)

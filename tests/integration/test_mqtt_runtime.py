@@ -387,7 +387,7 @@ async def test_sigkilled_backend_process_recovers_every_command(harness: Harness
         "secret_key": "k",
         "mqtt_client_id": svc.settings.mqtt_client_id,
         "command_timeout": 10.0,
-        "command_ttl": 30.0,
+        "config_ttl": 30.0,
         "command_retry_after": 1.0,
     }
     process = await asyncio.create_subprocess_exec(

@@ -72,12 +72,14 @@ async def test_database_locked_while_responses_arrive_loses_nothing(
             "MQTT_HOST": mosquitto.host,
             "MQTT_PORT": str(mosquitto.port),
             "COMMAND_TIMEOUT": "900",
-            "COMMAND_TTL": "1200",
+            "CONFIG_TTL": "1200",
             "COMMAND_RETRY_AFTER": "5",
             **SECRETS,
         },
     )
-    service = operator_service(tmp_path, db_url, mosquitto, command_ttl=1200.0)
+    service = operator_service(
+        tmp_path, db_url, mosquitto, command_timeout=900.0, config_ttl=1200.0
+    )
     await service.migrate()
     probe = SqlProbe(db_url)
     figures: dict[str, Any] = {"banks": BANKS, "opens": BANKS * COMPARTMENTS}

@@ -52,7 +52,7 @@ async def test_ten_thousand_responses_half_duplicates_out_of_order(
             mqtt_port=mosquitto.port,
             mqtt_client_id=f"backend-{uuid.uuid4().hex[:8]}",
             command_timeout=600.0,
-            command_ttl=900.0,
+            config_ttl=900.0,
             command_retry_after=600.0,
         )
     )

@@ -71,11 +71,11 @@ async def test_outbox_during_a_broker_outage_is_bounded_and_delivered(
         "MQTT_PORT": str(mosquitto.port),
         "COMMAND_TIMEOUT": str(OUTAGE * 2 + 120),
         "COMMAND_RETRY_AFTER": "30",
-        "COMMAND_TTL": str(OUTAGE * 2 + 120),
+        "CONFIG_TTL": str(OUTAGE * 2 + 120),
         **SECRETS,
     }
     backend = headless_instance("outage", tmp_path / "backend", settings)
-    service = operator_service(tmp_path, db_url, mosquitto, command_ttl=float(OUTAGE * 2 + 120))
+    service = operator_service(tmp_path, db_url, mosquitto, command_timeout=float(OUTAGE * 2 + 120))
     await service.migrate()
     probe = SqlProbe(db_url)
     fleet = Fleet(

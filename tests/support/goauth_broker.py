@@ -20,6 +20,7 @@ Mosquitto's log (stderr, which carries go-auth's lines too) goes to `broker.log_
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import functools
 import os
@@ -68,6 +69,7 @@ def test_certificates() -> Path:
     """A CA and a server certificate for 127.0.0.1/localhost, made once per test run with
     the documented procedure (`deploy/make-certs.sh`)."""
     directory = Path(tempfile.mkdtemp(prefix="locker-test-certs-")) / "certs"
+    atexit.register(shutil.rmtree, directory.parent, True)  # gone with the test run
     subprocess.run(
         ["sh", str(MAKE_CERTS), str(directory), "localhost", "127.0.0.1"],
         check=True,
@@ -264,9 +266,3 @@ def run_goauth_mosquitto(
         yield broker
     finally:
         broker.stop()
-
-
-def cleanup_certificates() -> None:
-    """Remove the run's test certificates (an atexit hook may call it)."""
-    if test_certificates.cache_info().currsize:
-        shutil.rmtree(test_certificates().parent, ignore_errors=True)

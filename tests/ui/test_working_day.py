@@ -386,6 +386,19 @@ async def test_bank_screen_event_log_detail_jam_and_heartbeat_charts(
         assert '"error_code": "DOOR_JAMMED"' in text and jam.transaction_id in text
         await pilot.press("escape")
         await wait_until(pilot, lambda: app.screen is bank, "back on the bank")
+        # the transaction timeline: enter on a transaction of this bank
+        from console.modals.timeline import TimelineModal
+        from widgets.transaction_timeline import TransactionTable
+
+        await pilot.press("t")
+        transactions = bank.query_one("#bank-transactions", TransactionTable)
+        transactions.focus()
+        transactions.move_to_key(jam.transaction_id)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: isinstance(app.screen, TimelineModal), "the timeline")
+        steps = plain(app.screen.query_one("#timeline", Static))
+        assert "requested" in steps and "DOOR_JAMMED" in steps and "→  sent" in steps
+        await pilot.press("escape")
 
 
 # ----- mouse -------------------------------------------------------------------------------

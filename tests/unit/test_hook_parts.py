@@ -80,3 +80,23 @@ def test_instance_id_is_one_topic_level() -> None:
     for bad in ("a/b", "a+", "#", "x\x00"):
         with pytest.raises(ValueError):
             Settings(_env_file=None, mqtt_instance_id=bad)
+
+
+def test_the_hook_starts_without_the_orm() -> None:
+    """A hook restart costs the fleet the hook's start time: the path `locker-console hook`
+    takes imports neither SQLAlchemy, SQLModel nor the backend service (bench/hook_start.py
+    measures the time). A top-level import in console/cli.py once tripled it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, console.cli, console.modes, backend.hook_process\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'sqlalchemy', 'sqlmodel', 'textual', 'amqtt', 'aiomqtt'})\n"
+        "heavy += [m for m in ('backend.service', 'backend.runner') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == ""
