@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Awaitable, Iterator
 from functools import partial
 from typing import Any
 
@@ -23,17 +24,21 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action, BrokerConfig, ListenerConfig, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from backend.broker.command_expiry import drop_expired_inflight, is_expired_command
+from backend.broker.patient_handler import PatientBrokerProtocolHandler
 
 log = logging.getLogger(__name__)
 
 _Subscribers = list[tuple[Session, int]]
 # Set on a Session (amqtt's Session is unhashable, so no set of them) whose CONNECT passed.
 _PREAUTHENTICATED = "_locker_console_preauthenticated"
+# Queued messages whose RECEIVE checks are asked together (see `_run_broadcast`).
+BROADCAST_BATCH = 32
 
 
 class SnapshotSubscriptions(dict[str, _Subscribers]):
@@ -105,8 +110,14 @@ class SecureBroker(Broker):
        expiry; a command queued for an offline device or retransmitted on resume is dropped
        once the `expires_at` of its payload has passed.
 
-    Normal deliveries need no change: upstream `_run_broadcast` already asks the topic plugins
-    with `Action.RECEIVE` (acc 1) for every subscriber, online or queued.
+    9. **Deliveries in series** (`_run_broadcast`): upstream asks the hook's RECEIVE check
+       (acc 1, every subscriber, online or queued) one delivery at a time, so a loaded
+       machine's queue grows without bound; the checks of the queued messages are asked
+       together, the deliveries still made in queue order.
+
+    10. **QoS 1 deliveries dropped after 5 s** (`backend/broker/patient_handler.py`): a
+        subscriber's late PUBACK no longer costs the message; it stays in flight until
+        acknowledged and is resent when the session resumes.
     """
 
     def __init__(
@@ -153,7 +164,7 @@ class SecureBroker(Broker):
     ) -> tuple[BrokerProtocolHandler, Session]:
         peer = f"{remote_address}:{remote_port}"
         try:
-            handler, client_session = await BrokerProtocolHandler.init_from_connect(
+            handler, client_session = await PatientBrokerProtocolHandler.init_from_connect(
                 reader, writer, self.plugins_manager
             )
         except AMQTTError as exc:
@@ -237,6 +248,77 @@ class SecureBroker(Broker):
         except Exception as exc:
             log.warning("topic check failed, denying %s: %s", action.value, type(exc).__name__)
             return False
+
+    # -- 9. deliveries: the RECEIVE checks of queued messages overlap ------------------------
+
+    async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
+        """Upstream takes one message off the broadcast queue at a time and awaits the hook's
+        RECEIVE check for each subscriber in turn: one HTTP round trip per delivery, in
+        series. On a loaded machine a hundred heartbeating banks outrun that, the queue grows
+        without bound (thousands of messages) and a command waits behind it past its expiry.
+
+        Here the messages already queued (up to `BROADCAST_BATCH`) are taken together, every
+        check of the batch is asked at once (the checks are independent decisions), and then
+        the deliveries are made exactly as upstream makes them, in queue order: per
+        subscriber the order of messages is unchanged, each delivery still needs its own
+        allowed check, and a failed check still denies (fail closed)."""
+        batch = [await self._broadcast_queue.get()]
+        while len(batch) < BROADCAST_BATCH and not self._broadcast_queue.empty():
+            batch.append(self._broadcast_queue.get_nowait())
+        targets: list[list[tuple[Session, int]]] = []
+        checks: list[Awaitable[bool]] = []
+        for broadcast in batch:
+            matched = [
+                (session, qos)
+                for k_filter, subscriptions in self._subscriptions.items()
+                if self._matches(broadcast["topic"], k_filter)
+                for session, qos in subscriptions
+            ]
+            targets.append(matched)
+            checks.extend(
+                self._topic_filtering(session, broadcast["topic"], Action.RECEIVE)
+                for session, _ in matched
+            )
+        allowed = iter(await asyncio.gather(*checks))
+        for broadcast, matched in zip(batch, targets, strict=True):
+            for target_session, sub_qos in matched:
+                if not next(allowed):
+                    log.info(
+                        "%s not allowed to receive messages from TOPIC %s",
+                        target_session.client_id,
+                        broadcast["topic"],
+                    )
+                    continue
+                await self._deliver_broadcast(broadcast, target_session, sub_qos, running_tasks)
+
+    async def _deliver_broadcast(
+        self,
+        broadcast: dict[str, Any],
+        target_session: Session,
+        sub_qos: int,
+        running_tasks: deque[asyncio.Task[Any]],
+    ) -> None:
+        """Upstream's `_run_broadcast` after an allowed check, unchanged: queue for an offline
+        persistent session (QoS 1/2, not anonymous), publish to a connected one."""
+        qos = broadcast.get("qos", sub_qos)
+        connected = target_session.transitions.state == "connected"
+        if (
+            not connected
+            and not target_session.clean_session
+            and qos in (QOS_1, QOS_2)
+            and not target_session.is_anonymous
+        ):
+            await self._retain_broadcast_message(broadcast, qos, target_session)
+            return
+        if not connected:
+            return
+        handler = self._get_handler(target_session)
+        if handler:
+            running_tasks.append(
+                asyncio.ensure_future(
+                    handler.mqtt_publish(broadcast["topic"], broadcast["data"], qos, retain=False)
+                )
+            )
 
     # -- 1. retained messages: own subscriptions only, each through the ACL -----------------
 

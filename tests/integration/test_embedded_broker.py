@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -547,3 +548,86 @@ async def test_unusable_state_file_is_a_clear_error(hook: HookFixture, tmp_path:
     broker.db_file.write_bytes(b"this is not a database" * 100)
     with pytest.raises(BrokerStartError, match="unusable"):
         await broker.start()
+
+
+# -- 10. QoS 1: a late PUBACK never costs the message -----------------------------------
+
+UPSTREAM_PUBACK_WAIT = 5.0  # amqtt 0.12.1 forgets a QoS 1 delivery not acknowledged by then
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One MQTT packet: (first byte, body)."""
+    async with asyncio.timeout(TIMEOUT * 3):
+        first = (await reader.readexactly(1))[0]
+        length, shift = 0, 0
+        while True:
+            byte = (await reader.readexactly(1))[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        return first, await reader.readexactly(length)
+
+
+async def _raw_persistent_device_a(
+    broker: EmbeddedBroker,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int]:
+    """Device A's persistent session over a raw socket (it acknowledges nothing by itself);
+    returns reader, writer and CONNACK's session-present flag."""
+    reader, writer = await asyncio.open_connection(broker.host, broker.port)
+    packet = connect_packet(
+        A_PERSISTENT_ID, DEVICE_A, DEVICE_PASSWORDS[DEVICE_A], will_topic=A_STATE,
+        will_payload=b"offline", clean_session=False,
+    )  # fmt: skip
+    writer.write(packet)
+    first, body = await _read_packet(reader)
+    assert (first, body[1]) == (0x20, 0), (first, body)
+    return reader, writer, body[0]
+
+
+def _publish_of(body: bytes) -> tuple[str, int, bytes]:
+    """(topic, packet id, payload) of a QoS 1 PUBLISH body."""
+    size = struct.unpack("!H", body[:2])[0]
+    topic = body[2 : 2 + size].decode()
+    (packet_id,) = struct.unpack("!H", body[2 + size : 4 + size])
+    return topic, packet_id, body[4 + size :]
+
+
+async def test_a_qos1_delivery_acknowledged_late_is_resent_after_a_reconnect(
+    broker: EmbeddedBroker,
+) -> None:
+    """amqtt gives up on a QoS 1 delivery whose PUBACK is not in within 5 s and forgets it:
+    a subscriber that was slow (a loaded machine) and then lost its connection never got
+    it. Ours keeps it in flight and resends it (DUP) when the session resumes."""
+    reader, writer, _ = await _raw_persistent_device_a(broker)
+    try:
+        topic = A_COMMAND.encode()
+        sub = struct.pack("!H", 1) + struct.pack("!H", len(topic)) + topic + b"\x01"
+        writer.write(b"\x82" + bytes([len(sub)]) + sub)
+        await writer.drain()
+        first, body = await _read_packet(reader)
+        assert first == 0x90 and body[2] == 1, (first, body)  # SUBACK, QoS 1 granted
+        async with client(broker, BACKEND_USER) as backend:
+            await backend.publish(A_COMMAND, b"late-acked", qos=1)
+        first, body = await _read_packet(reader)
+        assert first & 0xF6 == 0x32, first  # PUBLISH, QoS 1
+        _, packet_id, payload = _publish_of(body)
+        assert payload == b"late-acked"
+        # Hold the PUBACK past upstream's limit; nothing else comes on this connection.
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(UPSTREAM_PUBACK_WAIT + 1):
+                await reader.read(1)
+    finally:
+        writer.transport.abort()
+    await broker.wait_until(lambda: not broker.is_connected(A_PERSISTENT_ID))
+
+    reader, writer, present = await _raw_persistent_device_a(broker)
+    try:
+        assert present == 1  # the session resumed
+        first, body = await _read_packet(reader)
+        assert first & 0xFE == 0x3A, first  # PUBLISH again: DUP set, QoS 1
+        assert _publish_of(body) == (A_COMMAND, packet_id, b"late-acked")
+        writer.write(b"\x40\x02" + struct.pack("!H", packet_id))  # PUBACK
+        await writer.drain()
+    finally:
+        writer.transport.abort()
