@@ -550,7 +550,7 @@ async def test_health_names_a_store_that_cannot_write(backend: EmbeddedHeadless)
     db_file = backend.data_dir / "locker.db"
 
     def lock() -> sqlite3.Connection:
-        conn = sqlite3.connect(db_file, timeout=5, isolation_level=None)
+        conn = sqlite3.connect(db_file, timeout=5, isolation_level=None, check_same_thread=False)
         conn.execute("BEGIN IMMEDIATE")
         return conn
 
