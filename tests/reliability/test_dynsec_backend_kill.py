@@ -118,6 +118,7 @@ class Device:
             self.errors.append(str(exc))
 
 
+@pytest.mark.quarantine  # RELIABILITY.md F7: once 658 events sent during the outage never processed
 async def test_backend_sigkill_does_not_touch_the_fleet(tmp_path: Path) -> None:
     with deployed_dynsec_mosquitto(tmp_path / "broker", *ADMIN) as broker:
         db_url = f"sqlite:///{tmp_path / 'backend' / 'data' / 'locker.db'}"
