@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, or_, select, tuple_
 from sqlmodel import Session, SQLModel
 
+from backend.domain.command_status import OPEN_STATUSES, CommandStatus
 from backend.domain.dialect import replays_stored_answers
 from backend.store.tables import (
     BankLivenessRow,
@@ -118,12 +119,12 @@ def due_commands(
     return list(
         session.execute(
             select(CommandTransactionRow)
-            .where(CommandTransactionRow.status.in_(("pending", "sent")))  # type: ignore[attr-defined]
+            .where(CommandTransactionRow.status.in_(OPEN_STATUSES))  # type: ignore[attr-defined]
             .where(
                 or_(
                     CommandTransactionRow.expires_at <= now,  # type: ignore[operator]
                     and_(
-                        CommandTransactionRow.status == "sent",
+                        CommandTransactionRow.status == CommandStatus.SENT,
                         CommandTransactionRow.sent_at <= sent_before,  # type: ignore[operator]
                     ),
                 )

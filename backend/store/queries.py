@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session
 
 from backend.domain.clock_offset import skewed
+from backend.domain.command_status import OPEN_STATUSES
 from backend.search import Term, event_values, matches
 from backend.store.event_store import RecordedEvent, read_after, read_before
 from backend.store.tables import (
@@ -20,7 +21,6 @@ from backend.store.tables import (
 )
 from backend.views import BankView, CompartmentView, EventView, RejectedView, TransactionView
 
-OPEN_STATUSES = ("pending", "sent")
 HIDDEN_PAYLOAD_FIELDS = frozenset({"token_hmac", "password_sha256"})
 
 
