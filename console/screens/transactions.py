@@ -13,6 +13,7 @@ from textual.binding import Binding
 from backend.domain.command_status import CommandStatus
 from backend.views import TransactionView
 from console.screens.actions import BankActionScreen
+from console.screens.tabs import Tab
 from widgets.badges import state_text
 from widgets.transaction_timeline import TransactionDetail, TransactionTable
 
@@ -22,8 +23,7 @@ LIMIT = 200
 class TransactionsScreen(BankActionScreen[list[TransactionView]]):
     """The command log of the whole fleet."""
 
-    SCREEN_TITLE = "Transactions"
-    MODE = "transactions"
+    TAB = Tab("2", "transactions", "Transactions", short="Txns")
     BINDINGS = [Binding("b", "view_bank", "Bank")]
     SELECTION_ACTIONS = frozenset({"view_bank"})
 
