@@ -28,6 +28,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiomqtt
 from aiomqtt import ProtocolVersion, Will
@@ -250,7 +251,7 @@ class MqttConnection:
             qos=1,
             retain=True,
         )
-        common = {
+        common: dict[str, Any] = {
             "hostname": self._host,
             "port": self.settings.mqtt_port,
             "username": self.settings.mqtt_user,
@@ -266,10 +267,7 @@ class MqttConnection:
         props.ReceiveMaximum = RECEIVE_MAXIMUM
         if self.v5 and self.shared:
             client = aiomqtt.Client(
-                protocol=ProtocolVersion.V5,
-                clean_start=True,
-                properties=props,
-                **common,  # type: ignore[arg-type]
+                protocol=ProtocolVersion.V5, clean_start=True, properties=props, **common
             )
         elif self.v5:
             # A persistent session in MQTT 5: no clean start, and a session expiry interval
@@ -279,10 +277,10 @@ class MqttConnection:
                 protocol=ProtocolVersion.V5,
                 clean_start=False,
                 properties=props,
-                **common,  # type: ignore[arg-type]
+                **common,
             )
         else:
-            client = aiomqtt.Client(protocol=ProtocolVersion.V311, clean_session=False, **common)  # type: ignore[arg-type]
+            client = aiomqtt.Client(protocol=ProtocolVersion.V311, clean_session=False, **common)
         # The relay pipelines a batch of publishes; aiomqtt warns (one log line per publish)
         # above 10 awaiting their PUBACK.
         client.pending_calls_threshold = PENDING_PUBLISH_WARNING

@@ -12,6 +12,7 @@ from textual.binding import Binding
 
 from backend.views import TransactionView
 from console.screens.actions import BankActionScreen
+from console.screens.tabs import Tab
 from widgets.badges import state_text
 from widgets.transaction_timeline import TransactionDetail, TransactionTable
 
@@ -21,8 +22,7 @@ LIMIT = 200
 class TransactionsScreen(BankActionScreen[list[TransactionView]]):
     """The command log of the whole fleet."""
 
-    SCREEN_TITLE = "Transactions"
-    MODE = "transactions"
+    TAB = Tab("2", "transactions", "Transactions", short="Txns")
     BINDINGS = [Binding("b", "view_bank", "Bank")]
     SELECTION_ACTIONS = frozenset({"view_bank"})
 

@@ -90,7 +90,7 @@ def test_the_hook_starts_without_the_orm() -> None:
     import sys
 
     code = (
-        "import sys, console.cli, console.modes, backend.hook_process\n"
+        "import sys, console.cli, console.run_modes, backend.hook_process\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
         "{'sqlalchemy', 'sqlmodel', 'textual', 'amqtt', 'aiomqtt'})\n"
         "heavy += [m for m in ('backend.service', 'backend.runner') if m in sys.modules]\n"
