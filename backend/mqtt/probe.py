@@ -22,15 +22,11 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
+from backend.domain.topics import probe_topic
+
 log = logging.getLogger(__name__)
 
-PROBE_PREFIX = "server/probe/"
 Publish = Callable[[str, bytes], Awaitable[None]]
-
-
-def probe_topic(instance_id: str) -> str:
-    """This instance's probe topic."""
-    return f"{PROBE_PREFIX}{instance_id}"
 
 
 class SelfProbe:
