@@ -17,7 +17,7 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -224,12 +224,12 @@ def secrets_from_files(overrides: dict[str, object]) -> dict[str, object]:
     return values
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings (secrets also from `*_FILE` files), then fill
     generated secrets where allowed."""
     overrides = {**secrets_from_files(overrides), **overrides}
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
     check_command_lifetimes(settings)

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, delete, select, update
+from sqlmodel import col
 
 from backend.domain.clock_offset import next_offset, offset_sample
 from backend.domain.contract import CommandResponse, DeviceEvent, Heartbeat
@@ -47,6 +48,7 @@ from backend.store.tables import (
     OutboxRow,
     ProcessedMessageRow,
     RejectedMessageRow,
+    table_of,
 )
 from backend.store.unit_of_work import UnitOfWork
 
@@ -137,7 +139,7 @@ class DeviceService:
 
         def work(uow: UnitOfWork) -> str:
             row = uow.session.execute(
-                select(LockerBankRow.uuid).where(LockerBankRow.token_hmac == digest)
+                select(col(LockerBankRow.uuid)).where(col(LockerBankRow.token_hmac) == digest)
             ).first()
             if row is None:
                 uow.enqueue(provisioning_error(client_id, uow.now))
@@ -180,7 +182,9 @@ class DeviceService:
             with self.service.db.read_session() as session:
                 return (
                     session.execute(
-                        select(LockerBankRow.uuid).where(LockerBankRow.token_hmac == digest)
+                        select(col(LockerBankRow.uuid)).where(
+                            col(LockerBankRow.token_hmac) == digest
+                        )
                     ).first()
                     is not None
                 )
@@ -302,7 +306,7 @@ class DeviceService:
                 if number in bank.compartments:
                     uow.execute(
                         bank_uuid,
-                        lambda b, n=number, s=state: b.door_state_changed(n, s, now=uow.now),
+                        lambda b, n=number, s=state: b.door_state_changed(n, s, now=uow.now),  # type: ignore[misc]  # lambda default capture
                         DEVICE,
                     )
             return unknown
@@ -365,10 +369,10 @@ class DeviceService:
         for chunk in chunks(banks):
             for txn in uow.session.execute(
                 select(CommandTransactionRow)
-                .where(CommandTransactionRow.locker_uuid.in_(chunk))  # type: ignore[attr-defined]
-                .where(CommandTransactionRow.status == "sent")
-                .where(CommandTransactionRow.first_seen_at.is_(None))  # type: ignore[union-attr]
-                .order_by(CommandTransactionRow.requested_at)  # type: ignore[arg-type]
+                .where(col(CommandTransactionRow.locker_uuid).in_(chunk))
+                .where(col(CommandTransactionRow.status) == "sent")
+                .where(col(CommandTransactionRow.first_seen_at).is_(None))
+                .order_by(col(CommandTransactionRow.requested_at))
             ).scalars():
                 if txn.expires_at > uow.now:
                     self._reask_one(uow, txn)
@@ -377,10 +381,10 @@ class DeviceService:
         for chunk in chunks(stale):
             in_flight.update(
                 uow.session.execute(
-                    select(CommandTransactionRow.locker_uuid)
-                    .where(CommandTransactionRow.locker_uuid.in_(chunk))  # type: ignore[attr-defined]
-                    .where(CommandTransactionRow.action == "apply_config")
-                    .where(CommandTransactionRow.status.in_(("pending", "sent")))  # type: ignore[attr-defined]
+                    select(col(CommandTransactionRow.locker_uuid))
+                    .where(col(CommandTransactionRow.locker_uuid).in_(chunk))
+                    .where(col(CommandTransactionRow.action) == "apply_config")
+                    .where(col(CommandTransactionRow.status).in_(("pending", "sent")))
                 ).scalars()
             )
         for bank_uuid in stale:
@@ -449,12 +453,14 @@ class DeviceService:
             if now >= txn.expires_at:
                 doubt = bool(txn.in_doubt)
                 if uow.execute(
-                    bank, lambda b, t=tid, d=doubt: b.expire(t, now=now, outcome_unknown=d), meta
+                    bank,
+                    lambda b, t=tid, d=doubt: b.expire(t, now=now, outcome_unknown=d),  # type: ignore[misc]  # lambda default capture
+                    meta,
                 ):
                     counts["expired"] += 1
                     self._drop_outbox(uow, bank, tid, "expired")
             elif txn.status == "sent" and txn.sent_at and now - txn.sent_at >= timeout:
-                if uow.execute(bank, lambda b, t=tid: b.time_out(t, now=now), meta):
+                if uow.execute(bank, lambda b, t=tid: b.time_out(t, now=now), meta):  # type: ignore[misc]  # lambda default capture
                     counts["timeout"] += 1
                     self._drop_outbox(uow, bank, tid, "timeout")
             elif txn.status == "sent" and txn.first_seen_at is None:
@@ -478,10 +484,10 @@ class DeviceService:
         rows = list(
             uow.session.execute(
                 select(CommandTransactionRow)
-                .where(CommandTransactionRow.status == "sent")
-                .where(CommandTransactionRow.first_seen_at.is_(None))  # type: ignore[union-attr]
-                .where(CommandTransactionRow.expires_at > uow.now)  # type: ignore[operator]
-                .order_by(CommandTransactionRow.requested_at)  # type: ignore[arg-type]
+                .where(col(CommandTransactionRow.status) == "sent")
+                .where(col(CommandTransactionRow.first_seen_at).is_(None))
+                .where(col(CommandTransactionRow.expires_at) > uow.now)
+                .order_by(col(CommandTransactionRow.requested_at))
             ).scalars()
         )
         if not rows:
@@ -500,9 +506,9 @@ class DeviceService:
         rows = list(
             uow.session.execute(
                 select(OutboxRow)
-                .where(OutboxRow.bank_uuid == txn.locker_uuid)
-                .where(OutboxRow.transaction_id == txn.transaction_id)
-                .order_by(OutboxRow.id)  # type: ignore[arg-type]
+                .where(col(OutboxRow.bank_uuid) == txn.locker_uuid)
+                .where(col(OutboxRow.transaction_id) == txn.transaction_id)
+                .order_by(col(OutboxRow.id))
             ).scalars()
         )
         if not rows or any(r.status == "pending" for r in rows):
@@ -523,9 +529,9 @@ class DeviceService:
     def _drop_outbox(self, uow: UnitOfWork, bank: str, transaction_id: str, why: str) -> None:
         uow.session.execute(
             update(OutboxRow)
-            .where(OutboxRow.bank_uuid == bank)
-            .where(OutboxRow.transaction_id == transaction_id)
-            .where(OutboxRow.status == "pending")
+            .where(col(OutboxRow.bank_uuid) == bank)
+            .where(col(OutboxRow.transaction_id) == transaction_id)
+            .where(col(OutboxRow.status) == "pending")
             .values(status=why)
         )
 
@@ -573,9 +579,9 @@ class DeviceService:
                 if i.kind == "command" and i.bank_uuid and i.transaction_id
             ]
             held = preload_responses(uow.session, commands)
-            table = OutboxRow.__table__  # Core executemany (not the ORM's bulk by key)
-            sent = update(table).where(table.c.id == bindparam("row_id"))  # type: ignore[attr-defined]
-            values = {"status": "sent", "sent_at": uow.now, "attempts": table.c.attempts + 1}  # type: ignore[attr-defined]
+            table = table_of(OutboxRow)  # Core executemany (not the ORM's bulk by key)
+            sent = update(table).where(table.c.id == bindparam("row_id"))
+            values = {"status": "sent", "sent_at": uow.now, "attempts": table.c.attempts + 1}
             for kind_items, extra in (
                 ([i for i in items if i.kind != "provisioning_reply"], {}),
                 # the password leaves the database once sent
@@ -592,7 +598,7 @@ class DeviceService:
                     txn.attempts = (txn.attempts or 0) + 1
                 uow.execute(
                     bank_uuid,
-                    lambda b, t=tid: b.mark_sent(t, now=uow.now),
+                    lambda b, t=tid: b.mark_sent(t, now=uow.now),  # type: ignore[misc]  # lambda default capture
                     EventMetadata(actor="system", correlation_id=tid),
                 )
             del held
@@ -621,7 +627,7 @@ class DeviceService:
             outbox.mark(
                 uow.session,
                 item.id,
-                attempts=OutboxRow.attempts + 1,
+                attempts=col(OutboxRow.attempts) + 1,
                 last_error=error[:500],
                 available_at=retry_at,
             )
@@ -655,12 +661,12 @@ class DeviceService:
         def work(uow: UnitOfWork) -> None:
             uow.session.execute(
                 delete(ProcessedMessageRow).where(
-                    ProcessedMessageRow.processed_at < uow.now - DEDUP_TTL
+                    col(ProcessedMessageRow.processed_at) < uow.now - DEDUP_TTL
                 )
             )
             uow.session.execute(
                 delete(RejectedMessageRow).where(
-                    RejectedMessageRow.received_at < uow.now - rejected_ttl
+                    col(RejectedMessageRow.received_at) < uow.now - rejected_ttl
                 )
             )
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import col
 
 from backend import search
 from backend.accounts import AccountDirectory, account_directory_for
@@ -440,7 +441,7 @@ class LockerService:
         def work() -> None:
             with self.db.write_session() as session:
                 exists = session.execute(
-                    select(ApiTokenRow).where(ApiTokenRow.name == name)
+                    select(ApiTokenRow).where(col(ApiTokenRow.name) == name)
                 ).first()
                 if exists:
                     raise InvalidInput(f"an API token named {name!r} already exists")
@@ -463,7 +464,7 @@ class LockerService:
         def work() -> tuple[str, str] | None:
             with self.db.read_session() as session:
                 row = session.execute(
-                    select(ApiTokenRow).where(ApiTokenRow.token_sha256 == digest)
+                    select(ApiTokenRow).where(col(ApiTokenRow.token_sha256) == digest)
                 ).scalar_one_or_none()
                 if row is None or row.revoked_at is not None:
                     return None
@@ -557,7 +558,7 @@ class LockerService:
         def work() -> str | None:
             with self.db.read_session() as session:
                 row = session.execute(
-                    select(LockerBankRow.uuid).where(LockerBankRow.token_hmac == digest)
+                    select(col(LockerBankRow.uuid)).where(col(LockerBankRow.token_hmac) == digest)
                 ).first()
                 return row[0] if row else None
 

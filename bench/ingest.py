@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiomqtt
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from backend.domain.contract import CommandResponse
 from backend.domain.topics import device_topic
@@ -184,7 +185,7 @@ async def count_success(service: LockerService) -> int:
             stmt = (
                 select(func.count())
                 .select_from(CommandTransactionRow)
-                .where(CommandTransactionRow.status == "success")
+                .where(col(CommandTransactionRow.status) == "success")
             )
             return int(session.execute(stmt).scalar() or 0)
 
@@ -246,7 +247,7 @@ async def measure_store(
             service.subscribe(on_events)
             runtime = MqttRuntime(service, RuntimeOptions())
             if sweeper == "parked":
-                runtime.sweeper = _ParkedSweeper()  # type: ignore[assignment]
+                runtime.sweeper = _ParkedSweeper()  # type: ignore[assignment]  # a stand-in, no sweeps
             cpu_before = cpu_seconds()
             started = time.perf_counter()
             await runtime.start()

@@ -51,7 +51,11 @@ from backend.domain.contract import CommandResponse, Heartbeat, HeartbeatData
 from backend.service import LockerService
 from bench.common import bench_settings, open_commands, private_postgres, seed_banks, sqlite_url
 
-LONG = {"command_timeout": 86400.0, "config_ttl": 86400.0, "command_retry_after": 86400.0}
+LONG: dict[str, Any] = {
+    "command_timeout": 86400.0,
+    "config_ttl": 86400.0,
+    "command_retry_after": 86400.0,
+}
 
 Stage = Callable[[tuple[str, int, str]], bool]
 STAGES: dict[str, Stage] = {
@@ -109,7 +113,7 @@ async def responses(url: str, workdir: Path, banks: int, per_bank: int, batch: i
         print(f"  CPU {cpu / n * 1e3:.2f} ms/response, wall {wall / n * 1e3:.2f} ms/response")
         print("  statements per response:", {k: round(v / n, 2) for k, v in statements.items()})
         stats = pstats.Stats(profiler)
-        raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+        raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]  # pstats keeps it undeclared
         total = sum(v[3] for k, v in raw.items() if k[2] == "_responses")
         print("  share of DeviceService._responses (cProfile, cumulative):")
         for name, match in STAGES.items():

@@ -106,7 +106,7 @@ class Opened:
                     self.received.setdefault(tid, time.perf_counter())
             await deliver(message)
 
-        connection.publish = timed_publish  # type: ignore[method-assign]
+        connection.publish = timed_publish  # type: ignore[method-assign]  # the benchmark's probe
         connection._on_message = timed_deliver
 
     def __call__(self, events: list[RecordedEvent]) -> None:

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _when(value: object) -> str:
-    return iso(value) if value is not None else "-"  # type: ignore[arg-type]
+def _when(value: datetime | None) -> str:
+    return iso(value) if value is not None else "-"
 
 
 def _print_bank(bank: BankView) -> None:

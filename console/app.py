@@ -188,7 +188,7 @@ class LockerConsoleApp(App[None]):
             yield PaletteCommand(
                 f"View bank: {bank.name}",
                 f"{bank.location} · {bank.status}",
-                lambda uuid=uuid: self.post_message(ShowBank(uuid)),  # type: ignore[misc]
+                lambda uuid=uuid: self.post_message(ShowBank(uuid)),  # type: ignore[misc]  # lambda default capture
                 discover=False,
             )
         if isinstance(screen, FleetScreen | ProvisioningScreen):

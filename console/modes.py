@@ -88,9 +88,10 @@ def _run(main: Awaitable[Any], startup_errors: tuple[type[Exception], ...] | Non
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    caught: tuple[type[Exception], ...] = (*startup_errors, SettingsError, DomainError, ValueError)
     try:
         asyncio.run(runner())
-    except (*startup_errors, SettingsError, DomainError, ValueError) as exc:
+    except caught as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

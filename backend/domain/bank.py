@@ -387,7 +387,7 @@ class LockerBank:
     def went_offline(self, reason: str, *, now: datetime) -> list[DomainEvent]:
         if self.status != "online":
             return []
-        return [LockerBankWentOffline(occurred_at=now, reason=reason)]  # type: ignore[arg-type]
+        return [LockerBankWentOffline(occurred_at=now, reason=reason)]  # type: ignore[arg-type]  # the event model validates the literal
 
     def came_online(self, *, now: datetime) -> list[DomainEvent]:
         if self.status not in ("provisioned", "offline"):
@@ -404,7 +404,7 @@ class LockerBank:
             DoorStateChanged(
                 occurred_at=now,
                 compartment_number=number,
-                state=state,  # type: ignore[arg-type]
+                state=state,  # type: ignore[arg-type]  # the event model validates the literal
                 event_id=event_id,
             )
         ]

@@ -22,6 +22,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiomqtt
 from aiomqtt import ProtocolVersion, Will
@@ -221,7 +222,7 @@ class MqttConnection:
             qos=1,
             retain=True,
         )
-        common = {
+        common: dict[str, Any] = {
             "hostname": self._host,
             "port": self.settings.mqtt_port,
             "username": self.settings.mqtt_user,
@@ -233,7 +234,7 @@ class MqttConnection:
             "socket_options": SOCKET_OPTIONS,
         }
         if self.v5 and self.shared:
-            client = aiomqtt.Client(protocol=ProtocolVersion.V5, clean_start=True, **common)  # type: ignore[arg-type]
+            client = aiomqtt.Client(protocol=ProtocolVersion.V5, clean_start=True, **common)
         elif self.v5:
             # A persistent session in MQTT 5: no clean start, and a session expiry interval
             # (0 would end the session with the connection).
@@ -243,10 +244,10 @@ class MqttConnection:
                 protocol=ProtocolVersion.V5,
                 clean_start=False,
                 properties=props,
-                **common,  # type: ignore[arg-type]
+                **common,
             )
         else:
-            client = aiomqtt.Client(protocol=ProtocolVersion.V311, clean_session=False, **common)  # type: ignore[arg-type]
+            client = aiomqtt.Client(protocol=ProtocolVersion.V311, clean_session=False, **common)
         # The relay pipelines a batch of publishes; aiomqtt warns (one log line per publish)
         # above 10 awaiting their PUBACK.
         client.pending_calls_threshold = PENDING_PUBLISH_WARNING

@@ -355,7 +355,7 @@ def validate_inbound(item: Inbound) -> Work:
         good, refused = snapshot_entries(snapshot)
         if refused and not good:
             raise ContractError("; ".join(refused)[:200])
-        doors = [(c.compartment_number, c.door_state) for c in good]
+        doors: list[tuple[int, str]] = [(c.compartment_number, c.door_state) for c in good]
         return DoorSnapshot(item, doors, refused)
     if kind is TopicKind.STATE_CONNECTION:
         data = decode_json(raw)

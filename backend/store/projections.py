@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from backend.domain.bank import desired_hash
 from backend.domain.dialect import effective_dialect
@@ -105,7 +105,7 @@ def _dialect_and_hash(
 
 def _specs(session: Session, bank_uuid: str) -> list[CompartmentSpec]:
     rows = session.execute(
-        select(CompartmentRow).where(CompartmentRow.bank_uuid == bank_uuid)
+        select(CompartmentRow).where(col(CompartmentRow.bank_uuid) == bank_uuid)
     ).scalars()
     return sorted(
         (CompartmentSpec(number=c.number, slave_id=c.slave_id, address=c.address) for c in rows),
@@ -189,7 +189,7 @@ def _updated(session: Session, r: RecordedEvent) -> None:
     existing = {
         c.number: c
         for c in session.execute(
-            select(CompartmentRow).where(CompartmentRow.bank_uuid == r.aggregate_uuid)
+            select(CompartmentRow).where(col(CompartmentRow.bank_uuid) == r.aggregate_uuid)
         ).scalars()
     }
     wanted = {spec.number: spec for spec in e.compartments}
@@ -394,8 +394,8 @@ def rebuild(
     while True:
         stmt = (
             select(StoredEvent)
-            .where(StoredEvent.id > position)  # type: ignore[operator]
-            .order_by(StoredEvent.id)  # type: ignore[arg-type]
+            .where(col(StoredEvent.id) > position)
+            .order_by(col(StoredEvent.id))
             .limit(batch)
         )
         rows = list(session.execute(stmt).scalars())

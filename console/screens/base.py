@@ -173,7 +173,7 @@ class LiveScreen(Screen[None], Generic[D]):
     # ----- refresh -----------------------------------------------------------------------
 
     @property
-    def loading(self) -> bool:
+    def loading(self) -> bool:  # type: ignore[override]  # read-only here: the fetch sets it
         """True while a fetch is in flight."""
         return self._loading
 
