@@ -680,7 +680,7 @@ class DeviceService:
 
         def read() -> bool:
             with self.service.db.read_session() as session:
-                query = select(LockerBankRow.uuid).where(LockerBankRow.uuid == uuid)
+                query = select(col(LockerBankRow.uuid)).where(col(LockerBankRow.uuid) == uuid)
                 return session.execute(query).first() is not None
 
         return await self.service.db.read(read)
@@ -690,6 +690,6 @@ class DeviceService:
 
         def read() -> set[str]:
             with self.service.db.read_session() as session:
-                return set(session.execute(select(LockerBankRow.uuid)).scalars())
+                return set(session.execute(select(col(LockerBankRow.uuid))).scalars())
 
         return await self.service.db.read(read)

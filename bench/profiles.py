@@ -253,7 +253,7 @@ async def receive(banks: int, rounds: int, spy_dir: str | None) -> None:
                 raw_s = await drain_raw(broker.port, raw_id, total, 120)
                 raw_cpu = (cpu_seconds() - cpu) / total * 1e3
                 runtime = MqttRuntime(service, RuntimeOptions())
-                runtime.sweeper = _ParkedSweeper()  # type: ignore[assignment]
+                runtime.sweeper = _ParkedSweeper()  # type: ignore[assignment]  # parked: not the path measured
                 spy = None
                 if spy_dir:
                     spy = await asyncio.create_subprocess_exec(

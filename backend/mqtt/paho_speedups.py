@@ -43,9 +43,9 @@ class SharedTableProperties(Properties):
     def unpack(self, buffer: bytes | bytearray) -> tuple[Any, int]:
         if buffer[:1] == b"\x00" and len(self.__dict__) == len(_TABLES) + 1:
             return self, 1  # no properties, and none set before: nothing to clear
-        return super().unpack(buffer)  # type: ignore[no-any-return]
+        return super().unpack(buffer)
 
 
 def install() -> None:
     """Make paho's packet decoder build `SharedTableProperties` (idempotent)."""
-    _packet.Properties = SharedTableProperties  # type: ignore[attr-defined,misc]
+    _packet.Properties = SharedTableProperties  # type: ignore[misc]  # paho's decoder looks it up there

@@ -20,9 +20,9 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlmodel import Session
 
 from backend.store.batch_reads import chunks
-from backend.store.tables import BankLivenessRow
+from backend.store.tables import BankLivenessRow, table_of
 
-TABLE: Table = BankLivenessRow.__table__  # type: ignore[attr-defined]
+TABLE: Table = table_of(BankLivenessRow)
 
 
 @dataclass
