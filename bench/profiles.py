@@ -153,11 +153,12 @@ async def sweep() -> None:
 
 def acl() -> None:
     from backend.domain.acl import valid_identity
-    from backend.http.users import UserDirectory, hash_password
+    from backend.domain.digests import secret_digest
+    from backend.http.users import UserDirectory
 
     directory = UserDirectory("locker_backend", "pw", "provisioning_client", "pw2")
     u = str(uuid.uuid4())
-    directory.device_provisioned(u, hash_password("x"))
+    directory.device_provisioned(u, secret_digest("x"))
     checks: dict[str, Callable[[], object]] = {
         "valid_identity(uuid)": lambda: valid_identity(u),
         "acl: device publishes its state (acc 2)": lambda: directory.acl(

@@ -10,7 +10,9 @@ heartbeat of a known bank whose lane is idle is parsed once here and added to th
 heartbeat batcher directly. Order per bank still holds: a later message of that bank
 goes to its lane, whose worker first waits for the bank's heartbeats in flight to be
 committed; a heartbeat whose batch fails goes back to the front of its lane and takes
-the ordinary way (store retries with backoff, then given up).
+the ordinary way (store retries with backoff, then given up). A heartbeat of the short
+way is acknowledged once its batch is committed (or, after a failure, once its lane has
+handled it), like every other message.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from backend.device_service import HeartbeatIn
 from backend.domain.contract import ContractError
 from backend.domain.timeutil import truncate_ms
 from backend.domain.topics import TopicKind
+from backend.mqtt.acks import NO_ACK, Ack
 from backend.mqtt.batcher import Batcher
 from backend.mqtt.dispatcher import Dispatcher
 from backend.mqtt.handlers import Beat, InboundHandlers, validate_inbound
@@ -111,13 +114,17 @@ class Listener:
             self._handle_lane,
             max_pending=self.options.max_pending,
             max_group=self.options.max_batch,
+            on_handled=_acknowledge,
         )
 
-    async def on_message(self, message: aiomqtt.Message) -> None:
+    async def on_message(self, message: aiomqtt.Message, ack: Ack = NO_ACK) -> None:
+        """Queue a received message on its lane; `ack` is called once it is finished
+        (stored, refused and stored as rejected, or given up after the store retries)."""
         item = classify(
             message,
             truncate_ms(self.service.clock.now()),
             accept_legacy_status=self.service.settings.mqtt_accept_legacy_status,
+            ack=ack,
         )
         self.metrics.messages[item.label] += 1
         if item.kind in _BEAT_KINDS and self._short_way(item):
@@ -158,7 +165,10 @@ class Listener:
         key = item.key
         if self._beats_in_flight.get(key) is future:
             del self._beats_in_flight[key]
-        if future.cancelled() or future.exception() is None:
+        if future.cancelled():
+            return  # dropped (abort): not acknowledged, the broker sends it again
+        if future.exception() is None:
+            item.ack()  # committed
             return
         # The store failed: the ordinary way retries with backoff (then gives up), ahead
         # of anything the bank sent since.
@@ -177,7 +187,15 @@ class Listener:
                 self._lanes_waiting.discard(key)
             failed = self._beats_failed.pop(key, None)
             if failed:
-                items = [*failed, *items]
+                try:
+                    await self.handlers.handle_lane(key, [*failed, *items])
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    _acknowledge(failed)  # as the dispatcher does with the lane's own items
+                    raise
+                _acknowledge(failed)
+                return
         await self.handlers.handle_lane(key, items)
 
     def observe(self, events: list[RecordedEvent]) -> None:
@@ -195,7 +213,8 @@ class Listener:
         self.responses.start()
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Handle what was already received (it is acked), then stop the batchers."""
+        """Handle what was already received, then stop the batchers. (Acknowledgements
+        of a connection that has closed are not sent: the broker sends those again.)"""
         try:
             await self.dispatcher.drain(timeout)
         except TimeoutError:
@@ -206,7 +225,12 @@ class Listener:
         self.handlers.flush_logs()
 
     async def abort(self) -> None:
-        """Drop everything in flight (for crash tests)."""
+        """Drop everything in flight, unacknowledged (for crash tests)."""
         await self.dispatcher.abort()
         self.heartbeats.abort()
         self.responses.abort()
+
+
+def _acknowledge(items: list[Inbound]) -> None:
+    for item in items:
+        item.ack()

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from backend.device_service import HeartbeatIn
 from backend.domain.contract import ConnectionLost, Heartbeat, HeartbeatData
 from backend.domain.topics import device_topic
+from backend.mqtt.acks import ConnectionAcks
 from backend.mqtt.listener import Listener
 from backend.mqtt.metrics import Metrics
 from backend.service import LockerService
@@ -83,10 +84,12 @@ async def test_a_last_will_right_after_a_short_way_heartbeat_wins(
     assert (await service.get_bank(bank)).status == "offline"
 
     short_before = listener.short_way
-    await listener.on_message(state_message(bank, beat(now), 3))
-    await listener.on_message(state_message(bank, will(now), 4))
+    acks = ConnectionAcks(None)
+    await listener.on_message(state_message(bank, beat(now), 3), acks.take(3, 1))
+    await listener.on_message(state_message(bank, will(now), 4), acks.take(4, 1))
     assert listener.short_way == short_before + 1  # the heartbeat skipped its lane
     await settled(listener)
+    assert acks.held == 0
 
     assert (await service.get_bank(bank)).status == "offline"
     assert (await liveness_events(service, bank)) == [
@@ -109,6 +112,7 @@ async def test_a_short_way_heartbeat_whose_batch_fails_is_retried_in_order(
 
     record = service.devices.record_heartbeats
     failures: list[int] = []
+    acks = ConnectionAcks(None)
 
     async def locked_once(items: Sequence[HeartbeatIn]) -> int:
         if not failures:
@@ -118,11 +122,13 @@ async def test_a_short_way_heartbeat_whose_batch_fails_is_retried_in_order(
 
     service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]
     short_before = listener.short_way
-    await listener.on_message(state_message(bank, beat(now), 3))
-    await listener.on_message(state_message(bank, will(now), 4))
+    await listener.on_message(state_message(bank, beat(now), 3), acks.take(3, 1))
+    await listener.on_message(state_message(bank, will(now), 4), acks.take(4, 1))
     assert listener.short_way == short_before + 1
+    assert acks.held == 2
     await settled(listener)
 
+    assert acks.held == 0  # both acknowledged once handled, the heartbeat after its retry
     assert failures == [1]  # the batch failed once; its heartbeat went on through the lane
     assert listener.metrics.heartbeats_taken == 2
     assert (await service.get_bank(bank)).status == "offline"
