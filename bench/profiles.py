@@ -48,6 +48,7 @@ from sqlalchemy import event, text
 
 from backend.device_service import HeartbeatIn
 from backend.domain.contract import CommandResponse, Heartbeat, HeartbeatData
+from backend.domain.outcomes import ResponseResult
 from backend.service import LockerService
 from bench.common import bench_settings, open_commands, private_postgres, seed_banks, sqlite_url
 
@@ -79,7 +80,10 @@ async def responses(url: str, workdir: Path, banks: int, per_bank: int, batch: i
         for round_ in range(per_bank):
             for bank_uuid, tid in opened[round_::per_bank]:
                 response = CommandResponse(
-                    action="open_compartment", result="success", transaction_id=tid, timestamp=now
+                    action="open_compartment",
+                    result=ResponseResult.SUCCESS,
+                    transaction_id=tid,
+                    timestamp=now,
                 )
                 items.append((bank_uuid, response, response.to_bytes()))
         statements: Counter[str] = Counter()

@@ -9,7 +9,7 @@ query, and the session autoflushes before it, so no projector flushes by itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import delete, func, select
 from sqlmodel import Session, col
@@ -67,13 +67,28 @@ def projector(event_type: type[Any]) -> Callable[[Projector], Projector]:
     return register
 
 
+NOT_PROJECTED: Final = frozenset({"ProvisioningRejected", "QrScanned", "DeviceEventRecorded"})
+"""Event types no read model follows: they are shown from the event log itself."""
+
+
+def projected_event_types() -> frozenset[str]:
+    """Every event type some projector (a read model's or the alerts') follows."""
+    return frozenset(_PROJECTORS) | ALERT_EVENTS
+
+
 def project(session: Session, recorded: RecordedEvent) -> None:
-    """Apply one recorded event to the read models (unknown kinds change nothing)."""
-    fn = _PROJECTORS.get(recorded.event_type)
+    """Apply one recorded event to the read models. An event type no projector follows and
+    `NOT_PROJECTED` does not list is a programming error, said loudly."""
+    event_type = recorded.event_type
+    fn = _PROJECTORS.get(event_type)
     if fn is not None:
         fn(session, recorded)
-    if recorded.event_type in ALERT_EVENTS:
+    if event_type in ALERT_EVENTS:
         project_alerts(session, recorded)
+    elif fn is None and event_type not in NOT_PROJECTED:
+        raise TypeError(
+            f"no projector for {event_type}: add one (@projector) or list it in NOT_PROJECTED"
+        )
     bank = session.get(LockerBankRow, recorded.aggregate_uuid)
     if bank is not None:
         bank.version = recorded.aggregate_version
