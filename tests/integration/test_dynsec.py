@@ -30,7 +30,7 @@ from tests.support.dynsec import (
     provisioned_device,
 )
 from tests.support.mosquitto import free_port
-from tests.support.reliability_tools import until
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.mosquitto, needs_dynsec]
 

@@ -47,8 +47,9 @@ from tests.support.real_client import (
     relay_board,
     require_node,
 )
-from tests.support.reliability_tools import SqlProbe, until
+from tests.support.reliability_tools import SqlProbe
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.timeout(300)]
 OPEN_TTL = 8  # COMMAND_TIMEOUT; an open expires when it times out

@@ -35,7 +35,8 @@ from tests.support.real_client import (
     relay_board,
     require_node,
 )
-from tests.support.reliability_tools import SqlProbe, until
+from tests.support.reliability_tools import SqlProbe
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.timeout(420)]
 

@@ -22,8 +22,8 @@ import pytest
 from backend.broker.mosquitto import find_mosquitto, find_plugin
 from backend.config import Settings
 from backend.runner import BackendServices
-from tests.conftest import make_settings
 from tests.support.mosquitto import MosquittoBroker, _spawn, free_port
+from tests.support.settings import make_settings
 
 needs_dynsec = pytest.mark.skipif(
     find_mosquitto() is None or find_plugin() is None,

@@ -10,8 +10,8 @@ import pytest
 from console.app import LockerConsoleApp
 from console.screens.base import LiveScreen
 from console.screens.tabs import Tab, declare, top_level_screens
-from tests.ui.conftest import wait_until
-from tests.ui.test_flows import SIZE, ready
+from tests.support.console_app import SIZE, ready
+from tests.support.waiting import app_until
 from widgets.mode_tabs import ModeTabs
 
 MakeApp = Callable[..., LockerConsoleApp]
@@ -51,6 +51,6 @@ async def test_each_tab_is_reached_by_its_key_and_offered_in_the_palette(
         for tab, screen in reversed(top_level_screens()):
             assert f"Show {tab.label.lower()}" in commands
             await pilot.press(tab.key)
-            await wait_until(pilot, lambda s=screen: type(app.screen) is s, tab.label)
+            await app_until(pilot, lambda s=screen: type(app.screen) is s, tab.label)
             assert app.current_mode == tab.name
             assert app.screen.query_one(ModeTabs)._current == tab.name
