@@ -27,9 +27,10 @@ from simulator.device import DeviceOptions
 from simulator.faults import Faults
 from simulator.fleet import Fleet
 from tests.support.databases import truncate_all
-from tests.support.headless_instances import HeadlessInstance, Metrics, headless_instance
+from tests.support.headless_instances import HeadlessInstance, headless_instance
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.reliability_tools import SqlProbe, log
+from tests.support.service_process import Metrics
 from tests.support.settings import make_settings
 from tests.support.waiting import until
 

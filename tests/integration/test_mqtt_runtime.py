@@ -103,8 +103,7 @@ class Harness:
                 database_url=self.db_url,
                 mqtt_host=self.broker.host,
                 mqtt_port=self.broker.port,
-                mqtt_client_id=f"backend-{uuid.uuid4().hex[:8]}",
-                **{**TIMINGS, **overrides},
+                **{"mqtt_client_id": f"backend-{uuid.uuid4().hex[:8]}", **TIMINGS, **overrides},
             )
         )
         await svc.migrate()

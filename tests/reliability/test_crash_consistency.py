@@ -29,7 +29,7 @@ from simulator.device import DeviceOptions
 from simulator.faults import Faults
 from simulator.fleet import Fleet
 from tests.support.databases import DB_KINDS, truncate_all
-from tests.support.headless_instances import clean_env, headless_instance
+from tests.support.headless_instances import headless_instance
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.reliability_tools import (
     TERMINAL,
@@ -40,6 +40,7 @@ from tests.support.reliability_tools import (
     size,
 )
 from tests.support.scenario import dump_read_models
+from tests.support.service_process import clean_env
 from tests.support.waiting import until
 
 BANKS = size("crash_banks", 50, 250)

@@ -58,6 +58,27 @@ class Credentials:
     client_id: str
 
 
+async def read_until_disconnected(client: aiomqtt.Client) -> None:
+    """Read (and drop) messages until the broker ends the connection."""
+    with contextlib.suppress(aiomqtt.MqttError):
+        async for _message in client.messages:
+            pass
+
+
+def device_client(
+    settings: Settings, creds: Credentials, *, identifier: str | None = None
+) -> aiomqtt.Client:
+    """An MQTT client that logs in to the backend's broker as the provisioned device (with
+    its pinned client id unless told otherwise)."""
+    return aiomqtt.Client(
+        "127.0.0.1",
+        settings.mqtt_port,
+        username=creds.user,
+        password=creds.password,
+        identifier=identifier or creds.client_id,
+    )
+
+
 async def provision(
     settings: Settings, token: str, client_id: str, *, timeout: float = 10.0
 ) -> dict[str, Any]:
