@@ -22,6 +22,8 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from backend.domain.topics import SERVER_STATUS
+
 SECRET_FIELDS = (
     "mosq_secret",
     "secret_key",
@@ -50,7 +52,7 @@ class Settings(BaseSettings):
     mqtt_user: str = "locker_backend"
     mqtt_password: SecretStr | None = None
     mqtt_client_id: str = "locker-backend"
-    mqtt_last_will_topic: str = "server/status"
+    mqtt_last_will_topic: str = SERVER_STATUS
     mqtt_last_will_message: str = '{"status": "offline"}'
     mqtt_provisioning_user: str = "provisioning_client"
     mqtt_provisioning_password: SecretStr | None = None

@@ -19,8 +19,14 @@ from sqlalchemy import bindparam, delete, select, update
 from sqlmodel import col
 
 from backend.domain.clock_offset import next_offset, offset_sample
+from backend.domain.command_status import (
+    LATE_ANSWER_STATUSES,
+    OPEN_STATUSES,
+    CommandStatus,
+)
 from backend.domain.contract import CommandResponse, DeviceEvent, Heartbeat
-from backend.domain.errors import DomainError, NotFound
+from backend.domain.digests import secret_digest
+from backend.domain.errors import DomainError
 from backend.domain.events import EventMetadata
 from backend.domain.messages import (
     OutboundMessage,
@@ -29,9 +35,11 @@ from backend.domain.messages import (
     provisioning_success,
     restamp,
 )
+from backend.domain.outcomes import Outcome, RegistrationResult
 from backend.domain.ratelimit import FailureLimiter
 from backend.domain.timeutil import truncate_ms
-from backend.store import outbox
+from backend.domain.topics import is_bank_uuid
+from backend.store import liveness, outbox
 from backend.store.batch_reads import (
     chunks,
     due_commands,
@@ -42,7 +50,6 @@ from backend.store.batch_reads import (
     silent_banks,
 )
 from backend.store.tables import (
-    BankLivenessRow,
     CommandTransactionRow,
     LockerBankRow,
     OutboxRow,
@@ -62,15 +69,6 @@ REJECTED_HEAD_BYTES = 2048
 DEDUP_TTL = timedelta(days=7)
 _ALL = "*"  # the global limiter's one key
 HeardAt = Callable[[str], datetime | None]  # bank uuid -> receive time of its last heartbeat
-
-
-@dataclass(frozen=True)
-class ResponseOutcome:
-    """What became of one command response."""
-
-    status: str  # "applied", "duplicate", "rejected"
-    reason: str = ""
-    late: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,32 +116,34 @@ class DeviceService:
 
     # ----- provisioning ------------------------------------------------------------------
 
-    async def register(self, token: str, client_id: str, *, dialect: str | None = None) -> str:
-        """Handle `locker/register/{token}`; returns "success", "error" or "rate_limited".
+    async def register(
+        self, token: str, client_id: str, *, dialect: str | None = None
+    ) -> RegistrationResult:
+        """Handle `locker/register/{token}`; the result says whether a reply is on its way.
         `dialect` is what the registration's form suggests; it decides an `auto` bank's
         dialect, an explicit one wins (DESIGN section 3.1)."""
         if self.limiter.blocked(client_id, self.now):
-            return "rate_limited"
+            return RegistrationResult.RATE_LIMITED
         counted = False
         digest = self.service.token_digest(token)
         if self.global_limiter.blocked(_ALL, self.now):
             if not await self._token_exists(digest):
-                return "rate_limited"
+                return RegistrationResult.RATE_LIMITED
         else:
             # counted before the work (no await in between: registrations handled at the
             # same time cannot all pass the check), taken back on success
             self.global_limiter.failed(_ALL, self.now)
             counted = True
         password = self.service.new_secret()
-        password_hash = hashlib.sha256(password.encode()).hexdigest()
+        password_hash = secret_digest(password)
 
-        def work(uow: UnitOfWork) -> str:
+        def work(uow: UnitOfWork) -> RegistrationResult:
             row = uow.session.execute(
                 select(col(LockerBankRow.uuid)).where(col(LockerBankRow.token_hmac) == digest)
             ).first()
             if row is None:
                 uow.enqueue(provisioning_error(client_id, uow.now))
-                return "error"
+                return RegistrationResult.ERROR
             bank_uuid = row[0]
             recorded = uow.execute(
                 bank_uuid,
@@ -166,12 +166,12 @@ class DeviceService:
                         bank.dialect_choice,
                     )
                 uow.enqueue(provisioning_success(client_id, bank_uuid, password, uow.now))
-                return "success"
+                return RegistrationResult.SUCCESS
             uow.enqueue(provisioning_error(client_id, uow.now))
-            return "error"
+            return RegistrationResult.ERROR
 
         result = await self.service.transact(work)
-        if result != "success":
+        if result is not RegistrationResult.SUCCESS:
             self.limiter.failed(client_id, self.now)
         elif counted:
             self.global_limiter.forgive(_ALL)
@@ -195,18 +195,18 @@ class DeviceService:
 
     async def record_responses(
         self, items: Sequence[tuple[str, CommandResponse, bytes]]
-    ) -> list[ResponseOutcome]:
+    ) -> list[Outcome]:
         """Apply responses (bank uuid, parsed, raw payload) in one transaction, in order."""
         return await self.service.transact(lambda uow: self._responses(uow, items))
 
     async def record_response(
         self, bank_uuid: str, response: CommandResponse, raw: bytes = b""
-    ) -> ResponseOutcome:
+    ) -> Outcome:
         return (await self.record_responses([(bank_uuid, response, raw)]))[0]
 
     def _responses(
         self, uow: UnitOfWork, items: Sequence[tuple[str, CommandResponse, bytes]]
-    ) -> list[ResponseOutcome]:
+    ) -> list[Outcome]:
         if not items:
             return []
         uow.bank(items[0][0])  # the write lock before any tracker row is read
@@ -217,24 +217,24 @@ class DeviceService:
 
     def _response(
         self, uow: UnitOfWork, bank_uuid: str, response: CommandResponse, raw: bytes
-    ) -> ResponseOutcome:
+    ) -> Outcome:
         # Write lock first (PostgreSQL): the tracker row read next must include what another
         # instance committed for this transaction a moment ago (else a duplicate looks like
         # a first answer to a command the aggregate has already finished: "no command").
         uow.bank(bank_uuid)
         txn = uow.session.get(CommandTransactionRow, (bank_uuid, response.transaction_id))
         if txn is None:
-            return ResponseOutcome("rejected", "unknown transaction for this bank")
+            return Outcome.rejected("unknown transaction for this bank")
         if txn.action != response.action:
-            return ResponseOutcome("rejected", f"action {response.action} does not match")
+            return Outcome.rejected(f"action {response.action} does not match")
         if txn.first_seen_at is not None:
             txn.last_seen_at = uow.now
             txn.duplicate_count += 1
-            return ResponseOutcome("duplicate")
+            return Outcome.duplicate()
         txn.first_seen_at = uow.now
         txn.last_seen_at = uow.now
         txn.payload_hash = hashlib.sha256(raw).hexdigest() if raw else None
-        late = txn.status in ("timeout", "expired", "unknown")
+        late = txn.status in LATE_ANSWER_STATUSES
         try:
             uow.execute(
                 bank_uuid,
@@ -249,20 +249,21 @@ class DeviceService:
                 EventMetadata(actor="device", correlation_id=response.transaction_id),
             )
         except DomainError as exc:
-            return ResponseOutcome("rejected", str(exc))
-        return ResponseOutcome("applied", late=late)
+            return Outcome.rejected(str(exc))
+        return Outcome.applied(late=late)
 
     # ----- device events -----------------------------------------------------------------
 
-    async def record_event(self, bank_uuid: str, event: DeviceEvent) -> str:
-        """`door_state_changed` / `qr_scanned`; returns "applied", "duplicate" or a reason."""
+    async def record_event(self, bank_uuid: str, event: DeviceEvent) -> Outcome:
+        """`door_state_changed`, `qr_scanned` or another recorded device event: applied or
+        a duplicate (a domain refusal raises `DomainError`)."""
 
-        def work(uow: UnitOfWork) -> str:
+        def work(uow: UnitOfWork) -> Outcome:
             uow.bank(bank_uuid)  # write lock before the dedup check (another instance)
             key = event.dedup_key()
             if key is not None:
                 if uow.session.get(ProcessedMessageRow, (bank_uuid, key)) is not None:
-                    return "duplicate"
+                    return Outcome.duplicate()
                 uow.session.add(
                     ProcessedMessageRow(bank_uuid=bank_uuid, message_key=key, processed_at=uow.now)
                 )
@@ -289,7 +290,7 @@ class DeviceService:
                     lambda b: b.qr_scanned(qr.qr_payload, qr.scanner, now=uow.now, event_id=key),
                     DEVICE,
                 )
-            return "applied"
+            return Outcome.applied()
 
         return await self.service.transact(work)
 
@@ -329,17 +330,12 @@ class DeviceService:
         self, uow: UnitOfWork, items: Sequence[HeartbeatIn], taken: list[HeartbeatIn]
     ) -> int:
         taken.clear()  # a retried transaction starts again
+        if not items:
+            return 0
+        uow.lock()
+        rows = liveness.load(uow.session, {i.bank_uuid for i in items})
+        changed: dict[str, liveness.Liveness] = {}
         came: list[str] = []
-        if items:
-            uow.bank(items[0].bank_uuid)
-        held: list[object] = [
-            *preload(uow.session, BankLivenessRow, {i.bank_uuid for i in items}),
-            *preload(
-                uow.session,
-                LockerBankRow,
-                {i.bank_uuid for i in items if uow.bank(i.bank_uuid).status != "online"},
-            ),
-        ]
         for item in items:
             bank = uow.bank(item.bank_uuid)
             if not bank.exists or bank.status in ("unprovisioned", "revoked"):
@@ -349,24 +345,21 @@ class DeviceService:
             if item.retained and item.received_at - sent_at > limit:
                 continue  # evidence from the past, not of life
             taken.append(item)
-            row = uow.session.get(BankLivenessRow, item.bank_uuid)
-            if row is None:
-                row = BankLivenessRow(bank_uuid=item.bank_uuid)
-                uow.session.add(row)  # in the identity map: a second beat finds it
+            row = changed[item.bank_uuid] = rows[item.bank_uuid]
             row.last_heartbeat_at = item.received_at
             row.device_timestamp = sent_at
             if not item.retained:  # a retained one may be old: its transit time says nothing
                 sample = offset_sample(sent_at, item.received_at)
                 row.clock_offset_seconds = next_offset(row.clock_offset_seconds, sample)
             row.uptime_seconds = item.heartbeat.data.uptime_seconds
-            row.heartbeats = (row.heartbeats or 0) + 1
+            row.heartbeats += 1
             if bank.status != "online" and uow.execute(
                 item.bank_uuid, lambda b: b.came_online(now=uow.now), DEVICE
             ):
                 came.append(item.bank_uuid)
+        liveness.save(uow.session, changed.values())
         if came:
             self._came_online(uow, came)
-        del held
         return len(taken)
 
     def _came_online(self, uow: UnitOfWork, banks: list[str]) -> None:
@@ -378,7 +371,7 @@ class DeviceService:
             for txn in uow.session.execute(
                 select(CommandTransactionRow)
                 .where(col(CommandTransactionRow.locker_uuid).in_(chunk))
-                .where(col(CommandTransactionRow.status) == "sent")
+                .where(col(CommandTransactionRow.status) == CommandStatus.SENT)
                 .where(col(CommandTransactionRow.first_seen_at).is_(None))
                 .order_by(col(CommandTransactionRow.requested_at))
             ).scalars():
@@ -392,7 +385,7 @@ class DeviceService:
                     select(col(CommandTransactionRow.locker_uuid))
                     .where(col(CommandTransactionRow.locker_uuid).in_(chunk))
                     .where(col(CommandTransactionRow.action) == "apply_config")
-                    .where(col(CommandTransactionRow.status).in_(("pending", "sent")))
+                    .where(col(CommandTransactionRow.status).in_(OPEN_STATUSES))
                 ).scalars()
             )
         for bank_uuid in stale:
@@ -450,11 +443,11 @@ class DeviceService:
         unanswered = [
             (t.locker_uuid, t.transaction_id)
             for t in candidates
-            if t.status == "sent" and t.first_seen_at is None
+            if t.status == CommandStatus.SENT and t.first_seen_at is None
         ]
         latest = latest_outbox(uow.session, unanswered)
         for txn in candidates:
-            if not settled and txn.status == "sent":
+            if not settled and txn.status == CommandStatus.SENT:
                 continue
             bank, tid = txn.locker_uuid, txn.transaction_id
             meta = EventMetadata(actor="system", correlation_id=tid)
@@ -467,11 +460,11 @@ class DeviceService:
                 ):
                     counts["expired"] += 1
                     self._drop_outbox(uow, bank, tid, "expired")
-            elif txn.status == "sent" and txn.sent_at and now - txn.sent_at >= timeout:
+            elif txn.status == CommandStatus.SENT and txn.sent_at and now - txn.sent_at >= timeout:
                 if uow.execute(bank, lambda b, t=tid: b.time_out(t, now=now), meta):  # type: ignore[misc]  # lambda default capture
                     counts["timeout"] += 1
                     self._drop_outbox(uow, bank, tid, "timeout")
-            elif txn.status == "sent" and txn.first_seen_at is None:
+            elif txn.status == CommandStatus.SENT and txn.first_seen_at is None:
                 last = latest.get((bank, tid))
                 if last is not None and last.status == "sent" and last.at <= now - retry:
                     counts["reasked"] += self._reask_one(uow, txn)
@@ -492,7 +485,7 @@ class DeviceService:
         rows = list(
             uow.session.execute(
                 select(CommandTransactionRow)
-                .where(col(CommandTransactionRow.status) == "sent")
+                .where(col(CommandTransactionRow.status) == CommandStatus.SENT)
                 .where(col(CommandTransactionRow.first_seen_at).is_(None))
                 .where(col(CommandTransactionRow.expires_at) > uow.now)
                 .order_by(col(CommandTransactionRow.requested_at))
@@ -681,8 +674,23 @@ class DeviceService:
         await self.service.transact(work)
 
     async def bank_exists(self, bank_uuid: str) -> bool:
-        try:
-            await self.service.get_bank(bank_uuid)
-        except NotFound:
+        """Does this bank exist (one indexed read; the uuid as `get_bank` takes it)?"""
+        uuid = bank_uuid.strip().lower()
+        if not is_bank_uuid(uuid):
             return False
-        return True
+
+        def read() -> bool:
+            with self.service.db.read_session() as session:
+                query = select(col(LockerBankRow.uuid)).where(col(LockerBankRow.uuid) == uuid)
+                return session.execute(query).first() is not None
+
+        return await self.service.db.read(read)
+
+    async def bank_uuids(self) -> set[str]:
+        """Every bank's uuid (banks are never deleted): one query."""
+
+        def read() -> set[str]:
+            with self.service.db.read_session() as session:
+                return set(session.execute(select(col(LockerBankRow.uuid))).scalars())
+
+        return await self.service.db.read(read)

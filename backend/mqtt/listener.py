@@ -3,21 +3,36 @@
 `on_message()` is what the connection calls for every message; it only reads the
 topic and queues, so it stays fast however slow the store is. The lanes
 (`Dispatcher`), the handlers and the two batchers (heartbeats, responses) live here.
+
+Heartbeats take a shorter way (issue 19: most of a fleet's messages, and their lane
+task, handler calls and batch futures cost more CPU than the store write): a valid
+heartbeat of a known bank whose lane is idle is parsed once here and added to the
+heartbeat batcher directly. Order per bank still holds: a later message of that bank
+goes to its lane, whose worker first waits for the bank's heartbeats in flight to be
+committed; a heartbeat whose batch fails goes back to the front of its lane and takes
+the ordinary way (store retries with backoff, then given up). A heartbeat of the short
+way is acknowledged once its batch is committed (or, after a failure, once its lane has
+handled it), like every other message.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import aiomqtt
 
 from backend.device_service import HeartbeatIn
+from backend.domain.contract import ContractError
 from backend.domain.timeutil import truncate_ms
+from backend.domain.topics import TopicKind
+from backend.mqtt.acks import NO_ACK, Ack
 from backend.mqtt.batcher import Batcher
 from backend.mqtt.dispatcher import Dispatcher
-from backend.mqtt.handlers import InboundHandlers
+from backend.mqtt.handlers import Beat, InboundHandlers, validate_inbound
 from backend.mqtt.heard import HeardFrom
 from backend.mqtt.inbound import Inbound, classify
 from backend.mqtt.known_banks import KnownBanks
@@ -42,6 +57,9 @@ class ListenerOptions:
     max_pending: int = 10_000
     """Received but unhandled messages beyond which the receive loop waits."""
     store_retries: int = 5
+
+
+_BEAT_KINDS = frozenset({TopicKind.STATE, TopicKind.STATE_HEARTBEAT})
 
 
 class Listener:
@@ -85,21 +103,100 @@ class Listener:
             on_outbox_work=on_outbox_work,
             store_retries=self.options.store_retries,
         )
+        self._beats_in_flight: dict[str, asyncio.Future[None]] = {}
+        """Per bank, the newest heartbeat that took the short way and is not committed."""
+        self._beats_failed: dict[str, list[Inbound]] = {}
+        """Per bank, short-way heartbeats whose batch failed while its lane waited."""
+        self._lanes_waiting: set[str] = set()
+        self.short_way = 0
+        """Heartbeats that took the short way (the rest went through their lanes)."""
         self.dispatcher: Dispatcher[Inbound] = Dispatcher(
-            self.handlers.handle_lane,
+            self._handle_lane,
             max_pending=self.options.max_pending,
             max_group=self.options.max_batch,
+            on_handled=_acknowledge,
         )
 
-    async def on_message(self, message: aiomqtt.Message) -> None:
+    async def on_message(self, message: aiomqtt.Message, ack: Ack = NO_ACK) -> None:
+        """Queue a received message on its lane; `ack` is called once it is finished
+        (stored, refused and stored as rejected, or given up after the store retries)."""
         item = classify(
             message,
             truncate_ms(self.service.clock.now()),
             accept_legacy_status=self.service.settings.mqtt_accept_legacy_status,
+            ack=ack,
         )
         self.metrics.messages[item.label] += 1
+        if item.kind in _BEAT_KINDS and self._short_way(item):
+            return
         self.heard.observe(item)
         await self.dispatcher.put(item.lane, item)
+
+    @property
+    def beats_in_flight(self) -> int:
+        """Banks with a heartbeat of the short way not yet committed."""
+        return len(self._beats_in_flight)
+
+    def _short_way(self, item: Inbound) -> bool:
+        """Add a heartbeat to its batch here; False if it must take its lane."""
+        key = item.key
+        if (
+            item.problem is not None
+            or self.dispatcher.busy(key)
+            or not self.banks.known_now(key)
+            or not self.heartbeats.running
+        ):
+            return False
+        try:
+            work = validate_inbound(item)
+        except ContractError:
+            return False  # refused on the ordinary way, with its reason
+        if not isinstance(work, Beat):
+            return False  # a last will on the state topic
+        if not item.retained:
+            self.heard.heartbeat(key, item.received_at)
+        future = self.heartbeats.add(work.heartbeat)
+        self._beats_in_flight[key] = future
+        future.add_done_callback(partial(self._beat_done, item))
+        self.short_way += 1
+        return True
+
+    def _beat_done(self, item: Inbound, future: asyncio.Future[None]) -> None:
+        key = item.key
+        if self._beats_in_flight.get(key) is future:
+            del self._beats_in_flight[key]
+        if future.cancelled():
+            return  # dropped (abort): not acknowledged, the broker sends it again
+        if future.exception() is None:
+            item.ack()  # committed
+            return
+        # The store failed: the ordinary way retries with backoff (then gives up), ahead
+        # of anything the bank sent since.
+        if key in self._lanes_waiting:
+            self._beats_failed.setdefault(key, []).append(item)
+        else:
+            self.dispatcher.put_nowait(key, item)
+
+    async def _handle_lane(self, key: str, items: list[Inbound]) -> None:
+        in_flight = self._beats_in_flight.get(key)
+        if in_flight is not None:
+            self._lanes_waiting.add(key)
+            try:
+                await asyncio.wait([in_flight])
+            finally:
+                self._lanes_waiting.discard(key)
+            failed = self._beats_failed.pop(key, None)
+            if failed:
+                try:
+                    await self.handlers.handle_lane(key, [*failed, *items])
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    _acknowledge(failed)  # as the dispatcher does with the lane's own items
+                    raise
+                _acknowledge(failed)
+                return
+        await self.handlers.handle_lane(key, items)
 
     def observe(self, events: list[RecordedEvent]) -> None:
         """Service listener: learn banks created in this process."""
@@ -116,7 +213,8 @@ class Listener:
         self.responses.start()
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Handle what was already received (it is acked), then stop the batchers."""
+        """Handle what was already received, then stop the batchers. (Acknowledgements
+        of a connection that has closed are not sent: the broker sends those again.)"""
         try:
             await self.dispatcher.drain(timeout)
         except TimeoutError:
@@ -127,7 +225,12 @@ class Listener:
         self.handlers.flush_logs()
 
     async def abort(self) -> None:
-        """Drop everything in flight (for crash tests)."""
+        """Drop everything in flight, unacknowledged (for crash tests)."""
         await self.dispatcher.abort()
         self.heartbeats.abort()
         self.responses.abort()
+
+
+def _acknowledge(items: list[Inbound]) -> None:
+    for item in items:
+        item.ack()

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import and_, or_, select, tuple_
 from sqlmodel import Session, SQLModel, col
 
+from backend.domain.command_status import OPEN_STATUSES, CommandStatus
 from backend.domain.dialect import replays_stored_answers
 from backend.store.tables import (
     BankLivenessRow,
@@ -122,12 +123,12 @@ def due_commands(
     return list(
         session.execute(
             select(CommandTransactionRow)
-            .where(col(CommandTransactionRow.status).in_(("pending", "sent")))
+            .where(col(CommandTransactionRow.status).in_(OPEN_STATUSES))
             .where(
                 or_(
                     col(CommandTransactionRow.expires_at) <= now,
                     and_(
-                        col(CommandTransactionRow.status) == "sent",
+                        col(CommandTransactionRow.status) == CommandStatus.SENT,
                         col(CommandTransactionRow.sent_at) <= sent_before,
                     ),
                 )

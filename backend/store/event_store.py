@@ -160,7 +160,7 @@ def _recorded(row: StoredEvent, event: DomainEvent, metadata: EventMetadata) -> 
 
 def decode(row: StoredEvent) -> RecordedEvent:
     """A stored row back to a typed event."""
-    event = event_from_payload(row.event_type, json.loads(row.payload))
+    event = event_from_payload(row.event_type, json.loads(row.payload), row.event_version)
     metadata = EventMetadata.model_validate(json.loads(row.event_metadata))
     return _recorded(row, event, metadata)
 

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from backend.domain.clock_offset import skewed
+from backend.domain.command_status import OPEN_STATUSES, CommandStatus
 from backend.search import Term, event_values, matches
 from backend.store.event_store import RecordedEvent, read_after, read_before
 from backend.store.tables import (
@@ -20,7 +21,6 @@ from backend.store.tables import (
 )
 from backend.views import BankView, CompartmentView, EventView, RejectedView, TransactionView
 
-OPEN_STATUSES = ("pending", "sent")
 HIDDEN_PAYLOAD_FIELDS = frozenset({"token_hmac", "password_sha256"})
 
 
@@ -107,7 +107,7 @@ def transaction_view(row: CommandTransactionRow) -> TransactionView:
         bank_uuid=row.locker_uuid,
         action=row.action,
         compartment_number=row.compartment_number,
-        status=row.status,
+        status=CommandStatus(row.status),
         error_code=row.error_code,
         message=row.message,
         requested_by=row.requested_by,

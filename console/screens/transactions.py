@@ -10,6 +10,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 
+from backend.domain.command_status import CommandStatus
 from backend.views import TransactionView
 from console.screens.actions import BankActionScreen
 from console.screens.tabs import Tab
@@ -46,7 +47,13 @@ class TransactionsScreen(BankActionScreen[list[TransactionView]]):
     def headline(self, data: list[TransactionView]) -> Text:
         counts = Counter(t.status for t in data)
         text = Text(f"latest {len(data)}")
-        for status in ("pending", "sent", "error", "timeout", "expired"):
+        for status in (
+            CommandStatus.PENDING,
+            CommandStatus.SENT,
+            CommandStatus.ERROR,
+            CommandStatus.TIMEOUT,
+            CommandStatus.EXPIRED,
+        ):
             if counts.get(status):
                 text.append(f" · {counts[status]} ")
                 text.append_text(state_text(status))

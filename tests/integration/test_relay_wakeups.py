@@ -16,7 +16,7 @@ from tests.support.mosquitto import MosquittoBroker
 from tests.support.settings import make_settings
 
 
-async def _no_message(_message: object) -> None:
+async def _no_message(_message: object, _ack: object) -> None:
     return None
 
 

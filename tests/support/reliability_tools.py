@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, text
 
+from backend.domain.command_status import TERMINAL_STATUSES
 from backend.service import LockerService
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.settings import make_settings
@@ -21,7 +22,7 @@ from tests.support.settings import make_settings
 T = TypeVar("T")
 
 OUTCOMES = ("CompartmentOpened", "CommandFailed", "CommandTimedOut", "CommandExpired")
-TERMINAL = {"success", "error", "timeout", "expired", "late", "unknown"}
+TERMINAL = TERMINAL_STATUSES
 
 
 FULL = os.environ.get("RELIABILITY_SCALE", "ci").lower() == "full"
