@@ -19,13 +19,16 @@ MakeApp = Callable[..., LockerConsoleApp]
 
 def test_the_declared_tabs_in_key_order() -> None:
     declared = top_level_screens()
-    assert [(t.key, t.name, t.label, t.tab_label) for t, _ in declared] == [
+    tabs = [(t.key, t.name, t.label, t.tab_label) for t, _ in declared]
+    assert tabs[:5] == [
         ("1", "fleet", "Fleet", "Fleet"),
         ("2", "transactions", "Transactions", "Txns"),
         ("3", "events", "Events", "Events"),
         ("4", "provisioning", "Provisioning", "Prov"),
         ("5", "alerts", "Alerts", "Alerts"),
     ]
+    assert [t.key for t, _ in declared] == sorted({t.key for t, _ in declared})
+    assert len({t.name for t, _ in declared}) == len(declared)
     for tab, screen in declared:
         assert isinstance(screen, type) and issubclass(screen, LiveScreen)
         assert screen.TAB is tab
