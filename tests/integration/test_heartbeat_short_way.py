@@ -18,7 +18,7 @@ from backend.mqtt.acks import ConnectionAcks
 from backend.mqtt.listener import Listener
 from backend.mqtt.metrics import Metrics
 from backend.service import LockerService
-from tests.support.reliability_tools import until
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
