@@ -17,10 +17,12 @@ import os
 import secrets
 import socket
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from backend.domain.topics import SERVER_STATUS
 
 SECRET_FIELDS = (
     "mosq_secret",
@@ -50,7 +52,7 @@ class Settings(BaseSettings):
     mqtt_user: str = "locker_backend"
     mqtt_password: SecretStr | None = None
     mqtt_client_id: str = "locker-backend"
-    mqtt_last_will_topic: str = "server/status"
+    mqtt_last_will_topic: str = SERVER_STATUS
     mqtt_last_will_message: str = '{"status": "offline"}'
     mqtt_provisioning_user: str = "provisioning_client"
     mqtt_provisioning_password: SecretStr | None = None
@@ -224,12 +226,12 @@ def secrets_from_files(overrides: dict[str, object]) -> dict[str, object]:
     return values
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read and validate the settings (secrets also from `*_FILE` files), then fill
     generated secrets where allowed."""
     overrides = {**secrets_from_files(overrides), **overrides}
     try:
-        settings = Settings(**overrides)  # type: ignore[arg-type]
+        settings = Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc)) from None
     check_command_lifetimes(settings)

@@ -16,9 +16,16 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, delete, select, update
+from sqlmodel import col
 
 from backend.domain.clock_offset import next_offset, offset_sample
+from backend.domain.command_status import (
+    LATE_ANSWER_STATUSES,
+    OPEN_STATUSES,
+    CommandStatus,
+)
 from backend.domain.contract import CommandResponse, DeviceEvent, Heartbeat
+from backend.domain.digests import secret_digest
 from backend.domain.errors import DomainError, NotFound
 from backend.domain.events import EventMetadata
 from backend.domain.messages import (
@@ -28,6 +35,7 @@ from backend.domain.messages import (
     provisioning_success,
     restamp,
 )
+from backend.domain.outcomes import Outcome, RegistrationResult
 from backend.domain.ratelimit import FailureLimiter
 from backend.domain.timeutil import truncate_ms
 from backend.store import outbox
@@ -47,6 +55,7 @@ from backend.store.tables import (
     OutboxRow,
     ProcessedMessageRow,
     RejectedMessageRow,
+    table_of,
 )
 from backend.store.unit_of_work import UnitOfWork
 
@@ -60,15 +69,6 @@ REJECTED_HEAD_BYTES = 2048
 DEDUP_TTL = timedelta(days=7)
 _ALL = "*"  # the global limiter's one key
 HeardAt = Callable[[str], datetime | None]  # bank uuid -> receive time of its last heartbeat
-
-
-@dataclass(frozen=True)
-class ResponseOutcome:
-    """What became of one command response."""
-
-    status: str  # "applied", "duplicate", "rejected"
-    reason: str = ""
-    late: bool = False
 
 
 @dataclass(frozen=True)
@@ -116,32 +116,34 @@ class DeviceService:
 
     # ----- provisioning ------------------------------------------------------------------
 
-    async def register(self, token: str, client_id: str, *, dialect: str | None = None) -> str:
-        """Handle `locker/register/{token}`; returns "success", "error" or "rate_limited".
+    async def register(
+        self, token: str, client_id: str, *, dialect: str | None = None
+    ) -> RegistrationResult:
+        """Handle `locker/register/{token}`; the result says whether a reply is on its way.
         `dialect` is what the registration's form suggests; it decides an `auto` bank's
         dialect, an explicit one wins (DESIGN section 3.1)."""
         if self.limiter.blocked(client_id, self.now):
-            return "rate_limited"
+            return RegistrationResult.RATE_LIMITED
         counted = False
         digest = self.service.token_digest(token)
         if self.global_limiter.blocked(_ALL, self.now):
             if not await self._token_exists(digest):
-                return "rate_limited"
+                return RegistrationResult.RATE_LIMITED
         else:
             # counted before the work (no await in between: registrations handled at the
             # same time cannot all pass the check), taken back on success
             self.global_limiter.failed(_ALL, self.now)
             counted = True
         password = self.service.new_secret()
-        password_hash = hashlib.sha256(password.encode()).hexdigest()
+        password_hash = secret_digest(password)
 
-        def work(uow: UnitOfWork) -> str:
+        def work(uow: UnitOfWork) -> RegistrationResult:
             row = uow.session.execute(
-                select(LockerBankRow.uuid).where(LockerBankRow.token_hmac == digest)
+                select(col(LockerBankRow.uuid)).where(col(LockerBankRow.token_hmac) == digest)
             ).first()
             if row is None:
                 uow.enqueue(provisioning_error(client_id, uow.now))
-                return "error"
+                return RegistrationResult.ERROR
             bank_uuid = row[0]
             recorded = uow.execute(
                 bank_uuid,
@@ -164,12 +166,12 @@ class DeviceService:
                         bank.dialect_choice,
                     )
                 uow.enqueue(provisioning_success(client_id, bank_uuid, password, uow.now))
-                return "success"
+                return RegistrationResult.SUCCESS
             uow.enqueue(provisioning_error(client_id, uow.now))
-            return "error"
+            return RegistrationResult.ERROR
 
         result = await self.service.transact(work)
-        if result != "success":
+        if result is not RegistrationResult.SUCCESS:
             self.limiter.failed(client_id, self.now)
         elif counted:
             self.global_limiter.forgive(_ALL)
@@ -180,7 +182,9 @@ class DeviceService:
             with self.service.db.read_session() as session:
                 return (
                     session.execute(
-                        select(LockerBankRow.uuid).where(LockerBankRow.token_hmac == digest)
+                        select(col(LockerBankRow.uuid)).where(
+                            col(LockerBankRow.token_hmac) == digest
+                        )
                     ).first()
                     is not None
                 )
@@ -191,18 +195,18 @@ class DeviceService:
 
     async def record_responses(
         self, items: Sequence[tuple[str, CommandResponse, bytes]]
-    ) -> list[ResponseOutcome]:
+    ) -> list[Outcome]:
         """Apply responses (bank uuid, parsed, raw payload) in one transaction, in order."""
         return await self.service.transact(lambda uow: self._responses(uow, items))
 
     async def record_response(
         self, bank_uuid: str, response: CommandResponse, raw: bytes = b""
-    ) -> ResponseOutcome:
+    ) -> Outcome:
         return (await self.record_responses([(bank_uuid, response, raw)]))[0]
 
     def _responses(
         self, uow: UnitOfWork, items: Sequence[tuple[str, CommandResponse, bytes]]
-    ) -> list[ResponseOutcome]:
+    ) -> list[Outcome]:
         if not items:
             return []
         uow.bank(items[0][0])  # the write lock before any tracker row is read
@@ -213,24 +217,24 @@ class DeviceService:
 
     def _response(
         self, uow: UnitOfWork, bank_uuid: str, response: CommandResponse, raw: bytes
-    ) -> ResponseOutcome:
+    ) -> Outcome:
         # Write lock first (PostgreSQL): the tracker row read next must include what another
         # instance committed for this transaction a moment ago (else a duplicate looks like
         # a first answer to a command the aggregate has already finished: "no command").
         uow.bank(bank_uuid)
         txn = uow.session.get(CommandTransactionRow, (bank_uuid, response.transaction_id))
         if txn is None:
-            return ResponseOutcome("rejected", "unknown transaction for this bank")
+            return Outcome.rejected("unknown transaction for this bank")
         if txn.action != response.action:
-            return ResponseOutcome("rejected", f"action {response.action} does not match")
+            return Outcome.rejected(f"action {response.action} does not match")
         if txn.first_seen_at is not None:
             txn.last_seen_at = uow.now
             txn.duplicate_count += 1
-            return ResponseOutcome("duplicate")
+            return Outcome.duplicate()
         txn.first_seen_at = uow.now
         txn.last_seen_at = uow.now
         txn.payload_hash = hashlib.sha256(raw).hexdigest() if raw else None
-        late = txn.status in ("timeout", "expired", "unknown")
+        late = txn.status in LATE_ANSWER_STATUSES
         try:
             uow.execute(
                 bank_uuid,
@@ -245,20 +249,21 @@ class DeviceService:
                 EventMetadata(actor="device", correlation_id=response.transaction_id),
             )
         except DomainError as exc:
-            return ResponseOutcome("rejected", str(exc))
-        return ResponseOutcome("applied", late=late)
+            return Outcome.rejected(str(exc))
+        return Outcome.applied(late=late)
 
     # ----- device events -----------------------------------------------------------------
 
-    async def record_event(self, bank_uuid: str, event: DeviceEvent) -> str:
-        """`door_state_changed` / `qr_scanned`; returns "applied", "duplicate" or a reason."""
+    async def record_event(self, bank_uuid: str, event: DeviceEvent) -> Outcome:
+        """`door_state_changed`, `qr_scanned` or another recorded device event: applied or
+        a duplicate (a domain refusal raises `DomainError`)."""
 
-        def work(uow: UnitOfWork) -> str:
+        def work(uow: UnitOfWork) -> Outcome:
             uow.bank(bank_uuid)  # write lock before the dedup check (another instance)
             key = event.dedup_key()
             if key is not None:
                 if uow.session.get(ProcessedMessageRow, (bank_uuid, key)) is not None:
-                    return "duplicate"
+                    return Outcome.duplicate()
                 uow.session.add(
                     ProcessedMessageRow(bank_uuid=bank_uuid, message_key=key, processed_at=uow.now)
                 )
@@ -285,7 +290,7 @@ class DeviceService:
                     lambda b: b.qr_scanned(qr.qr_payload, qr.scanner, now=uow.now, event_id=key),
                     DEVICE,
                 )
-            return "applied"
+            return Outcome.applied()
 
         return await self.service.transact(work)
 
@@ -302,7 +307,7 @@ class DeviceService:
                 if number in bank.compartments:
                     uow.execute(
                         bank_uuid,
-                        lambda b, n=number, s=state: b.door_state_changed(n, s, now=uow.now),
+                        lambda b, n=number, s=state: b.door_state_changed(n, s, now=uow.now),  # type: ignore[misc]  # lambda default capture
                         DEVICE,
                     )
             return unknown
@@ -373,10 +378,10 @@ class DeviceService:
         for chunk in chunks(banks):
             for txn in uow.session.execute(
                 select(CommandTransactionRow)
-                .where(CommandTransactionRow.locker_uuid.in_(chunk))  # type: ignore[attr-defined]
-                .where(CommandTransactionRow.status == "sent")
-                .where(CommandTransactionRow.first_seen_at.is_(None))  # type: ignore[union-attr]
-                .order_by(CommandTransactionRow.requested_at)  # type: ignore[arg-type]
+                .where(col(CommandTransactionRow.locker_uuid).in_(chunk))
+                .where(col(CommandTransactionRow.status) == CommandStatus.SENT)
+                .where(col(CommandTransactionRow.first_seen_at).is_(None))
+                .order_by(col(CommandTransactionRow.requested_at))
             ).scalars():
                 if txn.expires_at > uow.now:
                     self._reask_one(uow, txn)
@@ -385,10 +390,10 @@ class DeviceService:
         for chunk in chunks(stale):
             in_flight.update(
                 uow.session.execute(
-                    select(CommandTransactionRow.locker_uuid)
-                    .where(CommandTransactionRow.locker_uuid.in_(chunk))  # type: ignore[attr-defined]
-                    .where(CommandTransactionRow.action == "apply_config")
-                    .where(CommandTransactionRow.status.in_(("pending", "sent")))  # type: ignore[attr-defined]
+                    select(col(CommandTransactionRow.locker_uuid))
+                    .where(col(CommandTransactionRow.locker_uuid).in_(chunk))
+                    .where(col(CommandTransactionRow.action) == "apply_config")
+                    .where(col(CommandTransactionRow.status).in_(OPEN_STATUSES))
                 ).scalars()
             )
         for bank_uuid in stale:
@@ -446,26 +451,28 @@ class DeviceService:
         unanswered = [
             (t.locker_uuid, t.transaction_id)
             for t in candidates
-            if t.status == "sent" and t.first_seen_at is None
+            if t.status == CommandStatus.SENT and t.first_seen_at is None
         ]
         latest = latest_outbox(uow.session, unanswered)
         for txn in candidates:
-            if not settled and txn.status == "sent":
+            if not settled and txn.status == CommandStatus.SENT:
                 continue
             bank, tid = txn.locker_uuid, txn.transaction_id
             meta = EventMetadata(actor="system", correlation_id=tid)
             if now >= txn.expires_at:
                 doubt = bool(txn.in_doubt)
                 if uow.execute(
-                    bank, lambda b, t=tid, d=doubt: b.expire(t, now=now, outcome_unknown=d), meta
+                    bank,
+                    lambda b, t=tid, d=doubt: b.expire(t, now=now, outcome_unknown=d),  # type: ignore[misc]  # lambda default capture
+                    meta,
                 ):
                     counts["expired"] += 1
                     self._drop_outbox(uow, bank, tid, "expired")
-            elif txn.status == "sent" and txn.sent_at and now - txn.sent_at >= timeout:
-                if uow.execute(bank, lambda b, t=tid: b.time_out(t, now=now), meta):
+            elif txn.status == CommandStatus.SENT and txn.sent_at and now - txn.sent_at >= timeout:
+                if uow.execute(bank, lambda b, t=tid: b.time_out(t, now=now), meta):  # type: ignore[misc]  # lambda default capture
                     counts["timeout"] += 1
                     self._drop_outbox(uow, bank, tid, "timeout")
-            elif txn.status == "sent" and txn.first_seen_at is None:
+            elif txn.status == CommandStatus.SENT and txn.first_seen_at is None:
                 last = latest.get((bank, tid))
                 if last is not None and last.status == "sent" and last.at <= now - retry:
                     counts["reasked"] += self._reask_one(uow, txn)
@@ -486,10 +493,10 @@ class DeviceService:
         rows = list(
             uow.session.execute(
                 select(CommandTransactionRow)
-                .where(CommandTransactionRow.status == "sent")
-                .where(CommandTransactionRow.first_seen_at.is_(None))  # type: ignore[union-attr]
-                .where(CommandTransactionRow.expires_at > uow.now)  # type: ignore[operator]
-                .order_by(CommandTransactionRow.requested_at)  # type: ignore[arg-type]
+                .where(col(CommandTransactionRow.status) == CommandStatus.SENT)
+                .where(col(CommandTransactionRow.first_seen_at).is_(None))
+                .where(col(CommandTransactionRow.expires_at) > uow.now)
+                .order_by(col(CommandTransactionRow.requested_at))
             ).scalars()
         )
         if not rows:
@@ -508,9 +515,9 @@ class DeviceService:
         rows = list(
             uow.session.execute(
                 select(OutboxRow)
-                .where(OutboxRow.bank_uuid == txn.locker_uuid)
-                .where(OutboxRow.transaction_id == txn.transaction_id)
-                .order_by(OutboxRow.id)  # type: ignore[arg-type]
+                .where(col(OutboxRow.bank_uuid) == txn.locker_uuid)
+                .where(col(OutboxRow.transaction_id) == txn.transaction_id)
+                .order_by(col(OutboxRow.id))
             ).scalars()
         )
         if not rows or any(r.status == "pending" for r in rows):
@@ -531,9 +538,9 @@ class DeviceService:
     def _drop_outbox(self, uow: UnitOfWork, bank: str, transaction_id: str, why: str) -> None:
         uow.session.execute(
             update(OutboxRow)
-            .where(OutboxRow.bank_uuid == bank)
-            .where(OutboxRow.transaction_id == transaction_id)
-            .where(OutboxRow.status == "pending")
+            .where(col(OutboxRow.bank_uuid) == bank)
+            .where(col(OutboxRow.transaction_id) == transaction_id)
+            .where(col(OutboxRow.status) == "pending")
             .values(status=why)
         )
 
@@ -581,9 +588,9 @@ class DeviceService:
                 if i.kind == "command" and i.bank_uuid and i.transaction_id
             ]
             held = preload_responses(uow.session, commands)
-            table = OutboxRow.__table__  # Core executemany (not the ORM's bulk by key)
-            sent = update(table).where(table.c.id == bindparam("row_id"))  # type: ignore[attr-defined]
-            values = {"status": "sent", "sent_at": uow.now, "attempts": table.c.attempts + 1}  # type: ignore[attr-defined]
+            table = table_of(OutboxRow)  # Core executemany (not the ORM's bulk by key)
+            sent = update(table).where(table.c.id == bindparam("row_id"))
+            values = {"status": "sent", "sent_at": uow.now, "attempts": table.c.attempts + 1}
             for kind_items, extra in (
                 ([i for i in items if i.kind != "provisioning_reply"], {}),
                 # the password leaves the database once sent
@@ -600,7 +607,7 @@ class DeviceService:
                     txn.attempts = (txn.attempts or 0) + 1
                 uow.execute(
                     bank_uuid,
-                    lambda b, t=tid: b.mark_sent(t, now=uow.now),
+                    lambda b, t=tid: b.mark_sent(t, now=uow.now),  # type: ignore[misc]  # lambda default capture
                     EventMetadata(actor="system", correlation_id=tid),
                 )
             del held
@@ -629,7 +636,7 @@ class DeviceService:
             outbox.mark(
                 uow.session,
                 item.id,
-                attempts=OutboxRow.attempts + 1,
+                attempts=col(OutboxRow.attempts) + 1,
                 last_error=error[:500],
                 available_at=retry_at,
             )
@@ -663,12 +670,12 @@ class DeviceService:
         def work(uow: UnitOfWork) -> None:
             uow.session.execute(
                 delete(ProcessedMessageRow).where(
-                    ProcessedMessageRow.processed_at < uow.now - DEDUP_TTL
+                    col(ProcessedMessageRow.processed_at) < uow.now - DEDUP_TTL
                 )
             )
             uow.session.execute(
                 delete(RejectedMessageRow).where(
-                    RejectedMessageRow.received_at < uow.now - rejected_ttl
+                    col(RejectedMessageRow.received_at) < uow.now - rejected_ttl
                 )
             )
 

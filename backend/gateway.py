@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from backend.domain.events import CompartmentSpec
+from backend.run_mode import RunMode
 from backend.service import LockerService
 from backend.views import (
     AlertView,
@@ -30,7 +31,8 @@ class SystemStatus(View):
     broker_connected: bool
     database_ok: bool
     broker_detail: str = ""
-    mode: str = "standalone"
+    mode: str = RunMode.STANDALONE
+    """The backend's run mode (`backend/run_mode.py`)."""
     conditions: list[str] = []
     """Runtime conditions of the backend instance now: `broker_down`, `store_unwritable`."""
     open_ttl_seconds: float = 30.0
@@ -214,7 +216,7 @@ class InProcessGateway:
             broker_connected=self._broker_connected(),
             database_ok=database_ok,
             broker_detail=self._broker_detail(),
-            mode="standalone",
+            mode=RunMode.STANDALONE,
             conditions=[name for name, held in conditions.items() if held],
             open_ttl_seconds=self.service.settings.open_ttl_seconds,
         )

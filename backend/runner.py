@@ -26,6 +26,7 @@ from backend.gc_tuning import tune_gc
 from backend.http.credentials import load_directory
 from backend.http.server import HttpServer, HttpServerError, build_app
 from backend.mqtt.runtime import MqttRuntime, RuntimeOptions
+from backend.run_mode import RunMode
 from backend.service import LockerService
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class BackendServices:
     settings: Settings
     clock: Clock | None = None
     runtime_options: RuntimeOptions | None = None
-    mode: str = "headless"
+    run_mode: RunMode = RunMode.HEADLESS
     tune_gc: bool = False
     """The process is this backend (the CLI entry points): tune the garbage collector
     (`backend/gc_tuning.py`) once started. Tests sharing one process leave it alone."""
@@ -111,7 +112,7 @@ class BackendServices:
             broker_connected=lambda: state.connected and probe.problem() is None,
             broker_detail=lambda: probe.problem() or state.last_error or "",
             mqtt_metrics=self.runtime.metrics.snapshot,
-            mode=self.mode,
+            run_mode=self.run_mode,
             connect_refusals=lambda: self._connect_refusals(directory.refused_connects()),
         )
         self.http = HttpServer(app)

@@ -19,12 +19,15 @@ from typing import TYPE_CHECKING, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlmodel import col
 
 from backend import search
 from backend.accounts import AccountDirectory, account_directory_for
 from backend.attribution import current_origin
 from backend.config import Settings
-from backend.domain.bank import TERMINAL_STATES, LockerBank, default_compartments
+from backend.domain.bank import LockerBank, default_compartments
+from backend.domain.command_status import TERMINAL_STATUSES
+from backend.domain.digests import secret_digest
 from backend.domain.errors import ConcurrencyConflict, InvalidInput, NotFound, RuleViolation
 from backend.domain.events import CompartmentSpec, DomainEvent, EventMetadata
 from backend.domain.messages import OutboundMessage, command_message
@@ -55,7 +58,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 MAX_CONFLICT_RETRIES = 5
 API_ROLES = ("operator", "app")
-TERMINAL = TERMINAL_STATES
 
 EventListener = Callable[[list[RecordedEvent]], Awaitable[None] | None]
 
@@ -71,10 +73,6 @@ def default_actor() -> str:
 def token_hmac(secret_key: str, token: str) -> str:
     """How provisioning tokens are stored: HMAC-SHA256 with the server key."""
     return hmac.new(secret_key.encode(), token.encode(), hashlib.sha256).hexdigest()
-
-
-def sha256_hex(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 class LockerService:
@@ -440,7 +438,7 @@ class LockerService:
         def work() -> None:
             with self.db.write_session() as session:
                 exists = session.execute(
-                    select(ApiTokenRow).where(ApiTokenRow.name == name)
+                    select(ApiTokenRow).where(col(ApiTokenRow.name) == name)
                 ).first()
                 if exists:
                     raise InvalidInput(f"an API token named {name!r} already exists")
@@ -448,7 +446,7 @@ class LockerService:
                     ApiTokenRow(
                         name=name,
                         role=role,
-                        token_sha256=sha256_hex(token),
+                        token_sha256=secret_digest(token),
                         created_at=self.clock.now(),
                     )
                 )
@@ -458,12 +456,12 @@ class LockerService:
 
     async def api_token_role(self, token: str) -> tuple[str, str] | None:
         """(name, role) of a valid bearer token, or None."""
-        digest = sha256_hex(token)
+        digest = secret_digest(token)
 
         def work() -> tuple[str, str] | None:
             with self.db.read_session() as session:
                 row = session.execute(
-                    select(ApiTokenRow).where(ApiTokenRow.token_sha256 == digest)
+                    select(ApiTokenRow).where(col(ApiTokenRow.token_sha256) == digest)
                 ).scalar_one_or_none()
                 if row is None or row.revoked_at is not None:
                     return None
@@ -546,7 +544,7 @@ class LockerService:
         async with asyncio.timeout(timeout):
             while True:
                 txn = await self.get_transaction(transaction_id)
-                if txn.status in TERMINAL:
+                if txn.status in TERMINAL_STATUSES:
                     return txn
                 await asyncio.sleep(poll)
 
@@ -557,7 +555,7 @@ class LockerService:
         def work() -> str | None:
             with self.db.read_session() as session:
                 row = session.execute(
-                    select(LockerBankRow.uuid).where(LockerBankRow.token_hmac == digest)
+                    select(col(LockerBankRow.uuid)).where(col(LockerBankRow.token_hmac) == digest)
                 ).first()
                 return row[0] if row else None
 

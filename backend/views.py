@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, field_serializer
 
+from backend.domain.command_status import TERMINAL_STATUSES, CommandStatus
 from backend.domain.timeutil import iso
 
 
@@ -84,7 +85,7 @@ class TransactionView(View):
     bank_uuid: str
     action: str
     compartment_number: int | None = None
-    status: str
+    status: CommandStatus
     error_code: str | None = None
     message: str | None = None
     requested_by: str
@@ -103,7 +104,7 @@ class TransactionView(View):
 
     @property
     def terminal(self) -> bool:
-        return self.status in ("success", "error", "timeout", "expired", "late", "unknown")
+        return self.status in TERMINAL_STATUSES
 
     @property
     def latency_seconds(self) -> float | None:

@@ -42,6 +42,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from backend.config import load_settings
 from backend.device_service import HeartbeatIn
@@ -142,9 +143,9 @@ async def bank_counts(service: LockerService) -> dict[str, int]:
     def work() -> dict[str, int]:
         with service.db.read_session() as session:
             rows = session.execute(
-                select(LockerBankRow.status, LockerBankRow.config_state, func.count()).group_by(
-                    LockerBankRow.status, LockerBankRow.config_state
-                )
+                select(
+                    col(LockerBankRow.status), col(LockerBankRow.config_state), func.count()
+                ).group_by(col(LockerBankRow.status), col(LockerBankRow.config_state))
             ).all()
         counts: dict[str, int] = {}
         for status, config_state, n in rows:

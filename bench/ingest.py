@@ -45,8 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiomqtt
 from sqlalchemy import func, select
+from sqlmodel import col
 
 from backend.domain.contract import CommandResponse
+from backend.domain.outcomes import ResponseResult
 from backend.domain.topics import device_topic
 from backend.mqtt.runtime import MqttRuntime, RuntimeOptions
 from backend.mqtt.subscriptions import subscriptions
@@ -172,7 +174,10 @@ def response_messages(opened: list[tuple[str, str]], per_bank: int) -> list[tupl
         for index in range(round_, len(opened), per_bank):
             bank_uuid, tid = opened[index]
             payload = CommandResponse(
-                action="open_compartment", result="success", transaction_id=tid, timestamp=now
+                action="open_compartment",
+                result=ResponseResult.SUCCESS,
+                transaction_id=tid,
+                timestamp=now,
             ).to_bytes()
             by_round.append((device_topic(bank_uuid, "response"), payload))
     return by_round
@@ -184,7 +189,7 @@ async def count_success(service: LockerService) -> int:
             stmt = (
                 select(func.count())
                 .select_from(CommandTransactionRow)
-                .where(CommandTransactionRow.status == "success")
+                .where(col(CommandTransactionRow.status) == "success")
             )
             return int(session.execute(stmt).scalar() or 0)
 
@@ -246,7 +251,7 @@ async def measure_store(
             service.subscribe(on_events)
             runtime = MqttRuntime(service, RuntimeOptions())
             if sweeper == "parked":
-                runtime.sweeper = _ParkedSweeper()  # type: ignore[assignment]
+                runtime.sweeper = _ParkedSweeper()  # type: ignore[assignment]  # a stand-in, no sweeps
             cpu_before = cpu_seconds()
             started = time.perf_counter()
             await runtime.start()

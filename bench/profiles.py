@@ -44,10 +44,15 @@ from sqlalchemy import event, text
 
 from backend.device_service import HeartbeatIn
 from backend.domain.contract import CommandResponse, Heartbeat, HeartbeatData
+from backend.domain.outcomes import ResponseResult
 from backend.service import LockerService
 from bench.common import bench_settings, open_commands, private_postgres, seed_banks, sqlite_url
 
-LONG = {"command_timeout": 86400.0, "config_ttl": 86400.0, "command_retry_after": 86400.0}
+LONG: dict[str, Any] = {
+    "command_timeout": 86400.0,
+    "config_ttl": 86400.0,
+    "command_retry_after": 86400.0,
+}
 
 Stage = Callable[[tuple[str, int, str]], bool]
 STAGES: dict[str, Stage] = {
@@ -71,7 +76,10 @@ async def responses(url: str, workdir: Path, banks: int, per_bank: int, batch: i
         for round_ in range(per_bank):
             for bank_uuid, tid in opened[round_::per_bank]:
                 response = CommandResponse(
-                    action="open_compartment", result="success", transaction_id=tid, timestamp=now
+                    action="open_compartment",
+                    result=ResponseResult.SUCCESS,
+                    transaction_id=tid,
+                    timestamp=now,
                 )
                 items.append((bank_uuid, response, response.to_bytes()))
         statements: Counter[str] = Counter()
@@ -105,7 +113,7 @@ async def responses(url: str, workdir: Path, banks: int, per_bank: int, batch: i
         print(f"  CPU {cpu / n * 1e3:.2f} ms/response, wall {wall / n * 1e3:.2f} ms/response")
         print("  statements per response:", {k: round(v / n, 2) for k, v in statements.items()})
         stats = pstats.Stats(profiler)
-        raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+        raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]  # pstats keeps it undeclared
         total = sum(v[3] for k, v in raw.items() if k[2] == "_responses")
         print("  share of DeviceService._responses (cProfile, cumulative):")
         for name, match in STAGES.items():
@@ -145,11 +153,12 @@ async def sweep() -> None:
 
 def acl() -> None:
     from backend.domain.acl import valid_identity
-    from backend.http.users import UserDirectory, hash_password
+    from backend.domain.digests import secret_digest
+    from backend.http.users import UserDirectory
 
     directory = UserDirectory("locker_backend", "pw", "provisioning_client", "pw2")
     u = str(uuid.uuid4())
-    directory.device_provisioned(u, hash_password("x"))
+    directory.device_provisioned(u, secret_digest("x"))
     checks: dict[str, Callable[[], object]] = {
         "valid_identity(uuid)": lambda: valid_identity(u),
         "acl: device publishes its state (acc 2)": lambda: directory.acl(

@@ -53,6 +53,7 @@ def private_mosquitto(workdir: Path) -> Iterator[int]:
         "allow_anonymous true\n"
         "persistence false\n"
         "max_queued_messages 100000\n"
+        "max_inflight_messages 2000\n"
         "set_tcp_nodelay true\n"
         "log_type error\n"
     )

@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from backend.attribution import current_origin, local_origin
 from backend.config import Settings, load_settings
+from backend.domain.command_status import CommandStatus
 from backend.domain.errors import DomainError, InvalidInput
 from backend.domain.mapping_text import parse_mapping
 from backend.domain.timeutil import iso
@@ -34,8 +36,8 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
-def _when(value: object) -> str:
-    return iso(value) if value is not None else "-"  # type: ignore[arg-type]
+def _when(value: datetime | None) -> str:
+    return iso(value) if value is not None else "-"
 
 
 def _print_bank(bank: BankView) -> None:
@@ -224,7 +226,7 @@ async def _bank(service: LockerService, args: argparse.Namespace) -> int:
     raise DomainError(f"unknown bank action {action}")
 
 
-OUTCOME_EXIT = {"success": 0, "error": 3}
+OUTCOME_EXIT = {CommandStatus.SUCCESS: 0, CommandStatus.ERROR: 3}
 EXIT_EXPIRED = 4
 WAIT_GRACE = 15.0
 """Seconds `open --wait` waits past `expires_at` for the backend to record the outcome."""
@@ -241,18 +243,18 @@ def open_warning(bank: BankView, ttl: float) -> str | None:
 
 
 def outcome_line(txn: TransactionView) -> str:
-    if txn.status == "success":
+    if txn.status is CommandStatus.SUCCESS:
         return f"transaction {txn.transaction_id}: success"
-    if txn.status == "error":
+    if txn.status is CommandStatus.ERROR:
         return f"transaction {txn.transaction_id}: error {txn.error_code}: {txn.message}"
-    if txn.status == "late":
+    if txn.status is CommandStatus.LATE:
         return (
             f"transaction {txn.transaction_id}: late - the device acted after expiry "
             "(alerted); check the door"
         )
-    if txn.status == "unknown":
+    if txn.status is CommandStatus.UNKNOWN:
         return f"transaction {txn.transaction_id}: unknown - outcome unknown, check the door"
-    if txn.status in ("expired", "timeout"):
+    if txn.status in (CommandStatus.EXPIRED, CommandStatus.TIMEOUT):
         return f"transaction {txn.transaction_id}: {txn.status} - not executed, never will be"
     return (
         f"transaction {txn.transaction_id}: {txn.status} - no outcome recorded by its expiry "
@@ -304,7 +306,7 @@ async def _open(service: LockerService, args: argparse.Namespace) -> int:
         _print_json({**txn.to_json(), **({"warning": warning} if warning else {})})
     else:
         print(outcome_line(txn))
-        if txn.status in ("unknown", "late"):
+        if txn.status in (CommandStatus.UNKNOWN, CommandStatus.LATE):
             # the latest door snapshot beside it (DESIGN section 9)
             now = await service.get_bank(args.uuid)
             door = next((c for c in now.compartments if c.number == args.number), None)

@@ -111,7 +111,7 @@ def event_alert(
     return None
 
 
-SUMMARY = {
+SUMMARY: dict[str, tuple[Severity, str, str]] = {
     "LockerBankWentOffline": ("warning", "Banks offline", "{n} banks went offline."),
     "CommandFailed": ("error", "Commands failed", "{n} commands failed."),
     "CommandTimedOut": ("error", "Commands timed out", "{n} commands got no answer."),
@@ -137,7 +137,7 @@ def event_alerts(
         if n > BURST and alert.kind in SUMMARY:
             if alert.kind not in summarised:
                 severity, title, text = SUMMARY[alert.kind]
-                out.append(Toast(severity, title, text.format(n=n), alert.kind))  # type: ignore[arg-type]
+                out.append(Toast(severity, title, text.format(n=n), alert.kind))
                 summarised.add(alert.kind)
             continue
         out.append(alert)

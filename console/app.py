@@ -9,6 +9,7 @@ own worker.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -20,19 +21,18 @@ from textual.theme import Theme
 
 from backend.domain.timeutil import Clock, SystemClock
 from backend.gateway import ConsoleGateway
+from backend.run_mode import RunMode
 from console.alerts import Toast
 from console.context import ConsoleContext
 from console.modals.confirm import ConfirmModal, confirm_quit
 from console.modals.help import HelpModal
 from console.palette import ConsoleCommands, PaletteCommand
 from console.screens.actions import ShowBank
-from console.screens.alerts import AlertsScreen
 from console.screens.bank import BankScreen
-from console.screens.base import MODES, LiveScreen
-from console.screens.events import EventsScreen
+from console.screens.base import LiveScreen
 from console.screens.fleet import FleetScreen
 from console.screens.provisioning import ProvisioningScreen
-from console.screens.transactions import TransactionsScreen
+from console.screens.tabs import top_level_screens
 from console.watcher import BackendWatcher
 
 STYLES = Path(__file__).resolve().parent.parent / "styles"
@@ -55,9 +55,8 @@ LOCKER_THEME = Theme(
     dark=True,
 )
 
-LABELS = {"fleet": "Fleet", "transactions": "Transactions", "events": "Events"}
-LABELS["provisioning"] = "Provisioning"
-LABELS["alerts"] = "Alerts"
+# The top-level screens (tabs), each declared on its own class (`console/screens/tabs.py`).
+SCREENS = top_level_screens()
 
 
 class LockerConsoleApp(App[None]):
@@ -68,7 +67,7 @@ class LockerConsoleApp(App[None]):
     COMMANDS = App.COMMANDS | {ConsoleCommands}
     ENABLE_COMMAND_PALETTE = True
     BINDINGS: ClassVar[list[Binding | tuple[str, str] | tuple[str, str, str]]] = [
-        *(Binding(key, f"show('{mode}')", LABELS[mode], show=False) for key, mode, _ in MODES),
+        *(Binding(tab.key, f"show('{tab.name}')", tab.label, show=False) for tab, _ in SCREENS),
         Binding("question_mark", "help", "Help"),
         Binding("q", "quit", "Quit", show=False),
     ]
@@ -80,7 +79,7 @@ class LockerConsoleApp(App[None]):
         readonly: bool = False,
         clock: Clock | None = None,
         refresh_interval: float = 0.25,
-        mode: str = "standalone",
+        run_mode: RunMode = RunMode.STANDALONE,
         role: str = "operator",
     ) -> None:
         super().__init__()
@@ -90,16 +89,13 @@ class LockerConsoleApp(App[None]):
             clock=clock or SystemClock(),
             readonly=readonly,
             refresh_interval=refresh_interval,
-            mode=mode,
+            run_mode=run_mode,
             role=role,
         )
         self.watcher = BackendWatcher(self.ctx)
         self._watching = False
-        self.add_mode("fleet", lambda: FleetScreen(self.ctx))
-        self.add_mode("transactions", lambda: TransactionsScreen(self.ctx))
-        self.add_mode("events", lambda: EventsScreen(self.ctx))
-        self.add_mode("provisioning", lambda: ProvisioningScreen(self.ctx))
-        self.add_mode("alerts", lambda: AlertsScreen(self.ctx))
+        for tab, screen in SCREENS:
+            self.add_mode(tab.name, partial(screen, self.ctx))
 
     @property
     def gateway(self) -> ConsoleGateway:
@@ -120,7 +116,7 @@ class LockerConsoleApp(App[None]):
         # Headless (tests, snapshots) always uses our theme, whatever the environment says.
         sixteen = not self.is_headless and self.console.color_system in ("standard", "windows")
         self.theme = "ansi-dark" if sixteen else "locker"
-        self.switch_mode("fleet")
+        self.switch_mode(SCREENS[0][0].name)
         self.set_interval(self.ctx.refresh_interval, self.watch_tick)
         self.watch_tick()
 
@@ -167,10 +163,11 @@ class LockerConsoleApp(App[None]):
 
     def _all_commands(self, screen: Screen[object]) -> Iterable[PaletteCommand]:
         """Palette commands: navigation, the screen's own, then per-bank commands."""
-        for key, mode, _ in MODES:
-            label = LABELS[mode]
+        for tab, _ in SCREENS:
             yield PaletteCommand(
-                f"Show {label.lower()}", f"Switch to the {label} screen ({key})", self._show(mode)
+                f"Show {tab.label.lower()}",
+                f"Switch to the {tab.label} screen ({tab.key})",
+                self._show(tab.name),
             )
         yield PaletteCommand("Help", "Keys and state words (?)", self.action_help)
         if not isinstance(screen, ProvisioningScreen):
@@ -188,7 +185,7 @@ class LockerConsoleApp(App[None]):
             yield PaletteCommand(
                 f"View bank: {bank.name}",
                 f"{bank.location} · {bank.status}",
-                lambda uuid=uuid: self.post_message(ShowBank(uuid)),  # type: ignore[misc]
+                lambda uuid=uuid: self.post_message(ShowBank(uuid)),  # type: ignore[misc]  # lambda default capture
                 discover=False,
             )
         if isinstance(screen, FleetScreen | ProvisioningScreen):
@@ -216,7 +213,7 @@ class LockerConsoleApp(App[None]):
     async def action_quit(self) -> None:
         """Standalone, quitting stops the services the whole fleet depends on: ask first
         (saying how many banks are connected). Attached, the backend keeps running."""
-        if self.ctx.mode != "standalone":
+        if self.ctx.run_mode != RunMode.STANDALONE:
             self.exit()
             return
         if isinstance(self.screen, ConfirmModal):

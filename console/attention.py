@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from backend.domain.command_status import CommandStatus
 from backend.search import natural_key
 from backend.views import BankView, EventView, TransactionView
 
@@ -86,7 +87,7 @@ def jammed_doors(transactions: Iterable[TransactionView]) -> set[int]:
     for txn in transactions:
         if txn.action != "open_compartment" or txn.compartment_number is None:
             continue
-        if txn.status not in ("success", "error"):
+        if txn.status not in (CommandStatus.SUCCESS, CommandStatus.ERROR):
             continue
         known = latest.get(txn.compartment_number)
         if known is None or txn.requested_at > known.requested_at:
@@ -94,7 +95,7 @@ def jammed_doors(transactions: Iterable[TransactionView]) -> set[int]:
     return {
         number
         for number, txn in latest.items()
-        if txn.status == "error" and is_jam(txn.error_code, txn.message)
+        if txn.status is CommandStatus.ERROR and is_jam(txn.error_code, txn.message)
     }
 
 

@@ -182,9 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command in (None, "attach", "simulate", "hook"):
-            from console.modes import run_mode
+            from console import run_modes
 
-            return run_mode(args)
+            return run_modes.run(args)
         from console.admin import run_admin
 
         return asyncio.run(run_admin(args))

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from backend.domain.timeutil import Clock
 from backend.gateway import ConsoleGateway
+from backend.run_mode import RunMode
 from backend.views import AlertView, BankView, EventView
 from console.alerts import BankName
 from console.heartbeats import HeartbeatHistory
@@ -28,7 +29,7 @@ class ConsoleContext:
     clock: Clock
     readonly: bool = False
     refresh_interval: float = 0.25
-    mode: str = "standalone"
+    run_mode: RunMode = RunMode.STANDALONE
     """`standalone` (the backend in this process) or `attach` (over HTTP)."""
     heartbeats: HeartbeatHistory = field(default_factory=HeartbeatHistory)
     names: dict[str, BankName] = field(default_factory=dict)
@@ -54,7 +55,10 @@ class ConsoleContext:
 
     def __post_init__(self) -> None:
         self.connectivity = replace(
-            self.connectivity, mode=self.mode, operator=self.gateway.actor, readonly=self.readonly
+            self.connectivity,
+            run_mode=self.run_mode,
+            operator=self.gateway.actor,
+            readonly=self.readonly,
         )
 
     @property

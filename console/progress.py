@@ -25,6 +25,7 @@ from rich.progress import (
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
 )
@@ -39,7 +40,7 @@ class Report(Protocol):
 
 
 class _RichReport:
-    def __init__(self, progress: Progress, task: int) -> None:
+    def __init__(self, progress: Progress, task: TaskID) -> None:
         self._progress = progress
         self._task = task
         self.completed = 0
@@ -49,7 +50,7 @@ class _RichReport:
         self.completed = completed
         if total is not None:
             self.total = total
-        self._progress.update(self._task, completed=completed, total=self.total)  # type: ignore[arg-type]
+        self._progress.update(self._task, completed=completed, total=self.total)
 
 
 class _PlainReport:

@@ -63,7 +63,7 @@ class BackendWatcher:
             broker_connected=status.broker_connected,
             database_ok=status.database_ok,
             broker_detail=status.broker_detail,
-            mode=status.mode,
+            run_mode=status.mode,
             operator=gateway.actor,
             readonly=self.ctx.readonly,
             alerts=self.ctx.connectivity.alerts,

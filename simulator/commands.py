@@ -308,7 +308,7 @@ class CommandHandler:
         self, command: ClientCommand, keep_until: datetime, code: str, message: str
     ) -> Outcome:
         payload = self.wire.response(
-            command.action,  # type: ignore[arg-type] # any action string, as the client
+            command.action,  # type: ignore[arg-type]  # any action string, as the client
             command.transaction_id,
             error_code=code,
             message=message,
@@ -338,7 +338,7 @@ class CommandHandler:
         if stored is not None:
             return Outcome("replayed", tx, stored.payload.encode())
         payload = self.wire.response(
-            action,  # type: ignore[arg-type] # checked against the Action literal above
+            action,  # checked against the Action literal above
             tx,
             error_code=INVALID_PAYLOAD,
             message=f"Invalid command: {reason}"[:1000],

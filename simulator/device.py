@@ -35,6 +35,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from backend.domain import topics
 from backend.domain.contract import (
@@ -58,6 +59,12 @@ log = logging.getLogger("simulator.device")
 
 DEFAULT_PROVISIONING_USER = "provisioning_client"
 FOREIGN_TOPICS_KEPT = 100
+
+
+def granted_code(granted: int | ReasonCode) -> int:
+    """A SUBACK entry as a number: MQTT 3.1.1 gives granted QoS ints, paho's v2 callbacks
+    ReasonCode objects (.value); 0x80 and above is a refusal."""
+    return int(granted.value) if isinstance(granted, ReasonCode) else int(granted)
 
 
 class DeviceStatus(StrEnum):
@@ -376,8 +383,7 @@ class SimulatedDevice:
         """Subscribe over the device's connection; the granted QoS codes (128 = refused)."""
         client = self._require_client()
         granted = await client.subscribe(topic_filter, qos=qos)
-        # MQTT 3.1.1 gives granted QoS ints, paho's v2 callbacks ReasonCode objects (.value)
-        return [int(getattr(g, "value", g)) for g in granted]
+        return [granted_code(g) for g in granted]
 
     def _require_client(self) -> aiomqtt.Client:
         if self._client is None or not self.online.is_set():
@@ -576,7 +582,7 @@ class SimulatedDevice:
         )
         async with self._connected(client):
             granted = await client.subscribe(device_topics.command, qos=1)
-            if any(int(getattr(g, "value", g)) >= 0x80 for g in granted):
+            if any(granted_code(g) >= 0x80 for g in granted):
                 raise aiomqtt.MqttError(f"subscription to {device_topics.command} refused")
             if self.options.watch_server_status:
                 await client.subscribe(topics.SERVER_STATUS, qos=1)

@@ -75,7 +75,7 @@ class Faults:
 
     def with_(self, **changes: float | int | None) -> Faults:
         """A copy with some fields changed."""
-        return replace(self, **changes)  # type: ignore[arg-type]
+        return replace(self, **changes)  # type: ignore[arg-type]  # fields() checks names
 
     @classmethod
     def from_spec(cls, spec: str) -> Faults:
@@ -110,7 +110,7 @@ class Faults:
                 values[key] = int(raw)
             else:
                 values[key] = float(raw)
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)  # type: ignore[arg-type]  # names checked against fields() above
 
 
 class FaultDice:

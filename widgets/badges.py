@@ -11,6 +11,8 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from backend.domain.command_status import CommandStatus
+
 # The word shown for each raw state value (only where they differ).
 WORDS: dict[str, str] = {
     "in_sync": "in sync",
@@ -32,12 +34,12 @@ STYLES: dict[str, str] = {
     "jammed": "bold red reverse",
     "unknown": "dim",
     # commands
-    "pending": "yellow",
-    "sent": "cyan",
-    "success": "green",
-    "error": "bold red",
-    "timeout": "bold red",
-    "expired": "magenta",
+    CommandStatus.PENDING: "yellow",
+    CommandStatus.SENT: "cyan",
+    CommandStatus.SUCCESS: "green",
+    CommandStatus.ERROR: "bold red",
+    CommandStatus.TIMEOUT: "bold red",
+    CommandStatus.EXPIRED: "magenta",
     # configuration
     "in_sync": "green",
     "drifted": "bold yellow",

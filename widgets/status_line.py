@@ -1,4 +1,4 @@
-"""The status line: broker and database connectivity in words, mode, operator, time."""
+"""The status line: broker and database connectivity in words, run mode, operator, time."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime
 from rich.text import Text
 from textual.widgets import Static
 
+from backend.run_mode import RunMode
 from widgets.badges import state_text
 from widgets.formatting import text_look, truncate
 
@@ -20,7 +21,7 @@ class Connectivity:
     broker_connected: bool | None  # None: not known yet
     database_ok: bool | None
     broker_detail: str = ""
-    mode: str = "standalone"
+    run_mode: str = RunMode.STANDALONE
     operator: str = ""
     readonly: bool = False
     stale: bool = False  # the last refresh failed; what is shown may be old
@@ -28,9 +29,9 @@ class Connectivity:
     alerts: int | None = None  # open (unacknowledged) alerts; None: not known
 
 
-def unreachable_text(mode: str, since: datetime) -> str:
+def unreachable_text(run_mode: str, since: datetime) -> str:
     """`backend unreachable since 12:00:03 UTC` (the store, when it runs in-process)."""
-    what = "backend" if mode == "attach" else "store"
+    what = "backend" if run_mode == RunMode.ATTACH else "store"
     return f"{what} unreachable since {since.strftime('%H:%M:%S UTC')}"
 
 
@@ -39,7 +40,7 @@ def status_text(state: Connectivity, now: datetime, width: int = 80) -> Text:
     text = Text()
     if state.unreachable_since is not None:
         # Nothing the backend said before is current: no broker or database words at all.
-        text.append(unreachable_text(state.mode, state.unreachable_since), style="bold red")
+        text.append(unreachable_text(state.run_mode, state.unreachable_since), style="bold red")
         return _tail(text, state, now, width)
     text.append("broker ")
     if state.broker_connected is None:
@@ -61,7 +62,7 @@ def status_text(state: Connectivity, now: datetime, width: int = 80) -> Text:
 def _tail(text: Text, state: Connectivity, now: datetime, width: int) -> Text:
     if state.alerts:
         text.append(f" · {state.alerts} alert{'' if state.alerts == 1 else 's'} (5)", "bold red")
-    text.append(f" · {state.mode}")
+    text.append(f" · {state.run_mode}")
     if state.readonly:
         text.append(" · read-only", style="bold cyan")
     if state.operator:

@@ -12,6 +12,7 @@ from rich.text import Text
 from textual.message import Message
 from textual.widgets import DataTable, Static
 
+from backend.domain.command_status import CommandStatus
 from backend.views import TransactionView
 from widgets.badges import state_text
 from widgets.formatting import clock_time, duration, offset, stamp, truncate
@@ -30,7 +31,7 @@ def action_label(txn: TransactionView) -> str:
 def result_label(txn: TransactionView) -> Text:
     """The error code (or message) of a failed command; `late` when it came after the end."""
     text = Text()
-    if txn.error_code or (txn.status == "error" and txn.message):
+    if txn.error_code or (txn.status is CommandStatus.ERROR and txn.message):
         text.append(truncate(txn.error_code or txn.message or "", 60), style="bold red")
     if txn.late:
         text.append(" late" if text.plain else "late", style="magenta")

@@ -17,15 +17,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from backend.domain.timeutil import parse_iso
+from backend.domain.topics import is_command_topic
 
 log = logging.getLogger(__name__)
-COMMAND_SUFFIX = "/command"
 MAX_PAYLOAD = 65536
 
 
 def command_expires_at(topic: str, data: bytes | bytearray | None) -> datetime | None:
     """The `expires_at` of a `locker/{u}/command` payload, or None."""
-    if not topic.startswith("locker/") or not topic.endswith(COMMAND_SUFFIX) or not data:
+    if not is_command_topic(topic) or not data:
         return None
     if len(data) > MAX_PAYLOAD:
         return None

@@ -33,7 +33,7 @@ from backend.broker.errors import BrokerStartError, port_in_use_message
 from backend.broker.hardened import HardenedBroker
 from backend.broker.limits import Limits
 from backend.broker.monitor import ClientMonitorPlugin
-from backend.broker.redact import install_redaction, redact_text
+from backend.redaction import install_redaction, redact
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class EmbeddedBroker:
                 )
             except Exception as exc:
                 raise BrokerStartError(
-                    f"embedded MQTT broker configuration rejected: {redact_text(str(exc))}"
+                    f"embedded MQTT broker configuration rejected: {redact(str(exc))}"
                 ) from None
             install_redaction()
             _quiet_state_machine_logs()
@@ -131,7 +131,7 @@ class EmbeddedBroker:
             except Exception as exc:
                 cause = exc.__cause__ or exc
                 raise BrokerStartError(
-                    f"embedded MQTT broker failed to start: {redact_text(str(cause))}"
+                    f"embedded MQTT broker failed to start: {redact(str(cause))}"
                 ) from None
         except BaseException:
             sock.close()  # no-op when the broker's server owns and closed it already

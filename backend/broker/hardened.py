@@ -45,10 +45,10 @@ from backend.broker.limits import (
 )
 from backend.broker.monitor import ClientMonitorPlugin
 from backend.broker.resumed_session import SessionAwareBroker
+from backend.domain.topics import REGISTER_PREFIX
 from backend.log_throttle import LogThrottle
 
 log = logging.getLogger(__name__)
-REGISTER_PREFIX = "locker/register/"
 TAKE_OVER_WAIT = 2.0
 """Seconds a take-over may spend closing the old connection before the CONNECT goes on."""
 

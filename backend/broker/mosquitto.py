@@ -156,7 +156,10 @@ class MosquittoChild:
                     "log_type notice",
                     "connection_messages false",
                     "set_tcp_nodelay true",
-                    "max_queued_messages 10000",
+                    # the backend's session queues the fleet while it restarts, and
+                    # holds unacknowledged only what it is storing (mqtt/acks.py)
+                    "max_queued_messages 100000",
+                    "max_inflight_messages 2000",
                     f"max_packet_size {self._max_packet_size}",
                     "",
                 ]

@@ -57,7 +57,7 @@ class SnapshotSubscriptions(dict[str, _Subscribers]):
     def __iter__(self) -> Iterator[str]:
         return iter(list(super().__iter__()))
 
-    def items(self) -> list[tuple[str, _Subscribers]]:  # type: ignore[override]
+    def items(self) -> list[tuple[str, _Subscribers]]:  # type: ignore[override]  # a list copy, not a view
         return [(key, list(subs)) for key, subs in super().items()]
 
 

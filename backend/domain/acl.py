@@ -24,6 +24,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
+from backend.domain import topics
+
 __all__ = [
     "MAX_IDENTITY_LENGTH",
     "MAX_TOPIC_BYTES",
@@ -101,14 +103,19 @@ hook checks identities several times per request)."""
 
 
 def valid_identity(value: str) -> bool:
-    """True if ``value`` may be a username or client id.
+    """True if ``value`` may be a username or client id: the one identity rule, used by
+    the auth hook, the user directory and the listener (registrations) alike.
 
     Refused: non-strings, empty, longer than ``MAX_IDENTITY_LENGTH`` characters,
-    anything containing ``/``, ``+``, ``#``, a control character (NUL included)
-    or a lone surrogate (not encodable as UTF-8). Such a value could not stand
-    for one literal topic level in ``%u``/``%c``.
+    anything containing ``/``, ``+``, ``#``, a control character (NUL and the C1
+    controls such as U+0085 included) or a lone surrogate (not encodable as UTF-8),
+    and anything with leading or trailing whitespace (``str.isspace``: `` dev``,
+    ``dev\u00a0``), which no log or console shows faithfully. Such a value could not
+    stand for one literal, recognisable topic level in ``%u``/``%c``.
     """
     if not isinstance(value, str) or not value or len(value) > MAX_IDENTITY_LENGTH:
+        return False
+    if value[0].isspace() or value[-1].isspace():
         return False
     return _REFUSED_IN_IDENTITY.search(value) is None
 
@@ -331,24 +338,28 @@ def _permissions(kind: UserKind, username: str, client_id: str, legacy_status: b
     if kind is UserKind.BACKEND:
         return Permissions(
             publish=(
-                "locker/+/command",
-                "locker/provisioning/reply/+",
-                "server/status",
-                "server/status/+",
-                "server/probe/+",
+                topics.ANY_COMMAND,
+                topics.ANY_PROVISIONING_REPLY,
+                topics.SERVER_STATUS,
+                topics.ANY_INSTANCE_STATUS,
+                topics.ANY_PROBE,
             ),
-            read=("locker/#", "server/status", "server/status/+", "server/probe/+"),
+            read=(
+                topics.ALL_LOCKER_TOPICS,
+                topics.SERVER_STATUS,
+                topics.ANY_INSTANCE_STATUS,
+                topics.ANY_PROBE,
+            ),
         )
     if kind is UserKind.DEVICE:
-        base = f"locker/{username}"
-        publish = [f"{base}/state", f"{base}/state/#", f"{base}/response", f"{base}/event"]
-        if legacy_status:
-            publish.append(f"{base}/status")
-        return Permissions(publish=tuple(publish), read=(f"{base}/command", "server/status"))
+        return Permissions(
+            publish=topics.device_publish_topics(username, legacy_status),
+            read=(topics.command_topic(username), topics.SERVER_STATUS),
+        )
     if kind is UserKind.PROVISIONING:
         return Permissions(
-            publish=("locker/register/+",),
-            read=(f"locker/provisioning/reply/{client_id}",),
+            publish=(topics.ANY_REGISTRATION,),
+            read=(topics.reply_topic(client_id),),
         )
     return _NOTHING
 

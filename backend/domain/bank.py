@@ -7,10 +7,18 @@ the state. Pure: no I/O, no clock (times come in as arguments).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Final
 
 from backend.domain.alerts import check_note
+from backend.domain.command_status import (
+    AFTER_EXPIRY_STATUSES,
+    LATE_ANSWER_STATUSES,
+    OPEN_STATUSES,
+    CommandStatus,
+)
 from backend.domain.dialect import (
     DIALECT_CHOICES,
     OPENLOCKER_MIN_SLAVE_ID,
@@ -46,16 +54,13 @@ from backend.domain.events import (
     ProvisioningTokenIssued,
     QrScanned,
 )
+from backend.domain.outcomes import ResponseResult
 
 MAX_NAME = 100
 MAX_LOCATION = 200
 MAX_COMPARTMENTS = 1000
 MAX_HEARTBEAT_INTERVAL = 3600  # seconds
-OPEN_STATES = frozenset({"pending", "sent"})
 CONTROL_CHARACTERS = "".join(map(chr, [*range(0x20), 0x7F]))
-LATE_STATES = frozenset({"timeout", "expired", "unknown"})
-AFTER_EXPIRY_STATES = frozenset({"expired", "unknown"})
-TERMINAL_STATES = frozenset({"success", "error", "timeout", "expired", "late", "unknown"})
 COMMAND_ABLE = frozenset({"provisioned", "online", "offline"})
 
 
@@ -80,7 +85,7 @@ class PendingCommand:
 
     transaction_id: str
     action: CommandAction
-    status: str
+    status: CommandStatus
     compartment_number: int | None = None
     config_hash: str | None = None
 
@@ -295,7 +300,7 @@ class LockerBank:
     def mark_sent(self, transaction_id: str, *, now: datetime) -> list[DomainEvent]:
         """The first PUBACK of a command; later re-sends record nothing."""
         command = self.commands.get(transaction_id)
-        if command is None or command.status != "pending":
+        if command is None or command.status is not CommandStatus.PENDING:
             return []
         return [CommandSent(occurred_at=now, transaction_id=transaction_id, action=command.action)]
 
@@ -303,7 +308,7 @@ class LockerBank:
         self,
         transaction_id: str,
         *,
-        result: str,
+        result: ResponseResult,
         now: datetime,
         error_code: str | None = None,
         message: str | None = None,
@@ -313,13 +318,13 @@ class LockerBank:
         command = self.commands.get(transaction_id)
         if command is None:
             raise NotFound(f"bank {self.uuid} has no command {transaction_id}")
-        if command.status not in OPEN_STATES | LATE_STATES:
+        if command.status not in OPEN_STATUSES | LATE_ANSWER_STATUSES:
             return []
-        late = command.status in LATE_STATES
-        after_expiry = command.status in AFTER_EXPIRY_STATES
+        late = command.status in LATE_ANSWER_STATUSES
+        after_expiry = command.status in AFTER_EXPIRY_STATUSES
         if after_expiry and error_code == "COMMAND_EXPIRED":
             return []  # the device confirms it did not act: the expiry stands
-        if result == "success" and command.action == "open_compartment":
+        if result == ResponseResult.SUCCESS and command.action == "open_compartment":
             assert command.compartment_number is not None
             return [
                 CompartmentOpened(
@@ -331,7 +336,7 @@ class LockerBank:
                     message=message,
                 )
             ]
-        if result == "success" and command.action == "apply_config":
+        if result == ResponseResult.SUCCESS and command.action == "apply_config":
             return [
                 ConfigApplied(
                     occurred_at=now,
@@ -349,7 +354,7 @@ class LockerBank:
                 occurred_at=now,
                 transaction_id=transaction_id,
                 action=command.action,
-                error_code=error_code if result != "success" else "UNSUPPORTED",
+                error_code=error_code if result != ResponseResult.SUCCESS else "UNSUPPORTED",
                 message=message,
                 late=late,
                 after_expiry=after_expiry,
@@ -359,7 +364,7 @@ class LockerBank:
     def time_out(self, transaction_id: str, *, now: datetime) -> list[DomainEvent]:
         """Configs only: an open expires when it times out (one event, `CommandExpired`)."""
         command = self.commands.get(transaction_id)
-        if command is None or command.status not in OPEN_STATES:
+        if command is None or command.status not in OPEN_STATUSES:
             return []
         if command.action == "open_compartment":
             return []
@@ -373,21 +378,21 @@ class LockerBank:
         """`outcome_unknown`: the command reached the device and an answer may be lost for
         good (the caller knows: a dialect that never replays answers, a restart)."""
         command = self.commands.get(transaction_id)
-        if command is None or command.status not in OPEN_STATES:
+        if command is None or command.status not in OPEN_STATUSES:
             return []
         return [
             CommandExpired(
                 occurred_at=now,
                 transaction_id=transaction_id,
                 action=command.action,
-                outcome_unknown=outcome_unknown and command.status == "sent",
+                outcome_unknown=outcome_unknown and command.status is CommandStatus.SENT,
             )
         ]
 
     def went_offline(self, reason: str, *, now: datetime) -> list[DomainEvent]:
         if self.status != "online":
             return []
-        return [LockerBankWentOffline(occurred_at=now, reason=reason)]  # type: ignore[arg-type]
+        return [LockerBankWentOffline(occurred_at=now, reason=reason)]  # type: ignore[arg-type]  # the event model validates the literal
 
     def came_online(self, *, now: datetime) -> list[DomainEvent]:
         if self.status not in ("provisioned", "offline"):
@@ -404,7 +409,7 @@ class LockerBank:
             DoorStateChanged(
                 occurred_at=now,
                 compartment_number=number,
-                state=state,  # type: ignore[arg-type]
+                state=state,  # type: ignore[arg-type]  # the event model validates the literal
                 event_id=event_id,
             )
         ]
@@ -471,11 +476,17 @@ class LockerBank:
     # ----- folding -----------------------------------------------------------------------
 
     def apply(self, event: DomainEvent) -> None:
-        """Fold one event into the state (also used when loading)."""
+        """Fold one event into the state (also used when loading). An event type with
+        neither a handler nor a place in `NOT_FOLDED` is a programming error, said loudly."""
+        handler = _FOLDS.get(event.event_type)
+        if handler is None and event.event_type not in NOT_FOLDED:
+            raise TypeError(
+                f"LockerBank cannot fold {event.event_type}: add _on_{event.event_type} "
+                "or list it in NOT_FOLDED"
+            )
         self.version += 1
-        handler = getattr(self, f"_on_{event.event_type}", None)
         if handler is not None:
-            handler(event)
+            handler(self, event)
 
     def _on_LockerBankCreated(self, e: LockerBankCreated) -> None:
         self.exists = True
@@ -523,45 +534,56 @@ class LockerBank:
 
     def _on_CompartmentOpeningRequested(self, e: CompartmentOpeningRequested) -> None:
         self.commands[e.transaction_id] = PendingCommand(
-            e.transaction_id, "open_compartment", "pending", compartment_number=e.compartment_number
+            e.transaction_id,
+            "open_compartment",
+            CommandStatus.PENDING,
+            compartment_number=e.compartment_number,
         )
         self.compartments[e.compartment_number].open_transaction = e.transaction_id
 
     def _on_ConfigApplyRequested(self, e: ConfigApplyRequested) -> None:
         self.commands[e.transaction_id] = PendingCommand(
-            e.transaction_id, "apply_config", "pending", config_hash=e.config_hash
+            e.transaction_id, "apply_config", CommandStatus.PENDING, config_hash=e.config_hash
         )
 
     def _on_CommandSent(self, e: CommandSent) -> None:
-        self.commands[e.transaction_id].status = "sent"
+        self.commands[e.transaction_id].status = CommandStatus.SENT
 
-    def _finish(self, transaction_id: str, status: str) -> None:
+    def _finish(self, transaction_id: str, status: CommandStatus) -> None:
         command = self.commands[transaction_id]
         command.status = status
         if command.compartment_number is not None:
             compartment = self.compartments[command.compartment_number]
             if compartment.open_transaction == transaction_id:
                 compartment.open_transaction = None
-        if status not in LATE_STATES:
+        if status not in LATE_ANSWER_STATUSES:
             # Decided for good: nothing more to hear; duplicates are caught by the tracker.
             del self.commands[transaction_id]
 
     def _on_CompartmentOpened(self, e: CompartmentOpened) -> None:
-        self._finish(e.transaction_id, "late" if e.after_expiry else "success")
+        self._finish(
+            e.transaction_id, CommandStatus.LATE if e.after_expiry else CommandStatus.SUCCESS
+        )
         self.compartments[e.compartment_number].door_state = "open"
 
     def _on_CommandFailed(self, e: CommandFailed) -> None:
-        self._finish(e.transaction_id, "late" if e.after_expiry else "error")
+        self._finish(
+            e.transaction_id, CommandStatus.LATE if e.after_expiry else CommandStatus.ERROR
+        )
 
     def _on_ConfigApplied(self, e: ConfigApplied) -> None:
-        self._finish(e.transaction_id, "late" if e.after_expiry else "success")
+        self._finish(
+            e.transaction_id, CommandStatus.LATE if e.after_expiry else CommandStatus.SUCCESS
+        )
         self.applied_config_hash = e.applied_config_hash
 
     def _on_CommandTimedOut(self, e: CommandTimedOut) -> None:
-        self._finish(e.transaction_id, "timeout")
+        self._finish(e.transaction_id, CommandStatus.TIMEOUT)
 
     def _on_CommandExpired(self, e: CommandExpired) -> None:
-        self._finish(e.transaction_id, "unknown" if e.outcome_unknown else "expired")
+        self._finish(
+            e.transaction_id, CommandStatus.UNKNOWN if e.outcome_unknown else CommandStatus.EXPIRED
+        )
 
     def _on_LockerBankWentOffline(self, e: LockerBankWentOffline) -> None:
         self.status = "offline"
@@ -571,6 +593,24 @@ class LockerBank:
 
     def _on_DoorStateChanged(self, e: DoorStateChanged) -> None:
         self.compartments[e.compartment_number].door_state = e.state
+
+
+_FOLDS: Final[dict[str, Callable[[LockerBank, Any], None]]] = {
+    name.removeprefix("_on_"): handler
+    for name, handler in vars(LockerBank).items()
+    if name.startswith("_on_")
+}
+"""Event type -> the `LockerBank._on_<event type>` that folds it."""
+
+NOT_FOLDED: Final = frozenset(
+    {
+        "ProvisioningRejected",  # a refused registration changes nothing in the bank
+        "QrScanned",  # recorded for the event log; no rule of the bank depends on it
+        "DeviceEventRecorded",  # documented device events without a domain rule yet
+        "AlertAcknowledged",  # alerts are a read model (backend.store.alert_projection)
+    }
+)
+"""Event types the aggregate deliberately does not fold (it still counts their versions)."""
 
 
 def desired_hash(

@@ -28,7 +28,7 @@ def parse_choice(text: str) -> DialectChoice:
     value = text.strip().lower()
     if value not in DIALECT_CHOICES:
         raise ValueError(f"dialect must be one of {', '.join(DIALECT_CHOICES)} (got {text!r})")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def dialect_of_registration(has_message_id: bool) -> Dialect:
@@ -39,9 +39,9 @@ def dialect_of_registration(has_message_id: bool) -> Dialect:
 def effective_dialect(choice: str, detected: str | None) -> Dialect | None:
     """An explicit choice wins; `auto` follows the registration (None until one arrived)."""
     if choice in DIALECTS:
-        return choice  # type: ignore[return-value]
+        return choice
     if detected in DIALECTS:
-        return detected  # type: ignore[return-value]
+        return detected
     return None
 
 

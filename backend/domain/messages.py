@@ -80,7 +80,7 @@ def command_message(
         return None
     command = Command(
         message_id=new_message_id() if uses_message_ids(dialect) else None,
-        action=action,  # type: ignore[arg-type]
+        action=action,  # type: ignore[arg-type]  # one of the Action literals, set above
         transaction_id=event.transaction_id,
         timestamp=event.occurred_at,
         expires_at=event.expires_at,

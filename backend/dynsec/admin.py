@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any
 
 import aiomqtt
@@ -45,7 +45,7 @@ class DynsecAdmin:
         *,
         timeout: float = 5.0,
         attempts: int = 3,
-        on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_connect: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         self.host = host
         self.port = port

@@ -25,6 +25,7 @@ import os
 from typing import Any, Final
 
 from backend.domain.acl import UserKind, permissions
+from backend.domain.topics import ANY_PROVISIONING_REPLY
 
 __all__ = [
     "ADMIN_ROLE",
@@ -75,7 +76,7 @@ def account_acls(kind: UserKind, username: str, *, legacy_status: bool = True) -
     acls: list[Acl] = [("publishClientSend", topic) for topic in perms.publish]
     if kind is UserKind.PROVISIONING:
         # Subscribing is allowed; delivery only through the acl_file's %c pattern.
-        acls.append(("subscribePattern", "locker/provisioning/reply/+"))
+        acls.append(("subscribePattern", ANY_PROVISIONING_REPLY))
         return acls
     for topic in perms.read:
         acls.append(("subscribePattern", topic))

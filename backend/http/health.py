@@ -19,6 +19,7 @@ from aiohttp import web
 
 from backend.gateway import SystemStatus, runtime_conditions
 from backend.http.schemas import HealthCheck, HealthReport
+from backend.run_mode import RunMode
 from backend.service import LockerService
 from backend.store.database import WRITABLE_TIMEOUT
 
@@ -37,13 +38,13 @@ class HealthMonitor:
         *,
         broker_connected: Callable[[], bool] | None = None,
         broker_detail: Callable[[], str] | None = None,
-        mode: str = "headless",
+        run_mode: RunMode = RunMode.HEADLESS,
         ping_timeout: float = DB_PING_TIMEOUT,
     ) -> None:
         self.service = service
         self._broker_connected = broker_connected
         self._broker_detail = broker_detail
-        self.mode = mode
+        self.run_mode = run_mode
         self._ping_timeout = ping_timeout
 
     async def database_problem(self) -> str | None:
@@ -99,7 +100,7 @@ class HealthMonitor:
             broker_connected=self.broker_connected(),
             database_ok=database_ok,
             broker_detail=self.broker_detail(),
-            mode=self.mode,
+            mode=self.run_mode,
             conditions=[name for name, held in conditions.items() if held],
             open_ttl_seconds=self.service.settings.open_ttl_seconds,
         )

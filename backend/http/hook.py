@@ -24,17 +24,15 @@ Nothing here is logged with a password, the secret, or a provisioning token
 (``locker/register/{token}`` topics are redacted). The secret travels in the
 query string, so aiohttp's default access log would record it: serve the app
 with ``access_log_class=RedactingAccessLogger``. As a second line of defence
-``add_hook_routes`` also puts a filter on the ``aiohttp.access`` logger that
-blanks any ``mosq_secret=`` value in its lines.
+``add_hook_routes`` also puts the redacting filter (``backend.redaction``) on the
+``aiohttp.access`` logger.
 """
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -44,8 +42,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from backend.domain.acl import Access, Decision
+from backend.domain.digests import secret_digest
 from backend.http.users import UserDirectory
 from backend.log_throttle import LogThrottle
+from backend.redaction import redact, redact_loggers
 
 __all__ = [
     "ACL_PATH",
@@ -55,9 +55,8 @@ __all__ = [
     "SUPERUSER_PATH",
     "HookMetrics",
     "RedactingAccessLogger",
-    "SecretQueryFilter",
     "add_hook_routes",
-    "redact_topic",
+    "log_field",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,7 +72,6 @@ RESULTS: Final = ("allow", "deny", "error", "unauthorized", "bad_request")
 MAX_BODY_BYTES: Final = 64 * 1024
 _FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
 _ACTIONS: Final[Mapping[str, int]] = {"publish": Access.WRITE, "subscribe": Access.SUBSCRIBE}
-_REGISTER_PREFIX: Final = "locker/register/"
 _LOG_FIELD_MAX: Final = 200
 
 
@@ -156,14 +154,9 @@ class HookMetrics:
 # --------------------------------------------------------------------------- logging helpers
 
 
-def redact_topic(topic: str) -> str:
-    """Hide the provisioning token in ``locker/register/{token}`` (and overlong topics)."""
-    idx = topic.find(_REGISTER_PREFIX)
-    if idx >= 0 and len(topic) > idx + len(_REGISTER_PREFIX):
-        topic = topic[: idx + len(_REGISTER_PREFIX)] + "<redacted>"
-    if len(topic) > _LOG_FIELD_MAX:
-        topic = topic[:_LOG_FIELD_MAX] + "..."
-    return topic
+def log_field(value: str) -> str:
+    """``value`` as a log field: redacted (secrets, provisioning tokens), then shortened."""
+    return _short(redact(value))
 
 
 def _short(value: str) -> str:
@@ -174,14 +167,11 @@ class RedactingAccessLogger(AbstractAccessLogger):
     """aiohttp access logger that never writes the ``mosq_secret`` query value."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        url = request.rel_url
-        if SECRET_PARAM in url.query:
-            url = url.update_query({SECRET_PARAM: "REDACTED"})
         self.logger.info(
             '%s "%s %s HTTP/%d.%d" %d %.3fms',
             request.remote,
             request.method,
-            url,
+            redact(str(request.rel_url)),
             request.version.major,
             request.version.minor,
             response.status,
@@ -194,24 +184,8 @@ class RedactingAccessLogger(AbstractAccessLogger):
         return self.logger.isEnabledFor(logging.INFO)
 
 
-_SECRET_IN_QUERY: Final = re.compile(SECRET_PARAM + r"=[^&\s\"']*")
-
-
-class SecretQueryFilter(logging.Filter):
-    """Blank ``mosq_secret=...`` in log lines (installed on ``aiohttp.access``)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if SECRET_PARAM + "=" in message:
-            record.msg = _SECRET_IN_QUERY.sub(SECRET_PARAM + "=REDACTED", message)
-            record.args = None
-        return True
-
-
 def _install_access_log_filter() -> None:
-    access = logging.getLogger("aiohttp.access")
-    if not any(isinstance(f, SecretQueryFilter) for f in access.filters):
-        access.addFilter(SecretQueryFilter())
+    redact_loggers(("aiohttp.access",))
 
 
 # --------------------------------------------------------------------------- request parsing
@@ -337,10 +311,6 @@ def _json(body: bytes, status: int) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
-def _secret_digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
-
-
 class _Hook:
     """The three handlers, sharing the directory, secret, legacy flag and metrics."""
 
@@ -356,9 +326,9 @@ class _Hook:
         self._lookup = lookup
         self._lookup_failed_log = LogThrottle("failed store look-ups", logger=log)
         self._directory = directory
-        self._secrets = [_secret_digest(secret)]
+        self._secrets = [secret_digest(secret)]
         if previous_secret:
-            self._secrets.append(_secret_digest(previous_secret))
+            self._secrets.append(secret_digest(previous_secret))
         self._legacy_status = legacy_status
         self._metrics = metrics
         # A flood of wrong-secret or malformed calls must not flood the log.
@@ -373,7 +343,7 @@ class _Hook:
         offered = request.query.getall(SECRET_PARAM, [])
         if len(offered) != 1:
             return False
-        digest = _secret_digest(offered[0])
+        digest = secret_digest(offered[0])
         # Every accepted secret is compared (no early exit): the time says nothing.
         matches = [hmac.compare_digest(digest, accepted) for accepted in self._secrets]
         return any(matches)
@@ -474,7 +444,7 @@ class _Hook:
             ),
             log_fields=(
                 f"username={_short(username)!r} clientid={_short(client_id)!r} "
-                f"topic={redact_topic(topic)!r} acc={acc}"
+                f"topic={log_field(topic)!r} acc={acc}"
             ),
             username=username,
         )

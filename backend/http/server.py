@@ -42,6 +42,7 @@ from backend.http.openapi import build_openapi, hook_endpoints
 from backend.http.prometheus import CommandLatency, MetricsEndpoint, MqttMetricsProvider
 from backend.http.schemas import HealthReport
 from backend.http.users import UserDirectory
+from backend.run_mode import RunMode
 from backend.service import LockerService
 
 __all__ = [
@@ -87,7 +88,7 @@ def build_app(
     credentials_interval: float = 1.0,
     stream_poll_interval: float = 0.25,
     stream_keepalive: float = 15.0,
-    mode: str = "headless",
+    run_mode: RunMode = RunMode.HEADLESS,
     connect_refusals: Callable[[], Mapping[str, int]] | None = None,
 ) -> web.Application:
     """The aiohttp application with every route of the backend.
@@ -109,7 +110,7 @@ def build_app(
             previous_secret=_previous_secret(settings),
         )
     monitor = HealthMonitor(
-        service, broker_connected=broker_connected, broker_detail=broker_detail, mode=mode
+        service, broker_connected=broker_connected, broker_detail=broker_detail, run_mode=run_mode
     )
     stream = EventStream(
         service,

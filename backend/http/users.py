@@ -11,7 +11,6 @@ The service keeps this directory current by calling ``device_provisioned`` and
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import re
@@ -19,6 +18,7 @@ from collections.abc import Iterable
 from uuid import UUID
 
 from backend.domain.acl import Decision, UserKind, check_acl, valid_identity
+from backend.domain.digests import secret_digest
 from backend.domain.identity import (
     BAD_CREDENTIALS,
     INVALID,
@@ -27,7 +27,7 @@ from backend.domain.identity import (
 )
 from backend.log_throttle import LogThrottle
 
-__all__ = ["UserDirectory", "hash_password"]
+__all__ = ["UserDirectory"]
 
 _HEX_DIGITS = frozenset("0123456789abcdef")
 log = logging.getLogger(__name__)
@@ -36,14 +36,9 @@ DEFAULT_BACKEND_CLIENT_ID = "locker-backend"
 _BANK_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
-def hash_password(password: str) -> str:
-    """The SHA-256 hex digest of a password: the one stored form, used everywhere."""
-    return hashlib.sha256(password.encode("utf-8", "surrogatepass")).hexdigest()
-
-
 # Compared against when a user has no password on file, so that an unknown
 # username costs the same work as a wrong password.
-_DUMMY_DIGEST = hash_password("\x00no such user\x00")
+_DUMMY_DIGEST = secret_digest("\x00no such user\x00")
 
 
 def _normalise_digest(password_sha256_hex: str) -> str:
@@ -89,8 +84,8 @@ class UserDirectory:
         self._backend_username = backend_username
         self._provisioning_username = provisioning_username
         self._service_digests: dict[str, str] = {
-            backend_username: hash_password(backend_password),
-            provisioning_username: hash_password(provisioning_password),
+            backend_username: secret_digest(backend_password),
+            provisioning_username: secret_digest(provisioning_password),
         }
         self._superusers = supers
         # uuid -> (sha256 hex of the password, revoked)
@@ -230,7 +225,7 @@ class UserDirectory:
         return credentials, ""
 
     def _check_password(self, username: str, password: str) -> Decision:
-        offered = hash_password(password).encode("ascii")
+        offered = secret_digest(password).encode("ascii")
         expected = self._service_digests.get(username)
         revoked = False
         if expected is None:

@@ -14,6 +14,12 @@ and (re)subscribes; the will `{"status":"offline"}` (retained, QoS 1) tells devi
 we vanish. aiomqtt does not reconnect: `run()` loops with capped exponential backoff.
 The socket has TCP_NODELAY set (`SOCKET_OPTIONS`): commands and PUBACKs are small packets
 that must not wait for Nagle's algorithm.
+
+Inbound QoS 1 messages are acknowledged when the listener has finished them, not on
+receipt (`backend/mqtt/acks.py`, RELIABILITY.md F6), except with the in-process amqtt
+broker, which dies with us anyway. Receiving starts right after the CONNACK, before our
+SUBSCRIBE: a resumed session's queued messages arrive first, and amqtt answers the
+SUBSCRIBE only once they are acknowledged.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import asyncio
 import logging
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aiomqtt
 from aiomqtt import ProtocolVersion, Will
@@ -30,6 +37,7 @@ from paho.mqtt.properties import Properties
 
 from backend.config import Settings
 from backend.domain.contract import ServerStatus
+from backend.mqtt.acks import RECEIVE_MAXIMUM, Ack, ConnectionAcks
 from backend.mqtt.backoff import Backoff
 from backend.mqtt.metrics import Metrics
 from backend.mqtt.probe import SelfProbe
@@ -40,12 +48,20 @@ log = logging.getLogger(__name__)
 PENDING_PUBLISH_WARNING = 1000  # far above a relay batch
 SESSION_EXPIRY = 7 * 24 * 3600  # MQTT 5: keep our session (queued answers) a week
 
-MessageCallback = Callable[[aiomqtt.Message], Awaitable[None]]
+MessageCallback = Callable[[aiomqtt.Message, Ack], Awaitable[None]]
+"""Gets every received message and its Ack, to call once the message is finished."""
 BIRTH_PAYLOAD = ServerStatus(status="online").to_bytes()
 EMBEDDED_HOST = "127.0.0.1"
 SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 """TCP_NODELAY: paho sets no socket options, so without it Nagle's algorithm holds each
 small MQTT packet until the previous one is ACKed (delayed ACK: ~40 ms per QoS 1 hop)."""
+
+
+def manual_acks(settings: Settings) -> bool:
+    """PUBACK after handling, unless the broker is the in-process amqtt one: it dies with
+    us (nothing to keep for a restart), and it serves a resumed session's SUBSCRIBE only
+    after every queued message is acknowledged."""
+    return not (settings.embedded_broker and settings.locker_broker == "amqtt")
 
 
 def _being_cancelled() -> bool:
@@ -91,6 +107,10 @@ class MqttConnection:
         self.probe = SelfProbe(
             settings.mqtt_instance_id, settings.mqtt_probe_interval, settings.mqtt_probe_timeout
         )
+        self.manual_acks = manual_acks(settings)
+        self.acks = ConnectionAcks(None)
+        self.acks.close()
+        self.probe.held = lambda: self.acks.held if self.acks.open else 0
 
     # ----- the loop ----------------------------------------------------------------------
 
@@ -109,31 +129,42 @@ class MqttConnection:
         was_connected = False
         try:
             async with client:
-                refused = await self._subscribe(client)
-                await client.publish(
-                    self.settings.mqtt_last_will_topic, BIRTH_PAYLOAD, qos=1, retain=True
+                acks = self.acks = ConnectionAcks(
+                    # aiomqtt 2.5 does not wrap paho's manual acks (aiomqtt#345): its inner client
+                    client._client if self.manual_acks else None,
+                    on_finished=self.probe.progress,
                 )
-                self._client = client
-                self._lost = asyncio.Event()
-                was_connected = True
-                self._backoff.reset()
-                self.metrics.connects += 1
-                self.state.set_connected(
-                    f"subscriptions refused: {', '.join(refused)}" if refused else None
-                )
-                self._on_connected()
-                log.info(
-                    "connected to MQTT broker %s:%d as %s (%s)",
-                    self._host,
-                    self.settings.mqtt_port,
-                    self.settings.backend_client_id,
-                    "MQTT 5, shared group"
-                    if self.shared
-                    else "MQTT 5, persistent session"
-                    if self.v5
-                    else "MQTT 3.1.1, persistent session",
-                )
-                lost_session = await self._receive_while_probed(client)
+                receive = asyncio.create_task(self._receive(client, acks), name="mqtt-receive")
+                try:
+                    refused = await self._subscribe(client)
+                    await client.publish(
+                        self.settings.mqtt_last_will_topic, BIRTH_PAYLOAD, qos=1, retain=True
+                    )
+                    self._client = client
+                    self._lost = asyncio.Event()
+                    was_connected = True
+                    self._backoff.reset()
+                    self.metrics.connects += 1
+                    self.state.set_connected(
+                        f"subscriptions refused: {', '.join(refused)}" if refused else None
+                    )
+                    self._on_connected()
+                    log.info(
+                        "connected to MQTT broker %s:%d as %s (%s)",
+                        self._host,
+                        self.settings.mqtt_port,
+                        self.settings.backend_client_id,
+                        "MQTT 5, shared group"
+                        if self.shared
+                        else "MQTT 5, persistent session"
+                        if self.v5
+                        else "MQTT 3.1.1, persistent session",
+                    )
+                    lost_session = await self._receive_while_probed(receive)
+                finally:
+                    acks.close()
+                    receive.cancel()
+                    await asyncio.gather(receive, return_exceptions=True)
                 if lost_session is not None:
                     self.metrics.probe_failures += 1
                     return lost_session
@@ -151,18 +182,16 @@ class MqttConnection:
                 self.metrics.disconnects += 1
                 self._on_disconnected()
 
-    async def _receive_while_probed(self, client: aiomqtt.Client) -> str | None:
+    async def _receive_while_probed(self, receive: asyncio.Task[None]) -> str | None:
         """Receive until the connection ends (None) or the self-probe stops coming back
         (the reason): the broker may drop our session and keep the socket open."""
         self.probe.reset()
-        receive = asyncio.create_task(self._receive(client), name="mqtt-receive")
         probe = asyncio.create_task(self.probe.watch(self._publish_probe), name="mqtt-probe")
         try:
             done, _ = await asyncio.wait({receive, probe}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (receive, probe):
-                task.cancel()
-            await asyncio.gather(receive, probe, return_exceptions=True)
+            probe.cancel()
+            await asyncio.gather(probe, return_exceptions=True)
         if receive in done:
             receive.result()  # an MqttError ends the session as before
             return None
@@ -173,26 +202,29 @@ class MqttConnection:
             return f"self-probe failed: {error}"
         return probe.result()
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
+    async def _receive(self, client: aiomqtt.Client, acks: ConnectionAcks) -> None:
         async for message in client.messages:
-            await self._deliver(message)
+            await self._deliver(message, acks.take(message.mid, message.qos))
 
     async def _publish_probe(self, topic: str, payload: bytes) -> None:
         await self.publish(topic, payload, qos=1)
 
-    async def _deliver(self, message: aiomqtt.Message) -> None:
+    async def _deliver(self, message: aiomqtt.Message, ack: Ack) -> None:
         if self.probe.is_probe(message.topic.value):
             payload = message.payload
             self.probe.received(payload if isinstance(payload, bytes) else b"")
+            ack()
             return
         self.probe.activity(busy=True)
         try:
-            await self._on_message(message)
+            await self._on_message(message, ack)
         except asyncio.CancelledError:
-            raise
+            raise  # not acknowledged: the broker sends it again
         except Exception:
-            # A bug in a handler must not take the connection down with it.
+            # A bug in a handler must not take the connection down with it, nor hold the
+            # message (and a slot of the broker's in-flight window) for ever.
             log.exception("inbound message handler failed")
+            ack()
         finally:
             self.probe.activity(busy=False)
 
@@ -219,7 +251,7 @@ class MqttConnection:
             qos=1,
             retain=True,
         )
-        common = {
+        common: dict[str, Any] = {
             "hostname": self._host,
             "port": self.settings.mqtt_port,
             "username": self.settings.mqtt_user,
@@ -230,24 +262,30 @@ class MqttConnection:
             "timeout": self._timeout,
             "socket_options": SOCKET_OPTIONS,
         }
+        props = Properties(PacketTypes.CONNECT)
+        # Unacknowledged messages the broker may have in flight to us (acks.py).
+        props.ReceiveMaximum = RECEIVE_MAXIMUM
         if self.v5 and self.shared:
-            client = aiomqtt.Client(protocol=ProtocolVersion.V5, clean_start=True, **common)  # type: ignore[arg-type]
+            client = aiomqtt.Client(
+                protocol=ProtocolVersion.V5, clean_start=True, properties=props, **common
+            )
         elif self.v5:
             # A persistent session in MQTT 5: no clean start, and a session expiry interval
             # (0 would end the session with the connection).
-            props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = SESSION_EXPIRY
             client = aiomqtt.Client(
                 protocol=ProtocolVersion.V5,
                 clean_start=False,
                 properties=props,
-                **common,  # type: ignore[arg-type]
+                **common,
             )
         else:
-            client = aiomqtt.Client(protocol=ProtocolVersion.V311, clean_session=False, **common)  # type: ignore[arg-type]
+            client = aiomqtt.Client(protocol=ProtocolVersion.V311, clean_session=False, **common)
         # The relay pipelines a batch of publishes; aiomqtt warns (one log line per publish)
         # above 10 awaiting their PUBACK.
         client.pending_calls_threshold = PENDING_PUBLISH_WARNING
+        if self.manual_acks:
+            client._client.manual_ack_set(True)  # aiomqtt#345: not wrapped by aiomqtt 2.5
         return client
 
     # ----- publishing --------------------------------------------------------------------

@@ -6,6 +6,8 @@ the handler. Messages of one bank are applied in order while different banks
 proceed concurrently, so one slow bank (or a slow store call) never stalls the
 receive loop. `max_pending` bounds the messages in flight: beyond it `put()` waits,
 which pushes back on the client's own queue instead of growing without limit.
+`on_handled` gets each group once the handler is done with it (returned or failed), never
+for a group whose worker was cancelled: that is when its messages are acknowledged.
 """
 
 from __future__ import annotations
@@ -22,13 +24,23 @@ T = TypeVar("T")
 LaneHandler = Callable[[str, list[T]], Awaitable[None]]
 
 
+def _nothing(_items: list[T]) -> None:
+    return None
+
+
 class Dispatcher(Generic[T]):
     """FIFO lanes by key; one worker per non-empty lane; bounded in-flight count."""
 
     def __init__(
-        self, handle: LaneHandler[T], *, max_pending: int = 10_000, max_group: int = 500
+        self,
+        handle: LaneHandler[T],
+        *,
+        max_pending: int = 10_000,
+        max_group: int = 500,
+        on_handled: Callable[[list[T]], None] = _nothing,
     ) -> None:
         self._handle = handle
+        self._on_handled = on_handled
         self._max_pending = max_pending
         self._max_group = max_group
         self._lanes: dict[str, deque[T]] = {}
@@ -68,11 +80,13 @@ class Dispatcher(Generic[T]):
                 count = min(len(lane), self._max_group)
                 group = [lane.popleft() for _ in range(count)]
                 try:
-                    await self._handle(key, group)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.exception("handler for lane %s failed", key[:40])
+                    try:
+                        await self._handle(key, group)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("handler for lane %s failed", key[:40])
+                    self._on_handled(group)
                 finally:
                     self._finished(count)
         finally:

@@ -19,7 +19,9 @@ from typing import TypeVar
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from backend.device_service import DeviceService, HeartbeatIn, ResponseOutcome
+from backend.device_service import DeviceService, HeartbeatIn
+from backend.domain.acl import valid_identity
+from backend.domain.command_status import CommandStatus
 from backend.domain.contract import (
     RECORDED_EVENTS,
     CommandResponse,
@@ -39,6 +41,7 @@ from backend.domain.contract import (
 )
 from backend.domain.dialect import dialect_of_registration
 from backend.domain.errors import DomainError
+from backend.domain.outcomes import Disposition, Outcome, RegistrationResult
 from backend.domain.topics import TopicKind
 from backend.log_throttle import LogThrottle
 from backend.mqtt.batcher import Batcher
@@ -46,7 +49,6 @@ from backend.mqtt.inbound import INVALID_LANE, REGISTER_LANE, Inbound
 from backend.mqtt.known_banks import KnownBanks
 from backend.mqtt.metrics import Metrics
 from backend.mqtt.rejects import Rejector
-from backend.mqtt.subscriptions import valid_identity
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,7 +116,7 @@ class InboundHandlers:
         banks: KnownBanks,
         *,
         heartbeats: Batcher[HeartbeatIn, None],
-        responses: Batcher[tuple[str, CommandResponse, bytes], ResponseOutcome],
+        responses: Batcher[tuple[str, CommandResponse, bytes], Outcome],
         on_outbox_work: Callable[[], None] = lambda: None,
         store_retries: int = 5,
         store_retry_initial: float = 0.1,
@@ -204,11 +206,11 @@ class InboundHandlers:
         if outcomes is None:
             return
         for work, outcome in zip(responses, outcomes, strict=True):
-            if outcome.status == "applied":
+            if outcome.disposition is Disposition.APPLIED:
                 self.metrics.commands[work.response.result] += 1
                 if outcome.late:
-                    self.metrics.commands["late"] += 1
-            elif outcome.status == "duplicate":
+                    self.metrics.commands[CommandStatus.LATE] += 1
+            elif outcome.disposition is Disposition.DUPLICATE:
                 self.metrics.duplicates["response"] += 1
             else:
                 await self._reject(work.item, outcome.reason or "response refused")
@@ -249,7 +251,7 @@ class InboundHandlers:
         if result is None:
             return
         self.metrics.registrations[result] += 1
-        if result == "rate_limited":
+        if result is RegistrationResult.RATE_LIMITED:
             if self._rate_limited_log.allow():
                 log.warning(
                     "registration attempts rate limited for client id %.64r", work.client_id
@@ -261,12 +263,12 @@ class InboundHandlers:
         result = await self._guarded(
             work.item, lambda: self.devices.record_event(work.item.key, work.event)
         )
-        if result is None or result == "applied":
+        if result is None or result.disposition is Disposition.APPLIED:
             return
-        if result == "duplicate":
+        if result.disposition is Disposition.DUPLICATE:
             self.metrics.duplicates["event"] += 1
         else:
-            await self._reject(work.item, result)
+            await self._reject(work.item, result.reason or "event refused")
 
     async def _guarded(self, item: Inbound, call: Callable[[], Awaitable[T]]) -> T | None:
         """Run a store call; a domain refusal (unknown compartment, ...) rejects the message."""
@@ -355,7 +357,7 @@ def validate_inbound(item: Inbound) -> Work:
         good, refused = snapshot_entries(snapshot)
         if refused and not good:
             raise ContractError("; ".join(refused)[:200])
-        doors = [(c.compartment_number, c.door_state) for c in good]
+        doors: list[tuple[int, str]] = [(c.compartment_number, c.door_state) for c in good]
         return DoorSnapshot(item, doors, refused)
     if kind is TopicKind.STATE_CONNECTION:
         data = decode_json(raw)

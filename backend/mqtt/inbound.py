@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import aiomqtt
 
 from backend.domain.topics import ParsedTopic, TopicError, TopicKind, parse_inbound
+from backend.mqtt.acks import NO_ACK, Ack
 
 INVALID_LANE = "!invalid"
 REGISTER_LANE = "!register"
@@ -16,7 +17,8 @@ REGISTER_LANE = "!register"
 @dataclass(frozen=True)
 class Inbound:
     """What arrived: topic, kind and key (bank uuid, or the token of a registration),
-    raw payload, the retain flag, when, and why the topic alone is already refused."""
+    raw payload, the retain flag, when, why the topic alone is already refused, and the
+    acknowledgement to send once it is finished (stored, refused or given up)."""
 
     topic: str
     kind: TopicKind | None
@@ -25,6 +27,7 @@ class Inbound:
     retained: bool
     received_at: datetime
     problem: str | None = None
+    ack: Ack = field(default=NO_ACK, compare=False, repr=False)
 
     @property
     def lane(self) -> str:
@@ -51,7 +54,11 @@ def payload_bytes(payload: object) -> bytes:
 
 
 def classify(
-    message: aiomqtt.Message, received_at: datetime, *, accept_legacy_status: bool
+    message: aiomqtt.Message,
+    received_at: datetime,
+    *,
+    accept_legacy_status: bool,
+    ack: Ack = NO_ACK,
 ) -> Inbound:
     """Read the topic; a topic the backend does not accept becomes a refused Inbound."""
     topic = message.topic.value
@@ -60,8 +67,8 @@ def classify(
     try:
         parsed: ParsedTopic = parse_inbound(topic)
     except TopicError as exc:
-        return Inbound(topic, None, "", payload, retained, received_at, problem=str(exc))
+        return Inbound(topic, None, "", payload, retained, received_at, str(exc), ack)
     problem = None
     if parsed.kind is TopicKind.LEGACY_STATUS and not accept_legacy_status:
         problem = "legacy status topic is disabled (MQTT_ACCEPT_LEGACY_STATUS=false)"
-    return Inbound(topic, parsed.kind, parsed.key, payload, retained, received_at, problem)
+    return Inbound(topic, parsed.kind, parsed.key, payload, retained, received_at, problem, ack)

@@ -15,6 +15,7 @@ import aiomqtt
 
 from backend.device_service import HeartbeatIn
 from backend.domain.timeutil import truncate_ms
+from backend.mqtt.acks import NO_ACK, Ack
 from backend.mqtt.batcher import Batcher
 from backend.mqtt.dispatcher import Dispatcher
 from backend.mqtt.handlers import InboundHandlers
@@ -89,13 +90,17 @@ class Listener:
             self.handlers.handle_lane,
             max_pending=self.options.max_pending,
             max_group=self.options.max_batch,
+            on_handled=_acknowledge,
         )
 
-    async def on_message(self, message: aiomqtt.Message) -> None:
+    async def on_message(self, message: aiomqtt.Message, ack: Ack = NO_ACK) -> None:
+        """Queue a received message on its lane; `ack` is called once it is finished
+        (stored, refused and stored as rejected, or given up after the store retries)."""
         item = classify(
             message,
             truncate_ms(self.service.clock.now()),
             accept_legacy_status=self.service.settings.mqtt_accept_legacy_status,
+            ack=ack,
         )
         self.metrics.messages[item.label] += 1
         self.heard.observe(item)
@@ -116,7 +121,8 @@ class Listener:
         self.responses.start()
 
     async def stop(self, timeout: float = 10.0) -> None:
-        """Handle what was already received (it is acked), then stop the batchers."""
+        """Handle what was already received, then stop the batchers. (Acknowledgements
+        of a connection that has closed are not sent: the broker sends those again.)"""
         try:
             await self.dispatcher.drain(timeout)
         except TimeoutError:
@@ -127,7 +133,12 @@ class Listener:
         self.handlers.flush_logs()
 
     async def abort(self) -> None:
-        """Drop everything in flight (for crash tests)."""
+        """Drop everything in flight, unacknowledged (for crash tests)."""
         await self.dispatcher.abort()
         self.heartbeats.abort()
         self.responses.abort()
+
+
+def _acknowledge(items: list[Inbound]) -> None:
+    for item in items:
+        item.ack()

@@ -30,12 +30,12 @@ from typing import Final, Protocol
 
 from backend.config import Settings
 from backend.domain.timeutil import Clock, iso
+from backend.domain.topics import instance_status_topic
 
-__all__ = ["INSTANCE_STATUS_PREFIX", "Presence"]
+__all__ = ["Presence"]
 
 log = logging.getLogger(__name__)
 
-INSTANCE_STATUS_PREFIX: Final = "server/status/"
 ONLINE: Final = json.dumps({"status": "online"}).encode()
 
 
@@ -61,7 +61,7 @@ class Presence:
         self.settings = settings
         self.instance = settings.mqtt_instance_id
         self.status_topic = settings.mqtt_last_will_topic
-        self.instance_topic = INSTANCE_STATUS_PREFIX + self.instance
+        self.instance_topic = instance_status_topic(self.instance)
         self._publisher = publisher
         self._clock = clock
         self._drained = drained
@@ -144,7 +144,7 @@ class Presence:
         try:
             await self._publisher.publish(self.status_topic, ONLINE, qos=1, retain=True)
             self.republished += 1
-            log.info("server/status said offline (an instance left): re-published online")
+            log.info("%s said offline (an instance left): re-published online", self.status_topic)
         except Exception as exc:
             log.warning("could not re-publish online on %s: %s", self.status_topic, exc)
 

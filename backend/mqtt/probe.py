@@ -7,6 +7,11 @@ connection then looks fine, keep-alives are answered, and nothing arrives. So ev
 non-shared topic `server/probe/{MQTT_INSTANCE_ID}` and expects it back within
 `MQTT_PROBE_TIMEOUT` seconds. When it does not come back, `watch()` returns the reason:
 the connection drops it, says so (state, /healthz, console) and connects again.
+
+A probe waits in the broker's queue behind whatever is ahead of it, and the broker sends
+no more than its in-flight window of messages we have not acknowledged yet (acks.py): so
+while messages are being handled (`busy`), held unacknowledged (`held`) or finished
+(`progress`), the session is evidently served and the probe keeps waiting.
 """
 
 from __future__ import annotations
@@ -17,15 +22,11 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
+from backend.domain.topics import probe_topic
+
 log = logging.getLogger(__name__)
 
-PROBE_PREFIX = "server/probe/"
 Publish = Callable[[str, bytes], Awaitable[None]]
-
-
-def probe_topic(instance_id: str) -> str:
-    """This instance's probe topic."""
-    return f"{PROBE_PREFIX}{instance_id}"
 
 
 class SelfProbe:
@@ -41,6 +42,8 @@ class SelfProbe:
         self._expected: bytes | None = None
         self._back = asyncio.Event()
         self._busy = 0
+        self.held: Callable[[], int] = lambda: 0
+        """Messages of the current connection received and not yet acknowledged."""
         self._last_activity = 0.0
         self._waiting_since: float | None = None
 
@@ -59,6 +62,14 @@ class SelfProbe:
         if the probe waits behind a long queue."""
         self._busy += 1 if busy else -1
         self._last_activity = time.monotonic()
+
+    def progress(self) -> None:
+        """A received message was finished (acknowledged)."""
+        self._last_activity = time.monotonic()
+
+    @property
+    def _serving(self) -> bool:
+        return bool(self._busy or self.held())
 
     async def watch(self, publish: Publish) -> str:
         """Probe until one does not come back in time; returns why (never returns while
@@ -81,7 +92,7 @@ class SelfProbe:
                     async with asyncio.timeout(self.timeout):
                         await self._back.wait()
                 except TimeoutError:
-                    if self._busy or self._last_activity > window_start:
+                    if self._serving or self._last_activity > window_start:
                         window_start = time.monotonic()  # other traffic flows: keep waiting
                         continue
                     return self._failed("did not come back")
@@ -91,7 +102,7 @@ class SelfProbe:
         """For /healthz and the console: why the broker path is not proven to work now
         (a probe overdue and nothing else received meanwhile), else None."""
         since = self._waiting_since
-        if since is None or self._busy or self._last_activity > since:
+        if since is None or self._serving or self._last_activity > since:
             return None
         age = time.monotonic() - since
         if age < self.timeout:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 
 from backend.device_service import DeviceService
-from backend.domain.topics import redact
 from backend.log_throttle import LogThrottle
 from backend.mqtt.metrics import Metrics
+from backend.redaction import redact
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ drops everything at once, as a crash would, for tests of recovery.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -25,6 +26,7 @@ from typing import Any, Self
 
 import aiomqtt
 
+from backend.mqtt.acks import Ack
 from backend.mqtt.backoff import Backoff
 from backend.mqtt.connection import MqttConnection
 from backend.mqtt.listener import Listener, ListenerOptions
@@ -37,6 +39,8 @@ from backend.service import LockerService
 from backend.store.event_store import RecordedEvent
 
 log = logging.getLogger(__name__)
+STOP_DRAIN = 2.0
+"""At a clean stop, seconds to finish received messages before the connection closes."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,10 @@ class MqttRuntime:
             return
         await _cancel(self._workers)
         if self.state.connected:
+            # Finish what was received while the connection lasts, so that its PUBACKs
+            # reach the broker (what is finished after the close is sent to us again).
+            with contextlib.suppress(TimeoutError):
+                await self.listener.dispatcher.drain(min(STOP_DRAIN, self.options.stop_timeout))
             await self.presence.goodbye()
             await self.connection.say_goodbye()
         else:
@@ -139,8 +147,10 @@ class MqttRuntime:
         log.info("MQTT runtime stopped")
 
     async def abort(self) -> None:
-        """Stop at once, like a crash for the store: no offline status, received (acked)
-        messages dropped, nothing flushed. Store calls already running in a worker thread
+        """Stop at once, like a crash for the store: no offline status, received messages
+        dropped unacknowledged (the broker sends them again to the next connection of
+        this session; with the embedded amqtt broker they were acknowledged on receipt and
+        are lost), nothing flushed. Store calls already running in a worker thread
         still finish, and aiomqtt still closes the socket with a DISCONNECT (so the broker
         keeps our will to itself); a real crash is tested with a SIGKILLed process."""
         tasks = [*self._workers, *([self._connection_task] if self._connection_task else [])]
@@ -168,13 +178,14 @@ class MqttRuntime:
     def wake_relay(self) -> None:
         self.relay.wake()
 
-    async def _on_message(self, message: aiomqtt.Message) -> None:
+    async def _on_message(self, message: aiomqtt.Message, ack: Ack) -> None:
         topic = message.topic.value
         if self.presence.handles(topic):
             payload = message.payload
             self.presence.on_message(topic, payload if isinstance(payload, bytes) else b"")
+            ack()
             return
-        await self.listener.on_message(message)
+        await self.listener.on_message(message, ack)
 
     def _heard_at(self, bank_uuid: str) -> datetime | None:
         """When the sweeper may last count a bank as heard: its newest heartbeat received

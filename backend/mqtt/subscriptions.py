@@ -1,4 +1,5 @@
-"""The topic filters the backend subscribes to, and the identity check for client ids.
+"""The subscriptions of this backend instance: the contract's inbound filters (built in
+`backend.domain.topics`), shared when several instances share the work, plus its probe.
 
 `locker/+/state/#` also matches `locker/{u}/state` itself (MQTT 3.1.1 section 4.7.1.2),
 so it covers the heartbeat topic and upstream's split `state/heartbeat|compartments|
@@ -10,19 +11,9 @@ heartbeat twice.
 from __future__ import annotations
 
 from backend.config import Settings
-from backend.mqtt.probe import probe_topic
+from backend.domain.topics import inbound_filters, probe_topic
 
 SUBSCRIPTION_QOS = 1
-_FORBIDDEN_IN_IDENTITY = frozenset("/+#\x00")
-
-
-def topic_filters(accept_legacy_status: bool) -> list[str]:
-    """The plain filters: registrations, responses, legacy status, events, state."""
-    filters = ["locker/register/+", "locker/+/response"]
-    if accept_legacy_status:
-        filters.append("locker/+/status")
-    filters += ["locker/+/event", "locker/+/state/#"]
-    return filters
 
 
 def shared(filter_: str, group: str | None) -> str:
@@ -36,16 +27,8 @@ def subscriptions(settings: Settings) -> list[tuple[str, int]]:
     return [
         *(
             (shared(f, group), SUBSCRIPTION_QOS)
-            for f in topic_filters(settings.mqtt_accept_legacy_status)
+            for f in inbound_filters(settings.mqtt_accept_legacy_status)
         ),
         # never shared: the probe proves that this instance's own session receives
         (probe_topic(settings.mqtt_instance_id), SUBSCRIPTION_QOS),
     ]
-
-
-def valid_identity(value: str) -> bool:
-    """A client id or username usable as one topic level: non-empty, no `/ + #` or NUL,
-    no other control characters."""
-    if not value or value != value.strip():
-        return False
-    return not any(ch in _FORBIDDEN_IN_IDENTITY or ord(ch) < 0x20 or ch == "\x7f" for ch in value)

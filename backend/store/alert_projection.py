@@ -9,7 +9,7 @@ resolved also depends on the time of asking (`resolves_at`), see `AlertRow`.
 from __future__ import annotations
 
 from sqlalchemy import select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from backend.domain.alerts import (
     OFFLINE_RESOLVES_AFTER,
@@ -101,11 +101,11 @@ def project_alerts(session: Session, r: RecordedEvent) -> AlertRow | None:
 
 def _current_offline(session: Session, bank_uuid: str) -> AlertRow | None:
     """The bank's newest bank-offline alert if it is not resolved for good."""
-    alert = session.execute(
+    alert: AlertRow | None = session.execute(
         select(AlertRow)
-        .where(AlertRow.bank_uuid == bank_uuid)
-        .where(AlertRow.kind == "bank_offline")
-        .order_by(AlertRow.id.desc())  # type: ignore[attr-defined]
+        .where(col(AlertRow.bank_uuid) == bank_uuid)
+        .where(col(AlertRow.kind) == "bank_offline")
+        .order_by(col(AlertRow.id).desc())
         .limit(1)
     ).scalar_one_or_none()
     if alert is None or alert.resolved_at is not None:
@@ -159,8 +159,8 @@ def _settle(session: Session, r: RecordedEvent, transaction_id: str) -> None:
     """An answer after expiry replaces the transaction's expired/unknown alert."""
     for alert in session.execute(
         select(AlertRow)
-        .where(AlertRow.bank_uuid == r.aggregate_uuid)
-        .where(AlertRow.transaction_id == transaction_id)
-        .where(AlertRow.resolved_at.is_(None))  # type: ignore[union-attr]
+        .where(col(AlertRow.bank_uuid) == r.aggregate_uuid)
+        .where(col(AlertRow.transaction_id) == transaction_id)
+        .where(col(AlertRow.resolved_at).is_(None))
     ).scalars():
         alert.resolved_at = r.event.occurred_at

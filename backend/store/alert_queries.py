@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
-from sqlmodel import Session
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlmodel import Session, col
 
 from backend.domain.alerts import ALERT_KINDS
 from backend.store.alert_projection import ALERT_EVENTS
@@ -42,10 +42,10 @@ def alert_view(row: AlertRow, bank_name: str, now: datetime) -> AlertView:
     )
 
 
-def _open_clause(now: datetime) -> object:
+def _open_clause(now: datetime) -> ColumnElement[bool]:
     return and_(
-        AlertRow.resolved_at.is_(None),  # type: ignore[union-attr]
-        or_(AlertRow.resolves_at.is_(None), AlertRow.resolves_at > now),  # type: ignore[union-attr,operator]
+        col(AlertRow.resolved_at).is_(None),
+        or_(col(AlertRow.resolves_at).is_(None), col(AlertRow.resolves_at) > now),
     )
 
 
@@ -57,16 +57,16 @@ def list_alerts(
     limit: int = 200,
 ) -> list[AlertView]:
     """Open alerts, newest first (with `include_resolved`, every alert)."""
-    stmt = select(AlertRow, LockerBankRow.name).join(
+    stmt = select(AlertRow, col(LockerBankRow.name)).join(
         LockerBankRow,
-        LockerBankRow.uuid == AlertRow.bank_uuid,  # type: ignore[arg-type]
+        col(LockerBankRow.uuid) == col(AlertRow.bank_uuid),
         isouter=True,
     )
     if not include_resolved:
-        stmt = stmt.where(_open_clause(now))  # type: ignore[arg-type]
+        stmt = stmt.where(_open_clause(now))
     if bank_uuid is not None:
-        stmt = stmt.where(AlertRow.bank_uuid == bank_uuid)
-    stmt = stmt.order_by(AlertRow.last_at.desc(), AlertRow.id.desc()).limit(limit)  # type: ignore[attr-defined]
+        stmt = stmt.where(col(AlertRow.bank_uuid) == bank_uuid)
+    stmt = stmt.order_by(col(AlertRow.last_at).desc(), col(AlertRow.id).desc()).limit(limit)
     return [alert_view(row, name or "", now) for row, name in session.execute(stmt).all()]
 
 
@@ -80,10 +80,8 @@ def get_alert(session: Session, alert_id: int, now: datetime) -> AlertView | Non
 
 def open_counts(session: Session, now: datetime) -> dict[str, int]:
     """Open alerts per kind (every kind present, 0 when none)."""
-    counts = dict.fromkeys(ALERT_KINDS, 0)
-    for (kind,) in session.execute(
-        select(AlertRow.kind).where(_open_clause(now))  # type: ignore[arg-type]
-    ).all():
+    counts: dict[str, int] = dict.fromkeys(ALERT_KINDS, 0)
+    for (kind,) in session.execute(select(col(AlertRow.kind)).where(_open_clause(now))).all():
         counts[kind] = counts.get(kind, 0) + 1
     return counts
 
@@ -91,11 +89,11 @@ def open_counts(session: Session, now: datetime) -> dict[str, int]:
 def resolved_between(session: Session, after: datetime, until: datetime) -> list[AlertView]:
     """Alerts that resolved by time (a bank online for a minute) in (after, until]."""
     stmt = (
-        select(AlertRow, LockerBankRow.name)
-        .join(LockerBankRow, LockerBankRow.uuid == AlertRow.bank_uuid, isouter=True)  # type: ignore[arg-type]
-        .where(AlertRow.resolved_at.is_(None))  # type: ignore[union-attr]
-        .where(AlertRow.resolves_at > after)  # type: ignore[operator]
-        .where(AlertRow.resolves_at <= until)  # type: ignore[operator]
+        select(AlertRow, col(LockerBankRow.name))
+        .join(LockerBankRow, col(LockerBankRow.uuid) == col(AlertRow.bank_uuid), isouter=True)
+        .where(col(AlertRow.resolved_at).is_(None))
+        .where(col(AlertRow.resolves_at) > after)
+        .where(col(AlertRow.resolves_at) <= until)
     )
     return [alert_view(row, name or "", until) for row, name in session.execute(stmt).all()]
 
@@ -131,8 +129,8 @@ def changes_at(
         add(position, "opened", session.get(AlertRow, position))
         for row in session.execute(
             select(AlertRow)
-            .where(AlertRow.bank_uuid == bank_uuid)
-            .where(AlertRow.resolved_at == at)
+            .where(col(AlertRow.bank_uuid) == bank_uuid)
+            .where(col(AlertRow.resolved_at) == at)
         ).scalars():
             add(position, "resolved", row)
     return changes

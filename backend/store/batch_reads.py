@@ -16,8 +16,9 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from sqlalchemy import and_, or_, select, tuple_
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, col
 
+from backend.domain.command_status import OPEN_STATUSES, CommandStatus
 from backend.domain.dialect import replays_stored_answers
 from backend.store.tables import (
     BankLivenessRow,
@@ -25,6 +26,7 @@ from backend.store.tables import (
     CompartmentRow,
     LockerBankRow,
     OutboxRow,
+    table_of,
 )
 
 Row = TypeVar("Row", bound=SQLModel)
@@ -39,7 +41,7 @@ def chunks(values: Collection[Any]) -> Iterator[list[Any]]:
 
 def preload(session: Session, table: type[Row], keys: Collection[str]) -> list[Row]:
     """Load the rows of a table with a single-column primary key into the identity map."""
-    column = next(iter(table.__table__.primary_key.columns))  # type: ignore[attr-defined]
+    column = next(iter(table_of(table).primary_key.columns))
     rows: list[Row] = []
     for chunk in chunks(keys):
         rows.extend(session.execute(select(table).where(column.in_(chunk))).scalars())
@@ -56,7 +58,8 @@ def preload_responses(session: Session, keys: Iterable[tuple[str, str]]) -> list
             session.execute(
                 select(CommandTransactionRow).where(
                     tuple_(
-                        CommandTransactionRow.locker_uuid, CommandTransactionRow.transaction_id
+                        col(CommandTransactionRow.locker_uuid),
+                        col(CommandTransactionRow.transaction_id),
                     ).in_(chunk)
                 )
             ).scalars()
@@ -69,7 +72,7 @@ def preload_responses(session: Session, keys: Iterable[tuple[str, str]]) -> list
         held.extend(
             session.execute(
                 select(CompartmentRow).where(
-                    tuple_(CompartmentRow.bank_uuid, CompartmentRow.number).in_(chunk)
+                    tuple_(col(CompartmentRow.bank_uuid), col(CompartmentRow.number)).in_(chunk)
                 )
             ).scalars()
         )
@@ -81,8 +84,8 @@ def silent_banks(session: Session, now: datetime) -> list[tuple[str, int]]:
     never sent one). Only those rows are read: one query per distinct interval, instead of
     loading every online bank twice a second. Returns (uuid, heartbeat interval) pairs."""
     intervals = session.execute(
-        select(LockerBankRow.heartbeat_interval_seconds)
-        .where(LockerBankRow.status == "online")
+        select(col(LockerBankRow.heartbeat_interval_seconds))
+        .where(col(LockerBankRow.status) == "online")
         .distinct()
     ).scalars()
     silent: list[tuple[str, int]] = []
@@ -91,16 +94,18 @@ def silent_banks(session: Session, now: datetime) -> list[tuple[str, int]]:
         silent.extend(
             (uuid, interval)
             for uuid in session.execute(
-                select(LockerBankRow.uuid)
+                select(col(LockerBankRow.uuid))
                 .join(
-                    BankLivenessRow, BankLivenessRow.bank_uuid == LockerBankRow.uuid, isouter=True
+                    BankLivenessRow,
+                    col(BankLivenessRow.bank_uuid) == col(LockerBankRow.uuid),
+                    isouter=True,
                 )
-                .where(LockerBankRow.status == "online")
-                .where(LockerBankRow.heartbeat_interval_seconds == interval)
+                .where(col(LockerBankRow.status) == "online")
+                .where(col(LockerBankRow.heartbeat_interval_seconds) == interval)
                 .where(
                     or_(
-                        BankLivenessRow.last_heartbeat_at.is_(None),  # type: ignore[union-attr]
-                        BankLivenessRow.last_heartbeat_at < cutoff,  # type: ignore[operator]
+                        col(BankLivenessRow.last_heartbeat_at).is_(None),
+                        col(BankLivenessRow.last_heartbeat_at) < cutoff,
                     )
                 )
             ).scalars()
@@ -118,17 +123,17 @@ def due_commands(
     return list(
         session.execute(
             select(CommandTransactionRow)
-            .where(CommandTransactionRow.status.in_(("pending", "sent")))  # type: ignore[attr-defined]
+            .where(col(CommandTransactionRow.status).in_(OPEN_STATUSES))
             .where(
                 or_(
-                    CommandTransactionRow.expires_at <= now,  # type: ignore[operator]
+                    col(CommandTransactionRow.expires_at) <= now,
                     and_(
-                        CommandTransactionRow.status == "sent",
-                        CommandTransactionRow.sent_at <= sent_before,  # type: ignore[operator]
+                        col(CommandTransactionRow.status) == CommandStatus.SENT,
+                        col(CommandTransactionRow.sent_at) <= sent_before,
                     ),
                 )
             )
-            .order_by(CommandTransactionRow.requested_at)  # type: ignore[arg-type]
+            .order_by(col(CommandTransactionRow.requested_at))
         ).scalars()
     )
 
@@ -149,13 +154,13 @@ def latest_outbox(
     for chunk in chunks(keys):
         rows = session.execute(
             select(
-                OutboxRow.bank_uuid,
-                OutboxRow.transaction_id,
-                OutboxRow.id,
-                OutboxRow.status,
-                OutboxRow.sent_at,
-                OutboxRow.created_at,
-            ).where(tuple_(OutboxRow.bank_uuid, OutboxRow.transaction_id).in_(chunk))
+                col(OutboxRow.bank_uuid),
+                col(OutboxRow.transaction_id),
+                col(OutboxRow.id),
+                col(OutboxRow.status),
+                col(OutboxRow.sent_at),
+                col(OutboxRow.created_at),
+            ).where(tuple_(col(OutboxRow.bank_uuid), col(OutboxRow.transaction_id)).in_(chunk))
         )
         for bank, tid, row_id, status, sent_at, created_at in rows:
             key = (bank, tid)
@@ -169,8 +174,8 @@ def replays_unavailable(session: Session, banks: set[str]) -> set[str]:
     found: set[str] = set()
     for chunk in chunks(sorted(banks)):
         rows = session.execute(
-            select(LockerBankRow.uuid, LockerBankRow.dialect).where(
-                LockerBankRow.uuid.in_(chunk)  # type: ignore[attr-defined]
+            select(col(LockerBankRow.uuid), col(LockerBankRow.dialect)).where(
+                col(LockerBankRow.uuid).in_(chunk)
             )
         ).all()
         found.update(uuid for uuid, dialect in rows if not replays_stored_answers(dialect))

@@ -132,8 +132,8 @@ class Database:
                     finally:
                         conn.execute("ROLLBACK")
             else:
-                with self.write_engine.connect() as conn, conn.begin() as txn:
-                    conn.execute(text("DELETE FROM api_tokens WHERE false"))
+                with self.write_engine.connect() as pg, pg.begin() as txn:
+                    pg.execute(text("DELETE FROM api_tokens WHERE false"))
                     txn.rollback()
         except Exception as exc:
             return first_line(exc)

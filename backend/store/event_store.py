@@ -15,12 +15,12 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from backend.domain.errors import ConcurrencyConflict
 from backend.domain.events import DomainEvent, EventMetadata, event_from_payload
 from backend.store.change_feed import CHANNEL, CREDENTIAL_EVENT_TYPES
-from backend.store.tables import StoredEvent
+from backend.store.tables import StoredEvent, table_of
 
 APPEND_LOCK_KEY = 0x4C4F434B  # "LOCK": one advisory lock serializes all appends
 
@@ -52,8 +52,8 @@ def lock_appends(session: Session) -> None:
 
 
 def current_version(session: Session, aggregate_uuid: str) -> int:
-    stmt = select(func.max(StoredEvent.aggregate_version)).where(
-        StoredEvent.aggregate_uuid == aggregate_uuid
+    stmt = select(func.max(col(StoredEvent.aggregate_version))).where(
+        col(StoredEvent.aggregate_uuid) == aggregate_uuid
     )
     return int(session.execute(stmt).scalar() or 0)
 
@@ -92,7 +92,7 @@ def append(
                 f"bank {aggregate_uuid} is at version {actual}, expected {expected_version}"
             )
     meta_json = _dumps(metadata.model_dump(exclude_none=True))
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "id": first_position + offset - 1,
             "aggregate_uuid": aggregate_uuid,
@@ -128,7 +128,7 @@ def write_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
     try:
-        session.execute(insert(StoredEvent.__table__), rows)  # type: ignore[arg-type]
+        session.execute(insert(table_of(StoredEvent)), rows)
     except IntegrityError as exc:
         if not is_append_clash(exc):
             raise
@@ -160,7 +160,7 @@ def _recorded(row: StoredEvent, event: DomainEvent, metadata: EventMetadata) -> 
 
 def decode(row: StoredEvent) -> RecordedEvent:
     """A stored row back to a typed event."""
-    event = event_from_payload(row.event_type, json.loads(row.payload))
+    event = event_from_payload(row.event_type, json.loads(row.payload), row.event_version)
     metadata = EventMetadata.model_validate(json.loads(row.event_metadata))
     return _recorded(row, event, metadata)
 
@@ -169,9 +169,9 @@ def load(session: Session, aggregate_uuid: str, after_version: int = 0) -> list[
     """The events of one aggregate after a version, in order."""
     stmt = (
         select(StoredEvent)
-        .where(StoredEvent.aggregate_uuid == aggregate_uuid)
-        .where(StoredEvent.aggregate_version > after_version)
-        .order_by(StoredEvent.aggregate_version)  # type: ignore[arg-type]
+        .where(col(StoredEvent.aggregate_uuid) == aggregate_uuid)
+        .where(col(StoredEvent.aggregate_version) > after_version)
+        .order_by(col(StoredEvent.aggregate_version))
     )
     return [decode(row) for row in session.execute(stmt).scalars()]
 
@@ -180,8 +180,8 @@ def read_after(session: Session, position: int, limit: int = 500) -> list[Record
     """Events with a global position greater than `position`, oldest first."""
     stmt = (
         select(StoredEvent)
-        .where(StoredEvent.id > position)  # type: ignore[operator]
-        .order_by(StoredEvent.id)  # type: ignore[arg-type]
+        .where(col(StoredEvent.id) > position)
+        .order_by(col(StoredEvent.id))
         .limit(limit)
     )
     return [decode(row) for row in session.execute(stmt).scalars()]
@@ -194,12 +194,12 @@ def read_before(
     of `aggregate_uuid` when given."""
     stmt = select(StoredEvent)
     if position is not None:
-        stmt = stmt.where(StoredEvent.id < position)  # type: ignore[operator]
+        stmt = stmt.where(col(StoredEvent.id) < position)
     if aggregate_uuid is not None:
-        stmt = stmt.where(StoredEvent.aggregate_uuid == aggregate_uuid)
-    stmt = stmt.order_by(StoredEvent.id.desc()).limit(limit)  # type: ignore[union-attr]
+        stmt = stmt.where(col(StoredEvent.aggregate_uuid) == aggregate_uuid)
+    stmt = stmt.order_by(col(StoredEvent.id).desc()).limit(limit)
     return [decode(row) for row in session.execute(stmt).scalars()]
 
 
 def last_position(session: Session) -> int:
-    return int(session.execute(select(func.max(StoredEvent.id))).scalar() or 0)
+    return int(session.execute(select(func.max(col(StoredEvent.id)))).scalar() or 0)

@@ -79,7 +79,7 @@ def upgrade(
         command.upgrade(cfg, revision)
         after = _current(connection)
     script = ScriptDirectory.from_config(cfg)
-    applied = (
+    revisions = (
         [s.revision for s in script.iterate_revisions(after, before)] if after != before else []
     )
-    return UpgradeReport(before, after, tuple(reversed(applied)))
+    return UpgradeReport(before, after, tuple(reversed(revisions)))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import func, select, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from backend.domain.messages import OutboundMessage
 from backend.store.tables import OutboxRow
@@ -33,18 +33,18 @@ def pending(session: Session, now: datetime, limit: int = 100) -> list[OutboxRow
     """Rows due for publication, oldest first (order is what devices see)."""
     stmt = (
         select(OutboxRow)
-        .where(OutboxRow.status == "pending")
-        .where((OutboxRow.available_at.is_(None)) | (OutboxRow.available_at <= now))  # type: ignore[union-attr,operator]
-        .order_by(OutboxRow.id)  # type: ignore[arg-type]
+        .where(col(OutboxRow.status) == "pending")
+        .where((col(OutboxRow.available_at).is_(None)) | (col(OutboxRow.available_at) <= now))
+        .order_by(col(OutboxRow.id))
         .limit(limit)
     )
     return list(session.execute(stmt).scalars())
 
 
 def depth(session: Session) -> int:
-    stmt = select(func.count()).select_from(OutboxRow).where(OutboxRow.status == "pending")
+    stmt = select(func.count()).select_from(OutboxRow).where(col(OutboxRow.status) == "pending")
     return int(session.execute(stmt).scalar() or 0)
 
 
 def mark(session: Session, row_id: int, **values: object) -> None:
-    session.execute(update(OutboxRow).where(OutboxRow.id == row_id).values(**values))
+    session.execute(update(OutboxRow).where(col(OutboxRow.id) == row_id).values(**values))

@@ -9,12 +9,13 @@ query, and the session autoflushes before it, so no projector flushes by itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import delete, func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from backend.domain.bank import desired_hash
+from backend.domain.command_status import CommandStatus
 from backend.domain.dialect import effective_dialect
 from backend.domain.events import (
     CommandExpired,
@@ -66,13 +67,28 @@ def projector(event_type: type[Any]) -> Callable[[Projector], Projector]:
     return register
 
 
+NOT_PROJECTED: Final = frozenset({"ProvisioningRejected", "QrScanned", "DeviceEventRecorded"})
+"""Event types no read model follows: they are shown from the event log itself."""
+
+
+def projected_event_types() -> frozenset[str]:
+    """Every event type some projector (a read model's or the alerts') follows."""
+    return frozenset(_PROJECTORS) | ALERT_EVENTS
+
+
 def project(session: Session, recorded: RecordedEvent) -> None:
-    """Apply one recorded event to the read models (unknown kinds change nothing)."""
-    fn = _PROJECTORS.get(recorded.event_type)
+    """Apply one recorded event to the read models. An event type no projector follows and
+    `NOT_PROJECTED` does not list is a programming error, said loudly."""
+    event_type = recorded.event_type
+    fn = _PROJECTORS.get(event_type)
     if fn is not None:
         fn(session, recorded)
-    if recorded.event_type in ALERT_EVENTS:
+    if event_type in ALERT_EVENTS:
         project_alerts(session, recorded)
+    elif fn is None and event_type not in NOT_PROJECTED:
+        raise TypeError(
+            f"no projector for {event_type}: add one (@projector) or list it in NOT_PROJECTED"
+        )
     bank = session.get(LockerBankRow, recorded.aggregate_uuid)
     if bank is not None:
         bank.version = recorded.aggregate_version
@@ -105,7 +121,7 @@ def _dialect_and_hash(
 
 def _specs(session: Session, bank_uuid: str) -> list[CompartmentSpec]:
     rows = session.execute(
-        select(CompartmentRow).where(CompartmentRow.bank_uuid == bank_uuid)
+        select(CompartmentRow).where(col(CompartmentRow.bank_uuid) == bank_uuid)
     ).scalars()
     return sorted(
         (CompartmentSpec(number=c.number, slave_id=c.slave_id, address=c.address) for c in rows),
@@ -189,7 +205,7 @@ def _updated(session: Session, r: RecordedEvent) -> None:
     existing = {
         c.number: c
         for c in session.execute(
-            select(CompartmentRow).where(CompartmentRow.bank_uuid == r.aggregate_uuid)
+            select(CompartmentRow).where(col(CompartmentRow.bank_uuid) == r.aggregate_uuid)
         ).scalars()
     }
     wanted = {spec.number: spec for spec in e.compartments}
@@ -244,7 +260,7 @@ def _open_requested(session: Session, r: RecordedEvent) -> None:
             transaction_id=e.transaction_id,
             action="open_compartment",
             compartment_number=e.compartment_number,
-            status="pending",
+            status=CommandStatus.PENDING,
             requested_by=e.requested_by,
             requested_at=e.occurred_at,
             expires_at=e.expires_at,
@@ -266,7 +282,7 @@ def _config_requested(session: Session, r: RecordedEvent) -> None:
             locker_uuid=r.aggregate_uuid,
             transaction_id=e.transaction_id,
             action="apply_config",
-            status="pending",
+            status=CommandStatus.PENDING,
             requested_by=e.requested_by,
             requested_at=e.occurred_at,
             expires_at=e.expires_at,
@@ -285,12 +301,16 @@ def _sent(session: Session, r: RecordedEvent) -> None:
     assert isinstance(e, CommandSent)
     row = _txn(session, r, e.transaction_id)
     row.sent_at = e.occurred_at
-    if row.status == "pending":
-        row.status = "sent"
+    if row.status == CommandStatus.PENDING:
+        row.status = CommandStatus.SENT
 
 
 def _finish_txn(
-    session: Session, r: RecordedEvent, transaction_id: str, status: str, late: bool = False
+    session: Session,
+    r: RecordedEvent,
+    transaction_id: str,
+    status: CommandStatus,
+    late: bool = False,
 ) -> CommandTransactionRow:
     row = _txn(session, r, transaction_id)
     row.status = status
@@ -307,7 +327,13 @@ def _finish_txn(
 def _opened(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CompartmentOpened)
-    txn = _finish_txn(session, r, e.transaction_id, "late" if e.after_expiry else "success", e.late)
+    txn = _finish_txn(
+        session,
+        r,
+        e.transaction_id,
+        CommandStatus.LATE if e.after_expiry else CommandStatus.SUCCESS,
+        e.late,
+    )
     txn.message = e.message
     compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
@@ -319,7 +345,13 @@ def _opened(session: Session, r: RecordedEvent) -> None:
 def _failed(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CommandFailed)
-    row = _finish_txn(session, r, e.transaction_id, "late" if e.after_expiry else "error", e.late)
+    row = _finish_txn(
+        session,
+        r,
+        e.transaction_id,
+        CommandStatus.LATE if e.after_expiry else CommandStatus.ERROR,
+        e.late,
+    )
     row.error_code = e.error_code
     row.message = e.message
     _config_push_ended(session, r, e.action, "drifted")
@@ -339,7 +371,7 @@ def _config_push_ended(session: Session, r: RecordedEvent, action: str, state: s
 def _timed_out(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CommandTimedOut)
-    _finish_txn(session, r, e.transaction_id, "timeout")
+    _finish_txn(session, r, e.transaction_id, CommandStatus.TIMEOUT)
     _config_push_ended(session, r, e.action, "unknown")
 
 
@@ -347,7 +379,12 @@ def _timed_out(session: Session, r: RecordedEvent) -> None:
 def _expired(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CommandExpired)
-    _finish_txn(session, r, e.transaction_id, "unknown" if e.outcome_unknown else "expired")
+    _finish_txn(
+        session,
+        r,
+        e.transaction_id,
+        CommandStatus.UNKNOWN if e.outcome_unknown else CommandStatus.EXPIRED,
+    )
     _config_push_ended(session, r, e.action, "unknown")
 
 
@@ -355,7 +392,7 @@ def _expired(session: Session, r: RecordedEvent) -> None:
 def _config_applied(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, ConfigApplied)
-    status = "late" if e.after_expiry else "success"
+    status = CommandStatus.LATE if e.after_expiry else CommandStatus.SUCCESS
     row = _finish_txn(session, r, e.transaction_id, status, e.late)
     row.applied_config_hash = e.applied_config_hash
     row.message = e.message
@@ -394,8 +431,8 @@ def rebuild(
     while True:
         stmt = (
             select(StoredEvent)
-            .where(StoredEvent.id > position)  # type: ignore[operator]
-            .order_by(StoredEvent.id)  # type: ignore[arg-type]
+            .where(col(StoredEvent.id) > position)
+            .order_by(col(StoredEvent.id))
             .limit(batch)
         )
         rows = list(session.execute(stmt).scalars())

@@ -6,9 +6,10 @@ import json
 from collections.abc import Iterable
 
 from sqlalchemy import func, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from backend.domain.clock_offset import skewed
+from backend.domain.command_status import OPEN_STATUSES, CommandStatus
 from backend.search import Term, event_values, matches
 from backend.store.event_store import RecordedEvent, read_after, read_before
 from backend.store.tables import (
@@ -20,7 +21,6 @@ from backend.store.tables import (
 )
 from backend.views import BankView, CompartmentView, EventView, RejectedView, TransactionView
 
-OPEN_STATUSES = ("pending", "sent")
 HIDDEN_PAYLOAD_FIELDS = frozenset({"token_hmac", "password_sha256"})
 
 
@@ -67,15 +67,15 @@ def _bank(
 
 
 def list_banks(session: Session) -> list[BankView]:
-    banks = list(session.execute(select(LockerBankRow).order_by(LockerBankRow.name)).scalars())
+    banks = list(session.execute(select(LockerBankRow).order_by(col(LockerBankRow.name))).scalars())
     liveness = {r.bank_uuid: r for r in session.execute(select(BankLivenessRow)).scalars()}
     compartments: dict[str, list[CompartmentRow]] = {}
     for c in session.execute(select(CompartmentRow)).scalars():
         compartments.setdefault(c.bank_uuid, []).append(c)
     pending_stmt = (
-        select(CommandTransactionRow.locker_uuid, func.count())
-        .where(CommandTransactionRow.status.in_(OPEN_STATUSES))  # type: ignore[attr-defined]
-        .group_by(CommandTransactionRow.locker_uuid)
+        select(col(CommandTransactionRow.locker_uuid), func.count())
+        .where(col(CommandTransactionRow.status).in_(OPEN_STATUSES))
+        .group_by(col(CommandTransactionRow.locker_uuid))
     )
     pending = {uuid: int(n) for uuid, n in session.execute(pending_stmt)}
     return [
@@ -89,13 +89,13 @@ def get_bank(session: Session, uuid: str) -> BankView | None:
     if row is None:
         return None
     compartments = session.execute(
-        select(CompartmentRow).where(CompartmentRow.bank_uuid == uuid)
+        select(CompartmentRow).where(col(CompartmentRow.bank_uuid) == uuid)
     ).scalars()
     pending_stmt = (
         select(func.count())
         .select_from(CommandTransactionRow)
-        .where(CommandTransactionRow.locker_uuid == uuid)
-        .where(CommandTransactionRow.status.in_(OPEN_STATUSES))  # type: ignore[attr-defined]
+        .where(col(CommandTransactionRow.locker_uuid) == uuid)
+        .where(col(CommandTransactionRow.status).in_(OPEN_STATUSES))
     )
     pending = int(session.execute(pending_stmt).scalar() or 0)
     return _bank(row, session.get(BankLivenessRow, uuid), list(compartments), pending)
@@ -107,7 +107,7 @@ def transaction_view(row: CommandTransactionRow) -> TransactionView:
         bank_uuid=row.locker_uuid,
         action=row.action,
         compartment_number=row.compartment_number,
-        status=row.status,
+        status=CommandStatus(row.status),
         error_code=row.error_code,
         message=row.message,
         requested_by=row.requested_by,
@@ -130,17 +130,17 @@ def list_transactions(
 ) -> list[TransactionView]:
     stmt = select(CommandTransactionRow)
     if bank_uuid is not None:
-        stmt = stmt.where(CommandTransactionRow.locker_uuid == bank_uuid)
+        stmt = stmt.where(col(CommandTransactionRow.locker_uuid) == bank_uuid)
     stmt = stmt.order_by(
-        CommandTransactionRow.requested_at.desc(),  # type: ignore[attr-defined]
-        CommandTransactionRow.transaction_id,
+        col(CommandTransactionRow.requested_at).desc(),
+        col(CommandTransactionRow.transaction_id),
     ).limit(limit)
     return [transaction_view(r) for r in session.execute(stmt).scalars()]
 
 
 def get_transaction(session: Session, transaction_id: str) -> TransactionView | None:
     stmt = select(CommandTransactionRow).where(
-        CommandTransactionRow.transaction_id == transaction_id
+        col(CommandTransactionRow.transaction_id) == transaction_id
     )
     row = session.execute(stmt).scalars().first()
     return transaction_view(row) if row else None
@@ -210,7 +210,7 @@ def search_events(
 
 
 def list_rejected(session: Session, limit: int = 200) -> list[RejectedView]:
-    stmt = select(RejectedMessageRow).order_by(RejectedMessageRow.id.desc()).limit(limit)  # type: ignore[union-attr]
+    stmt = select(RejectedMessageRow).order_by(col(RejectedMessageRow.id).desc()).limit(limit)
     return [
         RejectedView(
             id=r.id or 0,

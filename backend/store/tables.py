@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import BigInteger, Column, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from backend.store.types import UTCDateTime
@@ -12,12 +13,20 @@ from backend.store.types import UTCDateTime
 BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
-def _id() -> object:
+# The two column helpers return `Any`, as sqlmodel's `Field` does: the class attribute is
+# declared with the Python type (`created_at: datetime = _ts()`), the value is a FieldInfo.
+def _id() -> Any:
     return Field(default=None, sa_column=Column(BIG_ID, primary_key=True, autoincrement=True))
 
 
-def _ts(nullable: bool = True, index: bool = False) -> object:
+def _ts(nullable: bool = True, index: bool = False) -> Any:
     return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a `table=True` model (for executemany and primary-key reads).
+    SQLModel sets `__table__` when the class is created; its type stubs do not declare it."""
+    return cast(Table, model.__table__)  # type: ignore[attr-defined]  # set at class creation
 
 
 class StoredEvent(SQLModel, table=True):
@@ -28,14 +37,14 @@ class StoredEvent(SQLModel, table=True):
         UniqueConstraint("aggregate_uuid", "aggregate_version", name="uq_stored_events_version"),
     )
 
-    id: int | None = _id()  # type: ignore[assignment]
+    id: int | None = _id()
     aggregate_uuid: str = Field(max_length=36, index=True)
     aggregate_version: int
     event_type: str = Field(max_length=64)
     event_version: int = 1
     payload: str = Field(sa_column=Column(Text, nullable=False))
     event_metadata: str = Field(sa_column=Column("metadata", Text, nullable=False))
-    created_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
+    created_at: datetime = _ts(nullable=False)
 
 
 class LockerBankRow(SQLModel, table=True):
@@ -57,13 +66,13 @@ class LockerBankRow(SQLModel, table=True):
     dialect_setting: str = Field(default="seed", max_length=16)
     detected_dialect: str | None = Field(default=None, max_length=16)
     token_hmac: str | None = Field(default=None, max_length=64, index=True)
-    token_expires_at: datetime | None = _ts()  # type: ignore[assignment]
+    token_expires_at: datetime | None = _ts()
     password_sha256: str | None = Field(default=None, max_length=64)
     client_id: str | None = Field(default=None, max_length=128)
-    provisioned_at: datetime | None = _ts()  # type: ignore[assignment]
-    status_changed_at: datetime | None = _ts()  # type: ignore[assignment]
-    created_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
-    updated_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
+    provisioned_at: datetime | None = _ts()
+    status_changed_at: datetime | None = _ts()
+    created_at: datetime = _ts(nullable=False)
+    updated_at: datetime = _ts(nullable=False)
     version: int = 0
 
 
@@ -77,7 +86,7 @@ class CompartmentRow(SQLModel, table=True):
     slave_id: int
     address: int
     door_state: str = Field(default="unknown", max_length=16)
-    last_opened_at: datetime | None = _ts()  # type: ignore[assignment]
+    last_opened_at: datetime | None = _ts()
     last_transaction_id: str | None = Field(default=None, max_length=128)
     open_transaction_id: str | None = Field(default=None, max_length=128)
 
@@ -101,16 +110,16 @@ class CommandTransactionRow(SQLModel, table=True):
     error_code: str | None = Field(default=None, max_length=64)
     message: str | None = Field(default=None, max_length=1024)
     requested_by: str = Field(max_length=128)
-    requested_at: datetime = _ts(nullable=False, index=True)  # type: ignore[assignment]
-    sent_at: datetime | None = _ts()  # type: ignore[assignment]
-    completed_at: datetime | None = _ts()  # type: ignore[assignment]
-    expires_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
+    requested_at: datetime = _ts(nullable=False, index=True)
+    sent_at: datetime | None = _ts()
+    completed_at: datetime | None = _ts()
+    expires_at: datetime = _ts(nullable=False)
     late: bool = False
     config_hash: str | None = Field(default=None, max_length=64)
     applied_config_hash: str | None = Field(default=None, max_length=128)
     payload_hash: str | None = Field(default=None, max_length=64)
-    first_seen_at: datetime | None = _ts()  # type: ignore[assignment]
-    last_seen_at: datetime | None = _ts()  # type: ignore[assignment]
+    first_seen_at: datetime | None = _ts()
+    last_seen_at: datetime | None = _ts()
     duplicate_count: int = 0
     attempts: int = 0
     in_doubt: bool = False
@@ -126,8 +135,8 @@ class BankLivenessRow(SQLModel, table=True):
     __tablename__ = "bank_liveness"
 
     bank_uuid: str = Field(primary_key=True, max_length=36)
-    last_heartbeat_at: datetime | None = _ts()  # type: ignore[assignment]
-    device_timestamp: datetime | None = _ts()  # type: ignore[assignment]
+    last_heartbeat_at: datetime | None = _ts()
+    device_timestamp: datetime | None = _ts()
     uptime_seconds: float | None = None
     heartbeats: int = 0
     clock_offset_seconds: float | None = None
@@ -143,7 +152,7 @@ class OutboxRow(SQLModel, table=True):
         Index("ix_outbox_bank_transaction", "bank_uuid", "transaction_id"),
     )
 
-    id: int | None = _id()  # type: ignore[assignment]
+    id: int | None = _id()
     kind: str = Field(max_length=32)
     topic: str = Field(max_length=512)
     payload: str = Field(sa_column=Column(Text, nullable=False))
@@ -153,10 +162,10 @@ class OutboxRow(SQLModel, table=True):
     transaction_id: str | None = Field(default=None, max_length=128)
     status: str = Field(default="pending", max_length=16)
     attempts: int = 0
-    created_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
-    available_at: datetime | None = _ts()  # type: ignore[assignment]
-    expires_at: datetime | None = _ts()  # type: ignore[assignment]
-    sent_at: datetime | None = _ts()  # type: ignore[assignment]
+    created_at: datetime = _ts(nullable=False)
+    available_at: datetime | None = _ts()
+    expires_at: datetime | None = _ts()
+    sent_at: datetime | None = _ts()
     last_error: str | None = Field(default=None, max_length=512)
 
 
@@ -167,7 +176,7 @@ class ProcessedMessageRow(SQLModel, table=True):
 
     bank_uuid: str = Field(primary_key=True, max_length=36)
     message_key: str = Field(primary_key=True, max_length=128)
-    processed_at: datetime = _ts(nullable=False, index=True)  # type: ignore[assignment]
+    processed_at: datetime = _ts(nullable=False, index=True)
 
 
 class RejectedMessageRow(SQLModel, table=True):
@@ -179,7 +188,7 @@ class RejectedMessageRow(SQLModel, table=True):
     topic: str = Field(max_length=512)
     payload_head: str = Field(sa_column=Column(Text, nullable=False))
     reason: str = Field(max_length=512)
-    received_at: datetime = _ts(nullable=False, index=True)  # type: ignore[assignment]
+    received_at: datetime = _ts(nullable=False, index=True)
 
 
 class ApiTokenRow(SQLModel, table=True):
@@ -191,8 +200,8 @@ class ApiTokenRow(SQLModel, table=True):
     name: str = Field(max_length=100, unique=True)
     role: str = Field(max_length=16)
     token_sha256: str = Field(max_length=64, unique=True)
-    created_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
-    revoked_at: datetime | None = _ts()  # type: ignore[assignment]
+    created_at: datetime = _ts(nullable=False)
+    revoked_at: datetime | None = _ts()
 
 
 class AlertRow(SQLModel, table=True):
@@ -215,11 +224,11 @@ class AlertRow(SQLModel, table=True):
     transaction_id: str | None = Field(default=None, max_length=128)
     detail: str = Field(default="", max_length=512)
     count: int = 1
-    opened_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
-    last_at: datetime = _ts(nullable=False)  # type: ignore[assignment]
-    resolves_at: datetime | None = _ts(index=True)  # type: ignore[assignment]
-    resolved_at: datetime | None = _ts()  # type: ignore[assignment]
-    acknowledged_at: datetime | None = _ts()  # type: ignore[assignment]
+    opened_at: datetime = _ts(nullable=False)
+    last_at: datetime = _ts(nullable=False)
+    resolves_at: datetime | None = _ts(index=True)
+    resolved_at: datetime | None = _ts()
+    acknowledged_at: datetime | None = _ts()
     acknowledged_by: str | None = Field(default=None, max_length=128)
     ack_note: str | None = Field(default=None, max_length=500)
 

@@ -11,13 +11,24 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from backend.domain.command_status import CommandStatus
 from backend.search import SYNTAX_HELP
 from widgets.badges import state_text
 
 LEGEND: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("bank", ("online", "offline", "provisioned", "unprovisioned", "revoked")),
     ("door", ("open", "closed", "jammed", "unknown")),
-    ("command", ("pending", "sent", "success", "error", "timeout", "expired")),
+    (
+        "command",
+        (
+            CommandStatus.PENDING,
+            CommandStatus.SENT,
+            CommandStatus.SUCCESS,
+            CommandStatus.ERROR,
+            CommandStatus.TIMEOUT,
+            CommandStatus.EXPIRED,
+        ),
+    ),
     ("config", ("in_sync", "drifted", "pending", "unknown")),
 )
 

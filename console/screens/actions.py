@@ -156,7 +156,7 @@ class BankActionScreen(LiveScreen[D], Generic[D]):
             yield PaletteCommand(
                 f"Open compartment {compartment.number}: {bank.name}",
                 f"Open door {compartment.number} (asks first)",
-                lambda r=open_request: self.ask_open(r),  # type: ignore[misc]
+                lambda r=open_request: self.ask_open(r),  # type: ignore[misc]  # lambda default capture
                 changes_state=True,
                 app_allowed=True,
                 discover=False,

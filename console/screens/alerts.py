@@ -17,14 +17,14 @@ from console.context import ConsoleContext
 from console.modals.note import NoteModal
 from console.palette import PaletteCommand
 from console.screens.actions import BankActionScreen
+from console.screens.tabs import Tab
 from widgets.alert_list import AlertTable
 
 
 class AlertsScreen(BankActionScreen[list[AlertView]]):
     """Open alerts, newest first (all of them with `r`)."""
 
-    SCREEN_TITLE = "Alerts"
-    MODE = "alerts"
+    TAB = Tab("5", "alerts", "Alerts")
     BINDINGS = [
         Binding("a", "acknowledge", "Acknowledge"),
         Binding("b", "view_bank", "Bank"),

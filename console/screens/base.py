@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from datetime import datetime
-from typing import ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from rich.text import Text
 from textual import work
@@ -23,6 +23,7 @@ from backend.http.client_gateway import BackendUnreachable
 from console.context import ConsoleContext
 from console.palette import PaletteCommand
 from console.screens.schedule import RefreshSchedule
+from console.screens.tabs import Tab, declare, top_level_screens
 from widgets.filter_bar import FilterBar
 from widgets.formatting import text_look
 from widgets.keyed_table import KeyedTable
@@ -32,16 +33,6 @@ from widgets.status_line import StatusLine, unreachable_text
 log = logging.getLogger(__name__)
 D = TypeVar("D")
 R = TypeVar("R")
-
-
-# The top-level screens: (key, mode name, short label), in tab order.
-MODES: tuple[tuple[str, str, str], ...] = (
-    ("1", "fleet", "Fleet"),
-    ("2", "transactions", "Txns"),
-    ("3", "events", "Events"),
-    ("4", "provisioning", "Prov"),
-    ("5", "alerts", "Alerts"),
-)
 
 
 class TitleBar(Static):
@@ -124,10 +115,22 @@ class LiveScreen(Screen[None], Generic[D]):
     SELECTION_ACTIONS: ClassVar[frozenset[str]] = frozenset()
     """Actions that need a highlighted row: hidden from the footer while there is none."""
     SCREEN_TITLE: ClassVar[str] = ""
+    TAB: ClassVar[Tab | None] = None
+    """Set on a top-level screen: its one declaration as a tab (`console/screens/tabs.py`);
+    its title and `MODE` follow from it."""
     MODE: ClassVar[str] = ""
-    """The tab this screen belongs to."""
+    """The tab this screen belongs to (a top-level screen's own; a pushed screen names the
+    tab it was opened from)."""
     SCREEN_TITLE_SHOWN: ClassVar[bool] = False
     """Whether the title bar names the screen (the tabs already name the top-level ones)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        tab = cls.__dict__.get("TAB")
+        if tab is not None:
+            cls.MODE = tab.name
+            cls.SCREEN_TITLE = cls.SCREEN_TITLE or tab.label
+            declare(tab, cls)
 
     def __init__(self, ctx: ConsoleContext, *, name: str | None = None) -> None:
         super().__init__(name=name)
@@ -148,7 +151,8 @@ class LiveScreen(Screen[None], Generic[D]):
     def compose(self) -> ComposeResult:
         with Horizontal(id="title-bar"):
             yield TitleBar(id="title")
-            yield ModeTabs(MODES, self.MODE)
+            tabs = [(tab.key, tab.name, tab.tab_label) for tab, _ in top_level_screens()]
+            yield ModeTabs(tabs, self.MODE)
         yield Notice(id="notice")
         yield from self.compose_body()
         yield FilterBar(id="filter")
@@ -173,7 +177,7 @@ class LiveScreen(Screen[None], Generic[D]):
     # ----- refresh -----------------------------------------------------------------------
 
     @property
-    def loading(self) -> bool:
+    def loading(self) -> bool:  # type: ignore[override]  # read-only here: the fetch sets it
         """True while a fetch is in flight."""
         return self._loading
 
@@ -245,13 +249,13 @@ class LiveScreen(Screen[None], Generic[D]):
                 self.redraw()
             return
         self._outage_shown = True
-        text = Text(unreachable_text(self.ctx.mode, since), style="bold red")
+        text = Text(unreachable_text(self.ctx.run_mode, since), style="bold red")
         if self.data is not None and self._fetched_at is not None:
             text.append(f" · what you see is from {self._fetched_at.strftime('%H:%M:%S UTC')}")
         else:
             text.append(" · nothing to show until it answers")
         self.query_one(Notice).say(text)
-        self.show_unreachable(unreachable_text(self.ctx.mode, since))
+        self.show_unreachable(unreachable_text(self.ctx.run_mode, since))
 
     def show_unreachable(self, words: str) -> None:
         """Put `words` where the screen would show data it never got (override)."""

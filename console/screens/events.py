@@ -20,6 +20,7 @@ from console.context import ConsoleContext
 from console.modals.event_detail import EventDetailModal
 from console.palette import PaletteCommand
 from console.screens.base import LiveScreen
+from console.screens.tabs import Tab
 from widgets.event_log import EventTable
 from widgets.filter_bar import FilterBar
 
@@ -29,8 +30,7 @@ SEARCH_LIMIT = 500
 class EventsScreen(LiveScreen[list[EventView]]):
     """Stored events, oldest first; following keeps the newest in view."""
 
-    SCREEN_TITLE = "Events"
-    MODE = "events"
+    TAB = Tab("3", "events", "Events")
     BINDINGS = [
         Binding("space", "pause", "Pause"),
         Binding("space", "follow", "Follow"),

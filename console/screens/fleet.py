@@ -15,6 +15,7 @@ from console.context import ConsoleContext
 from console.modals.confirm import BankRequest
 from console.palette import PaletteCommand
 from console.screens.actions import BankActionScreen
+from console.screens.tabs import Tab
 from widgets.badges import state_text
 from widgets.bank_table import BankTable
 
@@ -38,8 +39,7 @@ def fleet_headline(banks: list[BankView]) -> Text:
 class FleetScreen(BankActionScreen[list[BankView]]):
     """Every bank: status, heartbeat age and pulse, open doors, config, pending commands."""
 
-    SCREEN_TITLE = "Fleet"
-    MODE = "fleet"
+    TAB = Tab("1", "fleet", "Fleet")
     BINDINGS = [
         Binding("p", "push_config", "Push config"),
         Binding("n", "new_bank", "New bank"),

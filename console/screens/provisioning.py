@@ -23,6 +23,7 @@ from console.modals.confirm import BankRequest
 from console.modals.token import TokenModal
 from console.palette import PaletteCommand
 from console.screens.actions import BankActionScreen
+from console.screens.tabs import Tab
 from widgets.badges import state_text
 from widgets.filter_bar import FilterBar
 from widgets.formatting import age, plural, short_id, truncate
@@ -97,8 +98,7 @@ def parse_count(text: str, what: str, low: int, high: int) -> int:
 class ProvisioningScreen(BankActionScreen[list[BankView]]):
     """New banks and their credentials."""
 
-    SCREEN_TITLE = "Provisioning"
-    MODE = "provisioning"
+    TAB = Tab("4", "provisioning", "Provisioning", short="Prov")
     BINDINGS = [
         Binding("n", "new_bank", "New bank"),
         Binding("t", "new_token", "New token"),

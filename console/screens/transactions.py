@@ -10,8 +10,10 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 
+from backend.domain.command_status import CommandStatus
 from backend.views import TransactionView
 from console.screens.actions import BankActionScreen
+from console.screens.tabs import Tab
 from widgets.badges import state_text
 from widgets.transaction_timeline import TransactionDetail, TransactionTable
 
@@ -21,8 +23,7 @@ LIMIT = 200
 class TransactionsScreen(BankActionScreen[list[TransactionView]]):
     """The command log of the whole fleet."""
 
-    SCREEN_TITLE = "Transactions"
-    MODE = "transactions"
+    TAB = Tab("2", "transactions", "Transactions", short="Txns")
     BINDINGS = [Binding("b", "view_bank", "Bank")]
     SELECTION_ACTIONS = frozenset({"view_bank"})
 
@@ -46,7 +47,13 @@ class TransactionsScreen(BankActionScreen[list[TransactionView]]):
     def headline(self, data: list[TransactionView]) -> Text:
         counts = Counter(t.status for t in data)
         text = Text(f"latest {len(data)}")
-        for status in ("pending", "sent", "error", "timeout", "expired"):
+        for status in (
+            CommandStatus.PENDING,
+            CommandStatus.SENT,
+            CommandStatus.ERROR,
+            CommandStatus.TIMEOUT,
+            CommandStatus.EXPIRED,
+        ):
             if counts.get(status):
                 text.append(f" · {counts[status]} ")
                 text.append_text(state_text(status))

@@ -21,8 +21,9 @@ import aiomqtt
 from aiohttp import web
 
 from backend.broker import EmbeddedBroker
+from backend.domain.digests import secret_digest
 from backend.http.hook import add_hook_routes
-from backend.http.users import UserDirectory, hash_password
+from backend.http.users import UserDirectory
 from tests.support.mosquitto import free_port
 
 SECRET = "test-mosq-secret-0123456789abcdef"
@@ -123,7 +124,7 @@ def make_directory() -> UserDirectory:
         BACKEND_USER, BACKEND_PASSWORD, PROVISIONING_USER, PROVISIONING_PASSWORD
     )
     for uuid, password in DEVICE_PASSWORDS.items():
-        directory.device_provisioned(uuid, hash_password(password), PINNED_IDS.get(uuid))
+        directory.device_provisioned(uuid, secret_digest(password), PINNED_IDS.get(uuid))
     return directory
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import select
 
 from backend.domain.contract import CommandResponse
 from backend.domain.errors import InvalidInput, NotFound, RuleViolation
+from backend.domain.outcomes import Disposition
 from backend.domain.timeutil import FrozenClock
 from backend.service import LockerService
 from backend.store.tables import CommandTransactionRow, OutboxRow
@@ -95,7 +96,7 @@ async def test_answer_after_expiry_is_late_and_alerted_never_success(
     assert alert.kind == "command_expired" and alert.transaction_id == txn.transaction_id
     clock.advance(20)  # the device opens anyway (it ignores expires_at) and says so
     outcome = await service.devices.record_response(bank, answer(txn.transaction_id))
-    assert outcome.status == "applied"
+    assert outcome.disposition is Disposition.APPLIED
     late = await service.get_transaction(txn.transaction_id)
     assert late.status == "late" and late.late
     alerts = await service.list_alerts()

@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, text
 
 from backend.domain.contract import DeviceEvent
 from backend.domain.events import LockerBankCreated, event_from_payload
+from backend.domain.outcomes import Outcome
 from backend.service import LockerService
 from backend.store.migrate import upgrade
 from tests.support.http_api import provision
@@ -61,8 +62,8 @@ async def test_a_documented_future_event_is_recorded(service: LockerService) -> 
         timestamp=datetime(2026, 1, 1, 12, tzinfo=UTC),
         data={"sensor": "frame"},
     )
-    assert await service.devices.record_event(bank, event) == "applied"
-    assert await service.devices.record_event(bank, event) == "duplicate"  # its message_id
+    assert await service.devices.record_event(bank, event) == Outcome.applied()
+    assert await service.devices.record_event(bank, event) == Outcome.duplicate()  # its message_id
     last = (await service.events_after(0))[-1]
     assert last.event_type == "DeviceEventRecorded"
     assert last.payload["event"] == "tamper_detected" and last.payload["data"] == {

@@ -30,6 +30,7 @@ from amqtt.contrib.http import (
 from amqtt.session import Session
 
 from backend.domain.acl import Decision
+from backend.domain.digests import secret_digest
 from backend.http.hook import (
     ACL_PATH,
     AUTH_PATH,
@@ -39,9 +40,9 @@ from backend.http.hook import (
     HookMetrics,
     RedactingAccessLogger,
     add_hook_routes,
-    redact_topic,
+    log_field,
 )
-from backend.http.users import UserDirectory, hash_password
+from backend.http.users import UserDirectory
 from backend.log_throttle import LOG_BURST
 
 SECRET = "hook-secret-7Qp2xW9vLk3s"
@@ -67,9 +68,9 @@ def make_directory() -> UserDirectory:
     """Backend, provisioning client, one superuser name, two live banks and a revoked one."""
     directory = UserDirectory(BACKEND_USER, BACKEND_PW, PROV_USER, PROV_PW, {SUPERUSER})
     # each bank registered with its own client id (its pinned id, DESIGN section 4)
-    directory.device_provisioned(A, hash_password(A_PW), "dev-a")
-    directory.device_provisioned(B, hash_password(B_PW), "dev-b")
-    directory.device_provisioned(REVOKED, hash_password(REVOKED_PW), "dev-r")
+    directory.device_provisioned(A, secret_digest(A_PW), "dev-a")
+    directory.device_provisioned(B, secret_digest(B_PW), "dev-b")
+    directory.device_provisioned(REVOKED, secret_digest(REVOKED_PW), "dev-r")
     directory.device_revoked(REVOKED)
     return directory
 
@@ -321,7 +322,7 @@ async def test_revoked_device_refused_at_next_auth_and_acl(hook: Hook) -> None:
     assert_granted(await go_auth_login(hook, B, B_PW, "dev-b"), True)
     # reprovisioning replaces the password
     new_password = "dev-A-second-life-pw-0Kx8Jd4Hs2Lq"
-    hook.directory.device_provisioned(A, hash_password(new_password), "dev-a")
+    hook.directory.device_provisioned(A, secret_digest(new_password), "dev-a")
     assert_granted(await go_auth_login(hook, A, A_PW, "dev-a"), False)
     assert_granted(await go_auth_login(hook, A, new_password, "dev-a"), True)
     assert_granted(await go_auth_acl(hook, A, "dev-a", topic, 4), True)
@@ -652,7 +653,7 @@ async def test_logs_never_hold_passwords_secret_or_tokens(
     text = caplog.text
     assert "mosq auth" in text and "-> allow" in text and "-> deny" in text
     assert "locker/register/<redacted>" in text
-    assert "mosq_secret=REDACTED" in text  # the access log was captured, redacted
+    assert "mosq_secret=<redacted>" in text  # the access log was captured, redacted
     for secret in ALL_SECRETS:
         assert secret not in text
         assert all(secret not in str(record.args) for record in caplog.records)
@@ -668,12 +669,12 @@ async def test_default_access_log_is_filtered_too(caplog: pytest.LogCaptureFixtu
         await post(hook, AUTH_PATH, {"username": A}, secret=SECRET + "-typo")
     access = [r for r in caplog.records if r.name == "aiohttp.access"]
     assert len(access) == 2
-    assert all("mosq_secret=REDACTED" in r.getMessage() for r in access)
+    assert all("mosq_secret=<redacted>" in r.getMessage() for r in access)
     assert SECRET not in caplog.text and A_PW not in caplog.text
 
 
-def test_redact_topic() -> None:
-    assert redact_topic(f"locker/register/{TOKEN}") == "locker/register/<redacted>"
-    assert redact_topic("locker/register/+") == "locker/register/<redacted>"
-    assert redact_topic(f"locker/{A}/state") == f"locker/{A}/state"
-    assert len(redact_topic("x" * 5000)) < 300
+def test_log_field_redacts_and_shortens() -> None:
+    assert log_field(f"locker/register/{TOKEN}") == "locker/register/<redacted>"
+    assert log_field("locker/register/+") == "locker/register/<redacted>"
+    assert log_field(f"locker/{A}/state") == f"locker/{A}/state"
+    assert len(log_field("x" * 5000)) < 300

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from backend.domain.contract import CommandResponse
+from backend.domain.outcomes import Disposition
 from backend.domain.timeutil import FrozenClock
 from backend.http.credentials import (
     CredentialSync,
@@ -687,7 +688,7 @@ async def test_metrics(api: ApiHarness, service: LockerService, clock: FrozenClo
         timestamp=clock.now(),
     )
     outcome = await service.devices.record_response(bank.uuid, response)
-    assert outcome.status == "applied"
+    assert outcome.disposition is Disposition.APPLIED
     await service.request_open(bank.uuid, 2, actor="t")
     api.mqtt_counters.update(
         {

@@ -16,7 +16,7 @@ from tests.conftest import make_settings
 from tests.support.mosquitto import MosquittoBroker
 
 
-async def _no_message(_message: object) -> None:
+async def _no_message(_message: object, _ack: object) -> None:
     return None
 
 

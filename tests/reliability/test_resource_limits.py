@@ -27,6 +27,7 @@ import pytest
 
 from backend.device_service import DEDUP_TTL
 from backend.domain.contract import DeviceEvent
+from backend.domain.outcomes import Outcome
 from backend.domain.timeutil import FrozenClock
 from backend.service import LockerService
 from simulator.device import DeviceOptions
@@ -181,7 +182,7 @@ async def test_processed_and_rejected_messages_are_pruned(tmp_path: Path) -> Non
                 timestamp=clock.now(),
                 data={"compartment_number": 1, "state": "open" if i % 2 else "closed"},
             )
-            assert await service.devices.record_event(created.uuid, event) == "applied"
+            assert await service.devices.record_event(created.uuid, event) == Outcome.applied()
             await service.devices.record_rejected("locker/x/event", b"\x00" * 4096, "bad")
 
         async def counts() -> tuple[int, int]:

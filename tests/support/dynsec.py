@@ -78,7 +78,7 @@ async def provision(
         async with asyncio.timeout(timeout):
             async for message in client.messages:
                 if str(message.topic) == reply_topic:
-                    reply: dict[str, Any] = json.loads(message.payload)  # type: ignore[arg-type]
+                    reply: dict[str, Any] = json.loads(message.payload)
                     return reply
     raise AssertionError("no provisioning reply")
 

@@ -100,6 +100,7 @@ def run_mosquitto(
         "allow_anonymous true\n"
         "persistence false\n"
         "max_queued_messages 100000\n"
+        "max_inflight_messages 2000\n"  # as deployed: the backend's window (mqtt/acks.py)
         f"set_tcp_nodelay {'true' if tcp_nodelay else 'false'}\n"
         "log_type error\n" + extra_config
     )

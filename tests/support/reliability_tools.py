@@ -11,10 +11,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, text
 
+from backend.domain.command_status import TERMINAL_STATUSES
+
 T = TypeVar("T")
 
 OUTCOMES = ("CompartmentOpened", "CommandFailed", "CommandTimedOut", "CommandExpired")
-TERMINAL = {"success", "error", "timeout", "expired", "late", "unknown"}
+TERMINAL = TERMINAL_STATUSES
 
 
 async def until(

@@ -21,6 +21,7 @@ from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from backend.device_service import HeartbeatIn
 from backend.domain.contract import CommandResponse, Heartbeat, HeartbeatData
+from backend.domain.outcomes import Disposition
 from backend.domain.timeutil import FrozenClock
 from backend.gateway import InProcessGateway
 from backend.service import LockerService
@@ -105,7 +106,7 @@ class Devices:
             applied_config_hash=applied_config_hash,
         )
         outcome = await self.service.devices.record_response(uuid, response, response.to_bytes())
-        assert outcome.status == "applied", outcome
+        assert outcome.disposition is Disposition.APPLIED, outcome
 
     async def apply_config(self, uuid: str, *, in_sync: bool = True) -> None:
         """Answer the bank's pending config push (with the desired hash, or a wrong one)."""

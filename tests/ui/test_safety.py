@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from backend.domain.timeutil import FrozenClock
 from backend.gateway import InProcessGateway
+from backend.run_mode import RunMode
 from backend.service import LockerService
 from console.app import LockerConsoleApp
 from console.modals.confirm import ConfirmModal
@@ -68,7 +69,9 @@ async def test_attached_console_quits_without_asking(
     service: LockerService, clock: FrozenClock, devices: Devices
 ) -> None:
     await devices.bank("A")
-    app = LockerConsoleApp(InProcessGateway(service, actor=OPERATOR), clock=clock, mode="attach")
+    app = LockerConsoleApp(
+        InProcessGateway(service, actor=OPERATOR), clock=clock, run_mode=RunMode.ATTACH
+    )
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         await pilot.press("q")
@@ -80,7 +83,7 @@ async def test_an_app_token_is_offered_only_what_it_may_do(
 ) -> None:
     uuid = await devices.bank("Hall", "Berlin")
     gateway = InProcessGateway(service, actor="mobile-app")
-    app = LockerConsoleApp(gateway, clock=clock, mode="attach", role="app")
+    app = LockerConsoleApp(gateway, clock=clock, run_mode=RunMode.ATTACH, role="app")
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         for key in ("p", "n"):  # push config, new bank: operators only

@@ -15,6 +15,7 @@ from textual.widgets import Input, Sparkline, Static
 from backend.domain.bank import MAX_COMPARTMENTS
 from backend.domain.timeutil import FrozenClock
 from backend.http.client_gateway import HttpGateway
+from backend.run_mode import RunMode
 from backend.service import LockerService
 from console.app import LockerConsoleApp
 from console.modals.event_detail import EventDetailModal
@@ -309,7 +310,7 @@ async def test_attach_with_a_dead_backend_says_so_everywhere(
     async with serve_api(service) as api:
         gateway = HttpGateway(api.base_url, api.operator_token, timeout=2.0)
         await gateway.whoami()
-        app = LockerConsoleApp(gateway, clock=clock, refresh_interval=0.1, mode="attach")
+        app = LockerConsoleApp(gateway, clock=clock, refresh_interval=0.1, run_mode=RunMode.ATTACH)
         try:
             async with app.run_test(size=SIZE) as pilot:
                 await ready(pilot, app)

@@ -155,3 +155,14 @@ def test_mosquitto_conf_cache_queue_and_tls() -> None:
     listeners = [v for k, v in active if k == "listener"]
     assert [v.split()[0] for v in listeners] == ["1883", "8883"]
     assert conf["certfile"] and conf["keyfile"]
+
+
+def test_both_mosquitto_configs_give_the_backend_its_in_flight_window() -> None:
+    """The backend acknowledges a message once it is stored (mqtt/acks.py): Mosquitto's
+    in-flight window per client bounds what it works on at once (MQTT 3.1.1; MQTT 5 asks
+    for RECEIVE_MAXIMUM itself)."""
+    from backend.mqtt.acks import RECEIVE_MAXIMUM
+
+    for name in ("mosquitto.conf", "mosquitto-dynsec.conf"):
+        conf = options((DEPLOY / name).read_text())
+        assert int(conf["max_inflight_messages"]) == RECEIVE_MAXIMUM, name

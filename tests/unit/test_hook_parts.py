@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from backend.config import Settings, default_instance_id
+from backend.domain.digests import secret_digest
 from backend.http.credential_sync import CREDENTIAL_EVENT_TYPES, CredentialChange, CredentialSync
 from backend.http.hook import LATENCY_BUCKETS, HookMetrics
-from backend.http.users import UserDirectory, hash_password
+from backend.http.users import UserDirectory
 from backend.store import change_feed
 from backend.store.change_feed import libpq_url
 
@@ -33,7 +34,7 @@ def test_the_event_store_notifies_for_exactly_the_events_the_hook_applies() -> N
 def test_newest_change_per_bank_wins_whatever_the_order() -> None:
     directory = UserDirectory("backend", "pw", "prov", "pw2")
     sync = CredentialSync(directory)
-    digest = hash_password("secret")
+    digest = secret_digest("secret")
     assert sync.apply_changes([CredentialChange(5, UUID, None)]) == 1
     # An older provisioning read late (the tail, a miss look-up) never undoes it.
     assert sync.apply_changes([CredentialChange(3, UUID, digest)]) == 0
@@ -69,7 +70,7 @@ def test_only_bank_uuids_are_looked_up_in_the_store() -> None:
     directory.device_revoked(UUID)
     assert not directory.needs_lookup(UUID)
     assert directory.needs_lookup(UUID, revoked_too=True)
-    directory.device_provisioned(UUID, hash_password("x"))
+    directory.device_provisioned(UUID, secret_digest("x"))
     assert not directory.needs_lookup(UUID, revoked_too=True)
 
 
@@ -90,7 +91,7 @@ def test_the_hook_starts_without_the_orm() -> None:
     import sys
 
     code = (
-        "import sys, console.cli, console.modes, backend.hook_process\n"
+        "import sys, console.cli, console.run_modes, backend.hook_process\n"
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
         "{'sqlalchemy', 'sqlmodel', 'textual', 'amqtt', 'aiomqtt'})\n"
         "heavy += [m for m in ('backend.service', 'backend.runner') if m in sys.modules]\n"

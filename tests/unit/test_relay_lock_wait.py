@@ -30,7 +30,7 @@ class RefusedLock:
         return None
 
 
-async def _no_message(_message: object) -> None:
+async def _no_message(_message: object, _ack: object) -> None:
     return None
 
 

@@ -1,4 +1,5 @@
-"""Run modes: standalone console, headless backend, demo, attach, simulate.
+"""Run modes (`RunMode`): standalone console, headless backend, demo, attach; and the
+`simulate` and `hook` processes.
 
 Only the TUI modes import Textual (lazily); `--headless` and `simulate` never do.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from backend.config import Settings, SettingsError, load_settings
 from backend.domain.errors import DomainError
+from backend.run_mode import RunMode
 from console.logging_setup import configure
 from console.progress import progress
 
@@ -28,8 +30,8 @@ def _port_env_set() -> bool:
     return bool(os.environ.get("MQTT_PORT"))
 
 
-def run_mode(args: argparse.Namespace) -> int:
-    """Start the requested long-running mode; returns the exit code."""
+def run(args: argparse.Namespace) -> int:
+    """Start the requested long-running run mode; returns the exit code."""
     if args.command == "hook":
         return _run_hook()
     embedded = getattr(args, "embedded_broker", None)
@@ -88,9 +90,10 @@ def _run(main: Awaitable[Any], startup_errors: tuple[type[Exception], ...] | Non
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    caught: tuple[type[Exception], ...] = (*startup_errors, SettingsError, DomainError, ValueError)
     try:
         asyncio.run(runner())
-    except (*startup_errors, SettingsError, DomainError, ValueError) as exc:
+    except caught as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
@@ -118,7 +121,9 @@ async def _standalone(settings: Settings, args: argparse.Namespace, log_path: An
     from console.app import LockerConsoleApp
 
     current_origin.set(local_origin())  # the operator's actions: who, and from where
-    services = BackendServices(settings, mode="demo" if args.demo else "standalone", tune_gc=True)
+    services = BackendServices(
+        settings, run_mode=RunMode.DEMO if args.demo else RunMode.STANDALONE, tune_gc=True
+    )
     await services.start()
     fleet_task: asyncio.Task[None] | None = None
     try:
@@ -191,7 +196,10 @@ async def _attach(settings: Settings, args: argparse.Namespace) -> None:
     try:
         await gateway.whoami()  # fail fast with one line if unreachable or the token is bad
         app = LockerConsoleApp(
-            gateway, readonly=args.attach_readonly, mode="attach", role=gateway.role or "operator"
+            gateway,
+            readonly=args.attach_readonly,
+            run_mode=RunMode.ATTACH,
+            role=gateway.role or "operator",
         )
         await app.run_async()
     finally:
