@@ -144,6 +144,7 @@ def load_users(connections: int) -> list[str]:
 async def run_load(args: argparse.Namespace) -> None:
     from backend.domain.contract import Command, CommandResponse, Heartbeat, HeartbeatData
     from backend.domain.contract import config_hash as seed_hash
+    from backend.domain.outcomes import ResponseResult
     from backend.domain.topics import device_topic
 
     stop = stop_event()
@@ -164,7 +165,7 @@ async def run_load(args: argparse.Namespace) -> None:
             data = command.config_data()
             response = CommandResponse(
                 action="apply_config",
-                result="success",
+                result=ResponseResult.SUCCESS,
                 transaction_id=command.transaction_id,
                 timestamp=datetime.now(UTC),
                 applied_config_hash=seed_hash(data.compartments, data.heartbeat_interval_seconds),
