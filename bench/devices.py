@@ -224,6 +224,8 @@ async def run_load(args: argparse.Namespace) -> None:
         )
         for user in users
     ]
+    for client in clients:
+        client.pending_calls_threshold = 10 * args.in_flight  # many publishes fly by design
     async with contextlib.AsyncExitStack() as stack:
         for client in clients:
             await stack.enter_async_context(client)
