@@ -178,7 +178,6 @@ async def run_load(args: argparse.Namespace) -> None:
         nonlocal sent
         gate = asyncio.Semaphore(args.in_flight)
         period = args.interval
-        step = period / max(len(mine), 1)
         uptime0 = time.monotonic()
 
         async def one(bank: str) -> None:
@@ -194,8 +193,14 @@ async def run_load(args: argparse.Namespace) -> None:
 
         tasks: set[asyncio.Task[None]] = set()
         round_start = started + offset
+        share = args.ramp_per_s / args.connections  # this connection's banks started per s
         while not stop.is_set():
-            for index, bank in enumerate(mine):
+            # A gradual start (a fleet does not come online in one instant): the banks
+            # started so far, spread evenly over this round.
+            ramped = int((time.monotonic() - started) * share) if share > 0 else len(mine)
+            active = mine[: max(1, min(len(mine), ramped))]
+            step = period / len(active)
+            for index, bank in enumerate(active):
                 due = round_start + index * step
                 wait = due - time.monotonic()
                 if wait > 0.005:
@@ -404,6 +409,7 @@ def main() -> None:
     load.add_argument("--interval", type=float, default=5.0)
     load.add_argument("--in-flight", type=int, default=500, help="QoS 1 publishes per connection")
     load.add_argument("--report", type=float, default=5.0)
+    load.add_argument("--ramp-per-s", type=float, default=0.0, help="banks started per s (0: all)")
     raw = sub.add_parser("raw")
     raw.add_argument("--port", type=int, required=True)
     raw.add_argument("--report", type=float, default=2.0)

@@ -331,6 +331,8 @@ async def run_step(args: argparse.Namespace, banks: int) -> dict[str, Any]:
                             str(args.interval),
                             "--report",
                             "2",
+                            "--ramp-per-s",
+                            str(args.ramp),
                         )
                     )
                     await sims[0].wait_for("ready", timeout=60)
@@ -606,8 +608,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ramp",
         type=float,
-        default=40.0,
-        help="devices started per second (0: all at once, as after a backend restart)",
+        default=None,
+        help="banks started per second (0: all at once, as after a backend restart; "
+        "default 200 with the generator, 40 with devices)",
     )
     parser.add_argument("--settle-timeout", type=float, default=600.0)
     parser.add_argument("--keep-going", action="store_true", help="run every step")
@@ -617,6 +620,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.steps is None:
         args.steps = "5000,10000,15000,20000" if args.load == "generator" else DEVICE_STEPS
+    if args.ramp is None:
+        args.ramp = 200.0 if args.load == "generator" else 40.0
     if args.quick:
         args.steps, args.window, args.settle_timeout, args.ramp = "10", 3.0, 120.0, 0.0
     args.steps = [int(s) for s in str(args.steps).split(",") if s.strip()]
