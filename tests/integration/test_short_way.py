@@ -22,7 +22,7 @@ from backend.mqtt.metrics import Metrics
 from backend.service import LockerService
 from backend.store import queries
 from backend.views import RejectedView
-from tests.support.reliability_tools import until
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
 
