@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from backend.device_service import DeviceService, HeartbeatIn
 from backend.domain.acl import valid_identity
 from backend.domain.command_status import CommandStatus
@@ -49,11 +47,12 @@ from backend.mqtt.inbound import INVALID_LANE, REGISTER_LANE, Inbound
 from backend.mqtt.known_banks import KnownBanks
 from backend.mqtt.metrics import Metrics
 from backend.mqtt.rejects import Rejector
+from backend.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-STORE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError)
+STORE_ERRORS: tuple[type[BaseException], ...] = (StoreError, OSError)
 UNKNOWN_BANK = "unknown bank uuid"
 
 
