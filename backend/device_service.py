@@ -26,7 +26,7 @@ from backend.domain.command_status import (
 )
 from backend.domain.contract import CommandResponse, DeviceEvent, Heartbeat
 from backend.domain.digests import secret_digest
-from backend.domain.errors import DomainError, NotFound
+from backend.domain.errors import DomainError
 from backend.domain.events import EventMetadata
 from backend.domain.messages import (
     OutboundMessage,
@@ -38,7 +38,8 @@ from backend.domain.messages import (
 from backend.domain.outcomes import Outcome, RegistrationResult
 from backend.domain.ratelimit import FailureLimiter
 from backend.domain.timeutil import truncate_ms
-from backend.store import outbox
+from backend.domain.topics import is_bank_uuid
+from backend.store import identity, liveness, outbox
 from backend.store.batch_reads import (
     chunks,
     due_commands,
@@ -49,7 +50,6 @@ from backend.store.batch_reads import (
     silent_banks,
 )
 from backend.store.tables import (
-    BankLivenessRow,
     CommandTransactionRow,
     LockerBankRow,
     OutboxRow,
@@ -222,7 +222,7 @@ class DeviceService:
         # instance committed for this transaction a moment ago (else a duplicate looks like
         # a first answer to a command the aggregate has already finished: "no command").
         uow.bank(bank_uuid)
-        txn = uow.session.get(CommandTransactionRow, (bank_uuid, response.transaction_id))
+        txn = identity.get(uow.session, CommandTransactionRow, (bank_uuid, response.transaction_id))
         if txn is None:
             return Outcome.rejected("unknown transaction for this bank")
         if txn.action != response.action:
@@ -330,17 +330,12 @@ class DeviceService:
         self, uow: UnitOfWork, items: Sequence[HeartbeatIn], taken: list[HeartbeatIn]
     ) -> int:
         taken.clear()  # a retried transaction starts again
+        if not items:
+            return 0
+        uow.lock()
+        rows = liveness.load(uow.session, {i.bank_uuid for i in items})
+        changed: dict[str, liveness.Liveness] = {}
         came: list[str] = []
-        if items:
-            uow.bank(items[0].bank_uuid)
-        held: list[object] = [
-            *preload(uow.session, BankLivenessRow, {i.bank_uuid for i in items}),
-            *preload(
-                uow.session,
-                LockerBankRow,
-                {i.bank_uuid for i in items if uow.bank(i.bank_uuid).status != "online"},
-            ),
-        ]
         for item in items:
             bank = uow.bank(item.bank_uuid)
             if not bank.exists or bank.status in ("unprovisioned", "revoked"):
@@ -350,24 +345,21 @@ class DeviceService:
             if item.retained and item.received_at - sent_at > limit:
                 continue  # evidence from the past, not of life
             taken.append(item)
-            row = uow.session.get(BankLivenessRow, item.bank_uuid)
-            if row is None:
-                row = BankLivenessRow(bank_uuid=item.bank_uuid)
-                uow.session.add(row)  # in the identity map: a second beat finds it
+            row = changed[item.bank_uuid] = rows[item.bank_uuid]
             row.last_heartbeat_at = item.received_at
             row.device_timestamp = sent_at
             if not item.retained:  # a retained one may be old: its transit time says nothing
                 sample = offset_sample(sent_at, item.received_at)
                 row.clock_offset_seconds = next_offset(row.clock_offset_seconds, sample)
             row.uptime_seconds = item.heartbeat.data.uptime_seconds
-            row.heartbeats = (row.heartbeats or 0) + 1
+            row.heartbeats += 1
             if bank.status != "online" and uow.execute(
                 item.bank_uuid, lambda b: b.came_online(now=uow.now), DEVICE
             ):
                 came.append(item.bank_uuid)
+        liveness.save(uow.session, changed.values())
         if came:
             self._came_online(uow, came)
-        del held
         return len(taken)
 
     def _came_online(self, uow: UnitOfWork, banks: list[str]) -> None:
@@ -602,7 +594,7 @@ class DeviceService:
                     )
             for bank_uuid, tid in commands:
                 assert bank_uuid is not None and tid is not None
-                txn = uow.session.get(CommandTransactionRow, (bank_uuid, tid))
+                txn = identity.get(uow.session, CommandTransactionRow, (bank_uuid, tid))
                 if txn is not None:
                     txn.attempts = (txn.attempts or 0) + 1
                 uow.execute(
@@ -682,8 +674,23 @@ class DeviceService:
         await self.service.transact(work)
 
     async def bank_exists(self, bank_uuid: str) -> bool:
-        try:
-            await self.service.get_bank(bank_uuid)
-        except NotFound:
+        """Does this bank exist (one indexed read; the uuid as `get_bank` takes it)?"""
+        uuid = bank_uuid.strip().lower()
+        if not is_bank_uuid(uuid):
             return False
-        return True
+
+        def read() -> bool:
+            with self.service.db.read_session() as session:
+                query = select(col(LockerBankRow.uuid)).where(col(LockerBankRow.uuid) == uuid)
+                return session.execute(query).first() is not None
+
+        return await self.service.db.read(read)
+
+    async def bank_uuids(self) -> set[str]:
+        """Every bank's uuid (banks are never deleted): one query."""
+
+        def read() -> set[str]:
+            with self.service.db.read_session() as session:
+                return set(session.execute(select(col(LockerBankRow.uuid))).scalars())
+
+        return await self.service.db.read(read)

@@ -27,20 +27,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
-
-from backend.config import Settings, load_settings
+from backend.config import Settings
 from backend.domain.bank import LockerBank, default_compartments
 from backend.domain.events import DomainEvent, EventMetadata
 from backend.domain.messages import OutboundMessage, command_message
 from backend.service import LockerService, token_hmac
 from backend.store import outbox
-from backend.store.database import normalize_url
 from backend.store.unit_of_work import UnitOfWork
 from bench.stats import cpu_seconds, percentile, summary_ms
 from simulator.state import DeviceState, StateStore
+from tests.support import databases as test_databases
 from tests.support.mosquitto import MosquittoBroker, free_port, run_mosquitto
+from tests.support.settings import make_settings
 
 __all__ = [
     "REPO",
@@ -215,34 +213,17 @@ def postgres_base_url() -> str | None:
 
 @contextlib.contextmanager
 def private_postgres(base_url: str) -> Iterator[str]:
-    """A fresh database next to `base_url`'s, dropped afterwards (tests/support/databases.py)."""
-    base = make_url(normalize_url(base_url))
-    name = f"locker_bench_{os.getpid()}_{uuid_mod.uuid4().hex[:6]}"
-    admin = create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield base.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(
-                text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = :n AND pid <> pg_backend_pid()"
-                ),
-                {"n": name},
-            )
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    """A fresh database next to `base_url`'s, dropped afterwards (the tests' own)."""
+    with test_databases.private_postgres(base_url, prefix="locker_bench") as url:
+        yield url
 
 
 def bench_settings(
     workdir: Path, db_url: str, *, mqtt_port: int = 1883, **overrides: Any
 ) -> Settings:
-    """Settings for a backend against the private broker (no .env, fixed secrets)."""
+    """Settings for a backend against the private broker (the tests' builder, with the
+    benchmarks' fixed secrets)."""
     values: dict[str, Any] = {
-        "_env_file": None,
-        "locker_data_dir": workdir,
         "database_url": db_url,
         "mqtt_host": "127.0.0.1",
         "mqtt_port": mqtt_port,
@@ -255,7 +236,7 @@ def bench_settings(
         "http_port": 0,
     }
     values.update(overrides)
-    return load_settings(**values)
+    return make_settings(workdir, **values)
 
 
 # ----- seeding -----------------------------------------------------------------------------

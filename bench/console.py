@@ -39,6 +39,7 @@ from textual.screen import Screen
 
 from backend.device_service import HeartbeatIn
 from backend.domain.contract import CommandResponse, Heartbeat, HeartbeatData
+from backend.domain.outcomes import ResponseResult
 from backend.domain.timeutil import truncate_ms
 from backend.gateway import InProcessGateway
 from backend.gc_tuning import tune_gc
@@ -169,7 +170,7 @@ class Feeder:
             bank, tid = self.opened.pop()
             response = CommandResponse(
                 action="open_compartment",
-                result="success",
+                result=ResponseResult.SUCCESS,
                 transaction_id=tid,
                 timestamp=datetime.now(UTC),
             )

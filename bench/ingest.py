@@ -48,6 +48,7 @@ from sqlalchemy import func, select
 from sqlmodel import col
 
 from backend.domain.contract import CommandResponse
+from backend.domain.outcomes import ResponseResult
 from backend.domain.topics import device_topic
 from backend.mqtt.runtime import MqttRuntime, RuntimeOptions
 from backend.mqtt.subscriptions import subscriptions
@@ -173,7 +174,10 @@ def response_messages(opened: list[tuple[str, str]], per_bank: int) -> list[tupl
         for index in range(round_, len(opened), per_bank):
             bank_uuid, tid = opened[index]
             payload = CommandResponse(
-                action="open_compartment", result="success", transaction_id=tid, timestamp=now
+                action="open_compartment",
+                result=ResponseResult.SUCCESS,
+                transaction_id=tid,
+                timestamp=now,
             ).to_bytes()
             by_round.append((device_topic(bank_uuid, "response"), payload))
     return by_round

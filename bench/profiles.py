@@ -13,6 +13,10 @@
 * heartbeats: the liveness write path (`DeviceService.record_heartbeats`): CPU per bank for
   a fleet coming online at once (came-online event, config push), CPU per steady heartbeat,
   and one sweep with the whole fleet online.
+* receive: end to end through the real `MqttRuntime` against a private Mosquitto, as a
+  backlog drain (bench/ingest.py's method): CPU per heartbeat (banks already online) and
+  CPU per command response, each beside the raw aiomqtt receive CPU per message of the
+  same messages in the same run, and the ratio. `--py-spy DIR` records the runtime's drain.
 * acl: microbenchmarks of the hook's decisions (`UserDirectory.acl`, `authenticate`,
   `valid_identity`).
 
@@ -44,6 +48,7 @@ from sqlalchemy import event, text
 
 from backend.device_service import HeartbeatIn
 from backend.domain.contract import CommandResponse, Heartbeat, HeartbeatData
+from backend.domain.outcomes import ResponseResult
 from backend.service import LockerService
 from bench.common import bench_settings, open_commands, private_postgres, seed_banks, sqlite_url
 
@@ -75,7 +80,10 @@ async def responses(url: str, workdir: Path, banks: int, per_bank: int, batch: i
         for round_ in range(per_bank):
             for bank_uuid, tid in opened[round_::per_bank]:
                 response = CommandResponse(
-                    action="open_compartment", result="success", transaction_id=tid, timestamp=now
+                    action="open_compartment",
+                    result=ResponseResult.SUCCESS,
+                    transaction_id=tid,
+                    timestamp=now,
                 )
                 items.append((bank_uuid, response, response.to_bytes()))
         statements: Counter[str] = Counter()
@@ -205,9 +213,113 @@ async def heartbeats(banks: int, batch: int) -> None:
             service.close()
 
 
+async def receive(banks: int, rounds: int, spy_dir: str | None) -> None:
+    """CPU per message end to end, heartbeats and responses, against raw receive."""
+    import os
+
+    from backend.domain.topics import device_topic
+    from backend.mqtt.runtime import MqttRuntime, RuntimeOptions
+    from backend.mqtt.subscriptions import subscriptions
+    from bench.common import mark_outbox_sent, mosquitto
+    from bench.ingest import _ParkedSweeper, drain_raw, prime_session, publish_all
+    from bench.stats import cpu_seconds
+
+    with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
+        workdir = Path(tmp)
+        with mosquitto(workdir) as broker:
+            settings = bench_settings(
+                workdir, sqlite_url(workdir), mqtt_port=broker.port, mqtt_probe_timeout=60, **LONG
+            )
+            service = LockerService(settings)
+            try:
+                await service.migrate()
+                seeded = [b.uuid for b in await seed_banks(service, banks, compartments=10)]
+                now = datetime.now(UTC)
+                hb = Heartbeat(data=HeartbeatData(timestamp=now, uptime_seconds=1))
+                await service.devices.record_heartbeats([HeartbeatIn(u, hb, now) for u in seeded])
+                await mark_outbox_sent(service)  # the config pushes of coming online
+                messages = []
+                for round_ in range(rounds):
+                    for bank_uuid in seeded:
+                        beat = Heartbeat(
+                            data=HeartbeatData(
+                                timestamp=datetime.now(UTC), uptime_seconds=10 + round_
+                            ),
+                            message_id=str(uuid.uuid4()),
+                        )
+                        messages.append((device_topic(bank_uuid, "state"), beat.to_bytes()))
+                total = len(messages)
+                filters = subscriptions(settings)
+                raw_id = f"bench-raw-{uuid.uuid4().hex[:6]}"
+                await prime_session(broker.port, raw_id, filters)
+                await prime_session(broker.port, settings.mqtt_client_id, filters)
+                await publish_all(broker.port, messages)
+                cpu = cpu_seconds()
+                raw_s = await drain_raw(broker.port, raw_id, total, 120)
+                raw_cpu = (cpu_seconds() - cpu) / total * 1e3
+                runtime = MqttRuntime(service, RuntimeOptions())
+                runtime.sweeper = _ParkedSweeper()  # type: ignore[assignment]  # parked: not the path measured
+                spy = None
+                if spy_dir:
+                    spy = await asyncio.create_subprocess_exec(
+                        str(Path(sys.executable).with_name("py-spy")), "record", "--pid",
+                        str(os.getpid()), "--rate", "200", "--format", "raw", "--threads",
+                        "--nonblocking", "--output", str(Path(spy_dir) / "receive.txt"),
+                        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                    )  # fmt: skip
+                    await asyncio.sleep(1.0)  # py-spy attaches
+                metrics = runtime.metrics
+                first_round, all_done = asyncio.Event(), asyncio.Event()
+                batcher = runtime.listener.heartbeats
+                inner = batcher._flush
+
+                async def counted_flush(items: list[HeartbeatIn]) -> Any:
+                    out = await inner(items)
+                    seen = metrics.heartbeats_taken + metrics.heartbeats_ignored
+                    if seen >= banks:
+                        first_round.set()
+                    if seen >= total:
+                        all_done.set()
+                    return out
+
+                batcher._flush = counted_flush
+                await runtime.start()
+                try:
+                    # the first round (start-up: connect, banks learnt) is not counted
+                    async with asyncio.timeout(120):
+                        await first_round.wait()
+                        cpu, wall = cpu_seconds(), time.perf_counter()
+                        counted = metrics.heartbeats_taken + metrics.heartbeats_ignored
+                        await all_done.wait()
+                    cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
+                except TimeoutError:
+                    print(runtime.metrics.snapshot())
+                    raise
+                finally:
+                    if spy is not None:
+                        spy.send_signal(2)
+                        await spy.wait()
+                    await runtime.stop()
+                measured = total - counted
+                per = cpu / measured * 1e3
+                batches = runtime.metrics.batches["heartbeats"]
+                print(f"sqlite: {banks} banks online, {total} heartbeats drained")
+                print(f"  raw aiomqtt:  {raw_cpu:.3f} ms CPU/message, {total / raw_s:.0f}/s")
+                print(
+                    f"  MqttRuntime:  {per:.3f} ms CPU/heartbeat, {measured / wall:.0f}/s "
+                    f"(the {measured} after the first {counted})"
+                )
+                print(f"  ratio (CPU per heartbeat / raw CPU per message): {per / raw_cpu:.2f}")
+                print(f"  batches {batches}, mean {total / max(batches, 1):.0f}")
+            finally:
+                service.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("responses", "sweep", "heartbeats", "acl"))
+    parser.add_argument("what", choices=("responses", "sweep", "heartbeats", "receive", "acl"))
+    parser.add_argument("--rounds", type=int, default=10, help="receive: heartbeats per bank")
+    parser.add_argument("--py-spy", dest="spy", help="receive: py-spy output directory")
     parser.add_argument("--banks", type=int, default=300)
     parser.add_argument("--per-bank", type=int, default=10)
     parser.add_argument("--batch", type=int, default=300)
@@ -218,6 +330,9 @@ def main() -> None:
         return
     if args.what == "sweep":
         asyncio.run(sweep())
+        return
+    if args.what == "receive":
+        asyncio.run(receive(args.banks, args.rounds, args.spy))
         return
     if args.what == "heartbeats":
         asyncio.run(heartbeats(args.banks, args.batch))

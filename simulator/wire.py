@@ -26,6 +26,7 @@ from backend.domain.contract import (
     HeartbeatData,
     RegisterRequest,
 )
+from backend.domain.outcomes import ResponseResult
 from simulator.hardware import DoorState
 from simulator.openlocker import OpenLockerWire
 
@@ -106,7 +107,7 @@ class Wire:
             )
         return CommandResponse(
             action=action,
-            result="error" if error_code else "success",
+            result=ResponseResult.ERROR if error_code else ResponseResult.SUCCESS,
             transaction_id=transaction_id,
             timestamp=self.clock(),
             message=message,

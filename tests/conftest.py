@@ -1,29 +1,27 @@
-"""Shared fixtures: private brokers and databases for the integration tests."""
+"""Shared fixtures: private brokers and databases for the integration tests (fixtures
+only: helpers live in tests/support)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine
 
-from backend.config import Settings, load_settings
 from backend.domain.timeutil import FrozenClock
 from backend.service import LockerService
 from backend.store.migrate import upgrade
-from tests.support.databases import TEST_DATABASE_URL, private_postgres, truncate_all
+from tests.support.databases import DB_KINDS, TEST_DATABASE_URL, private_postgres, truncate_all
 from tests.support.mosquitto import MosquittoBroker, mosquitto_available, run_mosquitto
+from tests.support.settings import make_settings
 
 # Hypothesis deadlines measure wall time: on a loaded 2-core machine (CI runs brokers,
 # databases and subprocesses beside the tests) they fail examples that are merely slow.
 # Speed is measured in bench/, never by timed asserts.
 hypothesis_settings.register_profile("locker", deadline=None)
 hypothesis_settings.load_profile("locker")
-
-DB_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
 @pytest.fixture
@@ -55,20 +53,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("postgres_url")
     truncate_all(url)
     return url
-
-
-def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
-    """Settings for tests: secrets fixed, data under tmp_path, no .env."""
-    values: dict[str, Any] = {
-        "locker_data_dir": tmp_path,
-        "secret_key": "test-secret-key",
-        "mosq_secret": "test-mosq-secret",
-        "mqtt_password": "backend-pw",
-        "mqtt_provisioning_password": "provisioning-pw",
-        "_env_file": None,
-    }
-    values.update(overrides)
-    return load_settings(**values)
 
 
 @pytest.fixture

@@ -7,8 +7,10 @@ the state. Pure: no I/O, no clock (times come in as arguments).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, Final
 
 from backend.domain.alerts import check_note
 from backend.domain.command_status import (
@@ -52,6 +54,7 @@ from backend.domain.events import (
     ProvisioningTokenIssued,
     QrScanned,
 )
+from backend.domain.outcomes import ResponseResult
 
 MAX_NAME = 100
 MAX_LOCATION = 200
@@ -305,7 +308,7 @@ class LockerBank:
         self,
         transaction_id: str,
         *,
-        result: str,
+        result: ResponseResult,
         now: datetime,
         error_code: str | None = None,
         message: str | None = None,
@@ -321,7 +324,7 @@ class LockerBank:
         after_expiry = command.status in AFTER_EXPIRY_STATUSES
         if after_expiry and error_code == "COMMAND_EXPIRED":
             return []  # the device confirms it did not act: the expiry stands
-        if result == "success" and command.action == "open_compartment":
+        if result == ResponseResult.SUCCESS and command.action == "open_compartment":
             assert command.compartment_number is not None
             return [
                 CompartmentOpened(
@@ -333,7 +336,7 @@ class LockerBank:
                     message=message,
                 )
             ]
-        if result == "success" and command.action == "apply_config":
+        if result == ResponseResult.SUCCESS and command.action == "apply_config":
             return [
                 ConfigApplied(
                     occurred_at=now,
@@ -351,7 +354,7 @@ class LockerBank:
                 occurred_at=now,
                 transaction_id=transaction_id,
                 action=command.action,
-                error_code=error_code if result != "success" else "UNSUPPORTED",
+                error_code=error_code if result != ResponseResult.SUCCESS else "UNSUPPORTED",
                 message=message,
                 late=late,
                 after_expiry=after_expiry,
@@ -473,11 +476,17 @@ class LockerBank:
     # ----- folding -----------------------------------------------------------------------
 
     def apply(self, event: DomainEvent) -> None:
-        """Fold one event into the state (also used when loading)."""
+        """Fold one event into the state (also used when loading). An event type with
+        neither a handler nor a place in `NOT_FOLDED` is a programming error, said loudly."""
+        handler = _FOLDS.get(event.event_type)
+        if handler is None and event.event_type not in NOT_FOLDED:
+            raise TypeError(
+                f"LockerBank cannot fold {event.event_type}: add _on_{event.event_type} "
+                "or list it in NOT_FOLDED"
+            )
         self.version += 1
-        handler = getattr(self, f"_on_{event.event_type}", None)
         if handler is not None:
-            handler(event)
+            handler(self, event)
 
     def _on_LockerBankCreated(self, e: LockerBankCreated) -> None:
         self.exists = True
@@ -584,6 +593,24 @@ class LockerBank:
 
     def _on_DoorStateChanged(self, e: DoorStateChanged) -> None:
         self.compartments[e.compartment_number].door_state = e.state
+
+
+_FOLDS: Final[dict[str, Callable[[LockerBank, Any], None]]] = {
+    name.removeprefix("_on_"): handler
+    for name, handler in vars(LockerBank).items()
+    if name.startswith("_on_")
+}
+"""Event type -> the `LockerBank._on_<event type>` that folds it."""
+
+NOT_FOLDED: Final = frozenset(
+    {
+        "ProvisioningRejected",  # a refused registration changes nothing in the bank
+        "QrScanned",  # recorded for the event log; no rule of the bank depends on it
+        "DeviceEventRecorded",  # documented device events without a domain rule yet
+        "AlertAcknowledged",  # alerts are a read model (backend.store.alert_projection)
+    }
+)
+"""Event types the aggregate deliberately does not fold (it still counts their versions)."""
 
 
 def desired_hash(

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from backend.domain.dialect import seed_config_hash
+from backend.domain.outcomes import ResponseResult
 from backend.domain.timeutil import ensure_utc, iso
 
 MAX_PAYLOAD_BYTES = 64 * 1024
@@ -123,7 +124,7 @@ class Command(Envelope):
 class CommandResponse(Envelope):
     type: Literal["command_response"] = "command_response"
     action: Action
-    result: Literal["success", "error"]
+    result: ResponseResult
     transaction_id: ShortId
     timestamp: datetime
     message: Text | None = None

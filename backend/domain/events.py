@@ -1,7 +1,20 @@
-"""Domain events of the LockerBank aggregate (DESIGN section 7), past tense, versioned."""
+"""Domain events of the LockerBank aggregate (DESIGN section 7), past tense, versioned.
+
+Every subclass of `DomainEvent` registers itself in `EVENT_TYPES` under its `event_type`
+when the class is defined: a new event is one class here, its fold handler
+(`LockerBank._on_<event_type>`, or listed in `bank.NOT_FOLDED`) and its projector
+(`@projector` in `backend.store.projections`, or listed in `projections.NOT_PROJECTED`);
+tests/unit/test_event_registry.py fails while one of them is missing.
+
+Stored events carry their `event_version`. When a class's shape changes, raise its
+`event_version` and register an upcaster for the old version (`@upcaster(name, old)`),
+a pure function from the old payload to the next version's; `event_from_payload` runs the
+chain on load, so every reader sees the current shape.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -25,6 +38,16 @@ class EventMetadata(BaseModel):
     """Where the actor acted from (SSH client address, HTTP peer), see backend.attribution."""
 
 
+Payload = dict[str, Any]
+Upcaster = Callable[[Payload], Payload]
+"""Turns a stored payload of one event version into the next version's."""
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {}
+"""Every event class by its stored name; filled by the classes themselves."""
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+"""(event type, from version) -> the step to `from version + 1`."""
+
+
 class DomainEvent(BaseModel):
     """Base of every event; `occurred_at` is set by whoever records it."""
 
@@ -34,6 +57,16 @@ class DomainEvent(BaseModel):
     event_version: ClassVar[int] = 1
 
     occurred_at: datetime
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if "event_type" not in cls.__dict__:
+            raise TypeError(f"{cls.__name__} must name its stored `event_type`")
+        known = EVENT_TYPES.get(cls.event_type)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"event type {cls.event_type!r} is taken by {known.__qualname__}")
+        EVENT_TYPES[cls.event_type] = cls
 
     @field_validator("*", mode="after")
     @classmethod
@@ -219,37 +252,36 @@ class AlertAcknowledged(DomainEvent):
     note: str = ""
 
 
-EVENT_TYPES: dict[str, type[DomainEvent]] = {
-    cls.event_type: cls
-    for cls in (
-        LockerBankCreated,
-        LockerBankUpdated,
-        ProvisioningTokenIssued,
-        LockerBankProvisioned,
-        ProvisioningRejected,
-        CredentialsRevoked,
-        CompartmentOpeningRequested,
-        ConfigApplyRequested,
-        CommandSent,
-        CompartmentOpened,
-        CommandFailed,
-        CommandTimedOut,
-        CommandExpired,
-        ConfigApplied,
-        LockerBankWentOffline,
-        LockerBankCameOnline,
-        DoorStateChanged,
-        QrScanned,
-        AlertAcknowledged,
-        DeviceEventRecorded,
-    )
-}
+def upcaster(event_type: str, from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Register the step that turns `event_type`'s payload of `from_version` into the
+    next version's (one per version; a chain runs step by step)."""
+
+    def register(step: Upcaster) -> Upcaster:
+        key = (event_type, from_version)
+        if key in UPCASTERS:
+            raise TypeError(f"{event_type} v{from_version} already has an upcaster")
+        UPCASTERS[key] = step
+        return step
+
+    return register
 
 
-def event_from_payload(event_type: str, payload: dict[str, Any]) -> DomainEvent:
-    """Rebuild a typed event from its stored form."""
+def event_from_payload(event_type: str, payload: Payload, version: int = 1) -> DomainEvent:
+    """Rebuild a typed event from its stored form, upcast from the stored `version` to the
+    class's current one. ValueError for an unknown type, a version newer than this code or
+    a missing upcaster."""
     try:
         cls = EVENT_TYPES[event_type]
     except KeyError:
         raise ValueError(f"unknown event type {event_type!r}") from None
+    if version > cls.event_version:
+        raise ValueError(
+            f"{event_type} v{version} is newer than this code knows (v{cls.event_version})"
+        )
+    while version < cls.event_version:
+        step = UPCASTERS.get((event_type, version))
+        if step is None:
+            raise ValueError(f"no upcaster for {event_type} v{version} -> v{version + 1}")
+        payload = step(payload)
+        version += 1
     return cls.model_validate(payload)

@@ -80,6 +80,19 @@ class Batcher(Generic[T, R]):
             fut.cancel()
         self._items.clear()
 
+    @property
+    def running(self) -> bool:
+        """The flusher runs and is not stopping: `add()` may be used."""
+        return self._task is not None and not self._closing and not self._task.done()
+
+    def add(self, item: T) -> asyncio.Future[R]:
+        """Queue one item without waiting (only while `running`); its future gets the
+        result once flushed. Cheaper than `submit` per item: no task, no gather."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._items.append((item, future))
+        self._ready.set()
+        return future
+
     async def submit(self, items: Sequence[T]) -> list[R]:
         """Queue `items` and return their results, in order, once flushed."""
         loop = asyncio.get_running_loop()

@@ -35,6 +35,7 @@ from paho.mqtt.properties import Properties
 
 from backend.config import Settings
 from backend.domain.contract import ServerStatus
+from backend.mqtt import paho_speedups
 from backend.mqtt.acks import RECEIVE_MAXIMUM, Ack, ConnectionAcks
 from backend.mqtt.backoff import Backoff
 from backend.mqtt.metrics import Metrics
@@ -43,6 +44,7 @@ from backend.mqtt.state import ConnectionState
 from backend.mqtt.subscriptions import subscriptions
 
 log = logging.getLogger(__name__)
+paho_speedups.install()
 PENDING_PUBLISH_WARNING = 1000  # far above a relay batch
 SESSION_EXPIRY = 7 * 24 * 3600  # MQTT 5: keep our session (queued answers) a week
 

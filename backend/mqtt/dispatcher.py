@@ -60,11 +60,13 @@ class Dispatcher(Generic[T]):
     def lanes(self) -> int:
         return len(self._lanes)
 
-    async def put(self, key: str, item: T) -> None:
-        """Queue `item` on lane `key` (waits while too many messages are in flight)."""
-        while self._outstanding >= self._max_pending:
-            self._space.clear()
-            await self._space.wait()
+    def busy(self, key: str) -> bool:
+        """Messages of lane `key` are waiting or being handled."""
+        return key in self._lanes
+
+    def put_nowait(self, key: str, item: T) -> None:
+        """Queue `item` on lane `key` now, past the `max_pending` bound (for an item that
+        was already counted once: a heartbeat whose batch failed goes back to its lane)."""
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = deque()
@@ -73,6 +75,13 @@ class Dispatcher(Generic[T]):
         self._idle.clear()
         if key not in self._workers:
             self._workers[key] = asyncio.create_task(self._work(key, lane), name=f"lane-{key}")
+
+    async def put(self, key: str, item: T) -> None:
+        """Queue `item` on lane `key` (waits while too many messages are in flight)."""
+        while self._outstanding >= self._max_pending:
+            self._space.clear()
+            await self._space.wait()
+        self.put_nowait(key, item)
 
     async def _work(self, key: str, lane: deque[T]) -> None:
         try:

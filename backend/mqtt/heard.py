@@ -40,5 +40,9 @@ class HeardFrom:
         elif item.kind is TopicKind.STATE_CONNECTION:
             self._at.pop(item.key, None)
 
+    def heartbeat(self, bank_uuid: str, received_at: datetime) -> None:
+        """A live (not retained) heartbeat, already parsed by the caller."""
+        self._at[bank_uuid] = received_at
+
     def get(self, bank_uuid: str) -> datetime | None:
         return self._at.get(bank_uuid)

@@ -9,7 +9,7 @@ query, and the session autoflushes before it, so no projector flushes by itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import delete, func, select
 from sqlmodel import Session, col
@@ -36,6 +36,7 @@ from backend.domain.events import (
     LockerBankWentOffline,
     ProvisioningTokenIssued,
 )
+from backend.store import identity
 from backend.store.alert_projection import ALERT_EVENTS, project_alerts
 from backend.store.event_store import RecordedEvent, decode
 from backend.store.tables import (
@@ -67,27 +68,42 @@ def projector(event_type: type[Any]) -> Callable[[Projector], Projector]:
     return register
 
 
+NOT_PROJECTED: Final = frozenset({"ProvisioningRejected", "QrScanned", "DeviceEventRecorded"})
+"""Event types no read model follows: they are shown from the event log itself."""
+
+
+def projected_event_types() -> frozenset[str]:
+    """Every event type some projector (a read model's or the alerts') follows."""
+    return frozenset(_PROJECTORS) | ALERT_EVENTS
+
+
 def project(session: Session, recorded: RecordedEvent) -> None:
-    """Apply one recorded event to the read models (unknown kinds change nothing)."""
-    fn = _PROJECTORS.get(recorded.event_type)
+    """Apply one recorded event to the read models. An event type no projector follows and
+    `NOT_PROJECTED` does not list is a programming error, said loudly."""
+    event_type = recorded.event_type
+    fn = _PROJECTORS.get(event_type)
     if fn is not None:
         fn(session, recorded)
-    if recorded.event_type in ALERT_EVENTS:
+    if event_type in ALERT_EVENTS:
         project_alerts(session, recorded)
-    bank = session.get(LockerBankRow, recorded.aggregate_uuid)
+    elif fn is None and event_type not in NOT_PROJECTED:
+        raise TypeError(
+            f"no projector for {event_type}: add one (@projector) or list it in NOT_PROJECTED"
+        )
+    bank = identity.get(session, LockerBankRow, recorded.aggregate_uuid)
     if bank is not None:
         bank.version = recorded.aggregate_version
         bank.updated_at = recorded.event.occurred_at
 
 
 def _bank(session: Session, r: RecordedEvent) -> LockerBankRow:
-    row = session.get(LockerBankRow, r.aggregate_uuid)
+    row = identity.get(session, LockerBankRow, r.aggregate_uuid)
     assert row is not None, f"event {r.event_type} for unknown bank {r.aggregate_uuid}"
     return row
 
 
 def _txn(session: Session, r: RecordedEvent, transaction_id: str) -> CommandTransactionRow:
-    row = session.get(CommandTransactionRow, (r.aggregate_uuid, transaction_id))
+    row = identity.get(session, CommandTransactionRow, (r.aggregate_uuid, transaction_id))
     assert row is not None, f"event {r.event_type} for unknown transaction {transaction_id}"
     return row
 
@@ -252,7 +268,7 @@ def _open_requested(session: Session, r: RecordedEvent) -> None:
             requested_from=r.metadata.origin[:200] if r.metadata.origin else None,
         )
     )
-    compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
+    compartment = identity.get(session, CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
     compartment.open_transaction_id = e.transaction_id
     compartment.last_transaction_id = e.transaction_id
@@ -302,7 +318,9 @@ def _finish_txn(
     row.completed_at = r.event.occurred_at
     row.late = late
     if row.compartment_number is not None:
-        compartment = session.get(CompartmentRow, (r.aggregate_uuid, row.compartment_number))
+        compartment = identity.get(
+            session, CompartmentRow, (r.aggregate_uuid, row.compartment_number)
+        )
         if compartment is not None and compartment.open_transaction_id == transaction_id:
             compartment.open_transaction_id = None
     return row
@@ -320,7 +338,7 @@ def _opened(session: Session, r: RecordedEvent) -> None:
         e.late,
     )
     txn.message = e.message
-    compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
+    compartment = identity.get(session, CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
     compartment.door_state = "open"
     compartment.last_opened_at = e.occurred_at
@@ -390,7 +408,7 @@ def _config_applied(session: Session, r: RecordedEvent) -> None:
 def _door(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, DoorStateChanged)
-    compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
+    compartment = identity.get(session, CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
     compartment.door_state = e.state
 
@@ -431,7 +449,7 @@ def rebuild(
         if on_progress is not None:
             on_progress(count, max(total, count))
     for key, values in saved.items():
-        txn = session.get(CommandTransactionRow, key)
+        txn = identity.get(session, CommandTransactionRow, key)
         if txn is not None:
             for column, value in values.items():
                 setattr(txn, column, value)

@@ -18,7 +18,7 @@ from backend.domain.outcomes import Disposition
 from backend.domain.timeutil import FrozenClock
 from backend.service import LockerService
 from backend.store.tables import CommandTransactionRow, OutboxRow
-from tests.integration.test_store import beat, provisioned
+from tests.support.banks import beat, provisioned
 from tests.support.scenario import dump_read_models
 
 
@@ -194,7 +194,7 @@ async def test_opens_are_refused_a_ttl_longer_than_the_timeout(tmp_path: object)
     from pathlib import Path
 
     from backend.config import SettingsError
-    from tests.conftest import make_settings
+    from tests.support.settings import make_settings
 
     with pytest.raises(SettingsError, match="OPEN_TTL"):
         make_settings(Path(str(tmp_path)), command_timeout=30, open_ttl=31)
@@ -244,8 +244,8 @@ async def test_webhook_posts_each_alert_opening_and_resolution(
     from aiohttp import web
 
     from backend.alert_notifier import AlertNotifier
-    from tests.support.http_api import wait_until
     from tests.support.mosquitto import free_port
+    from tests.support.waiting import until
 
     received: list[dict[str, object]] = []
 
@@ -265,21 +265,21 @@ async def test_webhook_posts_each_alert_opening_and_resolution(
         bank = await provisioned(service)
         await online(service, clock, bank)
         await service.devices.record_last_will(bank)  # opens a bank-offline alert
-        await wait_until(lambda: len(received) == 1, 5, "offline alert posted")
+        await until(lambda: len(received) == 1, what="offline alert posted", timeout=5)
         clock.advance(10)
         await online(service, clock, bank)
         clock.advance(60)
         assert await notifier.check_resolutions() == 1  # a minute online: resolved
-        await wait_until(lambda: len(received) == 2, 5, "resolution posted")
+        await until(lambda: len(received) == 2, what="resolution posted", timeout=5)
         txn = await service.request_open(bank, 1, actor="op")
         await publish_all(service)
         await service.devices.record_response(
             bank, answer(txn.transaction_id, "error", error_code="DOOR_JAMMED")
         )
-        await wait_until(lambda: len(received) == 3, 5, "failure posted")
+        await until(lambda: len(received) == 3, what="failure posted", timeout=5)
         alert = (await service.list_alerts())[0]
         await service.acknowledge_alert(alert.id, "seen", actor="op")
-        await wait_until(lambda: len(received) == 4, 5, "acknowledgement posted")
+        await until(lambda: len(received) == 4, what="acknowledgement posted", timeout=5)
     finally:
         await notifier.stop()
         await runner.cleanup()
@@ -326,9 +326,9 @@ async def test_store_unwritable_is_a_runtime_condition_of_this_instance(
 ) -> None:
     """Not stored (it could not be): shown by status(), /healthz, /metrics, the console."""
     from sqlalchemy import text
-    from sqlalchemy.exc import OperationalError
 
     from backend.gateway import InProcessGateway
+    from backend.store.errors import StoreUnavailable
 
     if service.db.dialect != "sqlite":
         pytest.skip("one database is enough to break on purpose")
@@ -341,7 +341,7 @@ async def test_store_unwritable_is_a_runtime_condition_of_this_instance(
             conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
 
     await service.db.write(rename, "outbox", "outbox_away")
-    with pytest.raises(OperationalError):
+    with pytest.raises(StoreUnavailable):  # the store's own error, not SQLAlchemy's
         await service.request_open(bank, 1, actor="op")
     assert (await gateway.status()).conditions == ["store_unwritable"]
     await service.db.write(rename, "outbox_away", "outbox")

@@ -25,8 +25,8 @@ from typing import TypeVar
 import pytest
 
 from backend.runner import port_free
-from tests.support.headless_instances import clean_env
 from tests.support.mosquitto import free_port
+from tests.support.service_process import clean_env
 
 TMUX = shutil.which("tmux")
 pytestmark = [

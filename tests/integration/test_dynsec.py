@@ -23,14 +23,16 @@ from backend.service import LockerService
 from tests.support.dynsec import (
     Credentials,
     admin_command,
+    device_client,
     dynsec_backend,
     dynsec_settings,
     needs_dynsec,
     provision,
     provisioned_device,
+    read_until_disconnected,
 )
 from tests.support.mosquitto import free_port
-from tests.support.reliability_tools import until
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.mosquitto, needs_dynsec]
 
@@ -55,13 +57,7 @@ async def test_provisioning_creates_the_bank_account_with_exactly_its_topics(
         assert all(a["allow"] for a in role["data"]["role"]["acls"])
 
         # The device logs in with its pinned id and gets its commands ...
-        async with aiomqtt.Client(
-            "127.0.0.1",
-            settings.mqtt_port,
-            username=creds.user,
-            password=creds.password,
-            identifier=creds.client_id,
-        ) as device:
+        async with device_client(settings, creds) as device:
             granted = await device.subscribe(f"locker/{creds.user}/command", qos=1)
             assert granted[0].value < 0x80
             txn = await services.service.request_open(creds.user, 1)
@@ -71,13 +67,7 @@ async def test_provisioning_creates_the_bank_account_with_exactly_its_topics(
                     break
         # ... and with no other client id (its UUID included: the plugin pins exactly one).
         with pytest.raises(aiomqtt.MqttCodeError, match="authori"):
-            async with aiomqtt.Client(
-                "127.0.0.1",
-                settings.mqtt_port,
-                username=creds.user,
-                password=creds.password,
-                identifier=creds.user,
-            ):
+            async with device_client(settings, creds, identifier=creds.user):
                 pass
         health = services.service.accounts.health()
         assert health is not None and health.ok, health
@@ -89,23 +79,13 @@ async def test_revocation_disconnects_within_a_second_and_reconnects_fail(
     settings = dynsec_settings(tmp_path)
     async with dynsec_backend(settings) as services:
         creds = await provisioned_device(services, "locker-client-5e6f7a8b")
-        device = aiomqtt.Client(
-            "127.0.0.1",
-            settings.mqtt_port,
-            username=creds.user,
-            password=creds.password,
-            identifier=creds.client_id,
-        )
+        device = device_client(settings, creds)
         async with device:
             await device.subscribe(f"locker/{creds.user}/command", qos=1)
             lost = asyncio.Event()
 
             async def read() -> None:
-                try:
-                    async for _message in device.messages:
-                        pass
-                except aiomqtt.MqttError:
-                    pass
+                await read_until_disconnected(device)
                 lost.set()
 
             reader = asyncio.create_task(read())
@@ -117,13 +97,7 @@ async def test_revocation_disconnects_within_a_second_and_reconnects_fail(
             await reader
         for _ in range(3):
             with pytest.raises(aiomqtt.MqttCodeError, match="authori"):
-                async with aiomqtt.Client(
-                    "127.0.0.1",
-                    settings.mqtt_port,
-                    username=creds.user,
-                    password=creds.password,
-                    identifier=creds.client_id,
-                ):
+                async with device_client(settings, creds):
                     pass
 
 
@@ -242,13 +216,7 @@ async def test_a_provisioning_reply_waits_for_its_account(tmp_path: Path) -> Non
     async with dynsec_backend(settings) as services:
         for i in range(5):
             creds = await provisioned_device(services, f"dev-fast-{i}", f"fast {i}")
-            async with aiomqtt.Client(
-                "127.0.0.1",
-                settings.mqtt_port,
-                username=creds.user,
-                password=creds.password,
-                identifier=creds.client_id,
-            ):
+            async with device_client(settings, creds):
                 pass
 
 
@@ -287,13 +255,7 @@ def _gone(pid: int) -> bool:
 
 async def _event_processed(services: BackendServices, creds: Credentials, n: int) -> None:
     """Publish one door event as the device and wait until the store has it."""
-    async with aiomqtt.Client(
-        "127.0.0.1",
-        services.settings.mqtt_port,
-        username=creds.user,
-        password=creds.password,
-        identifier=creds.client_id,
-    ) as device:
+    async with device_client(services.settings, creds) as device:
         payload = {
             "type": "event",
             "event": "qr_scanned",
@@ -343,8 +305,7 @@ async def test_backend_client_id_takeover_is_detected_and_recovered(tmp_path: Pa
                     clean_session=True,
                     **intruder,  # type: ignore[arg-type]
                 ) as client:
-                    async for _message in client.messages:
-                        pass
+                    await read_until_disconnected(client)
             except aiomqtt.MqttError:
                 pass
             kicked.set()
@@ -391,13 +352,7 @@ async def test_deleting_a_bank_removes_its_account_and_role(tmp_path: Path) -> N
         )
         assert "not found" in client["error"].lower() and "not found" in role["error"].lower()
         with pytest.raises(aiomqtt.MqttCodeError, match="authori"):
-            async with aiomqtt.Client(
-                "127.0.0.1",
-                settings.mqtt_port,
-                username=creds.user,
-                password=creds.password,
-                identifier=creds.client_id,
-            ):
+            async with device_client(settings, creds):
                 pass
 
 

@@ -40,10 +40,10 @@ from backend.store.tables import OutboxRow
 from simulator.device import DeviceOptions, DeviceStatus, SimulatedDevice
 from simulator.faults import CrashPoint, Faults
 from simulator.fleet import Fleet
-from tests.conftest import make_settings
 from tests.support.mosquitto import MosquittoBroker, free_port
 from tests.support.mqtt_runtime_process import fast_options
-from tests.support.reliability_tools import until
+from tests.support.settings import make_settings
+from tests.support.waiting import until
 
 BROKERS = ["embedded", pytest.param("mosquitto", marks=pytest.mark.mosquitto)]
 FLEET = 100

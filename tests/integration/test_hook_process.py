@@ -30,10 +30,12 @@ import pytest
 from sqlalchemy import text
 
 from backend.service import LockerService
-from tests.conftest import DB_KINDS, make_settings
+from tests.support.databases import DB_KINDS
 from tests.support.goauth_broker import GoAuthBroker, goauth_available, run_goauth_mosquitto
 from tests.support.hook_process import HookProcess, ListeningSocket, hook_process
-from tests.support.reliability_tools import log, until
+from tests.support.reliability_tools import log
+from tests.support.settings import make_settings
+from tests.support.waiting import until
 
 pytestmark = [
     pytest.mark.mosquitto,

@@ -34,7 +34,7 @@ from backend.http.credentials import (
 from backend.http.server import PARTS, HttpServer, HttpServerError, build_app
 from backend.service import LockerService
 from backend.store.event_store import RecordedEvent, read_after
-from tests.integration.test_store import beat, provisioned
+from tests.support.banks import beat, provisioned
 from tests.support.http_api import (
     APP,
     OPERATOR,
@@ -44,8 +44,8 @@ from tests.support.http_api import (
     read_events,
     read_sse,
     serve_api,
-    wait_until,
 )
+from tests.support.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
 UNKNOWN_UUID = "00000000-0000-4000-8000-000000000000"
@@ -515,7 +515,7 @@ async def test_event_stream_ends_when_the_client_leaves(
         await read_events(resp.content, 2)
         assert stream.open_streams == 1
         resp.close()
-    await wait_until(lambda: stream.open_streams == 0, what="the stream to end")
+    await until(lambda: stream.open_streams == 0, what="the stream to end", timeout=5)
 
 
 async def test_event_stream_ends_at_shutdown(
@@ -813,7 +813,7 @@ async def test_hook_follows_a_revocation_by_another_process(
     async def denied() -> bool:
         return await hook_auth(api, bank.uuid, bank.password) == 403
 
-    await wait_until(denied, what="the revocation to reach the hook")
+    await until(denied, what="the revocation to reach the hook", timeout=5)
 
 
 async def raw_events(service: LockerService) -> list[RecordedEvent]:
@@ -859,7 +859,7 @@ async def test_listener_and_follower_share_one_sync(service: LockerService) -> N
     task = asyncio.create_task(follow_credentials(service, directory, 0.01, after=0))
     try:
         other = await provision(service, "Other")
-        await wait_until(lambda: directory.is_active_device(other.uuid), what="the follower")
+        await until(lambda: directory.is_active_device(other.uuid), what="the follower", timeout=5)
         assert not directory.is_active_device(bank.uuid)
     finally:
         task.cancel()
@@ -875,10 +875,10 @@ async def test_follower_picks_up_writes_of_another_service_instance(
     other = LockerService(service.settings, clock=FrozenClock(service.clock.now()))
     try:
         bank = await provision(other)  # recorded by "another process": no listener here
-        await wait_until(lambda: directory.is_active_device(bank.uuid), what="provisioning")
+        await until(lambda: directory.is_active_device(bank.uuid), what="provisioning", timeout=5)
         assert directory.authenticate(bank.uuid, bank.password, bank.client_id).allowed
         await other.revoke(bank.uuid, reason="test", actor="cli")
-        await wait_until(lambda: not directory.is_active_device(bank.uuid), what="revocation")
+        await until(lambda: not directory.is_active_device(bank.uuid), what="revocation", timeout=5)
     finally:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -27,11 +27,12 @@ from backend.domain.timeutil import parse_iso
 from backend.service import LockerService
 from simulator.device import DeviceOptions
 from simulator.fleet import Fleet
-from tests.conftest import make_settings
 from tests.support.databases import truncate_all
 from tests.support.goauth_broker import GoAuthBroker, goauth_available, run_goauth_mosquitto
 from tests.support.headless_instances import HeadlessInstance, headless_instance
-from tests.support.reliability_tools import SqlProbe, log, until
+from tests.support.reliability_tools import SqlProbe, log
+from tests.support.settings import make_settings
+from tests.support.waiting import until
 
 pytestmark = [
     pytest.mark.postgres,

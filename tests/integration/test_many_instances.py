@@ -26,11 +26,13 @@ from backend.service import LockerService
 from simulator.device import DeviceOptions
 from simulator.faults import Faults
 from simulator.fleet import Fleet
-from tests.conftest import make_settings
 from tests.support.databases import truncate_all
-from tests.support.headless_instances import HeadlessInstance, Metrics, headless_instance
+from tests.support.headless_instances import HeadlessInstance, headless_instance
 from tests.support.mosquitto import MosquittoBroker
-from tests.support.reliability_tools import SqlProbe, log, until
+from tests.support.reliability_tools import SqlProbe, log
+from tests.support.service_process import Metrics
+from tests.support.settings import make_settings
+from tests.support.waiting import until
 
 pytestmark = [
     pytest.mark.postgres,

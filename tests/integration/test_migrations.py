@@ -14,7 +14,7 @@ from sqlmodel import SQLModel
 
 import backend.store.tables  # noqa: F401  (registers the tables)
 from backend.store.migrate import alembic_config, upgrade
-from tests.support.headless_instances import clean_env
+from tests.support.service_process import clean_env
 
 
 def test_migrated_schema_matches_the_models(db_url: str) -> None:

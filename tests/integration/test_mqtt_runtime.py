@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,16 +23,17 @@ from typing import Any, TypeVar
 import aiomqtt
 import pytest
 
-from backend.config import Settings, load_settings
 from backend.domain.contract import CommandResponse, DeviceEvent, ServerStatus, parse
-from backend.mqtt.relay import PostgresAdvisoryLock
 from backend.mqtt.runtime import MqttRuntime
 from backend.service import LockerService
 from backend.store import queries
+from backend.store.drain_lock import PostgresAdvisoryLock
 from backend.views import BankView, CreatedBank, EventView, RejectedView, TransactionView
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.mqtt_device import TestDevice, provision, raw_client
 from tests.support.mqtt_runtime_process import fast_options
+from tests.support.settings import TEST_SECRETS, make_settings
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.mosquitto
 T = TypeVar("T")
@@ -42,40 +43,8 @@ REPO = Path(__file__).resolve().parents[2]
 # ----- helpers -------------------------------------------------------------------------------
 
 
-async def eventually(
-    probe: Callable[[], Awaitable[T]], timeout: float = 10.0, interval: float = 0.05
-) -> T:
-    """Poll `probe` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: T = await probe()
-    while not last:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s (last value {last!r})")
-        await asyncio.sleep(interval)  # polling a condition, not waiting blindly
-        last = await probe()
-    return last
-
-
-def settings_for(
-    tmp_path: Path, broker: MosquittoBroker, db_url: str, **overrides: Any
-) -> Settings:
-    values: dict[str, Any] = {
-        "_env_file": None,
-        "locker_data_dir": tmp_path,
-        "database_url": db_url,
-        "mqtt_host": broker.host,
-        "mqtt_port": broker.port,
-        "mqtt_password": "x",
-        "mqtt_provisioning_password": "y",
-        "mosq_secret": "z",
-        "secret_key": "k",
-        "mqtt_client_id": f"backend-{uuid.uuid4().hex[:8]}",
-        "command_timeout": 10.0,
-        "config_ttl": 30.0,
-        "command_retry_after": 1.0,
-    }
-    values.update(overrides)
-    return load_settings(**values)
+# the backend's timings in these tests (a subprocess backend gets the same)
+TIMINGS = {"command_timeout": 10.0, "config_ttl": 30.0, "command_retry_after": 1.0}
 
 
 async def bank(svc: LockerService, uuid_: str) -> BankView:
@@ -128,7 +97,15 @@ class Harness:
         self.devices: list[TestDevice] = []
 
     async def service(self, **overrides: Any) -> LockerService:
-        svc = LockerService(settings_for(self.tmp_path, self.broker, self.db_url, **overrides))
+        svc = LockerService(
+            make_settings(
+                self.tmp_path,
+                database_url=self.db_url,
+                mqtt_host=self.broker.host,
+                mqtt_port=self.broker.port,
+                **{"mqtt_client_id": f"backend-{uuid.uuid4().hex[:8]}", **TIMINGS, **overrides},
+            )
+        )
         await svc.migrate()
         self.services.append(svc)
         return svc
@@ -163,9 +140,9 @@ class Harness:
         dev = self.device(created.uuid, reply.data.mqtt_password, heartbeat_every=heartbeat_every)
         await dev.start()
         await dev.heartbeat()
-        await eventually(lambda: status_is(svc, created.uuid, "online"))
+        await until(lambda: status_is(svc, created.uuid, "online"))
         await dev.next_command("apply_config")
-        await eventually(
+        await until(
             lambda: _config_in_sync(svc, created.uuid),
         )
         return created, dev
@@ -224,12 +201,12 @@ async def test_provision_heartbeat_config_and_open(harness: Harness) -> None:
 
     async with harness.device(created.uuid, reply.data.mqtt_password) as dev:
         await dev.heartbeat()
-        await eventually(lambda: status_is(svc, created.uuid, "online"))
+        await until(lambda: status_is(svc, created.uuid, "online"))
         config = await dev.next_command("apply_config")
         assert (
             config.config_data().config_hash == (await bank(svc, created.uuid)).desired_config_hash
         )
-        await eventually(lambda: _config_in_sync(svc, created.uuid))
+        await until(lambda: _config_in_sync(svc, created.uuid))
 
         requested = await svc.request_open(created.uuid, 2, actor="tester")
         command = await dev.wait_for_command(requested.transaction_id)
@@ -238,7 +215,7 @@ async def test_provision_heartbeat_config_and_open(harness: Harness) -> None:
         assert command.expires_at > datetime.now(UTC)
         assert command.expires_at == requested.expires_at
 
-        done = await eventually(lambda: terminal(svc, requested.transaction_id))
+        done = await until(lambda: terminal(svc, requested.transaction_id))
         assert done.status == "success" and done.sent_at is not None
 
     opened = await events_of(svc, "CompartmentOpened", requested.transaction_id)
@@ -276,7 +253,7 @@ async def test_same_response_five_times_is_one_event(harness: Harness) -> None:
         txn = await svc.get_transaction(requested.transaction_id)
         return txn if txn.duplicate_count == 4 else None
 
-    txn = await eventually(four_duplicates)
+    txn = await until(four_duplicates)
     assert txn.status == "success"
     assert len(await events_of(svc, "CompartmentOpened", requested.transaction_id)) == 1
     assert runtime.metrics.duplicates["response"] == 4
@@ -303,7 +280,7 @@ async def test_commands_queued_while_broker_restarts_are_delivered_once(harness:
         txns = [await svc.get_transaction(t) for t in tids]
         return txns if all(t.terminal for t in txns) else None
 
-    txns = await eventually(all_terminal, timeout=20)
+    txns = await until(all_terminal, timeout=20)
     assert [t.status for t in txns] == ["success"] * 5
     assert sorted(dev.executed.count(t) for t in tids) == [1] * 5
     for tid in tids:
@@ -324,7 +301,7 @@ async def test_runtime_killed_between_commit_publish_and_answer(harness: Harness
     dev.hold = True
     held = await svc.request_open(created.uuid, 1)
     await dev.wait_for_command(held.transaction_id)
-    await eventually(lambda: _status(svc, held.transaction_id, "sent"))
+    await until(lambda: _status(svc, held.transaction_id, "sent"))
     await first.abort()
 
     # Killed between commit and publish: committed while no relay runs.
@@ -337,7 +314,7 @@ async def test_runtime_killed_between_commit_publish_and_answer(harness: Harness
 
     await harness.runtime(svc)
     for tid in (held.transaction_id, unsent.transaction_id):
-        txn = await eventually(lambda t=tid: terminal(svc, t), timeout=15)
+        txn = await until(lambda t=tid: terminal(svc, t), timeout=15)
         assert txn.status == "success"
         assert dev.executed.count(tid) == 1
         assert len(await events_of(svc, "CompartmentOpened", tid)) == 1
@@ -351,14 +328,14 @@ async def test_acked_response_lost_with_the_process_is_asked_again(harness: Harn
     dev.hold = True
     requested = await svc.request_open(created.uuid, 3)
     await dev.wait_for_command(requested.transaction_id)
-    await eventually(lambda: _status(svc, requested.transaction_id, "sent"))
+    await until(lambda: _status(svc, requested.transaction_id, "sent"))
     await first.abort()
     await dev.answer_held()  # queued for the old session, which the new backend never takes up
     dev.hold = False
 
     other = await harness.service(mqtt_client_id=f"backend-{uuid.uuid4().hex[:8]}")
     second = await harness.runtime(other)
-    txn = await eventually(lambda: terminal(other, requested.transaction_id), timeout=15)
+    txn = await until(lambda: terminal(other, requested.transaction_id), timeout=15)
     assert txn.status == "success"
     assert dev.executed.count(requested.transaction_id) == 1
     assert len(dev.commands()) >= 3  # apply_config, the command, and its re-ask
@@ -381,14 +358,9 @@ async def test_sigkilled_backend_process_recovers_every_command(harness: Harness
         "database_url": harness.db_url,
         "mqtt_host": harness.broker.host,
         "mqtt_port": harness.broker.port,
-        "mqtt_password": "x",
-        "mqtt_provisioning_password": "y",
-        "mosq_secret": "z",
-        "secret_key": "k",
+        **TEST_SECRETS,
         "mqtt_client_id": svc.settings.mqtt_client_id,
-        "command_timeout": 10.0,
-        "config_ttl": 30.0,
-        "command_retry_after": 1.0,
+        **TIMINGS,
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -410,7 +382,7 @@ async def test_sigkilled_backend_process_recovers_every_command(harness: Harness
         # Kill it as soon as the first command is sent and unanswered: usually others are
         # published but not yet marked sent, or committed but not yet published.
         await dev.wait_for_command(tids[0], timeout=15)
-        await eventually(lambda: _status(svc, tids[0], "sent"), interval=0.005)
+        await until(lambda: _status(svc, tids[0], "sent"), interval=0.005)
     finally:
         with contextlib.suppress(ProcessLookupError):
             process.send_signal(signal.SIGKILL)
@@ -428,7 +400,7 @@ async def test_sigkilled_backend_process_recovers_every_command(harness: Harness
         txns = [await svc.get_transaction(t) for t in tids]
         return txns if all(t.terminal for t in txns) else None
 
-    txns = await eventually(all_terminal, timeout=25)
+    txns = await until(all_terminal, timeout=25)
     assert [t.status for t in txns] == ["success"] * len(tids), statuses
     for tid in tids:
         assert dev.executed.count(tid) == 1
@@ -479,7 +451,7 @@ async def test_shared_group_speaks_mqtt5_and_one_relay_drains(harness: Harness) 
     assert all(0 < seconds <= ttl for seconds in expiry), expiry
 
     for tid in tids:
-        assert (await eventually(lambda t=tid: terminal(services[0], t))).status == "success"
+        assert (await until(lambda t=tid: terminal(services[0], t))).status == "success"
         assert dev.executed.count(tid) == 1
         assert len(await events_of(services[0], "CompartmentOpened", tid)) == 1
 
@@ -493,9 +465,7 @@ async def test_shared_group_speaks_mqtt5_and_one_relay_drains(harness: Harness) 
     other = next(r for r in runtimes if r is not holder)
     await holder.stop()
     last = await other.service.request_open(created.uuid, 6)
-    assert (await eventually(lambda: terminal(other.service, last.transaction_id))).status == (
-        "success"
-    )
+    assert (await until(lambda: terminal(other.service, last.transaction_id))).status == ("success")
     assert isinstance(other.relay.lock, PostgresAdvisoryLock) and other.relay.lock.held
 
 
@@ -513,7 +483,7 @@ async def test_command_for_a_device_away_longer_than_the_ttl_expires(harness: Ha
     harness.broker.stop()
     await runtime.state.wait_for(False, timeout=10)
     unsent = await svc.request_open(created.uuid, 2)
-    txn = await eventually(lambda: terminal(svc, unsent.transaction_id), timeout=10)
+    txn = await until(lambda: terminal(svc, unsent.transaction_id), timeout=10)
     assert txn.status == "expired" and txn.sent_at is None
     harness.broker.restart()
     await runtime.state.wait_for(True, timeout=10)
@@ -522,8 +492,8 @@ async def test_command_for_a_device_away_longer_than_the_ttl_expires(harness: Ha
     # Published into the device's persistent session while the device is away.
     await dev.stop()
     away = await svc.request_open(created.uuid, 1)
-    await eventually(lambda: _status(svc, away.transaction_id, "sent"))
-    txn = await eventually(lambda: terminal(svc, away.transaction_id), timeout=10)
+    await until(lambda: _status(svc, away.transaction_id, "sent"))
+    txn = await until(lambda: terminal(svc, away.transaction_id), timeout=10)
     assert txn.status == "expired"
 
     # The device comes back: the queued command reaches it only after expires_at and is
@@ -532,7 +502,7 @@ async def test_command_for_a_device_away_longer_than_the_ttl_expires(harness: Ha
     await dev.heartbeat()
     later = await svc.request_open(created.uuid, 3)
     await dev.wait_for_command(later.transaction_id)
-    assert (await eventually(lambda: terminal(svc, later.transaction_id))).status == "success"
+    assert (await until(lambda: terminal(svc, later.transaction_id))).status == "success"
 
     late_ones = [r for r in dev.received if r.command.transaction_id == away.transaction_id]
     assert late_ones and all(r.at > r.command.expires_at for r in late_ones)
@@ -544,7 +514,7 @@ async def test_command_for_a_device_away_longer_than_the_ttl_expires(harness: Ha
         txn = await svc.get_transaction(away.transaction_id)
         return txn if txn.first_seen_at is not None else None
 
-    assert (await eventually(refusal_seen)).status == "expired"
+    assert (await until(refusal_seen)).status == "expired"
     assert (await svc.get_transaction(unsent.transaction_id)).status == "expired"
     assert not await events_of(svc, "CompartmentOpened", away.transaction_id)
     assert not await events_of(svc, "CompartmentOpened", unsent.transaction_id)
@@ -562,7 +532,7 @@ async def test_last_will_silence_heartbeat_and_stale_retained_heartbeat(harness:
     # Last will: offline within one second of the connection dropping.
     dropped = time.monotonic()
     await dev.crash()
-    await eventually(lambda: status_is(svc, created.uuid, "offline"), timeout=5, interval=0.02)
+    await until(lambda: status_is(svc, created.uuid, "offline"), timeout=5, interval=0.02)
     assert time.monotonic() - dropped < 1.0
     offline = await events_of(svc, "LockerBankWentOffline")
     assert offline[-1].payload["reason"] == "last_will"
@@ -570,18 +540,18 @@ async def test_last_will_silence_heartbeat_and_stale_retained_heartbeat(harness:
     # A fresh heartbeat brings it back.
     await dev.start()
     await dev.heartbeat()
-    await eventually(lambda: status_is(svc, created.uuid, "online"))
+    await until(lambda: status_is(svc, created.uuid, "online"))
 
     # Silence: offline after 3 x the 1 s interval, not before.
     last_beat = time.monotonic()
-    await eventually(lambda: status_is(svc, created.uuid, "offline"), timeout=8)
+    await until(lambda: status_is(svc, created.uuid, "offline"), timeout=8)
     silent_for = time.monotonic() - last_beat
     assert 2.5 <= silent_for < 5.0, silent_for
     assert (await events_of(svc, "LockerBankWentOffline"))[-1].payload["reason"] == (
         "heartbeat_timeout"
     )
     await dev.heartbeat()
-    await eventually(lambda: status_is(svc, created.uuid, "online"))
+    await until(lambda: status_is(svc, created.uuid, "online"))
 
 
 async def test_stale_retained_heartbeat_at_subscribe_is_not_life(harness: Harness) -> None:
@@ -609,7 +579,7 @@ async def test_stale_retained_heartbeat_at_subscribe_is_not_life(harness: Harnes
     async def ignored() -> int:
         return runtime.metrics.heartbeats_ignored
 
-    await eventually(ignored)
+    await until(ignored)
     assert (await bank(fresh, created.uuid)).status == "provisioned"
     assert runtime.metrics.heartbeats_taken == 0
 
@@ -748,13 +718,13 @@ async def test_malformed_messages_are_rejected_and_the_listener_goes_on(
         view = await bank(svc, created.uuid)
         return next(c for c in view.compartments if c.number == 3).door_state == "open"
 
-    await eventually(door_open)
+    await until(door_open)
 
     async def all_rejected() -> list[RejectedView] | None:
         rows = await rejected(svc)
         return rows if len(rows) >= len(cases) else None
 
-    rows = await eventually(all_rejected)
+    rows = await until(all_rejected)
     assert len(rows) == len(cases)
     assert all(r.reason for r in rows)
     assert all("secret-token" not in r.topic for r in rows)

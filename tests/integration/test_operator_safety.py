@@ -23,106 +23,31 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.integration.test_real_client import (
-    BACKEND_PASSWORD,
-    INTERVAL,
-    MAPPING,
-    MOSQ_SECRET,
-    PROVISIONING_PASSWORD,
-    SECRET_KEY,
-    Stack,
-)
-from tests.support.goauth_broker import goauth_available, run_goauth_mosquitto
-from tests.support.headless_instances import headless_instance
-from tests.support.mosquitto import free_port
-from tests.support.real_client import (
-    ClientBuild,
-    RealClient,
-    build_client,
-    relay_board,
-    require_node,
-)
-from tests.support.reliability_tools import SqlProbe, until
+from tests.support.interop_stack import BROKERS, INTERVAL, MAPPING, Stack, interop_stack
+from tests.support.real_client import ClientBuild
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.timeout(300)]
 OPEN_TTL = 8  # COMMAND_TIMEOUT; an open expires when it times out
-
-
-@pytest.fixture(scope="session")
-def client_build() -> ClientBuild:
-    require_node()
-    return build_client()
-
-
-class _Nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @asynccontextmanager
 async def _stack(
     tmp: Path, build: ClientBuild, broker: str
 ) -> AsyncIterator[tuple[Stack, TcpProxy]]:
-    settings = {
-        "MQTT_PORT": str(free_port()),
-        "MQTT_PASSWORD": BACKEND_PASSWORD,
-        "MQTT_PROVISIONING_PASSWORD": PROVISIONING_PASSWORD,
-        "MOSQ_SECRET": MOSQ_SECRET,
-        "SECRET_KEY": SECRET_KEY,
-        "COMMAND_TIMEOUT": str(OPEN_TTL),
-        "COMMAND_RETRY_AFTER": "60",
-    }
-    if broker == "mosquitto":
-        settings["MQTT_HOST"] = "127.0.0.1"
-    instance = headless_instance(f"safety-{broker}", tmp / "backend", settings)
-    env = dict(instance.env)
-    broker_cm: Any = (
-        run_goauth_mosquitto(tmp / "mosquitto", hook_port=instance.http_port, secret=MOSQ_SECRET)
-        if broker == "mosquitto"
-        else _Nothing()
-    )
-    async with aiohttp.ClientSession() as session:
-        with broker_cm as running_broker:
-            if running_broker is not None:
-                env["MQTT_PORT"] = instance.env["MQTT_PORT"] = str(running_broker.port)
-            await instance.start()
-            try:
-                await instance.wait_healthy(session, 60)
-                async with TcpProxy("127.0.0.1", int(instance.env["MQTT_PORT"])) as proxy:
-                    with relay_board(tmp / "board") as board:
-                        client = RealClient(
-                            build,
-                            tmp / "site",
-                            board.port_path,
-                            broker_url=f"mqtt://127.0.0.1:{proxy.port}",
-                            provisioning_user="provisioning_client",
-                            provisioning_password=PROVISIONING_PASSWORD,
-                            heartbeat_interval=INTERVAL,
-                        )
-                        probe = SqlProbe(f"sqlite:///{instance.workdir / 'data' / 'locker.db'}")
-                        stack = Stack(tmp, instance, env, probe, board, client)
-                        try:
-                            yield stack, proxy
-                        except BaseException:
-                            print("---- client log ----\n" + client.log_tail(80))
-                            print("---- backend log ----\n" + instance.log_tail(60))
-                            print("---- board log ----\n" + board.log_text()[-3000:])
-                            raise
-                        finally:
-                            print("figures:", json.dumps(stack.figures))
-                            client.kill()
-                            probe.close()
-            finally:
-                await instance.stop()
+    timings = {"COMMAND_TIMEOUT": str(OPEN_TTL), "COMMAND_RETRY_AFTER": "60"}
+    async with interop_stack(
+        tmp, build, broker, name="safety", timings=timings, through_proxy=True
+    ) as (stack, proxy):
+        assert proxy is not None
+        try:
+            yield stack, proxy
+        finally:
+            print("figures:", json.dumps(stack.figures))
 
 
 async def _status(stack: Stack, uuid: str, tid: str) -> str:
@@ -137,21 +62,7 @@ async def _outcomes(stack: Stack, tid: str) -> list[str]:
     return [r.event_type for r in rows]
 
 
-@pytest.mark.parametrize(
-    "broker",
-    [
-        "embedded",
-        pytest.param(
-            "mosquitto",
-            marks=[
-                pytest.mark.mosquitto,
-                pytest.mark.skipif(
-                    not goauth_available(), reason="mosquitto or go-auth.so missing"
-                ),
-            ],
-        ),
-    ],
-)
+@pytest.mark.parametrize("broker", BROKERS)
 async def test_link_cut_open_expires_never_flashes_inside_ttl_flashes_once(
     tmp_path: Path, client_build: ClientBuild, broker: str
 ) -> None:

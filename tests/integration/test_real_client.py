@@ -13,175 +13,32 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
 
-from tests.support.goauth_broker import goauth_available, run_goauth_mosquitto
-from tests.support.headless_instances import HeadlessInstance, headless_instance
-from tests.support.mosquitto import free_port
-from tests.support.real_client import (
-    ClientBuild,
-    RealClient,
-    RelayBoard,
-    build_client,
-    relay_board,
-    require_node,
+from tests.support.interop_stack import (
+    BROKERS,
+    INTERVAL,
+    MAPPING,
+    Stack,
+    interop_stack,
 )
-from tests.support.reliability_tools import SqlProbe, until
+from tests.support.real_client import ClientBuild
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.timeout(420)]
-
-PROVISIONING_PASSWORD = "prov-pass-interop"
-BACKEND_PASSWORD = "backend-pass-interop"
-MOSQ_SECRET = "mosq-secret-interop"
-SECRET_KEY = "secret-key-interop-0123456789abcdef"
-INTERVAL = 2  # the bank's heartbeat interval (seconds)
-MAPPING = "1:1:0,2:1:1,3:1:2,4:1:3"
-
-
-@pytest.fixture(scope="session")
-def client_build() -> ClientBuild:
-    """npm ci && npx tsc once per session (and cached on disk across sessions)."""
-    require_node()
-    return build_client()
-
-
-@dataclass
-class Stack:
-    """The backend, its store, the board and the client of one run."""
-
-    tmp: Path
-    backend: HeadlessInstance
-    env: dict[str, str]
-    probe: SqlProbe
-    board: RelayBoard
-    client: RealClient
-    figures: dict[str, Any] = field(default_factory=dict)
-
-    async def cli(self, *args: str) -> tuple[int, str]:
-        """`locker-console ARGS` as the operator types it, against the same store."""
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "console.cli",
-            *args,
-            cwd=self.backend.workdir,
-            env=self.env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        out, _ = await asyncio.wait_for(proc.communicate(), 120)
-        return proc.returncode or 0, out.decode(errors="replace")
-
-    async def bank(self, uuid: str) -> Any:
-        rows = await self.probe.rows(
-            "SELECT status, config_state, dialect, applied_config_hash, desired_config_hash "
-            "FROM locker_banks WHERE uuid = :u",
-            u=uuid,
-        )
-        return rows[0]
-
-    async def doors(self, uuid: str) -> dict[int, str]:
-        rows = await self.probe.rows(
-            "SELECT number, door_state FROM compartments WHERE bank_uuid = :u", u=uuid
-        )
-        return {r.number: r.door_state for r in rows}
-
-    async def txns(self, uuid: str, action: str) -> list[Any]:
-        return await self.probe.rows(
-            "SELECT transaction_id, status, error_code, message FROM command_transactions "
-            "WHERE locker_uuid = :u AND action = :a ORDER BY requested_at",
-            u=uuid,
-            a=action,
-        )
-
-    async def until_bank(self, uuid: str, what: str, done: Any, timeout: float) -> float:
-        """Seconds until the bank row satisfies `done`."""
-        start = time.monotonic()
-        await until(lambda: self.bank(uuid), done, what, timeout, interval=0.05)
-        return round(time.monotonic() - start, 2)
-
-    def flashes(self, relay: int) -> int:
-        return sum(1 for _slave, r in self.board.flashes() if r == relay)
-
-
-def _backend_env(tmp: Path, broker: str, mqtt_port: int) -> dict[str, str]:
-    settings = {
-        "MQTT_PORT": str(mqtt_port),
-        "MQTT_PASSWORD": BACKEND_PASSWORD,
-        "MQTT_PROVISIONING_PASSWORD": PROVISIONING_PASSWORD,
-        "MOSQ_SECRET": MOSQ_SECRET,
-        "SECRET_KEY": SECRET_KEY,
-        "COMMAND_TIMEOUT": "30",
-        "COMMAND_RETRY_AFTER": "10",
-    }
-    if broker == "mosquitto":
-        settings["MQTT_HOST"] = "127.0.0.1"
-    return settings
 
 
 @asynccontextmanager
 async def _stack(tmp: Path, build: ClientBuild, broker: str) -> AsyncIterator[Stack]:
-    mqtt_port = free_port()
-    instance = headless_instance(
-        f"interop-{broker}", tmp / "backend", _backend_env(tmp, broker, mqtt_port)
-    )
-    env = dict(instance.env)
-    async with aiohttp.ClientSession() as session:
-        if broker == "mosquitto":
-            mosquitto = run_goauth_mosquitto(
-                tmp / "mosquitto", hook_port=instance.http_port, secret=MOSQ_SECRET
-            )
-            broker_cm: Any = mosquitto
-        else:
-            broker_cm = _nothing()
-        with broker_cm as running_broker:
-            if running_broker is not None:
-                env["MQTT_PORT"] = instance.env["MQTT_PORT"] = str(running_broker.port)
-            await instance.start()
-            try:
-                await instance.wait_healthy(session, 60)
-                port = instance.env["MQTT_PORT"]
-                with relay_board(tmp / "board") as board:
-                    client = RealClient(
-                        build,
-                        tmp / "site",
-                        board.port_path,
-                        broker_url=f"mqtt://127.0.0.1:{port}",
-                        provisioning_user="provisioning_client",
-                        provisioning_password=PROVISIONING_PASSWORD,
-                        heartbeat_interval=INTERVAL,
-                    )
-                    probe = SqlProbe(f"sqlite:///{instance.workdir / 'data' / 'locker.db'}")
-                    stack = Stack(tmp, instance, env, probe, board, client)
-                    try:
-                        yield stack
-                    except BaseException:
-                        print("---- client log ----\n" + client.log_tail(60))
-                        print("---- backend log ----\n" + instance.log_tail(60))
-                        print("---- board log ----\n" + board.log_text()[-3000:])
-                        raise
-                    finally:
-                        client.kill()
-                        probe.close()
-            finally:
-                await instance.stop()
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+    timings = {"COMMAND_TIMEOUT": "30", "COMMAND_RETRY_AFTER": "10"}
+    async with interop_stack(tmp, build, broker, name="interop", timings=timings) as (stack, _):
+        yield stack
 
 
 async def _restart_backend(stack: Stack) -> None:
@@ -192,21 +49,7 @@ async def _restart_backend(stack: Stack) -> None:
         await stack.backend.wait_healthy(session, 60)
 
 
-@pytest.mark.parametrize(
-    "broker",
-    [
-        "embedded",
-        pytest.param(
-            "mosquitto",
-            marks=[
-                pytest.mark.mosquitto,
-                pytest.mark.skipif(
-                    not goauth_available(), reason="mosquitto or go-auth.so missing"
-                ),
-            ],
-        ),
-    ],
-)
+@pytest.mark.parametrize("broker", BROKERS)
 async def test_the_real_client_end_to_end(
     tmp_path: Path, client_build: ClientBuild, broker: str
 ) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -16,40 +15,19 @@ import pytest
 
 from tests.support.dynsec import needs_dynsec
 from tests.support.headless_instances import headless_instance
+from tests.support.interop_stack import cli
 from tests.support.mosquitto import free_port
 from tests.support.real_client import (
     ClientBuild,
     RealClient,
-    build_client,
     relay_board,
-    require_node,
 )
-from tests.support.reliability_tools import SqlProbe, until
+from tests.support.reliability_tools import SqlProbe
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.mosquitto, needs_dynsec, pytest.mark.timeout(420)]
 PROVISIONING_PASSWORD = "prov-pass-dynsec"
 INTERVAL = 2
-
-
-@pytest.fixture(scope="module")
-def client_build() -> ClientBuild:
-    require_node()
-    return build_client()
-
-
-async def _cli(env: dict[str, str], cwd: Path, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "console.cli",
-        *args,
-        cwd=cwd,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    return proc.returncode or 0, out.decode()
 
 
 async def test_the_real_client_under_dynsec(tmp_path: Path, client_build: ClientBuild) -> None:
@@ -88,7 +66,7 @@ async def test_the_real_client_under_dynsec(tmp_path: Path, client_build: Client
                     heartbeat_interval=INTERVAL,
                 )
                 try:
-                    code, out = await _cli(
+                    code, out = await cli(
                         env, cwd, "bank", "create", "--name", "Dynsec real",
                         "--mapping", "1:1:0,2:1:1", "--heartbeat-interval", str(INTERVAL),
                         "--json",
@@ -105,7 +83,7 @@ async def test_the_real_client_under_dynsec(tmp_path: Path, client_build: Client
                     )
                     await until(lambda: status(uuid), lambda s: s == "online", "online", 20)
 
-                    code, out = await _cli(env, cwd, "open", uuid, "1", "--wait", "--timeout", "30")
+                    code, out = await cli(env, cwd, "open", uuid, "1", "--wait", "--timeout", "30")
                     assert code == 0, out
                     await until(
                         lambda: asyncio.to_thread(board.flashes),
@@ -114,7 +92,7 @@ async def test_the_real_client_under_dynsec(tmp_path: Path, client_build: Client
                         10,
                     )
 
-                    code, out = await _cli(env, cwd, "bank", "revoke", uuid, "--reason", "test")
+                    code, out = await cli(env, cwd, "bank", "revoke", uuid, "--reason", "test")
                     assert code == 0, out
                     assert "not disabled yet" not in out  # the CLI reached the plugin itself
                     await asyncio.to_thread(client.wait_log, "Not authorized", 20)

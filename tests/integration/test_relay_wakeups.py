@@ -12,8 +12,8 @@ from backend.mqtt.connection import MqttConnection
 from backend.mqtt.metrics import Metrics
 from backend.mqtt.relay import OutboxRelay
 from backend.service import LockerService
-from tests.conftest import make_settings
 from tests.support.mosquitto import MosquittoBroker
+from tests.support.settings import make_settings
 
 
 async def _no_message(_message: object, _ack: object) -> None:

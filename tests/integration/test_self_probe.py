@@ -12,7 +12,6 @@ from amqtt.broker import Broker
 from backend.broker.config import build_broker_config
 from backend.mqtt.runtime import MqttRuntime
 from backend.service import LockerService
-from tests.conftest import make_settings
 from tests.integration.broker_fixtures import (
     BACKEND_PASSWORD,
     BACKEND_USER,
@@ -22,7 +21,8 @@ from tests.integration.broker_fixtures import (
     running_hook,
 )
 from tests.support.mosquitto import free_port
-from tests.support.reliability_tools import until
+from tests.support.settings import make_settings
+from tests.support.waiting import until
 
 CLIENT_ID = "locker-backend-probed"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -12,22 +11,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from backend.device_service import HeartbeatIn
-from backend.domain.contract import Heartbeat, HeartbeatData
 from backend.domain.errors import ConcurrencyConflict, NotFound, RuleViolation
 from backend.domain.events import EventMetadata, LockerBankCameOnline
 from backend.domain.timeutil import FrozenClock
 from backend.service import LockerService
 from backend.store import event_store
 from backend.store.tables import BankLivenessRow, OutboxRow, StoredEvent
-from tests.conftest import make_settings
+from tests.support.banks import beat, provisioned
 from tests.support.scenario import OPS, Scenario, dump_read_models
-
-
-async def provisioned(service: LockerService, compartments: int = 4) -> str:
-    created = await service.create_bank("Hall", "Berlin", compartments)
-    assert await service.devices.register(created.token, "client-1") == "success"
-    return created.uuid
+from tests.support.settings import make_settings
 
 
 async def all_events(service: LockerService) -> list[str]:
@@ -204,11 +196,6 @@ def test_rebuild_is_identical_for_any_history(tmp_path: Path, ops: list[str], se
             svc.close()
 
     asyncio.run(run())
-
-
-def beat(bank: str, at: datetime) -> HeartbeatIn:
-    hb = Heartbeat(data=HeartbeatData(timestamp=at, uptime_seconds=1))
-    return HeartbeatIn(bank, hb, at)
 
 
 async def test_heartbeat_batch_brings_many_banks_online(

@@ -33,11 +33,11 @@ import aiomqtt
 import pytest
 
 from backend.runner import BackendServices
-from tests.conftest import make_settings
-from tests.reliability.conftest import size
 from tests.support.mosquitto import free_port
 from tests.support.mqtt_runtime_process import fast_options
-from tests.support.reliability_tools import SqlProbe, until
+from tests.support.reliability_tools import SqlProbe, size
+from tests.support.settings import make_settings
+from tests.support.waiting import until
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 

@@ -34,13 +34,13 @@ from backend.service import LockerService
 from simulator.device import DeviceOptions
 from simulator.faults import Faults
 from simulator.fleet import Fleet
-from tests.conftest import make_settings
-from tests.reliability.conftest import size
 from tests.support.databases import TEST_DATABASE_URL
 from tests.support.goauth_broker import goauth_available, run_goauth_mosquitto
 from tests.support.headless_instances import HeadlessInstance, headless_instance
 from tests.support.hook_process import hook_process
-from tests.support.reliability_tools import SqlProbe, log, until
+from tests.support.reliability_tools import SqlProbe, log, size
+from tests.support.settings import make_settings
+from tests.support.waiting import until
 
 BANKS = size("outage_banks", 100, 500)
 DOWN_SECONDS = size("backend_down_seconds", 60, 120)

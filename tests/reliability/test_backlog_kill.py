@@ -27,11 +27,11 @@ import aiomqtt
 import pytest
 
 from backend.mqtt.acks import RECEIVE_MAXIMUM
-from tests.reliability.conftest import operator_service, size
 from tests.support.headless_instances import HeadlessInstance, headless_instance
 from tests.support.http_api import ProvisionedBank, provision
 from tests.support.mosquitto import MosquittoBroker
-from tests.support.reliability_tools import SqlProbe, log, until
+from tests.support.reliability_tools import SqlProbe, log, operator_service, size
+from tests.support.waiting import until
 
 BANKS = size("backlog_banks", 10, 50)
 EVENTS = size("backlog_events", 3000, 20_000)  # more than the backend's in-flight window

@@ -28,19 +28,20 @@ import pytest
 from simulator.device import DeviceOptions
 from simulator.faults import Faults
 from simulator.fleet import Fleet
-from tests.conftest import DB_KINDS
-from tests.reliability.conftest import operator_service, size
-from tests.support.databases import truncate_all
-from tests.support.headless_instances import clean_env, headless_instance
+from tests.support.databases import DB_KINDS, truncate_all
+from tests.support.headless_instances import headless_instance
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.reliability_tools import (
     TERMINAL,
     SqlProbe,
     log,
+    operator_service,
     outcome_sequence_ok,
-    until,
+    size,
 )
 from tests.support.scenario import dump_read_models
+from tests.support.service_process import clean_env
+from tests.support.waiting import until
 
 BANKS = size("crash_banks", 50, 250)
 COMPARTMENTS = 4

@@ -28,12 +28,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.reliability.conftest import operator_service, size
 from tests.support.headless_instances import headless_instance
 from tests.support.http_api import provision
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.mqtt_device import TestDevice
-from tests.support.reliability_tools import SqlProbe, log, until
+from tests.support.reliability_tools import SqlProbe, log, operator_service, size
+from tests.support.waiting import until
 
 BANKS = size("lock_banks", 5, 20)
 COMPARTMENTS = 4

@@ -25,12 +25,12 @@ import pytest
 from backend.domain.contract import CommandResponse
 from backend.mqtt.runtime import MqttRuntime
 from backend.service import LockerService
-from tests.conftest import make_settings
-from tests.reliability.conftest import size
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.mqtt_device import raw_client
 from tests.support.mqtt_runtime_process import fast_options
-from tests.support.reliability_tools import SqlProbe, log, until
+from tests.support.reliability_tools import SqlProbe, log, size
+from tests.support.settings import make_settings
+from tests.support.waiting import until
 
 TRANSACTIONS = size("storm_transactions", 1_000, 5_000)
 COMPARTMENTS = 50

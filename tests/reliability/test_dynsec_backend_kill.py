@@ -34,11 +34,11 @@ import pytest
 
 from backend.accounts import NoAccountDirectory
 from backend.service import LockerService
-from tests.conftest import make_settings
-from tests.reliability.conftest import size
 from tests.support.dynsec import deployed_dynsec_mosquitto, needs_dynsec, provision
 from tests.support.headless_instances import headless_instance
-from tests.support.reliability_tools import SqlProbe, log, until
+from tests.support.reliability_tools import SqlProbe, log, size
+from tests.support.settings import make_settings
+from tests.support.waiting import until
 
 DEVICES = size("dynsec_devices", 100, 500)
 SECONDS = size("dynsec_seconds", 60, 120)

@@ -24,10 +24,10 @@ import pytest
 
 from backend.domain.topics import command_topic, device_topic
 from simulator.wire import Wire
-from tests.reliability.conftest import size
 from tests.support.hardened_headless import EmbeddedHeadless, embedded_headless
-from tests.support.headless_instances import parse_metrics
-from tests.support.reliability_tools import log, until
+from tests.support.reliability_tools import log, size
+from tests.support.service_process import parse_metrics
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.reliability
 START_TIMEOUT = 60.0
@@ -135,7 +135,6 @@ async def test_pinned_identities_refuse_hijacks_and_the_backend_keeps_serving(
         await device.__aexit__(None, None, None)
 
 
-@pytest.mark.quarantine  # RELIABILITY.md F8: once the intruder's CONNECT got no CONNACK
 async def test_a_second_connection_with_the_backend_id_does_not_deafen_it(
     backend: EmbeddedHeadless,
 ) -> None:

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backend.runner import BackendServices
-from tests.conftest import make_settings
-from tests.reliability.conftest import size
 from tests.support.mosquitto import free_port
 from tests.support.mqtt_runtime_process import fast_options
+from tests.support.reliability_tools import size
 from tests.support.scenario import dump_read_models
+from tests.support.settings import make_settings
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
 

@@ -42,11 +42,12 @@ import pytest
 
 from backend.domain.topics import device_topic, register_topic
 from backend.log_throttle import LOG_BURST, LOG_WINDOW
-from tests.reliability.conftest import operator_service, size
-from tests.support.headless_instances import HeadlessInstance, Metrics, headless_instance
+from tests.support.headless_instances import HeadlessInstance, headless_instance
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.mqtt_device import provision
-from tests.support.reliability_tools import until
+from tests.support.reliability_tools import operator_service, size
+from tests.support.service_process import Metrics
+from tests.support.waiting import until
 
 FLOOD = size("log_flood_messages", 5_000, 50_000)
 CHUNK = 250

@@ -32,11 +32,11 @@ from backend.domain.timeutil import FrozenClock
 from backend.service import LockerService
 from simulator.device import DeviceOptions
 from simulator.fleet import Fleet
-from tests.conftest import make_settings
-from tests.reliability.conftest import operator_service, size
 from tests.support.headless_instances import headless_instance
 from tests.support.mosquitto import MosquittoBroker
-from tests.support.reliability_tools import TERMINAL, SqlProbe, log, until
+from tests.support.reliability_tools import TERMINAL, SqlProbe, log, operator_service, size
+from tests.support.settings import make_settings
+from tests.support.waiting import until
 
 OUTAGE = size("outage_seconds", 20, 600)
 RATE = 10  # commands per second

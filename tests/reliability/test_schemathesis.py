@@ -53,12 +53,12 @@ from schemathesis.specs.openapi.checks import (
 
 from backend.http.server import OPENAPI_PATH
 from backend.runner import BackendServices
-from tests.conftest import DB_KINDS, make_settings
-from tests.reliability.conftest import size
-from tests.support.databases import truncate_all
+from tests.support.databases import DB_KINDS, truncate_all
 from tests.support.http_api import provision
 from tests.support.mosquitto import free_port
 from tests.support.mqtt_runtime_process import fast_options
+from tests.support.reliability_tools import size
+from tests.support.settings import make_settings
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(1800)]
 

@@ -24,11 +24,11 @@ from backend.mqtt.runtime import MqttRuntime
 from backend.service import LockerService
 from simulator.device import DeviceOptions, SimulatedDevice
 from simulator.fleet import Fleet
-from tests.conftest import make_settings
-from tests.reliability.conftest import size
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.mqtt_runtime_process import fast_options
-from tests.support.reliability_tools import SqlProbe, until
+from tests.support.reliability_tools import SqlProbe, size
+from tests.support.settings import make_settings
+from tests.support.waiting import until
 
 BANKS = size("stale_banks", 10, 100)
 TTL = 5.0

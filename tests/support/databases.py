@@ -7,10 +7,14 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from backend.store.database import normalize_url
+
+# the two stores every store test runs against (PostgreSQL only with TEST_DATABASE_URL)
+DB_KINDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "").strip()
 
@@ -29,13 +33,14 @@ TABLES = (
 
 
 @contextmanager
-def private_postgres() -> Iterator[str]:
-    """Create a fresh database next to TEST_DATABASE_URL's for this test process; drop it after.
+def private_postgres(base_url: str = "", prefix: str = "locker_test") -> Iterator[str]:
+    """Create a fresh database next to `base_url`'s (TEST_DATABASE_URL's by default) for this
+    process; drop it after. The benchmarks use it too (`prefix` "locker_bench").
 
-    Each pytest process gets its own database, so parallel runs never see each other's rows.
+    Each process gets its own database, so parallel runs never see each other's rows.
     """
-    base = make_url(normalize_url(TEST_DATABASE_URL))
-    name = f"locker_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    base = make_url(normalize_url(base_url or TEST_DATABASE_URL))
+    name = f"{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

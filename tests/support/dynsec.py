@@ -22,8 +22,8 @@ import pytest
 from backend.broker.mosquitto import find_mosquitto, find_plugin
 from backend.config import Settings
 from backend.runner import BackendServices
-from tests.conftest import make_settings
 from tests.support.mosquitto import MosquittoBroker, _spawn, free_port
+from tests.support.settings import make_settings
 
 needs_dynsec = pytest.mark.skipif(
     find_mosquitto() is None or find_plugin() is None,
@@ -56,6 +56,27 @@ class Credentials:
     user: str
     password: str
     client_id: str
+
+
+async def read_until_disconnected(client: aiomqtt.Client) -> None:
+    """Read (and drop) messages until the broker ends the connection."""
+    with contextlib.suppress(aiomqtt.MqttError):
+        async for _message in client.messages:
+            pass
+
+
+def device_client(
+    settings: Settings, creds: Credentials, *, identifier: str | None = None
+) -> aiomqtt.Client:
+    """An MQTT client that logs in to the backend's broker as the provisioned device (with
+    its pinned client id unless told otherwise)."""
+    return aiomqtt.Client(
+        "127.0.0.1",
+        settings.mqtt_port,
+        username=creds.user,
+        password=creds.password,
+        identifier=identifier or creds.client_id,
+    )
 
 
 async def provision(

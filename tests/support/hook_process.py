@@ -13,19 +13,18 @@ process and the next wait in the socket's backlog.
 
 from __future__ import annotations
 
-import asyncio
-import signal
 import socket
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import aiohttp
 
-from tests.support.headless_instances import Metrics, clean_env, parse_metrics
 from tests.support.mosquitto import free_port
+from tests.support.service_process import ServiceProcess, clean_env
 
 SD_LISTEN_FDS_START = 3
 
@@ -54,31 +53,15 @@ class ListeningSocket:
 
 
 @dataclass
-class HookProcess:
+class HookProcess(ServiceProcess):
     """One `locker-console hook` process (started again by `start()` after a stop)."""
 
-    name: str
-    workdir: Path
-    env: dict[str, str]
-    port: int
+    LOG_NAME: ClassVar[str] = "hook.log"
+
     listen: ListeningSocket | None = None
-    process: asyncio.subprocess.Process | None = None
-    log_path: Path = field(init=False)
     started_at: float = 0.0
 
-    def __post_init__(self) -> None:
-        self.log_path = self.workdir / "hook.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
     async def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
         command = [sys.executable, "-m", "console.cli", "hook"]
         pass_fds: tuple[int, ...] = ()
         if self.listen is not None:
@@ -94,69 +77,27 @@ class HookProcess:
             command = [sys.executable, "-c", launcher, *command]
             pass_fds = (fd,)
         self.started_at = time.monotonic()
-        with self.log_path.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                *command,
-                cwd=self.workdir,
-                env=self.env,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=log,
-                pass_fds=pass_fds,
-            )
+        await self.spawn(*command, pass_fds=pass_fds)
 
     async def wait_ready(self, session: aiohttp.ClientSession, timeout: float) -> float:
         """Until this process's /healthz answers 200 (another hook process on the same port
         does not count); returns the seconds since `start()`."""
-        try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    assert self.running, f"{self.name} exited early:\n{self.log_tail()}"
-                    try:
-                        # A new connection each time: SO_REUSEPORT spreads connections.
-                        async with session.get(
-                            f"{self.url}/healthz", headers={"Connection": "close"}
-                        ) as resp:
-                            body = await resp.json() if resp.status == 200 else {}
-                            assert self.process is not None
-                            if body.get("pid") == self.process.pid:
-                                return time.monotonic() - self.started_at
-                    except aiohttp.ClientError:
-                        pass
-                    await asyncio.sleep(0.02)  # polling a condition with a deadline
-        except TimeoutError:
-            raise AssertionError(
-                f"{self.name} not ready within {timeout} s:\n{self.log_tail()}"
-            ) from None
 
-    async def metrics(self, session: aiohttp.ClientSession) -> Metrics:
-        async with session.get(f"{self.url}/metrics") as resp:
-            assert resp.status == 200, f"{self.name}: /metrics answered {resp.status}"
-            return Metrics(parse_metrics(await resp.text()))
+        async def answered_by_this_process(resp: aiohttp.ClientResponse) -> bool:
+            body = await resp.json() if resp.status == 200 else {}
+            assert self.process is not None
+            return bool(body.get("pid") == self.process.pid)
 
-    async def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
-            await self.process.wait()
-
-    async def stop(self, timeout: float = 10.0) -> int | None:
-        """SIGTERM and wait (SIGKILL after `timeout`); the exit code."""
-        if self.process is None:
-            return None
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout)
-            except TimeoutError:
-                await self.kill()
-        return self.process.returncode
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        # A new connection each time: SO_REUSEPORT spreads connections.
+        await self.poll_health(
+            session,
+            timeout,
+            answered_by_this_process,
+            what="ready",
+            interval=0.02,
+            headers={"Connection": "close"},
+        )
+        return time.monotonic() - self.started_at
 
 
 def hook_process(
@@ -178,4 +119,4 @@ def hook_process(
     )
     env.pop("LISTEN_FDS", None)
     env.pop("LISTEN_PID", None)
-    return HookProcess(name, workdir, env, chosen, listen)
+    return HookProcess(name, workdir, env, chosen, listen=listen)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,23 +109,6 @@ async def provision(
             password = json.loads(item.payload)["data"]["mqtt_password"]
             return ProvisionedBank(created.uuid, password, client_id)
     raise AssertionError("no provisioning reply in the outbox")
-
-
-async def wait_until(
-    condition: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0, what: str = ""
-) -> None:
-    """Await ``condition`` becoming true, checking often; fail after ``timeout`` seconds."""
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                outcome = condition()
-                if not isinstance(outcome, bool):
-                    outcome = await outcome
-                if outcome:
-                    return
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what or condition}") from None
 
 
 @dataclass(frozen=True)

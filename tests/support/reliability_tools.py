@@ -1,17 +1,23 @@
-"""Helpers for tests/reliability: polling with a deadline, SQL over a shared store."""
+"""Helpers for tests/reliability: sizes (CI size by default, `RELIABILITY_SCALE=full` for
+the issue's full figures; each figure can be overridden with its own variable), the
+operator's service, SQL over a shared store."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, text
 
 from backend.domain.command_status import TERMINAL_STATUSES
+from backend.service import LockerService
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.settings import make_settings
 
 T = TypeVar("T")
 
@@ -19,22 +25,31 @@ OUTCOMES = ("CompartmentOpened", "CommandFailed", "CommandTimedOut", "CommandExp
 TERMINAL = TERMINAL_STATUSES
 
 
-async def until(
-    probe: Callable[[], Awaitable[T]],
-    done: Callable[[T], bool],
-    what: str,
-    timeout: float,
-    interval: float = 0.2,
-) -> T:
-    """Poll `probe` until `done(value)`; fail naming `what` and the last value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout} s (last {value!r})")
-        await asyncio.sleep(interval)  # polling a condition with a deadline
+FULL = os.environ.get("RELIABILITY_SCALE", "ci").lower() == "full"
+
+
+def size(name: str, ci: int, full: int) -> int:
+    """`RELIABILITY_<NAME>` if set, else the CI or full figure."""
+    value = os.environ.get(f"RELIABILITY_{name.upper()}")
+    if value:
+        return int(value)
+    return full if FULL else ci
+
+
+def operator_service(
+    tmp_path: Path, db_url: str, mosquitto: MosquittoBroker, **overrides: Any
+) -> LockerService:
+    """The operator's side of a test: its own LockerService on the backend process's store
+    and broker (requests opens, reads outcomes), in `tmp_path / "operator"`."""
+    return LockerService(
+        make_settings(
+            tmp_path / "operator",
+            database_url=db_url,
+            mqtt_host=mosquitto.host,
+            mqtt_port=mosquitto.port,
+            **overrides,
+        )
+    )
 
 
 def log(message: str) -> None:

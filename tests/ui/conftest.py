@@ -1,133 +1,20 @@
 """Fixtures for the console tests: a real LockerService on SQLite with a frozen clock and
-fixed ids/tokens, a device-side driver (register, heartbeat, relay, answer, last will),
-and helpers to await conditions in a Pilot without sleeping.
+fixed ids/tokens, the device side, a switchable broker, the app and its toasts. The
+helpers they are made of live in tests/support/console_app.py.
 """
 
 from __future__ import annotations
 
-import itertools
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from rich.text import Text
-from textual.css.query import NoMatches
-from textual.notifications import Notification, Notify
-from textual.pilot import Pilot
-from textual.widgets import Static
-from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
-from backend.device_service import HeartbeatIn
-from backend.domain.contract import CommandResponse, Heartbeat, HeartbeatData
-from backend.domain.outcomes import Disposition
 from backend.domain.timeutil import FrozenClock
 from backend.gateway import InProcessGateway
 from backend.service import LockerService
 from console.app import LockerConsoleApp
-from tests.conftest import make_settings
-
-OPERATOR = "alice"
-
-
-def fixed_ids() -> Callable[[], str]:
-    """uuid-shaped ids 00000000-0000-4000-8000-000000000001, ...002, ... (banks and commands)."""
-    counter = itertools.count(1)
-    return lambda: f"00000000-0000-4000-8000-{next(counter):012d}"
-
-
-def fixed_secrets() -> Callable[[], str]:
-    """Tokens and passwords `secret-0001`, `secret-0002`, ..."""
-    counter = itertools.count(1)
-    return lambda: f"secret-{next(counter):04d}"
-
-
-def build_service(tmp_path: Path, clock: FrozenClock) -> LockerService:
-    settings = make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'console.db'}")
-    return LockerService(settings, clock=clock, new_id=fixed_ids(), new_secret=fixed_secrets())
-
-
-@dataclass
-class Devices:
-    """The locker side, driven directly through the service's device operations."""
-
-    service: LockerService
-    clock: FrozenClock
-    tokens: dict[str, str] = field(default_factory=dict)
-
-    async def bank(
-        self, name: str, location: str = "", doors: int = 12, *, online: bool = True
-    ) -> str:
-        """Create a bank (as the operator would) and, when `online`, provision it and beat."""
-        created = await self.service.create_bank(name, location, doors, actor=OPERATOR)
-        self.tokens[created.uuid] = created.token
-        if online:
-            await self.provision(created.uuid)
-            await self.heartbeat(created.uuid)
-        return created.uuid
-
-    async def provision(self, uuid: str) -> None:
-        result = await self.service.devices.register(self.tokens[uuid], f"device-{uuid[-4:]}")
-        assert result == "success", result
-
-    async def heartbeat(self, uuid: str, uptime: float = 60.0) -> None:
-        now = self.clock.now()
-        beat = Heartbeat(data=HeartbeatData(timestamp=now, uptime_seconds=uptime))
-        await self.service.devices.record_heartbeats([HeartbeatIn(uuid, beat, now)])
-
-    async def relay(self) -> list[str]:
-        """Publish everything due (as if the broker acked it); returns transaction ids."""
-        sent = []
-        for item in await self.service.devices.outbox_due():
-            await self.service.devices.outbox_published(item)
-            if item.transaction_id:
-                sent.append(item.transaction_id)
-        return sent
-
-    async def answer(
-        self,
-        uuid: str,
-        transaction_id: str,
-        *,
-        action: str = "open_compartment",
-        result: str = "success",
-        error_code: str | None = None,
-        message: str | None = None,
-        applied_config_hash: str | None = None,
-    ) -> None:
-        response = CommandResponse(
-            action=action,  # type: ignore[arg-type]
-            result=result,  # type: ignore[arg-type]
-            transaction_id=transaction_id,
-            timestamp=self.clock.now(),
-            error_code=error_code,
-            message=message,
-            applied_config_hash=applied_config_hash,
-        )
-        outcome = await self.service.devices.record_response(uuid, response, response.to_bytes())
-        assert outcome.disposition is Disposition.APPLIED, outcome
-
-    async def apply_config(self, uuid: str, *, in_sync: bool = True) -> None:
-        """Answer the bank's pending config push (with the desired hash, or a wrong one)."""
-        bank = await self.service.get_bank(uuid)
-        for txn in await self.service.list_transactions(uuid):
-            if txn.action == "apply_config" and txn.status == "sent":
-                applied = bank.desired_config_hash if in_sync else "f" * 64
-                await self.answer(
-                    uuid, txn.transaction_id, action="apply_config", applied_config_hash=applied
-                )
-
-    async def last_will(self, uuid: str) -> None:
-        assert await self.service.devices.record_last_will(uuid)
-
-
-@dataclass
-class Broker:
-    """A switchable broker connection for `status()`."""
-
-    connected: bool = True
-    detail: str = ""
+from tests.support.console_app import OPERATOR, Broker, Devices, Toasts, build_service
 
 
 @pytest.fixture
@@ -173,55 +60,6 @@ def make_app(
     yield make
 
 
-class Toasts:
-    """Every notification the app raised (a `run_test` message hook)."""
-
-    def __init__(self) -> None:
-        self.items: list[Notification] = []
-
-    def __call__(self, message: object) -> None:
-        if isinstance(message, Notify):
-            self.items.append(message.notification)
-
-    def texts(self) -> list[str]:
-        return [f"{n.title}: {n.message}" for n in self.items]
-
-    def matching(self, *words: str) -> list[Notification]:
-        return [n for n in self.items if all(w in f"{n.title} {n.message}" for w in words)]
-
-
 @pytest.fixture
 def toasts() -> Toasts:
     return Toasts()
-
-
-NOT_THERE_YET = (LookupError, CellDoesNotExist, RowDoesNotExist, NoMatches)
-
-
-async def wait_until(
-    pilot: Pilot[None], predicate: Callable[[], object], what: str, timeout: float = 10.0
-) -> float:
-    """Let the app run until `predicate()` holds; returns the seconds it took."""
-    start = time.monotonic()
-    deadline = start + timeout
-    while True:
-        try:
-            if predicate():
-                return time.monotonic() - start
-        except NOT_THERE_YET:
-            pass  # the widget, row or cell is not there yet
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await pilot.pause(0.05)
-
-
-def plain(widget: Static) -> str:
-    """The text a Static shows."""
-    content = widget.content
-    return content.plain if isinstance(content, Text) else str(content)
-
-
-async def type_text(pilot: Pilot[None], text: str) -> None:
-    """Type `text` key by key."""
-    keys = ["space" if ch == " " else ch for ch in text]
-    await pilot.press(*keys)

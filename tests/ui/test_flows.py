@@ -6,17 +6,13 @@ relay, response, last will); the console must show each one on its own.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 from textual.command import CommandInput, CommandList, CommandPalette
-from textual.pilot import Pilot
 from textual.widgets import Static
 
 from backend.domain.timeutil import FrozenClock
 from backend.service import LockerService
 from backend.views import TransactionView
-from console.app import LockerConsoleApp
 from console.modals.confirm import ConfirmModal
 from console.modals.revoke import RevokeModal
 from console.modals.token import TokenModal
@@ -24,42 +20,25 @@ from console.screens.bank import BankScreen
 from console.screens.fleet import FleetScreen
 from console.screens.provisioning import ProvisioningScreen
 from console.screens.transactions import TransactionsScreen
-from tests.ui.conftest import Broker, Devices, Toasts, plain, type_text, wait_until
+from tests.support.console_app import (
+    SIZE,
+    Broker,
+    Devices,
+    MakeApp,
+    Toasts,
+    cell,
+    modal_text,
+    open_bank,
+    plain,
+    ready,
+    type_text,
+)
+from tests.support.waiting import app_until
 from widgets.bank_table import BankTable
 from widgets.compartment_grid import CompartmentGrid
 from widgets.keyed_table import KeyedTable
 from widgets.status_line import StatusLine
 from widgets.transaction_timeline import TransactionDetail, TransactionTable
-
-SIZE = (80, 24)
-MakeApp = Callable[..., LockerConsoleApp]
-
-
-async def ready(pilot: Pilot[None], app: LockerConsoleApp) -> None:
-    """Wait until the console has read status and caught up with the stored events (what
-    happens before that is history: shown, never toasted)."""
-    await wait_until(pilot, lambda: app.ready, "the console to catch up")
-
-
-def cell(table: KeyedTable, key: str, column: str) -> str:
-    return table.get_cell(key, column).plain
-
-
-def modal_text(app: LockerConsoleApp) -> str:
-    return "\n".join(plain(w) for w in app.screen.query(Static) if not w.has_class("hint"))
-
-
-async def open_bank(pilot: Pilot[None], app: LockerConsoleApp, uuid: str) -> BankScreen:
-    """From the fleet, put the cursor on `uuid` and press Enter."""
-    table = app.screen.query_one(BankTable)
-    await wait_until(pilot, lambda: uuid in table.keys, "the bank in the fleet table")
-    table.move_to_key(uuid)
-    await pilot.press("enter")
-    await wait_until(pilot, lambda: isinstance(app.screen, BankScreen), "the bank screen")
-    screen = app.screen
-    assert isinstance(screen, BankScreen)
-    await wait_until(pilot, lambda: screen.data is not None, "the bank's data")
-    return screen
 
 
 async def test_create_bank_shows_its_token_once(
@@ -69,13 +48,13 @@ async def test_create_bank_shows_its_token_once(
     async with app.run_test(size=SIZE, notifications=True, message_hook=toasts) as pilot:
         await ready(pilot, app)
         await pilot.press("4")
-        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
+        await app_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
         await pilot.press("n")
         await type_text(pilot, "Main hall")
         await pilot.press("tab")
         await type_text(pilot, "Berlin")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, TokenModal), "the token modal")
+        await app_until(pilot, lambda: isinstance(app.screen, TokenModal), "the token modal")
 
         (bank,) = await service.list_banks()
         assert (bank.name, bank.location, len(bank.compartments)) == ("Main hall", "Berlin", 12)
@@ -89,9 +68,9 @@ async def test_create_bank_shows_its_token_once(
         await pilot.press("c")
         assert app.clipboard == token
         await pilot.press("escape")
-        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "modal closed")
+        await app_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "modal closed")
         table = app.screen.query_one(KeyedTable)
-        await wait_until(pilot, lambda: bank.uuid in table.keys, "the new bank in the list")
+        await app_until(pilot, lambda: bank.uuid in table.keys, "the new bank in the list")
         assert cell(table, bank.uuid, "status") == "unprovisioned"
         assert cell(table, bank.uuid, "token").startswith("valid 7d")
 
@@ -111,14 +90,14 @@ async def test_bank_goes_online_when_its_device_provisions_and_beats(
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         table = app.screen.query_one(BankTable)
-        await wait_until(
+        await app_until(
             pilot, lambda: cell(table, uuid, "status") == "unprovisioned", "unprovisioned"
         )
         assert cell(table, uuid, "heartbeat").startswith("never")
         await devices.provision(uuid)
-        await wait_until(pilot, lambda: cell(table, uuid, "status") == "provisioned", "provisioned")
+        await app_until(pilot, lambda: cell(table, uuid, "status") == "provisioned", "provisioned")
         await devices.heartbeat(uuid)
-        await wait_until(pilot, lambda: cell(table, uuid, "status") == "online", "online")
+        await app_until(pilot, lambda: cell(table, uuid, "status") == "online", "online")
         assert cell(table, uuid, "heartbeat").startswith("0s ago")
 
 
@@ -134,7 +113,7 @@ async def test_open_a_compartment_with_confirmation_pending_sent_success(
         await pilot.press("right", "right")
         assert grid.selected is not None and grid.selected.number == 3
         await pilot.press("o")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await app_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
         shown = modal_text(app)
         assert "Open compartment 3?" in shown
         assert "Main hall" in shown and "Berlin" in shown and "compartment 3" in shown
@@ -142,30 +121,30 @@ async def test_open_a_compartment_with_confirmation_pending_sent_success(
         # What is opened is what the modal named, whatever the cursor does meanwhile.
         grid.select(5)
         await pilot.press("y")
-        await wait_until(pilot, lambda: app.screen is screen, "the bank screen again")
+        await app_until(pilot, lambda: app.screen is screen, "the bank screen again")
 
         def opening() -> TransactionView | None:
             data = screen.data
             txns = data.transactions if data else []
             return next((t for t in txns if t.action == "open_compartment"), None)
 
-        await wait_until(pilot, lambda: opening() is not None, "the open transaction")
+        await app_until(pilot, lambda: opening() is not None, "the open transaction")
         txn = opening()
         assert txn is not None and txn.compartment_number == 3
         tid = txn.transaction_id
         assert txn.requested_by == "alice"
         table = screen.query_one(TransactionTable)
-        await wait_until(pilot, lambda: cell(table, tid, "status") == "pending", "pending")
+        await app_until(pilot, lambda: cell(table, tid, "status") == "pending", "pending")
         assert cell(table, tid, "action") == "open #3"
 
         assert tid in await devices.relay()
-        await wait_until(pilot, lambda: cell(table, tid, "status") == "sent", "sent")
+        await app_until(pilot, lambda: cell(table, tid, "status") == "sent", "sent")
 
         clock.advance(0.4)
         await devices.answer(uuid, tid)
-        await wait_until(pilot, lambda: cell(table, tid, "status") == "success", "success")
+        await app_until(pilot, lambda: cell(table, tid, "status") == "success", "success")
         assert cell(table, tid, "latency") == "0.40s"
-        await wait_until(
+        await app_until(
             pilot, lambda: grid.selected is not None and grid.selected.number == 5, "cursor kept"
         )
 
@@ -173,8 +152,8 @@ async def test_open_a_compartment_with_confirmation_pending_sent_success(
             bank = screen.data.bank  # type: ignore[union-attr]
             return next(c.door_state for c in bank.compartments if c.number == 3)
 
-        await wait_until(pilot, lambda: door_3() == "open", "door 3 open in the grid")
-        await wait_until(
+        await app_until(pilot, lambda: door_3() == "open", "door 3 open in the grid")
+        await app_until(
             pilot,
             lambda: toasts.matching("Compartment 3 on Main hall (Berlin) opened in 0.40s"),
             "the success toast",
@@ -192,7 +171,7 @@ async def test_jammed_door_shows_the_error(
         await ready(pilot, app)
         screen = await open_bank(pilot, app, uuid)
         await pilot.press("o")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await app_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
         await pilot.press("y")
         table = screen.query_one(TransactionTable)
 
@@ -201,17 +180,17 @@ async def test_jammed_door_shows_the_error(
             txns = data.transactions if data else []
             return next((t.transaction_id for t in txns if t.action == "open_compartment"), None)
 
-        await wait_until(pilot, lambda: opening_id() is not None, "the open transaction")
+        await app_until(pilot, lambda: opening_id() is not None, "the open transaction")
         tid = opening_id()
         assert tid is not None
         await devices.relay()
-        await wait_until(pilot, lambda: cell(table, tid, "status") == "sent", "sent")
+        await app_until(pilot, lambda: cell(table, tid, "status") == "sent", "sent")
         await devices.answer(
             uuid, tid, result="error", error_code="DOOR_JAMMED", message="Door 1 is jammed"
         )
-        await wait_until(pilot, lambda: cell(table, tid, "status") == "error", "error")
+        await app_until(pilot, lambda: cell(table, tid, "status") == "error", "error")
         assert cell(table, tid, "result") == "DOOR_JAMMED"
-        await wait_until(pilot, lambda: toasts.matching("DOOR_JAMMED"), "the error toast")
+        await app_until(pilot, lambda: toasts.matching("DOOR_JAMMED"), "the error toast")
         (toast,) = toasts.matching("DOOR_JAMMED")
         assert toast.severity == "error"
         assert toast.message == (
@@ -219,12 +198,12 @@ async def test_jammed_door_shows_the_error(
         )
 
         await pilot.press("2")
-        await wait_until(pilot, lambda: isinstance(app.screen, TransactionsScreen), "transactions")
+        await app_until(pilot, lambda: isinstance(app.screen, TransactionsScreen), "transactions")
         log = app.screen.query_one(TransactionTable)
-        await wait_until(pilot, lambda: cell(log, tid, "status") == "error", "the error row")
+        await app_until(pilot, lambda: cell(log, tid, "status") == "error", "the error row")
         log.move_to_key(tid)
         detail = app.screen.query_one(TransactionDetail)
-        await wait_until(pilot, lambda: "DOOR_JAMMED" in plain(detail), "the timeline")
+        await app_until(pilot, lambda: "DOOR_JAMMED" in plain(detail), "the timeline")
         assert "requested 12:00:00 by alice" in plain(detail)
 
 
@@ -236,13 +215,13 @@ async def test_offline_within_a_second_of_the_last_will(
     async with app.run_test(size=SIZE, notifications=True, message_hook=toasts) as pilot:
         await ready(pilot, app)
         table = app.screen.query_one(BankTable)
-        await wait_until(pilot, lambda: cell(table, uuid, "status") == "online", "online")
+        await app_until(pilot, lambda: cell(table, uuid, "status") == "online", "online")
         await devices.last_will(uuid)
-        took = await wait_until(
+        took = await app_until(
             pilot, lambda: cell(table, uuid, "status") == "offline", "offline", timeout=1.0
         )
         assert took < 1.0
-        await wait_until(
+        await app_until(
             pilot,
             lambda: toasts.matching("Main hall (Berlin) went offline (last will)."),
             "the offline toast",
@@ -271,10 +250,10 @@ async def test_readonly_offers_no_action(
 
         # The palette has no action at all, not even when searched for.
         await pilot.press("ctrl+p")
-        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), "the palette")
+        await app_until(pilot, lambda: isinstance(app.screen, CommandPalette), "the palette")
         await type_text(pilot, "open")
         commands = app.screen.query_one(CommandList)
-        await wait_until(
+        await app_until(
             pilot,
             lambda: (
                 commands.option_count == 1 and commands.get_option_at_index(0).id == "--no-matches"
@@ -286,7 +265,7 @@ async def test_readonly_offers_no_action(
         assert commands_here and not [c for c in commands_here if c.changes_state]
 
         await pilot.press("escape", "4")
-        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
+        await app_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
         assert not app.screen.query("#new-name")
         for key in ("n", "t", "r"):
             assert key not in app.screen.active_bindings
@@ -303,19 +282,19 @@ async def test_palette_offers_opening_a_compartment(make_app: MakeApp, devices: 
         await ready(pilot, app)
         await open_bank(pilot, app, uuid)
         await pilot.press("ctrl+p")
-        await wait_until(pilot, lambda: isinstance(app.screen, CommandPalette), "the palette")
+        await app_until(pilot, lambda: isinstance(app.screen, CommandPalette), "the palette")
         app.screen.query_one(CommandInput).value = "open compartment 7"
         commands = app.screen.query_one(CommandList)
 
         def first() -> str:
             return str(commands.get_option_at_index(0).prompt)
 
-        await wait_until(pilot, lambda: "Open compartment 7: Main hall" in first(), "the command")
+        await app_until(pilot, lambda: "Open compartment 7: Main hall" in first(), "the command")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await app_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
         assert "Open compartment 7?" in modal_text(app)
         await pilot.press("n")
-        await wait_until(pilot, lambda: isinstance(app.screen, BankScreen), "cancelled")
+        await app_until(pilot, lambda: isinstance(app.screen, BankScreen), "cancelled")
 
 
 async def test_broker_drop_is_toasted_and_shown_in_words(
@@ -326,11 +305,11 @@ async def test_broker_drop_is_toasted_and_shown_in_words(
     async with app.run_test(size=SIZE, notifications=True, message_hook=toasts) as pilot:
         await ready(pilot, app)
         line = app.screen.query_one(StatusLine)
-        await wait_until(pilot, lambda: "broker connected" in plain(line), "connected")
+        await app_until(pilot, lambda: "broker connected" in plain(line), "connected")
         assert "database ok" in plain(line)
         broker.connected, broker.detail = False, "connection refused"
-        await wait_until(pilot, lambda: "broker disconnected" in plain(line), "disconnected")
-        await wait_until(pilot, lambda: toasts.matching("Broker disconnected"), "the toast")
+        await app_until(pilot, lambda: "broker disconnected" in plain(line), "disconnected")
+        await app_until(pilot, lambda: toasts.matching("Broker disconnected"), "the toast")
         (toast,) = toasts.matching("Broker disconnected")
         assert toast.severity == "error" and "connection refused" in toast.message
 
@@ -345,25 +324,25 @@ async def test_filter_is_kept_per_screen_and_updates_keep_order_and_cursor(
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         table = app.screen.query_one(BankTable)
-        await wait_until(pilot, lambda: table.keys == [first, second, third], "three banks")
+        await app_until(pilot, lambda: table.keys == [first, second, third], "three banks")
         table.move_to_key(second)
         clock.advance(5)
         await devices.heartbeat(first)
         await devices.last_will(third)
-        await wait_until(pilot, lambda: cell(table, third, "status") == "offline", "offline")
-        await wait_until(pilot, lambda: cell(table, first, "heartbeat").startswith("0s"), "beat")
+        await app_until(pilot, lambda: cell(table, third, "status") == "offline", "offline")
+        await app_until(pilot, lambda: cell(table, first, "heartbeat").startswith("0s"), "beat")
         assert table.keys == [third, first, second]  # needs attention first: offline
         assert table.cursor_key == second  # the cursor stayed on its bank
 
         await pilot.press("slash")
         await type_text(pilot, "berlin")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: table.keys == [third, first], "filtered")
+        await app_until(pilot, lambda: table.keys == [third, first], "filtered")
         await pilot.press("2")
-        await wait_until(pilot, lambda: isinstance(app.screen, TransactionsScreen), "other tab")
+        await app_until(pilot, lambda: isinstance(app.screen, TransactionsScreen), "other tab")
         assert app.screen.query_text == ""
         await pilot.press("1")
-        await wait_until(pilot, lambda: isinstance(app.screen, FleetScreen), "fleet again")
+        await app_until(pilot, lambda: isinstance(app.screen, FleetScreen), "fleet again")
         assert app.screen.query_text == "berlin"
         assert table.keys == [third, first]
 
@@ -378,13 +357,13 @@ async def test_help_lists_the_keys_that_apply(
         await ready(pilot, app)
         await open_bank(pilot, app, uuid)
         await pilot.press("question_mark")
-        await wait_until(pilot, lambda: "Help · Bank" in modal_text(app), "help")
+        await app_until(pilot, lambda: "Help · Bank" in modal_text(app), "help")
         text = modal_text(app)
         assert "Filter" in text and "Back" in text
         assert ("Open door" in text) is not readonly
         assert "online" in text and "in sync" in text and "timeout" in text
         await pilot.press("escape")
-        await wait_until(pilot, lambda: isinstance(app.screen, BankScreen), "help closed")
+        await app_until(pilot, lambda: isinstance(app.screen, BankScreen), "help closed")
 
 
 async def test_reissue_and_revoke_ask_first(
@@ -397,46 +376,46 @@ async def test_reissue_and_revoke_ask_first(
     async with app.run_test(size=SIZE, notifications=True, message_hook=toasts) as pilot:
         await ready(pilot, app)
         await pilot.press("4")
-        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
+        await app_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
         table = app.screen.query_one(KeyedTable)
-        await wait_until(pilot, lambda: table.keys == [depot, hall], "the banks")
+        await app_until(pilot, lambda: table.keys == [depot, hall], "the banks")
         table.move_to_key(depot)
 
         await pilot.press("t")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await app_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
         assert "previous token stops working" in modal_text(app)
         await pilot.press("y")
-        await wait_until(pilot, lambda: isinstance(app.screen, TokenModal), "the new token")
+        await app_until(pilot, lambda: isinstance(app.screen, TokenModal), "the new token")
         new_token = plain(app.screen.query_one("#token", Static))
         assert new_token != old_token and "no longer works" in modal_text(app)
         assert await service.bank_by_token(new_token) == depot
         assert await service.bank_by_token(old_token) is None
         await pilot.press("escape")
-        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "closed")
+        await app_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "closed")
 
         # Revoking asks for a reason (required), works in any state and voids the token.
         await pilot.press("r")
-        await wait_until(pilot, lambda: isinstance(app.screen, RevokeModal), "the reason dialog")
+        await app_until(pilot, lambda: isinstance(app.screen, RevokeModal), "the reason dialog")
         await pilot.press("enter")  # no reason yet: nothing happens
         assert isinstance(app.screen, RevokeModal)
         await type_text(pilot, "token leaked")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: cell(table, depot, "status") == "revoked", "revoked")
+        await app_until(pilot, lambda: cell(table, depot, "status") == "revoked", "revoked")
         assert await service.bank_by_token(new_token) is None
 
         table.move_to_key(hall)
         await pilot.press("r")
-        await wait_until(pilot, lambda: isinstance(app.screen, RevokeModal), "the reason dialog")
+        await app_until(pilot, lambda: isinstance(app.screen, RevokeModal), "the reason dialog")
         assert "Revoke this bank's credentials?" in modal_text(app)
         assert "Main hall" in modal_text(app)
         await pilot.press("escape")  # cancelled: nothing happens
-        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "cancelled")
+        await app_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "cancelled")
         assert (await service.get_bank(hall)).status == "online"
         await pilot.press("r")
-        await wait_until(pilot, lambda: isinstance(app.screen, RevokeModal), "the reason dialog")
+        await app_until(pilot, lambda: isinstance(app.screen, RevokeModal), "the reason dialog")
         await type_text(pilot, "stolen")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: cell(table, hall, "status") == "revoked", "revoked")
+        await app_until(pilot, lambda: cell(table, hall, "status") == "revoked", "revoked")
         reasons = [
             e.payload["reason"]
             for e in await service.events_after(0)

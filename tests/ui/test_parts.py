@@ -19,8 +19,8 @@ from console.app import LockerConsoleApp
 from console.context import EVENT_TAIL, ConsoleContext
 from console.screens.schedule import RefreshSchedule
 from console.watcher import BackendWatcher
-from tests.ui.conftest import Devices, Toasts, wait_until
-from tests.ui.test_flows import cell, ready
+from tests.support.console_app import Devices, Toasts, cell, ready
+from tests.support.waiting import app_until
 from widgets.bank_table import BankTable
 from widgets.formatting import age, duration, truncate
 from widgets.keyed_table import KeyedTable, Row, filter_rows
@@ -201,10 +201,10 @@ async def test_an_unanswered_open_expires_is_toasted_and_shown(
         assert (await service.devices.sweep())["expired"] >= 1
         await pilot.press("2")
         table = app.screen.query_one("#transactions", KeyedTable)
-        await wait_until(
+        await app_until(
             pilot, lambda: cell(table, txn.transaction_id, "status") == "expired", "expired"
         )
-        await wait_until(pilot, lambda: toasts.matching("Command expired"), "the toast")
+        await app_until(pilot, lambda: toasts.matching("Command expired"), "the toast")
         messages = [n.message for n in toasts.matching("Command expired")]
         assert "Opening compartment 4 on Main hall (Berlin) expired; it will not be executed." in (
             messages
@@ -216,7 +216,7 @@ async def test_hostile_names_are_shown_literally(make_app: MakeApp, devices: Dev
     app = make_app()
     async with app.run_test(size=(80, 24)) as pilot:
         table = app.screen.query_one(BankTable)
-        await wait_until(pilot, lambda: uuid in table.keys, "the bank")
+        await app_until(pilot, lambda: uuid in table.keys, "the bank")
         name = cell(table, uuid, "name")
         assert name.startswith("[/bold] [re") and name.endswith("…")  # literal, cut to fit
         assert cell(table, uuid, "location").startswith("[link")

@@ -11,8 +11,17 @@ from backend.service import LockerService
 from console.app import LockerConsoleApp
 from console.modals.confirm import ConfirmModal
 from console.screens.provisioning import ProvisioningScreen
-from tests.ui.conftest import OPERATOR, Devices, Toasts, wait_until
-from tests.ui.test_flows import SIZE, MakeApp, modal_text, open_bank, ready
+from tests.support.console_app import (
+    OPERATOR,
+    SIZE,
+    Devices,
+    MakeApp,
+    Toasts,
+    modal_text,
+    open_bank,
+    ready,
+)
+from tests.support.waiting import app_until
 
 
 async def test_opening_on_an_offline_bank_says_what_will_happen(
@@ -25,7 +34,7 @@ async def test_opening_on_an_offline_bank_says_what_will_happen(
         await ready(pilot, app)
         await open_bank(pilot, app, uuid)
         await pilot.press("o")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await app_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
         shown = " ".join(modal_text(app).split())
         assert "The bank is offline" in shown
         assert "waits up to 30 s" in shown and "then expires and never opens later" in shown
@@ -36,7 +45,7 @@ async def test_opening_on_an_offline_bank_says_what_will_happen(
         await ready(pilot, app)
         await open_bank(pilot, app, online)
         await pilot.press("o")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
+        await app_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the confirmation")
         assert "waits up to" not in modal_text(app)  # online: no warning
 
 
@@ -50,19 +59,19 @@ async def test_quit_in_standalone_asks_first_and_says_how_many_banks_are_connect
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
-        await wait_until(pilot, lambda: len(app.ctx.banks) == 3, "the fleet")
+        await app_until(pilot, lambda: len(app.ctx.banks) == 3, "the fleet")
         await pilot.press("q")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
+        await app_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "the question")
         shown = " ".join(modal_text(app).split())
         assert "Quit and stop the services?" in shown
         assert "2 banks are connected" in shown and "whole fleet" in shown
         await pilot.press("n")  # No: the console keeps running
-        await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmModal), "cancelled")
+        await app_until(pilot, lambda: not isinstance(app.screen, ConfirmModal), "cancelled")
         assert app.is_running
         await pilot.press("q")
-        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "asked again")
+        await app_until(pilot, lambda: isinstance(app.screen, ConfirmModal), "asked again")
         await pilot.press("y")
-        await wait_until(pilot, lambda: not app.is_running, "the console to quit")
+        await app_until(pilot, lambda: not app.is_running, "the console to quit")
 
 
 async def test_attached_console_quits_without_asking(
@@ -75,7 +84,7 @@ async def test_attached_console_quits_without_asking(
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         await pilot.press("q")
-        await wait_until(pilot, lambda: not app.is_running, "the console to quit")
+        await app_until(pilot, lambda: not app.is_running, "the console to quit")
 
 
 async def test_an_app_token_is_offered_only_what_it_may_do(
@@ -94,7 +103,7 @@ async def test_an_app_token_is_offered_only_what_it_may_do(
         names = [c.name for c in app.commands_for(screen) if c.changes_state]
         assert names and all(n.startswith("Open compartment") for n in names)
         await pilot.press("escape", "4")
-        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
+        await app_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
         assert not app.screen.query("#new-name")  # no create form
         for key in ("n", "t", "r"):
             assert key not in app.screen.active_bindings
@@ -114,10 +123,10 @@ async def test_a_late_execution_is_never_shown_as_done(
         await devices.relay()
         clock.advance(30)
         await service.devices.sweep()
-        await wait_until(pilot, lambda: toasts.matching("expired"), "the expiry toast")
+        await app_until(pilot, lambda: toasts.matching("expired"), "the expiry toast")
         clock.advance(20)
         await devices.answer(uuid, txn.transaction_id)
-        await wait_until(pilot, lambda: toasts.matching("Late execution"), "the late toast")
+        await app_until(pilot, lambda: toasts.matching("Late execution"), "the late toast")
         assert not toasts.matching("Done")
         assert toasts.matching("Compartment 2", "AFTER its open expired", "check the door")
         assert (await service.get_transaction(txn.transaction_id)).status == "late"

@@ -27,7 +27,8 @@ from console.app import LockerConsoleApp
 from console.modals.token import TokenModal
 from console.screens.bank import BankScreen
 from console.screens.base import LiveScreen
-from tests.ui.conftest import OPERATOR, Devices, build_service, wait_until
+from tests.support.console_app import OPERATOR, Devices, build_service
+from tests.support.waiting import app_until
 from widgets.bank_table import BankTable
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
@@ -112,10 +113,10 @@ async def settle(pilot: Pilot[None]) -> None:
     """Wait until the app has caught up and the current screen has redrawn since."""
     app = pilot.app
     assert isinstance(app, LockerConsoleApp)
-    await wait_until(pilot, lambda: app.ready, "the watcher to catch up")
+    await app_until(pilot, lambda: app.ready, "the watcher to catch up")
     screen = app.screen
     if isinstance(screen, LiveScreen):
-        await wait_until(pilot, lambda: not screen.loading, "the fetch in flight")
+        await app_until(pilot, lambda: not screen.loading, "the fetch in flight")
         seen = screen.refreshes
 
         def fetched_again() -> bool:
@@ -124,7 +125,7 @@ async def settle(pilot: Pilot[None]) -> None:
             screen.tick(force=True)  # a fetch that starts after the app caught up
             return False
 
-        await wait_until(pilot, fetched_again, "a fresh redraw")
+        await app_until(pilot, fetched_again, "a fresh redraw")
     for field in app.screen.query(Input):
         field.cursor_blink = False
     await app.workers.wait_for_complete()
@@ -151,7 +152,7 @@ async def to_main_hall(pilot: Pilot[None]) -> None:
     table = pilot.app.screen.query_one(BankTable)
     table.move_cursor(row=1)
     await pilot.press("enter")
-    await wait_until(pilot, lambda: isinstance(pilot.app.screen, BankScreen), "the bank")
+    await app_until(pilot, lambda: isinstance(pilot.app.screen, BankScreen), "the bank")
     await settle(pilot)
 
 

@@ -10,8 +10,8 @@ import pytest
 from console.app import LockerConsoleApp
 from console.screens.base import LiveScreen
 from console.screens.tabs import Tab, declare, top_level_screens
-from tests.ui.conftest import wait_until
-from tests.ui.test_flows import SIZE, ready
+from tests.support.console_app import SIZE, ready
+from tests.support.waiting import app_until
 from widgets.mode_tabs import ModeTabs
 
 MakeApp = Callable[..., LockerConsoleApp]
@@ -19,13 +19,16 @@ MakeApp = Callable[..., LockerConsoleApp]
 
 def test_the_declared_tabs_in_key_order() -> None:
     declared = top_level_screens()
-    assert [(t.key, t.name, t.label, t.tab_label) for t, _ in declared] == [
+    tabs = [(t.key, t.name, t.label, t.tab_label) for t, _ in declared]
+    assert tabs[:5] == [
         ("1", "fleet", "Fleet", "Fleet"),
         ("2", "transactions", "Transactions", "Txns"),
         ("3", "events", "Events", "Events"),
         ("4", "provisioning", "Provisioning", "Prov"),
         ("5", "alerts", "Alerts", "Alerts"),
     ]
+    assert [t.key for t, _ in declared] == sorted({t.key for t, _ in declared})
+    assert len({t.name for t, _ in declared}) == len(declared)
     for tab, screen in declared:
         assert isinstance(screen, type) and issubclass(screen, LiveScreen)
         assert screen.TAB is tab
@@ -51,6 +54,6 @@ async def test_each_tab_is_reached_by_its_key_and_offered_in_the_palette(
         for tab, screen in reversed(top_level_screens()):
             assert f"Show {tab.label.lower()}" in commands
             await pilot.press(tab.key)
-            await wait_until(pilot, lambda s=screen: type(app.screen) is s, tab.label)
+            await app_until(pilot, lambda s=screen: type(app.screen) is s, tab.label)
             assert app.current_mode == tab.name
             assert app.screen.query_one(ModeTabs)._current == tab.name

@@ -6,7 +6,6 @@ filters with their syntax), see what needs attention (sort, attention first), no
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import timedelta
 
 from textual.pilot import Pilot
@@ -26,25 +25,14 @@ from console.screens.events import EventsScreen
 from console.screens.fleet import FleetScreen
 from console.screens.provisioning import ProvisioningScreen, ProvisioningTable
 from console.screens.transactions import TransactionsScreen
+from tests.support.console_app import OPERATOR, SIZE, Devices, MakeApp, Toasts, cell, plain, ready
 from tests.support.http_api import serve_api
-from tests.ui.conftest import OPERATOR, Devices, Toasts, plain, wait_until
+from tests.support.waiting import app_until
 from widgets.bank_table import BankTable
 from widgets.compartment_grid import CompartmentGrid
 from widgets.event_log import EventTable
 from widgets.heartbeat_chart import HeartbeatCharts
-from widgets.keyed_table import KeyedTable
 from widgets.status_line import StatusLine
-
-SIZE = (80, 24)
-MakeApp = Callable[..., LockerConsoleApp]
-
-
-async def ready(pilot: Pilot[None], app: LockerConsoleApp) -> None:
-    await wait_until(pilot, lambda: app.ready, "the console to catch up")
-
-
-def cell(table: KeyedTable, key: str, column: str) -> str:
-    return table.get_cell(key, column).plain
 
 
 def status(app: LockerConsoleApp) -> str:
@@ -82,45 +70,45 @@ async def test_filters_match_full_values_with_the_syntax(
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         await pilot.press("3")
-        await wait_until(pilot, lambda: isinstance(app.screen, EventsScreen), "events")
+        await app_until(pilot, lambda: isinstance(app.screen, EventsScreen), "events")
         screen = app.screen
         table = screen.query_one(EventTable)
-        await wait_until(pilot, lambda: table.row_count >= 8, "the events")
+        await app_until(pilot, lambda: table.row_count >= 8, "the events")
         offline = next(k for k in table.keys if "Offline" in str(screen_event(screen, k)))
         assert "…" in cell(table, offline, "type")  # the cell is cut at 80 columns
 
         await filter_with(pilot, "offline")
-        await wait_until(pilot, lambda: table.keys == [offline], "offline events only")
+        await app_until(pilot, lambda: table.keys == [offline], "offline events only")
         await clear_filter(pilot)
         await filter_with(pilot, "event:LockerBankWentOffline")
-        await wait_until(pilot, lambda: table.keys == [offline], "the named field")
+        await app_until(pilot, lambda: table.keys == [offline], "the named field")
         await clear_filter(pilot)
         await filter_with(pilot, '"main hall" action:open')
-        await wait_until(pilot, lambda: table.row_count == 1, "quoted words and a field")
+        await app_until(pilot, lambda: table.row_count == 1, "quoted words and a field")
         only = screen_event(screen, table.keys[0])
         assert only.event_type == "CompartmentOpeningRequested"
         assert only.metadata["actor"] == "bob"
         await clear_filter(pilot)
         await filter_with(pilot, "-bank:depot -bank:hall")
-        await wait_until(pilot, lambda: table.row_count == 0, "negations exclude everything")
+        await app_until(pilot, lambda: table.row_count == 0, "negations exclude everything")
         assert "Nothing matches" in notice(app)
         await clear_filter(pilot)
         await filter_with(pilot, "actor:bob")  # the whole payload and metadata are searched
-        await wait_until(pilot, lambda: table.row_count == 1, "by actor")
+        await app_until(pilot, lambda: table.row_count == 1, "by actor")
 
         await pilot.press("1")
         fleet = app.screen
         assert isinstance(fleet, FleetScreen)
         banks = fleet.query_one(BankTable)
         await filter_with(pilot, "status:offline")
-        await wait_until(pilot, lambda: banks.keys == [depot], "offline banks")
+        await app_until(pilot, lambda: banks.keys == [depot], "offline banks")
         await clear_filter(pilot)
         await filter_with(pilot, "west gate")  # in the cut part of the location
-        await wait_until(pilot, lambda: banks.keys == [depot], "the full location")
+        await app_until(pilot, lambda: banks.keys == [depot], "the full location")
         assert cell(banks, depot, "location").endswith("…")
         await clear_filter(pilot)
         await filter_with(pilot, "-status:offline")
-        await wait_until(pilot, lambda: banks.keys == [hall], "negated field")
+        await app_until(pilot, lambda: banks.keys == [hall], "negated field")
 
 
 def screen_event(screen: object, key: str) -> object:
@@ -147,7 +135,7 @@ async def test_event_history_beyond_the_tail_is_searched_by_the_backend(
         await pilot.press("3")
         table = app.screen.query_one(EventTable)
         await filter_with(pilot, "offline")
-        await wait_until(pilot, lambda: table.row_count == 1, "the old offline event")
+        await app_until(pilot, lambda: table.row_count == 1, "the old offline event")
 
 
 # ----- sorting and attention -------------------------------------------------------------
@@ -165,24 +153,24 @@ async def test_sort_natural_order_attention_first_and_the_cursor_stays(
         table = app.screen.query_one(BankTable)
         by_name = [uuids[n] for n in ("Demo 9", "Demo 10", "Demo 100")]
         # attention first (the offline bank), then names in natural order
-        await wait_until(pilot, lambda: table.keys == [uuids["Demo 11"], *by_name], "attention")
+        await app_until(pilot, lambda: table.keys == [uuids["Demo 11"], *by_name], "attention")
         table.move_to_key(uuids["Demo 10"])
         await pilot.press("s")  # by name
         natural = [uuids[n] for n in ("Demo 9", "Demo 10", "Demo 11", "Demo 100")]
-        await wait_until(pilot, lambda: table.keys == natural, "natural order")
+        await app_until(pilot, lambda: table.keys == natural, "natural order")
         assert table.cursor_key == uuids["Demo 10"]
         assert "name▲" in str(table.columns[table.ordered_columns[0].key].label)
         await pilot.press("S")
-        await wait_until(pilot, lambda: table.keys == natural[::-1], "reversed")
+        await app_until(pilot, lambda: table.keys == natural[::-1], "reversed")
         assert table.cursor_key == uuids["Demo 10"]
         # a live change re-sorts under the cursor without moving it off its bank
         await devices.last_will(uuids["Demo 10"])
-        await wait_until(pilot, lambda: cell(table, uuids["Demo 10"], "status") == "offline", "")
+        await app_until(pilot, lambda: cell(table, uuids["Demo 10"], "status") == "offline", "")
         assert table.cursor_key == uuids["Demo 10"]
         # a header click sorts by that column (status: offline before online)
         status_x = sum(c.get_render_width(table) for c in table.ordered_columns[:2]) + 2
         await pilot.click(BankTable, offset=(status_x, 0))
-        await wait_until(pilot, lambda: table.sort_column == "status", "sorted by status")
+        await app_until(pilot, lambda: table.sort_column == "status", "sorted by status")
         assert set(table.keys[:2]) == {uuids["Demo 10"], uuids["Demo 11"]}
         assert table.cursor_key == uuids["Demo 10"]
         for _ in range(len(table.COLUMNS) - 3):  # heartbeat, doors, config, pending
@@ -190,7 +178,7 @@ async def test_sort_natural_order_attention_first_and_the_cursor_stays(
         assert table.sort_column == "pending"
         await pilot.press("s")
         assert table.sort_column is None  # back to attention
-        await wait_until(pilot, lambda: table.keys[0] in (uuids["Demo 10"], uuids["Demo 11"]), "")
+        await app_until(pilot, lambda: table.keys[0] in (uuids["Demo 10"], uuids["Demo 11"]), "")
 
 
 async def test_jk_gG_home_end_in_tables(make_app: MakeApp, devices: Devices) -> None:
@@ -200,7 +188,7 @@ async def test_jk_gG_home_end_in_tables(make_app: MakeApp, devices: Devices) -> 
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
         table = app.screen.query_one(BankTable)
-        await wait_until(pilot, lambda: table.keys == uuids, "the banks")
+        await app_until(pilot, lambda: table.keys == uuids, "the banks")
         table.focus()
         await pilot.press("j", "j")
         assert table.cursor_key == uuids[2]
@@ -222,7 +210,7 @@ async def test_jk_gG_home_end_in_tables(make_app: MakeApp, devices: Devices) -> 
 async def go_provisioning(pilot: Pilot[None], app: LockerConsoleApp) -> ProvisioningScreen:
     await ready(pilot, app)
     await pilot.press("4")
-    await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
+    await app_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "provisioning")
     screen = app.screen
     assert isinstance(screen, ProvisioningScreen)
     return screen
@@ -260,24 +248,24 @@ async def test_focus_after_submit_escape_leaves_a_field_limits_from_the_domain(
         assert doors.max_length == len(str(MAX_COMPARTMENTS))
         doors.value = str(MAX_COMPARTMENTS + 1)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: toasts.matching("doors must be between 1 and 1000"), "")
+        await app_until(pilot, lambda: toasts.matching("doors must be between 1 and 1000"), "")
         assert await service.list_banks() == []
         doors.value = str(MAX_COMPARTMENTS)
         name.focus()
         await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, TokenModal), "the token")
+        await app_until(pilot, lambda: isinstance(app.screen, TokenModal), "the token")
         await pilot.press("escape")
-        await wait_until(pilot, lambda: app.screen is screen, "back")
+        await app_until(pilot, lambda: app.screen is screen, "back")
         assert isinstance(app.focused, ProvisioningTable)  # not the form
         banks = await service.list_banks()
         assert [(b.name, len(b.compartments)) for b in banks] == [("Hall", MAX_COMPARTMENTS)]
         table = screen.query_one(ProvisioningTable)
-        await wait_until(pilot, lambda: table.cursor_key == banks[0].uuid, "the new bank")
+        await app_until(pilot, lambda: table.cursor_key == banks[0].uuid, "the new bank")
         assert name.value == ""
         await pilot.press("1")  # a key after submitting acts, it is not typed anywhere
-        await wait_until(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet")
+        await app_until(pilot, lambda: isinstance(app.screen, FleetScreen), "the fleet")
         fleet = app.screen.query_one(BankTable)
-        await wait_until(pilot, lambda: cell(fleet, banks[0].uuid, "doors") == "0/1000", "")
+        await app_until(pilot, lambda: cell(fleet, banks[0].uuid, "doors") == "0/1000", "")
 
 
 # ----- empty states, tabs ------------------------------------------------------------------
@@ -287,16 +275,16 @@ async def test_empty_fleet_says_what_to_do_and_n_creates(make_app: MakeApp) -> N
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
-        await wait_until(pilot, lambda: "No banks yet" in notice(app), "the empty state")
+        await app_until(pilot, lambda: "No banks yet" in notice(app), "the empty state")
         assert "press n" in notice(app) and "locker-console --demo" in notice(app)
         tabs = str(app.screen.query_one("ModeTabs").render())
         assert all(word in tabs for word in ("1 Fleet", "2 Txns", "3 Events", "4 Prov"))
         await pilot.press("n")
-        await wait_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "the form")
+        await app_until(pilot, lambda: isinstance(app.screen, ProvisioningScreen), "the form")
         assert app.focused is app.screen.query_one("#new-name", Input)
         await pilot.press("escape", "2")
-        await wait_until(pilot, lambda: isinstance(app.screen, TransactionsScreen), "txns")
-        await wait_until(pilot, lambda: "No commands yet" in notice(app), "empty transactions")
+        await app_until(pilot, lambda: isinstance(app.screen, TransactionsScreen), "txns")
+        await app_until(pilot, lambda: "No commands yet" in notice(app), "empty transactions")
 
 
 # ----- attach with a dead backend ----------------------------------------------------------
@@ -315,23 +303,23 @@ async def test_attach_with_a_dead_backend_says_so_everywhere(
             async with app.run_test(size=SIZE) as pilot:
                 await ready(pilot, app)
                 table = app.screen.query_one(BankTable)
-                await wait_until(pilot, lambda: cell(table, hall, "status") == "online", "")
+                await app_until(pilot, lambda: cell(table, hall, "status") == "online", "")
                 assert "database ok" in status(app) and "attach" in status(app)
                 await api.client.close()  # the backend goes away
                 clock.advance(1)
                 since = clock.now().strftime("%H:%M:%S UTC")
                 words = f"backend unreachable since {since}"
-                await wait_until(pilot, lambda: words in status(app), "the status line")
+                await app_until(pilot, lambda: words in status(app), "the status line")
                 assert "database" not in status(app) and "broker" not in status(app)
-                await wait_until(pilot, lambda: words in notice(app), "the fleet's notice")
+                await app_until(pilot, lambda: words in notice(app), "the fleet's notice")
                 assert "what you see is from" in notice(app)
 
                 table.move_to_key(depot)  # a bank never fetched before
                 await pilot.press("enter")
-                await wait_until(pilot, lambda: isinstance(app.screen, BankScreen), "bank")
+                await app_until(pilot, lambda: isinstance(app.screen, BankScreen), "bank")
                 bank = app.screen
                 grid = bank.query_one(CompartmentGrid)
-                await wait_until(pilot, lambda: words in str(grid.render()), "the grid")
+                await app_until(pilot, lambda: words in str(grid.render()), "the grid")
                 assert "no compartments" not in str(grid.render())
                 assert words in plain(bank.query_one("#bank-status", Static))
                 charts = bank.query_one(HeartbeatCharts)
@@ -339,7 +327,7 @@ async def test_attach_with_a_dead_backend_says_so_everywhere(
                 assert "nothing to show until it answers" in notice(app)
                 for key in ("escape", "3", "2", "4"):
                     await pilot.press(key)
-                    await wait_until(pilot, lambda: words in notice(app), f"notice after {key}")
+                    await app_until(pilot, lambda: words in notice(app), f"notice after {key}")
                     assert words in status(app)
         finally:
             await gateway.close()
@@ -362,31 +350,31 @@ async def test_bank_screen_event_log_detail_jam_and_heartbeat_charts(
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot, app)
         table = app.screen.query_one(BankTable)
-        await wait_until(pilot, lambda: table.keys == [hall], "the bank")
+        await app_until(pilot, lambda: table.keys == [hall], "the bank")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, BankScreen), "the bank screen")
+        await app_until(pilot, lambda: isinstance(app.screen, BankScreen), "the bank screen")
         bank = app.screen
         assert isinstance(bank, BankScreen)
-        await wait_until(pilot, lambda: bank.data is not None, "its data")
+        await app_until(pilot, lambda: bank.data is not None, "its data")
         grid = bank.query_one(CompartmentGrid)
         assert "#4   jammed" in str(grid.render())
         charts = bank.query_one(HeartbeatCharts)
-        await wait_until(pilot, lambda: not charts.has_class("-empty"), "the charts")
+        await app_until(pilot, lambda: not charts.has_class("-empty"), "the charts")
         intervals = list(charts.query_one("#chart-interval", Sparkline).data or [])
         assert len(intervals) == 60 and 30.0 in intervals
         assert "-60m" in plain(charts.query_one("#chart-axis", Static))
         await pilot.press("l")
         events = bank.query_one("#bank-events", EventTable)
-        await wait_until(pilot, lambda: events.row_count >= 5, "the bank's event log")
+        await app_until(pilot, lambda: events.row_count >= 5, "the bank's event log")
         events.focus()
         failed = next(e for e in bank.data.events if e.event_type == "CommandFailed")
         events.move_to_key(str(failed.position))
         await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, EventDetailModal), "the detail")
+        await app_until(pilot, lambda: isinstance(app.screen, EventDetailModal), "the detail")
         text = plain(app.screen.query_one("#event-json", Static))
         assert '"error_code": "DOOR_JAMMED"' in text and jam.transaction_id in text
         await pilot.press("escape")
-        await wait_until(pilot, lambda: app.screen is bank, "back on the bank")
+        await app_until(pilot, lambda: app.screen is bank, "back on the bank")
         # the transaction timeline: enter on a transaction of this bank
         from console.modals.timeline import TimelineModal
         from widgets.transaction_timeline import TransactionTable
@@ -396,7 +384,7 @@ async def test_bank_screen_event_log_detail_jam_and_heartbeat_charts(
         transactions.focus()
         transactions.move_to_key(jam.transaction_id)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, TimelineModal), "the timeline")
+        await app_until(pilot, lambda: isinstance(app.screen, TimelineModal), "the timeline")
         steps = plain(app.screen.query_one("#timeline", Static))
         assert "requested" in steps and "DOOR_JAMMED" in steps and "→  sent" in steps
         await pilot.press("escape")
@@ -414,18 +402,18 @@ async def test_mouse_selects_rows_tabs_and_buttons(
     async with app.run_test(size=(120, 40)) as pilot:
         await ready(pilot, app)
         table = app.screen.query_one(BankTable)
-        await wait_until(pilot, lambda: table.keys == [first, second], "the banks")
+        await app_until(pilot, lambda: table.keys == [first, second], "the banks")
         await pilot.click(BankTable, offset=(3, 2))  # the second row (header, Alpha, Bravo)
         assert table.cursor_key == second
         tabs = app.screen.query_one("ModeTabs")
         label = str(tabs.render())
         await pilot.click("ModeTabs", offset=(label.index("3 Events") + 2, 0))
-        await wait_until(pilot, lambda: isinstance(app.screen, EventsScreen), "clicked tab")
+        await app_until(pilot, lambda: isinstance(app.screen, EventsScreen), "clicked tab")
         await pilot.press("4")
         screen = await go_provisioning(pilot, app)
         screen.query_one("#new-name", Input).value = "Clicked"
         await pilot.click("#create")
-        await wait_until(pilot, lambda: isinstance(app.screen, TokenModal), "the token")
+        await app_until(pilot, lambda: isinstance(app.screen, TokenModal), "the token")
         assert [b.name for b in await service.list_banks()][-1] == "Clicked"
 
 
@@ -463,22 +451,22 @@ async def test_alert_list_counter_and_acknowledge_with_a_note(
         await ready(pilot, app)
         assert "alert" not in status(app)
         await devices.last_will(hall)
-        await wait_until(pilot, lambda: "1 alert (5)" in status(app), "the counter")
+        await app_until(pilot, lambda: "1 alert (5)" in status(app), "the counter")
         await pilot.press("5")
-        await wait_until(pilot, lambda: isinstance(app.screen, AlertsScreen), "screen 5")
+        await app_until(pilot, lambda: isinstance(app.screen, AlertsScreen), "screen 5")
         table = app.screen.query_one(AlertTable)
-        await wait_until(pilot, lambda: table.row_count == 1, "the alert")
+        await app_until(pilot, lambda: table.row_count == 1, "the alert")
         key = table.keys[0]
         assert cell(table, key, "state") == "open" and "offline" in cell(table, key, "kind")
         await pilot.press("a")
-        await wait_until(pilot, lambda: isinstance(app.screen, NoteModal), "the note")
+        await app_until(pilot, lambda: isinstance(app.screen, NoteModal), "the note")
         await pilot.press(*"on it", "enter")
-        await wait_until(pilot, lambda: cell(table, key, "state") == "seen", "acknowledged")
-        await wait_until(pilot, lambda: "alert" not in status(app), "the counter at zero")
+        await app_until(pilot, lambda: cell(table, key, "state") == "seen", "acknowledged")
+        await app_until(pilot, lambda: "alert" not in status(app), "the counter at zero")
         (alert,) = await service.list_alerts()
         assert alert.acknowledged_by == OPERATOR and alert.ack_note == "on it"
         await filter_with(pilot, "seen -state:open alice")  # the note and who, in full values
-        await wait_until(pilot, lambda: table.keys == [key], "found by who acknowledged it")
+        await app_until(pilot, lambda: table.keys == [key], "found by who acknowledged it")
 
 
 # ----- bank editing ------------------------------------------------------------------------
@@ -494,13 +482,13 @@ async def test_edit_a_bank_from_its_screen_through_update_bank(
     async with app.run_test(size=(120, 40), notifications=True, message_hook=toasts) as pilot:
         await ready(pilot, app)
         table = app.screen.query_one(BankTable)
-        await wait_until(pilot, lambda: table.keys == [hall], "the bank")
+        await app_until(pilot, lambda: table.keys == [hall], "the bank")
         await pilot.press("enter")
-        await wait_until(pilot, lambda: isinstance(app.screen, BankScreen), "the bank screen")
+        await app_until(pilot, lambda: isinstance(app.screen, BankScreen), "the bank screen")
         bank_screen = app.screen
-        await wait_until(pilot, lambda: bank_screen.data is not None, "its data")  # type: ignore[attr-defined]
+        await app_until(pilot, lambda: bank_screen.data is not None, "its data")  # type: ignore[attr-defined]
         await pilot.press("e")
-        await wait_until(pilot, lambda: isinstance(app.screen, EditBankModal), "the form")
+        await app_until(pilot, lambda: isinstance(app.screen, EditBankModal), "the form")
         form = app.screen
         name = form.query_one("#edit-name", Input)
         assert app.focused is name and name.value == "Main hall"
@@ -518,8 +506,8 @@ async def test_edit_a_bank_from_its_screen_through_update_bank(
         await pilot.press("escape")  # leaves the field, the form stays
         assert app.screen is form and not isinstance(app.focused, Input)
         await pilot.click("#save")
-        await wait_until(pilot, lambda: app.screen is bank_screen, "saved and back")
-        await wait_until(pilot, lambda: toasts.matching("Bank edited"), "the confirmation")
+        await app_until(pilot, lambda: app.screen is bank_screen, "saved and back")
+        await app_until(pilot, lambda: toasts.matching("Bank edited"), "the confirmation")
         saved = await service.get_bank(hall)
         assert (saved.name, saved.location, saved.heartbeat_interval_seconds) == (
             "Main hall West",
@@ -530,7 +518,7 @@ async def test_edit_a_bank_from_its_screen_through_update_bank(
         pushes = [t for t in await service.list_transactions(hall) if t.action == "apply_config"]
         assert any(t.requested_by == OPERATOR for t in pushes)  # the new mapping goes out
         grid = bank_screen.query_one(CompartmentGrid)
-        await wait_until(pilot, lambda: "#4" in str(grid.render()), "the fourth door")
+        await app_until(pilot, lambda: "#4" in str(grid.render()), "the fourth door")
         await pilot.press("e", "escape", "escape")  # Esc leaves the field, then cancels
-        await wait_until(pilot, lambda: app.screen is bank_screen, "cancelled")
+        await app_until(pilot, lambda: app.screen is bank_screen, "cancelled")
         assert (await service.get_bank(hall)).name == "Main hall West"

@@ -12,7 +12,7 @@ from backend.mqtt.connection import MqttConnection
 from backend.mqtt.metrics import Metrics
 from backend.mqtt.relay import OutboxRelay, RelayOptions
 from backend.service import LockerService
-from tests.conftest import make_settings
+from tests.support.settings import make_settings
 
 
 class RefusedLock:
