@@ -17,10 +17,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlmodel import col
-
 from backend import search
 from backend.accounts import AccountDirectory, account_directory_for
 from backend.attribution import current_origin
@@ -34,12 +30,12 @@ from backend.domain.messages import OutboundMessage, command_message
 from backend.domain.timeutil import Clock, SystemClock, truncate_ms
 from backend.domain.topics import is_bank_uuid
 from backend.heartbeat_history import HeartbeatHistory
-from backend.store import alert_queries, event_store, queries
+from backend.store import alert_queries, api_tokens, queries
 from backend.store.database import Database
+from backend.store.errors import AppendConflict, StoreUnavailable
 from backend.store.event_store import RecordedEvent
 from backend.store.migrate import UpgradeReport, pending_revisions, upgrade
 from backend.store.projections import rebuild
-from backend.store.tables import AlertRow, ApiTokenRow, LockerBankRow
 from backend.store.unit_of_work import AggregateCache, UnitOfWork
 from backend.views import (
     AlertView,
@@ -150,8 +146,8 @@ class LockerService:
             # The caller's context (its `current_origin`) goes along into the writer thread.
             context = contextvars.copy_context()
             result, recorded = await self.db.write(context.run, self._transact_sync, work)
-        except OperationalError as exc:  # the database refused or is away, not a rule
-            self.write_error = type(exc.orig).__name__ if exc.orig is not None else "error"
+        except StoreUnavailable as exc:  # the database refused or is away, not a rule
+            self.write_error = exc.kind
             raise
         self.write_error = None
         if recorded:
@@ -168,11 +164,9 @@ class LockerService:
                     uow.flush()
                 uow.committed()
                 return result, uow.recorded
-            except (ConcurrencyConflict, IntegrityError) as exc:
+            except AppendConflict as exc:
                 if uow is not None:
                     uow.failed()
-                if isinstance(exc, IntegrityError) and not event_store.is_append_clash(exc):
-                    raise
                 if attempt == MAX_CONFLICT_RETRIES:
                     raise ConcurrencyConflict(str(exc)) from None
                 log.info("version conflict, retrying (attempt %d)", attempt)
@@ -345,7 +339,7 @@ class LockerService:
 
         def work(uow: UnitOfWork) -> None:
             uow.lock()
-            row = uow.session.get(AlertRow, alert_id)
+            row = alert_queries.alert_row(uow.session, alert_id)
             if row is None:
                 raise NotFound(f"no alert {alert_id}")
             if row.acknowledged_at is not None:
@@ -437,19 +431,9 @@ class LockerService:
 
         def work() -> None:
             with self.db.write_session() as session:
-                exists = session.execute(
-                    select(ApiTokenRow).where(col(ApiTokenRow.name) == name)
-                ).first()
-                if exists:
+                if api_tokens.token_name_taken(session, name):
                     raise InvalidInput(f"an API token named {name!r} already exists")
-                session.add(
-                    ApiTokenRow(
-                        name=name,
-                        role=role,
-                        token_sha256=secret_digest(token),
-                        created_at=self.clock.now(),
-                    )
-                )
+                api_tokens.add_token(session, name, role, secret_digest(token), self.clock.now())
 
         await self.db.write(work)
         return token
@@ -460,12 +444,7 @@ class LockerService:
 
         def work() -> tuple[str, str] | None:
             with self.db.read_session() as session:
-                row = session.execute(
-                    select(ApiTokenRow).where(col(ApiTokenRow.token_sha256) == digest)
-                ).scalar_one_or_none()
-                if row is None or row.revoked_at is not None:
-                    return None
-                return row.name, row.role
+                return api_tokens.token_owner(session, digest)
 
         return await self.db.read(work)
 
@@ -554,10 +533,7 @@ class LockerService:
 
         def work() -> str | None:
             with self.db.read_session() as session:
-                row = session.execute(
-                    select(col(LockerBankRow.uuid)).where(col(LockerBankRow.token_hmac) == digest)
-                ).first()
-                return row[0] if row else None
+                return queries.bank_with_token(session, digest)
 
         return await self.db.read(work)
 

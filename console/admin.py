@@ -11,8 +11,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.exc import OperationalError, ProgrammingError
-
 from backend.attribution import current_origin, local_origin
 from backend.config import Settings, load_settings
 from backend.domain.command_status import CommandStatus
@@ -20,6 +18,7 @@ from backend.domain.errors import DomainError, InvalidInput
 from backend.domain.mapping_text import parse_mapping
 from backend.domain.timeutil import iso
 from backend.service import LockerService
+from backend.store.errors import StatementRefused, StoreUnavailable
 from backend.views import AlertView, BankView, EventView, TransactionView
 from console.progress import progress
 
@@ -118,16 +117,16 @@ async def run_admin(args: argparse.Namespace) -> int:
                     report = await service.migrate(step)
             else:
                 report = await service.migrate()
-            print(report.describe(service.db.write_engine.url.render_as_string()))
+            print(report.describe(service.db.display_url))
         finally:
             service.close()
         return 0
     service = await _open_service(settings)
     try:
         return await _dispatch(service, args)
-    except (OperationalError, ProgrammingError) as exc:
+    except (StoreUnavailable, StatementRefused) as exc:
         raise DomainError(
-            f"database error ({type(exc.orig).__name__}); is the schema up to date? "
+            f"database error ({exc.kind}); is the schema up to date? "
             "run `locker-console db upgrade`"
         ) from None
     finally:

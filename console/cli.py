@@ -209,10 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _database_error(exc: BaseException) -> bool:
-    """A store failure. SQLAlchemy is not imported here: `locker-console hook` never loads
-    it, and its start time is what a hook restart costs the fleet (issue 16); an error
-    can only be SQLAlchemy's if SQLAlchemy was loaded."""
+    """A store failure: the store's own error (`backend.store.errors`, raised at its
+    boundary), or one raised before it (opening, migrating). Neither the store nor
+    SQLAlchemy is imported here: `locker-console hook` never loads them, and its start
+    time is what a hook restart costs the fleet (issue 16); an error can only be theirs
+    if they were loaded."""
     if isinstance(exc, sqlite3.Error):
+        return True
+    store_errors = sys.modules.get("backend.store.errors")
+    if store_errors is not None and isinstance(exc, store_errors.StoreError):
         return True
     sa_exc = sys.modules.get("sqlalchemy.exc")
     return sa_exc is not None and isinstance(exc, sa_exc.SQLAlchemyError)

@@ -39,9 +39,6 @@ import logging
 from collections.abc import Callable
 from typing import Protocol
 
-from sqlalchemy import select
-from sqlmodel import col
-
 from backend.config import Settings
 from backend.http.credential_sync import (
     CREDENTIAL_EVENT_TYPES,
@@ -50,9 +47,14 @@ from backend.http.credential_sync import (
 )
 from backend.http.users import UserDirectory
 from backend.store.change_feed import SQLITE_TAIL_INTERVAL, listen_for_changes
+from backend.store.credential_reads import (
+    DeviceCredential,
+    device_credentials,
+    events_after,
+    latest_event_of,
+)
 from backend.store.database import Database
-from backend.store.event_store import RecordedEvent, decode, last_position
-from backend.store.tables import LockerBankRow, StoredEvent
+from backend.store.event_store import RecordedEvent, last_position
 
 
 class _HasDb(Protocol):
@@ -92,22 +94,9 @@ async def load_directory(service: _HasDb, settings: Settings) -> UserDirectory:
         backend_client_id=settings.mqtt_client_id,
     )
 
-    def work() -> tuple[int, list[tuple[str, str, str | None, bool]]]:
+    def work() -> tuple[int, list[DeviceCredential]]:
         with service.db.read_session() as session:
-            # The position first: rows read after it are at least as new, and replaying
-            # the events after it onto them is harmless (newest per bank wins).
-            position = last_position(session)
-            rows = session.execute(
-                select(
-                    col(LockerBankRow.uuid),
-                    col(LockerBankRow.password_sha256),
-                    col(LockerBankRow.client_id),
-                    col(LockerBankRow.status),
-                )
-                .where(col(LockerBankRow.status) != "revoked")
-                .where(col(LockerBankRow.password_sha256).is_not(None))
-            ).all()
-            return position, [(str(u), str(h), c, s == "online") for u, h, c, s in rows]
+            return device_credentials(session)
 
     position, devices = await service.db.read(work)
     loaded = 0
@@ -188,17 +177,7 @@ def _credential_changes_after(db: Database, position: int) -> tuple[list[Recorde
     The high-water mark is read first: every credential event at or below it is then in
     the result (appends are serialized, so nothing commits below the mark later)."""
     with db.read_session() as session:
-        mark = last_position(session)
-        if mark <= position:
-            return [], position
-        rows = session.execute(
-            select(StoredEvent)
-            .where(col(StoredEvent.id) > position)
-            .where(col(StoredEvent.id) <= mark)
-            .where(col(StoredEvent.event_type).in_(FOLLOWED_EVENT_TYPES))
-            .order_by(col(StoredEvent.id))
-        ).scalars()
-        return [decode(row) for row in rows], mark
+        return events_after(session, position, FOLLOWED_EVENT_TYPES)
 
 
 class StoreLookup:
@@ -227,11 +206,4 @@ class StoreLookup:
 
 def _latest_credential_event(db: Database, uuid: str) -> RecordedEvent | None:
     with db.read_session() as session:
-        row = session.execute(
-            select(StoredEvent)
-            .where(col(StoredEvent.aggregate_uuid) == uuid)
-            .where(col(StoredEvent.event_type).in_(CREDENTIAL_EVENT_TYPES))
-            .order_by(col(StoredEvent.id).desc())
-            .limit(1)
-        ).scalar_one_or_none()
-        return decode(row) if row is not None else None
+        return latest_event_of(session, uuid, CREDENTIAL_EVENT_TYPES)

@@ -37,10 +37,7 @@ from datetime import datetime
 from typing import Final, TypeGuard
 
 from aiohttp import web
-from sqlalchemy import func, select
-from sqlmodel import Session, col
 
-from backend.domain.clock_offset import SKEW_LIMIT
 from backend.domain.errors import NotFound
 from backend.domain.events import (
     CommandExpired,
@@ -54,8 +51,8 @@ from backend.domain.events import (
 from backend.http.health import HealthMonitor
 from backend.http.hook import HookMetrics
 from backend.service import LockerService
+from backend.store import metric_counts
 from backend.store.event_store import RecordedEvent
-from backend.store.tables import BankLivenessRow, CommandTransactionRow, LockerBankRow
 
 __all__ = [
     "CONTENT_TYPE",
@@ -238,17 +235,6 @@ class _StoreCounts:
     skewed: int = 0
 
 
-def clock_skewed_banks(session: Session) -> int:
-    """Banks whose estimated clock offset is beyond the limit."""
-    limit = SKEW_LIMIT
-    column = col(BankLivenessRow.clock_offset_seconds)
-    return int(
-        session.execute(
-            select(func.count()).where((column > limit) | (column < -limit))
-        ).scalar_one()
-    )
-
-
 class MetricsEndpoint:
     """Gathers every source and renders the exposition."""
 
@@ -272,35 +258,11 @@ class MetricsEndpoint:
         self.connect_refusals = connect_refusals
 
     async def _store_counts(self) -> _StoreCounts:
-        def work() -> tuple[dict[str, int], dict[tuple[str, str], int]]:
-            with self.service.db.read_session() as session:
-                banks = {
-                    str(status): int(n)
-                    for status, n in session.execute(
-                        select(col(LockerBankRow.status), func.count()).group_by(
-                            col(LockerBankRow.status)
-                        )
-                    )
-                }
-                txns = {
-                    (str(action), str(status)): int(n)
-                    for action, status, n in session.execute(
-                        select(
-                            col(CommandTransactionRow.action),
-                            col(CommandTransactionRow.status),
-                            func.count(),
-                        ).group_by(
-                            col(CommandTransactionRow.action), col(CommandTransactionRow.status)
-                        )
-                    )
-                }
-                return banks, txns
-
         async with asyncio.timeout(STORE_TIMEOUT):
-            banks, txns = await self.service.db.read(work)
+            banks, txns = await self.service.read(metric_counts.read_model_counts)
             depth = await self.service.devices.outbox_depth()
             alerts = await self.service.open_alert_counts()
-            skewed = await self.service.read(clock_skewed_banks)
+            skewed = await self.service.read(metric_counts.clock_skewed_banks)
         return _StoreCounts(banks, txns, depth, alerts, skewed)
 
     async def render(self) -> str:

@@ -17,8 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sqlalchemy.exc import SQLAlchemyError
-
 from backend.device_service import DeviceService, HeartbeatIn
 from backend.domain.acl import valid_identity
 from backend.domain.command_status import CommandStatus
@@ -49,11 +47,12 @@ from backend.mqtt.inbound import INVALID_LANE, REGISTER_LANE, Inbound
 from backend.mqtt.known_banks import KnownBanks
 from backend.mqtt.metrics import Metrics
 from backend.mqtt.rejects import Rejector
+from backend.store.errors import StoreError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-STORE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError)
+STORE_ERRORS: tuple[type[BaseException], ...] = (StoreError, OSError)
 UNKNOWN_BANK = "unknown bank uuid"
 
 
@@ -206,14 +205,25 @@ class InboundHandlers:
         if outcomes is None:
             return
         for work, outcome in zip(responses, outcomes, strict=True):
-            if outcome.disposition is Disposition.APPLIED:
-                self.metrics.commands[work.response.result] += 1
-                if outcome.late:
-                    self.metrics.commands[CommandStatus.LATE] += 1
-            elif outcome.disposition is Disposition.DUPLICATE:
-                self.metrics.duplicates["response"] += 1
-            else:
-                await self._reject(work.item, outcome.reason or "response refused")
+            refused = self.counted(work, outcome)
+            if refused is not None:
+                await self._reject(work.item, refused)
+
+    def counted(self, work: Response, outcome: Outcome) -> str | None:
+        """Count a response's outcome; the reason to refuse it with, if it was refused."""
+        if outcome.disposition is Disposition.APPLIED:
+            self.metrics.commands[work.response.result] += 1
+            if outcome.late:
+                self.metrics.commands[CommandStatus.LATE] += 1
+            return None
+        if outcome.disposition is Disposition.DUPLICATE:
+            self.metrics.duplicates["response"] += 1
+            return None
+        return outcome.reason or "response refused"
+
+    async def reject(self, item: Inbound, reason: str) -> None:
+        """Store a message as rejected, with its reason."""
+        await self._reject(item, reason)
 
     async def _one(self, work: Work) -> None:
         if isinstance(work, Registration):

@@ -15,8 +15,8 @@ the service) and polls every `poll_interval` for rows written by other processes
 (the CLI). Its own bookkeeping commits (`CommandSent`, `CommandExpired`, a failure's
 retry time) never add rows, so they do not wake it: without that, every published
 command cost one more outbox query, run while the device's response was arriving.
-Only one relay drains at a time: on PostgreSQL the draining instance holds
-a session-level advisory lock (`pg_try_advisory_lock`) on a dedicated connection; the
+Only one relay drains at a time (`backend.store.drain_lock`): on PostgreSQL the
+draining instance holds a session-level advisory lock on a dedicated connection; the
 others retry every `lock_retry` seconds and take over when it dies. On SQLite a
 single backend instance is assumed (it is a single-host database) and no lock is
 taken.
@@ -29,26 +29,21 @@ import contextlib
 import json
 import logging
 import math
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy import Connection, Engine, text
 
 from backend.device_service import RelayItem
 from backend.mqtt.backoff import Backoff
 from backend.mqtt.connection import MqttConnection, PublishError
 from backend.mqtt.metrics import Metrics
 from backend.service import LockerService
+from backend.store.drain_lock import DrainLock, drain_lock_for
 from backend.store.event_store import RecordedEvent
 
 log = logging.getLogger(__name__)
-
-RELAY_LOCK_KEY = 0x6C6F636B72656C61  # "lockrela": one advisory lock per database
-LOCK_CHECK_INTERVAL = 5.0
 
 
 @dataclass(frozen=True)
@@ -61,91 +56,6 @@ class RelayOptions:
     retry_initial: float = 0.2
     retry_max: float = 10.0
     lock_retry: float = 2.0
-
-
-class DrainLock(Protocol):
-    """Who may drain the outbox."""
-
-    async def acquire(self) -> bool: ...
-
-    async def release(self) -> None: ...
-
-
-class SingleInstanceLock:
-    """SQLite: one backend instance per database is assumed, so the lock is always ours."""
-
-    async def acquire(self) -> bool:
-        return True
-
-    async def release(self) -> None:
-        return None
-
-
-class PostgresAdvisoryLock:
-    """A session-level advisory lock held on its own connection while this relay drains."""
-
-    def __init__(self, engine: Engine, key: int = RELAY_LOCK_KEY) -> None:
-        self._engine = engine
-        self._key = key
-        self._conn: Connection | None = None
-        self._checked = 0.0
-
-    @property
-    def held(self) -> bool:
-        return self._conn is not None
-
-    async def acquire(self) -> bool:
-        if self._conn is not None and time.monotonic() - self._checked < LOCK_CHECK_INTERVAL:
-            return True
-        return await asyncio.to_thread(self._acquire_sync)
-
-    def _acquire_sync(self) -> bool:
-        if self._conn is not None:
-            try:
-                self._conn.execute(text("SELECT 1"))
-                self._checked = time.monotonic()
-                return True
-            except Exception:
-                log.warning("lost the relay lock connection; trying to take the lock again")
-                self._close_sync()
-        conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            got = bool(
-                conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": self._key}).scalar()
-            )
-        except Exception:
-            conn.close()
-            raise
-        if not got:
-            conn.close()
-            return False
-        log.info("this instance now drains the outbox (advisory lock taken)")
-        self._conn = conn
-        self._checked = time.monotonic()
-        return True
-
-    async def release(self) -> None:
-        if self._conn is not None:
-            await asyncio.to_thread(self._release_sync)
-
-    def _release_sync(self) -> None:
-        if self._conn is None:
-            return
-        with contextlib.suppress(Exception):
-            self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
-        self._close_sync()
-
-    def _close_sync(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-
-def drain_lock_for(service: LockerService) -> DrainLock:
-    if service.db.is_postgres:
-        return PostgresAdvisoryLock(service.db.write_engine)
-    return SingleInstanceLock()
 
 
 BROKER_CLOCK_GRANULARITY = 1.0
@@ -187,7 +97,7 @@ class OutboxRelay:
         self.connection = connection
         self.metrics = metrics
         self.options = options or RelayOptions()
-        self.lock = lock or drain_lock_for(service)
+        self.lock = lock or drain_lock_for(service.db)
         self._wake = asyncio.Event()
         self._backoff = Backoff(self.options.retry_initial, self.options.retry_max)
         self._active = True

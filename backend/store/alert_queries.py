@@ -70,6 +70,11 @@ def list_alerts(
     return [alert_view(row, name or "", now) for row, name in session.execute(stmt).all()]
 
 
+def alert_row(session: Session, alert_id: int) -> AlertRow | None:
+    """The alert's row, to change it in a write transaction."""
+    return session.get(AlertRow, alert_id)
+
+
 def get_alert(session: Session, alert_id: int, now: datetime) -> AlertView | None:
     row = session.get(AlertRow, alert_id)
     if row is None:

@@ -18,9 +18,17 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    ProgrammingError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlmodel import Session
+
+from backend.store.errors import AppendConflict, StatementRefused, StoreError, StoreUnavailable
 
 T = TypeVar("T")
 
@@ -84,18 +92,33 @@ class Database:
         self._readers = ThreadPoolExecutor(read_threads, thread_name_prefix="db-read")
 
     @property
+    def display_url(self) -> str:
+        """The database URL with its password hidden (for messages)."""
+        return self.write_engine.url.render_as_string()
+
+    @property
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
     @contextlib.contextmanager
     def write_session(self) -> Iterator[Session]:
-        """A session in one write transaction: committed on success, rolled back on error."""
-        with Session(self.write_engine, expire_on_commit=False) as session, session.begin():
+        """A session in one write transaction: committed on success, rolled back on error.
+        A database error leaves it as a `StoreError` (`backend.store.errors`)."""
+        with (
+            store_errors(),
+            Session(self.write_engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     @contextlib.contextmanager
     def read_session(self) -> Iterator[Session]:
-        with Session(self.read_engine, expire_on_commit=False) as session, session.begin():
+        """A session in one read transaction; database errors leave it as `StoreError`."""
+        with (
+            store_errors(),
+            Session(self.read_engine, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
@@ -150,7 +173,38 @@ class Database:
 def store_unavailable(exc: BaseException) -> bool:
     """True when the database itself failed (locked, unreachable, out of connections), as
     opposed to one statement being refused: retrying item by item would only wait again."""
-    return isinstance(exc, OperationalError | InterfaceError | PoolTimeout)
+    return isinstance(exc, StoreUnavailable | OperationalError | InterfaceError | PoolTimeout)
+
+
+def is_append_clash(exc: IntegrityError) -> bool:
+    """True when a flush failed on the event store's keys (position or aggregate version):
+    another writer appended first. Any flush (an autoflush too) may surface it. The
+    drivers name the table in the error (SQLite: `UNIQUE constraint failed:
+    stored_events...`; PostgreSQL: the `stored_events_...` key), nowhere else."""
+    return "stored_events" in str(exc.orig)
+
+
+def as_store_error(exc: SQLAlchemyError) -> StoreError:
+    """The store's error for a SQLAlchemy one (see `backend.store.errors`)."""
+    orig = getattr(exc, "orig", None)
+    kind = type(orig).__name__ if orig is not None else type(exc).__name__
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else kind
+    if isinstance(exc, IntegrityError) and is_append_clash(exc):
+        return AppendConflict("events were appended to concurrently", kind)
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return StoreUnavailable(message, kind)
+    if isinstance(exc, ProgrammingError):
+        return StatementRefused(message, kind)
+    return StoreError(message, kind)
+
+
+@contextlib.contextmanager
+def store_errors() -> Iterator[None]:
+    """Raise SQLAlchemy's errors as the store's (the original is the `__cause__`)."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        raise as_store_error(exc) from exc
 
 
 def first_line(exc: BaseException) -> str:

@@ -17,9 +17,10 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
-from backend.domain.errors import ConcurrencyConflict
 from backend.domain.events import DomainEvent, EventMetadata, event_from_payload
 from backend.store.change_feed import CHANNEL, CREDENTIAL_EVENT_TYPES
+from backend.store.database import is_append_clash
+from backend.store.errors import AppendConflict
 from backend.store.tables import StoredEvent, table_of
 
 APPEND_LOCK_KEY = 0x4C4F434B  # "LOCK": one advisory lock serializes all appends
@@ -69,7 +70,7 @@ def append(
     first_position: int | None = None,
     pending: list[dict[str, Any]] | None = None,
 ) -> list[RecordedEvent]:
-    """Append events after `expected_version`; raise ConcurrencyConflict if someone was first.
+    """Append events after `expected_version`; raise AppendConflict if someone was first.
 
     Positions are assigned here, under the write lock, as the next after the newest stored
     one, so they are gap-free and in commit order on every backend. `verify=False` skips the
@@ -88,7 +89,7 @@ def append(
     if verify:
         actual = current_version(session, aggregate_uuid)
         if actual != expected_version:
-            raise ConcurrencyConflict(
+            raise AppendConflict(
                 f"bank {aggregate_uuid} is at version {actual}, expected {expected_version}"
             )
     meta_json = _dumps(metadata.model_dump(exclude_none=True))
@@ -124,7 +125,7 @@ def append(
 
 def write_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert event rows in one statement; a clash on the event store's unique keys is a
-    lost race (ConcurrencyConflict)."""
+    lost race (AppendConflict)."""
     if not rows:
         return
     try:
@@ -132,18 +133,12 @@ def write_rows(session: Session, rows: list[dict[str, Any]]) -> None:
     except IntegrityError as exc:
         if not is_append_clash(exc):
             raise
-        raise ConcurrencyConflict("events were appended to concurrently") from None
+        raise AppendConflict("events were appended to concurrently") from None
     if session.get_bind().dialect.name == "postgresql" and any(
         row["event_type"] in CREDENTIAL_EVENT_TYPES for row in rows
     ):
         # Delivered at commit to every listening hook and instance (backend.store.change_feed).
         session.execute(text(f"NOTIFY {CHANNEL}"))
-
-
-def is_append_clash(exc: IntegrityError) -> bool:
-    """True when a flush failed on the event store's keys (position or aggregate version):
-    another writer appended first. Any flush (an autoflush too) may surface it."""
-    return "stored_events" in str(exc.orig)
 
 
 def _recorded(row: StoredEvent, event: DomainEvent, metadata: EventMetadata) -> RecordedEvent:

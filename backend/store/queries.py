@@ -101,6 +101,14 @@ def get_bank(session: Session, uuid: str) -> BankView | None:
     return _bank(row, session.get(BankLivenessRow, uuid), list(compartments), pending)
 
 
+def bank_with_token(session: Session, token_hmac: str) -> str | None:
+    """The uuid of the bank whose outstanding provisioning token has this HMAC, or None."""
+    row = session.execute(
+        select(col(LockerBankRow.uuid)).where(col(LockerBankRow.token_hmac) == token_hmac)
+    ).first()
+    return row[0] if row else None
+
+
 def transaction_view(row: CommandTransactionRow) -> TransactionView:
     return TransactionView(
         transaction_id=row.transaction_id,

@@ -55,7 +55,7 @@ class LockerBankRow(SQLModel, table=True):
     uuid: str = Field(primary_key=True, max_length=36)
     name: str = Field(max_length=100)
     location: str = Field(max_length=200)
-    status: str = Field(max_length=16)
+    status: str = Field(max_length=16)  # a CommandStatus (backend.domain.command_status)
     heartbeat_interval_seconds: int
     desired_config_hash: str = Field(max_length=64)
     applied_config_hash: str | None = Field(default=None, max_length=128)
@@ -106,7 +106,7 @@ class CommandTransactionRow(SQLModel, table=True):
     transaction_id: str = Field(primary_key=True, max_length=128, index=True)
     action: str = Field(max_length=32)
     compartment_number: int | None = None
-    status: str = Field(max_length=16)
+    status: str = Field(max_length=16)  # a CommandStatus (backend.domain.command_status)
     error_code: str | None = Field(default=None, max_length=64)
     message: str | None = Field(default=None, max_length=1024)
     requested_by: str = Field(max_length=128)

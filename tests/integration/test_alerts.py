@@ -326,9 +326,9 @@ async def test_store_unwritable_is_a_runtime_condition_of_this_instance(
 ) -> None:
     """Not stored (it could not be): shown by status(), /healthz, /metrics, the console."""
     from sqlalchemy import text
-    from sqlalchemy.exc import OperationalError
 
     from backend.gateway import InProcessGateway
+    from backend.store.errors import StoreUnavailable
 
     if service.db.dialect != "sqlite":
         pytest.skip("one database is enough to break on purpose")
@@ -341,7 +341,7 @@ async def test_store_unwritable_is_a_runtime_condition_of_this_instance(
             conn.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
 
     await service.db.write(rename, "outbox", "outbox_away")
-    with pytest.raises(OperationalError):
+    with pytest.raises(StoreUnavailable):  # the store's own error, not SQLAlchemy's
         await service.request_open(bank, 1, actor="op")
     assert (await gateway.status()).conditions == ["store_unwritable"]
     await service.db.write(rename, "outbox_away", "outbox")

@@ -24,10 +24,10 @@ import aiomqtt
 import pytest
 
 from backend.domain.contract import CommandResponse, DeviceEvent, ServerStatus, parse
-from backend.mqtt.relay import PostgresAdvisoryLock
 from backend.mqtt.runtime import MqttRuntime
 from backend.service import LockerService
 from backend.store import queries
+from backend.store.drain_lock import PostgresAdvisoryLock
 from backend.views import BankView, CreatedBank, EventView, RejectedView, TransactionView
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.mqtt_device import TestDevice, provision, raw_client
