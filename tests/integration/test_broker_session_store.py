@@ -22,7 +22,7 @@ CLIENTS = 60
 
 async def test_concurrent_connects_and_retained_messages_are_all_stored(tmp_path: Path) -> None:
     db_file = tmp_path / "broker.sqlite3"
-    context = BrokerContext(broker=None)  # type: ignore[arg-type]  # the store never uses the broker
+    context = BrokerContext(broker=None)  # the store never uses the broker
     context.config = SessionStore.Config(connection=sqlite_url(db_file), clear_on_shutdown=False)
     store = SessionStore(context)
     await store.on_broker_pre_start()
