@@ -3,9 +3,17 @@ the backend's).
 
     python bench/devices.py fleet --port P --state-dir DIR [--interval 5] [--report 5]
     python bench/devices.py echo --port P
+    python bench/devices.py load --port P --banks-file F [--connections 4] [--interval 5]
 
 * fleet: every simulated device (`simulator.Fleet`) whose state directory is under DIR
   (credentials written there by the benchmark), against the broker on 127.0.0.1:P.
+* load: the fleet benchmark's load generator (issue 19): the heartbeats of every bank
+  listed in F (one uuid a line), in the seed's form (retained, QoS 1, on
+  `locker/{uuid}/state`), spread evenly over each interval, from a few connections
+  whose usernames (`bench-load-N`) the backend lists in `MQTT_SUPERUSERS`. It also
+  answers each `apply_config` with success (as a device would), so every bank settles
+  `in_sync`. The backend's CPU is then spent on the backend's work, not on simulating
+  20,000 devices' sessions in the same two cores.
 * echo: the bare MQTT responder of the round-trip baseline: every message on
   `bench/rt/request/{id}` is published back, QoS 1, on `bench/rt/response/{id}`. Its
   socket options are the simulated devices' (TCP_NODELAY).
@@ -22,12 +30,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +131,171 @@ async def run_fleet(args: argparse.Namespace) -> None:
         logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         await fleet.stop()
         say("stopped")
+
+
+LOAD_USER = "bench-load-{}"
+
+
+def load_users(connections: int) -> list[str]:
+    """The generator's usernames (the backend's MQTT_SUPERUSERS)."""
+    return [LOAD_USER.format(n) for n in range(connections)]
+
+
+async def run_load(args: argparse.Namespace) -> None:
+    from backend.domain.contract import Command, CommandResponse, Heartbeat, HeartbeatData
+    from backend.domain.contract import config_hash as seed_hash
+    from backend.domain.outcomes import ResponseResult
+    from backend.domain.topics import device_topic
+
+    stop = stop_event()
+    banks = [line.strip() for line in args.banks_file.read_text().splitlines() if line.strip()]
+    users = load_users(args.connections)
+    sent = 0
+    configs = 0
+    late: list[float] = []  # how late each round's publishes start against the schedule
+    started = time.monotonic()
+
+    async def answer_configs(client: aiomqtt.Client) -> None:
+        nonlocal configs
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            command = Command.model_validate_json(payload)
+            if command.action != "apply_config":
+                continue
+            data = command.config_data()
+            response = CommandResponse(
+                action="apply_config",
+                result=ResponseResult.SUCCESS,
+                transaction_id=command.transaction_id,
+                timestamp=datetime.now(UTC),
+                applied_config_hash=seed_hash(data.compartments, data.heartbeat_interval_seconds),
+            )
+            bank = message.topic.value.split("/")[1]
+            await client.publish(device_topic(bank, "response"), response.to_bytes(), qos=1)
+            configs += 1
+
+    async def beat(client: aiomqtt.Client, mine: list[str], offset: float) -> None:
+        nonlocal sent
+        gate = asyncio.Semaphore(args.in_flight)
+        period = args.interval
+        uptime0 = time.monotonic()
+
+        async def one(bank: str) -> None:
+            try:
+                now = datetime.now(UTC)
+                data = HeartbeatData(
+                    timestamp=now, uptime_seconds=round(time.monotonic() - uptime0)
+                )
+                body = Heartbeat(data=data).to_bytes()
+                await client.publish(device_topic(bank, "state"), body, qos=1, retain=True)
+            finally:
+                gate.release()
+
+        tasks: set[asyncio.Task[None]] = set()
+        round_start = started + offset
+        share = args.ramp_per_s / args.connections  # this connection's banks started per s
+        while not stop.is_set():
+            # A gradual start (a fleet does not come online in one instant): the banks
+            # started so far, spread evenly over this round.
+            ramped = int((time.monotonic() - started) * share) if share > 0 else len(mine)
+            active = mine[: max(1, min(len(mine), ramped))]
+            step = period / len(active)
+            for index, bank in enumerate(active):
+                due = round_start + index * step
+                wait = due - time.monotonic()
+                if wait > 0.005:
+                    await asyncio.sleep(wait)
+                if index == 0:
+                    late.append(max(0.0, time.monotonic() - due))
+                await gate.acquire()
+                task = asyncio.create_task(one(bank))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                sent += 1
+                if stop.is_set():
+                    break
+            round_start += period
+
+    clients = [
+        aiomqtt.Client(
+            "127.0.0.1",
+            args.port,
+            identifier=user,
+            username=user,
+            password="bench-load",
+            socket_options=SOCKET_OPTIONS,
+            max_inflight_messages=args.in_flight,
+            max_queued_outgoing_messages=0,
+        )
+        for user in users
+    ]
+    for client in clients:
+        client.pending_calls_threshold = 10 * args.in_flight  # many publishes fly by design
+    async with contextlib.AsyncExitStack() as stack:
+        for client in clients:
+            await stack.enter_async_context(client)
+        await clients[0].subscribe("locker/+/command", qos=1)
+        say("ready", banks=len(banks), connections=len(clients))
+        share = [banks[n :: len(clients)] for n in range(len(clients))]
+        workers = [asyncio.create_task(answer_configs(clients[0]))] + [
+            asyncio.create_task(beat(c, mine, args.interval * n / len(banks)))
+            for n, (c, mine) in enumerate(zip(clients, share, strict=True))
+        ]
+        try:
+            while not stop.is_set():
+                say(
+                    "stats",
+                    banks=len(banks),
+                    heartbeats_sent=sent,
+                    configs_answered=configs,
+                    round_start_late_p99_ms=round(
+                        sorted(late)[int(len(late) * 0.99)] * 1000 if late else 0.0, 1
+                    ),
+                    cpu_s=round(cpu_seconds(), 3),
+                    rss_mb=round(rss_mb(), 1),
+                )
+                late.clear()
+                try:
+                    async with asyncio.timeout(args.report):
+                        await stop.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+    say("stopped")
+
+
+async def run_raw(args: argparse.Namespace) -> None:
+    """A bare aiomqtt subscriber to every bank's state topic: the same-run baseline of
+    CPU per received message (QoS 1, as the backend subscribes)."""
+    stop = stop_event()
+    count = 0
+    client = aiomqtt.Client(
+        "127.0.0.1", args.port, identifier="bench-raw-receive", socket_options=SOCKET_OPTIONS
+    )
+    async with client:
+        await client.subscribe("locker/+/state", qos=1)
+        say("ready")
+
+        async def receive() -> None:
+            nonlocal count
+            async for _message in client.messages:
+                count += 1
+
+        task = asyncio.create_task(receive())
+        try:
+            while not stop.is_set():
+                say("stats", received=count, cpu_s=round(cpu_seconds(), 3))
+                try:
+                    async with asyncio.timeout(args.report):
+                        await stop.wait()
+                except TimeoutError:
+                    pass
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
 
 async def run_echo(args: argparse.Namespace) -> None:
@@ -227,6 +402,17 @@ def main() -> None:
     fleet.add_argument("--online-timeout", type=float, default=600.0)
     fleet.add_argument("--connect-concurrency", type=int, default=64)
     fleet.add_argument("--ramp-per-s", type=float, default=0.0, help="0: start all at once")
+    load = sub.add_parser("load")
+    load.add_argument("--port", type=int, required=True)
+    load.add_argument("--banks-file", type=Path, required=True)
+    load.add_argument("--connections", type=int, default=4)
+    load.add_argument("--interval", type=float, default=5.0)
+    load.add_argument("--in-flight", type=int, default=500, help="QoS 1 publishes per connection")
+    load.add_argument("--report", type=float, default=5.0)
+    load.add_argument("--ramp-per-s", type=float, default=0.0, help="banks started per s (0: all)")
+    raw = sub.add_parser("raw")
+    raw.add_argument("--port", type=int, required=True)
+    raw.add_argument("--report", type=float, default=2.0)
     echo = sub.add_parser("echo")
     echo.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
@@ -235,7 +421,8 @@ def main() -> None:
         from bench.common import force_client_nodelay
 
         force_client_nodelay(os.environ["BENCH_CLIENT_NODELAY"] == "1")
-    asyncio.run(run_fleet(args) if args.mode == "fleet" else run_echo(args))
+    runs = {"fleet": run_fleet, "load": run_load, "raw": run_raw, "echo": run_echo}
+    asyncio.run(runs[args.mode](args))
 
 
 if __name__ == "__main__":

@@ -205,14 +205,25 @@ class InboundHandlers:
         if outcomes is None:
             return
         for work, outcome in zip(responses, outcomes, strict=True):
-            if outcome.disposition is Disposition.APPLIED:
-                self.metrics.commands[work.response.result] += 1
-                if outcome.late:
-                    self.metrics.commands[CommandStatus.LATE] += 1
-            elif outcome.disposition is Disposition.DUPLICATE:
-                self.metrics.duplicates["response"] += 1
-            else:
-                await self._reject(work.item, outcome.reason or "response refused")
+            refused = self.counted(work, outcome)
+            if refused is not None:
+                await self._reject(work.item, refused)
+
+    def counted(self, work: Response, outcome: Outcome) -> str | None:
+        """Count a response's outcome; the reason to refuse it with, if it was refused."""
+        if outcome.disposition is Disposition.APPLIED:
+            self.metrics.commands[work.response.result] += 1
+            if outcome.late:
+                self.metrics.commands[CommandStatus.LATE] += 1
+            return None
+        if outcome.disposition is Disposition.DUPLICATE:
+            self.metrics.duplicates["response"] += 1
+            return None
+        return outcome.reason or "response refused"
+
+    async def reject(self, item: Inbound, reason: str) -> None:
+        """Store a message as rejected, with its reason."""
+        await self._reject(item, reason)
 
     async def _one(self, work: Work) -> None:
         if isinstance(work, Registration):

@@ -4,15 +4,17 @@
 topic and queues, so it stays fast however slow the store is. The lanes
 (`Dispatcher`), the handlers and the two batchers (heartbeats, responses) live here.
 
-Heartbeats take a shorter way (issue 19: most of a fleet's messages, and their lane
-task, handler calls and batch futures cost more CPU than the store write): a valid
-heartbeat of a known bank whose lane is idle is parsed once here and added to the
-heartbeat batcher directly. Order per bank still holds: a later message of that bank
-goes to its lane, whose worker first waits for the bank's heartbeats in flight to be
-committed; a heartbeat whose batch fails goes back to the front of its lane and takes
-the ordinary way (store retries with backoff, then given up). A heartbeat of the short
-way is acknowledged once its batch is committed (or, after a failure, once its lane has
-handled it), like every other message.
+Heartbeats and command responses take a shorter way (issue 19: most of the messages,
+and their lane task, handler calls and batch futures cost more CPU than the store
+write): a valid heartbeat or response of a known bank whose lane is idle is parsed once
+here and added to its batcher directly. Order per bank still holds: heartbeats and
+responses each keep their order in their batcher (the two kinds do not depend on each
+other), and a later message of that bank goes to its lane, whose worker first waits
+for the bank's heartbeats and responses in flight to be committed. One whose batch
+fails goes back to the front of its lane and takes the ordinary way (store retries
+with backoff, then given up). A message of the short way is acknowledged once its
+batch is committed (a refused response once it is stored as rejected), or, after a
+failure, once its lane has handled it, like every other message.
 """
 
 from __future__ import annotations
@@ -27,12 +29,13 @@ import aiomqtt
 
 from backend.device_service import HeartbeatIn
 from backend.domain.contract import ContractError
+from backend.domain.outcomes import Outcome
 from backend.domain.timeutil import truncate_ms
 from backend.domain.topics import TopicKind
 from backend.mqtt.acks import NO_ACK, Ack
 from backend.mqtt.batcher import Batcher
 from backend.mqtt.dispatcher import Dispatcher
-from backend.mqtt.handlers import Beat, InboundHandlers, validate_inbound
+from backend.mqtt.handlers import Beat, InboundHandlers, Response, validate_inbound
 from backend.mqtt.heard import HeardFrom
 from backend.mqtt.inbound import Inbound, classify
 from backend.mqtt.known_banks import KnownBanks
@@ -59,7 +62,9 @@ class ListenerOptions:
     store_retries: int = 5
 
 
-_BEAT_KINDS = frozenset({TopicKind.STATE, TopicKind.STATE_HEARTBEAT})
+_SHORT_KINDS = frozenset(
+    {TopicKind.STATE, TopicKind.STATE_HEARTBEAT, TopicKind.RESPONSE, TopicKind.LEGACY_STATUS}
+)
 
 
 class Listener:
@@ -105,11 +110,14 @@ class Listener:
         )
         self._beats_in_flight: dict[str, asyncio.Future[None]] = {}
         """Per bank, the newest heartbeat that took the short way and is not committed."""
-        self._beats_failed: dict[str, list[Inbound]] = {}
-        """Per bank, short-way heartbeats whose batch failed while its lane waited."""
+        self._responses_in_flight: dict[str, asyncio.Future[Outcome]] = {}
+        """Per bank, the newest response that took the short way and is not committed."""
+        self._short_failed: dict[str, list[Inbound]] = {}
+        """Per bank, short-way messages whose batch failed while its lane waited."""
         self._lanes_waiting: set[str] = set()
+        self._rejecting: set[asyncio.Task[None]] = set()
         self.short_way = 0
-        """Heartbeats that took the short way (the rest went through their lanes)."""
+        """Heartbeats and responses that took the short way (the rest: their lanes)."""
         self.dispatcher: Dispatcher[Inbound] = Dispatcher(
             self._handle_lane,
             max_pending=self.options.max_pending,
@@ -127,65 +135,99 @@ class Listener:
             ack=ack,
         )
         self.metrics.messages[item.label] += 1
-        if item.kind in _BEAT_KINDS and self._short_way(item):
+        if item.kind in _SHORT_KINDS and self._short_way(item):
             return
         self.heard.observe(item)
         await self.dispatcher.put(item.lane, item)
 
     @property
     def beats_in_flight(self) -> int:
-        """Banks with a heartbeat of the short way not yet committed."""
-        return len(self._beats_in_flight)
+        """Banks with a heartbeat or response of the short way not yet committed."""
+        return len(self._beats_in_flight) + len(self._responses_in_flight) + len(self._rejecting)
 
     def _short_way(self, item: Inbound) -> bool:
-        """Add a heartbeat to its batch here; False if it must take its lane."""
+        """Add a heartbeat or response to its batch here; False if it must take its lane."""
         key = item.key
         if (
             item.problem is not None
             or self.dispatcher.busy(key)
             or not self.banks.known_now(key)
             or not self.heartbeats.running
+            or not self.responses.running
         ):
             return False
         try:
             work = validate_inbound(item)
         except ContractError:
             return False  # refused on the ordinary way, with its reason
-        if not isinstance(work, Beat):
+        if isinstance(work, Beat):
+            if not item.retained:
+                self.heard.heartbeat(key, item.received_at)
+            beat = self.heartbeats.add(work.heartbeat)
+            self._beats_in_flight[key] = beat
+            beat.add_done_callback(partial(self._beat_done, item))
+        elif isinstance(work, Response):
+            answer = self.responses.add((key, work.response, item.payload))
+            self._responses_in_flight[key] = answer
+            answer.add_done_callback(partial(self._response_done, work))
+        else:
             return False  # a last will on the state topic
-        if not item.retained:
-            self.heard.heartbeat(key, item.received_at)
-        future = self.heartbeats.add(work.heartbeat)
-        self._beats_in_flight[key] = future
-        future.add_done_callback(partial(self._beat_done, item))
         self.short_way += 1
         return True
 
     def _beat_done(self, item: Inbound, future: asyncio.Future[None]) -> None:
-        key = item.key
-        if self._beats_in_flight.get(key) is future:
-            del self._beats_in_flight[key]
+        if self._beats_in_flight.get(item.key) is future:
+            del self._beats_in_flight[item.key]
         if future.cancelled():
             return  # dropped (abort): not acknowledged, the broker sends it again
         if future.exception() is None:
             item.ack()  # committed
             return
-        # The store failed: the ordinary way retries with backoff (then gives up), ahead
-        # of anything the bank sent since.
+        self._back_to_lane(item)
+
+    def _response_done(self, work: Response, future: asyncio.Future[Outcome]) -> None:
+        item = work.item
+        if self._responses_in_flight.get(item.key) is future:
+            del self._responses_in_flight[item.key]
+        if future.cancelled():
+            return
+        if future.exception() is not None:
+            self._back_to_lane(item)
+            return
+        refused = self.handlers.counted(work, future.result())
+        if refused is None:
+            item.ack()
+            return
+        task = asyncio.create_task(self._refuse(item, refused))
+        self._rejecting.add(task)
+        task.add_done_callback(self._rejecting.discard)
+
+    async def _refuse(self, item: Inbound, reason: str) -> None:
+        await self.handlers.reject(item, reason)
+        item.ack()
+
+    def _back_to_lane(self, item: Inbound) -> None:
+        """The store failed: the ordinary way retries with backoff (then gives up), ahead
+        of anything the bank sent since."""
+        key = item.key
         if key in self._lanes_waiting:
-            self._beats_failed.setdefault(key, []).append(item)
+            self._short_failed.setdefault(key, []).append(item)
         else:
             self.dispatcher.put_nowait(key, item)
 
     async def _handle_lane(self, key: str, items: list[Inbound]) -> None:
-        in_flight = self._beats_in_flight.get(key)
-        if in_flight is not None:
+        in_flight = [
+            f
+            for f in (self._beats_in_flight.get(key), self._responses_in_flight.get(key))
+            if f is not None
+        ]
+        if in_flight:
             self._lanes_waiting.add(key)
             try:
-                await asyncio.wait([in_flight])
+                await asyncio.wait(in_flight)
             finally:
                 self._lanes_waiting.discard(key)
-            failed = self._beats_failed.pop(key, None)
+            failed = self._short_failed.pop(key, None)
             if failed:
                 try:
                     await self.handlers.handle_lane(key, [*failed, *items])
@@ -222,6 +264,7 @@ class Listener:
             await self.dispatcher.abort()
         await self.heartbeats.stop()
         await self.responses.stop()
+        await asyncio.gather(*self._rejecting, return_exceptions=True)
         self.handlers.flush_logs()
 
     async def abort(self) -> None:
@@ -229,6 +272,8 @@ class Listener:
         await self.dispatcher.abort()
         self.heartbeats.abort()
         self.responses.abort()
+        for task in list(self._rejecting):
+            task.cancel()
 
 
 def _acknowledge(items: list[Inbound]) -> None:

@@ -1,6 +1,7 @@
-"""Heartbeats that skip their lane (issue 19) keep each bank's order and survive a store
-failure: a real LockerService (SQLite, and PostgreSQL when TEST_DATABASE_URL is set) and
-the real Listener, fed the messages a connection would hand it."""
+"""Heartbeats and responses that skip their lane (issue 19) keep each bank's order,
+survive a store failure and are acknowledged once finished: a real LockerService
+(SQLite, and PostgreSQL when TEST_DATABASE_URL is set) and the real Listener, fed the
+messages a connection would hand it."""
 
 from __future__ import annotations
 
@@ -12,12 +13,15 @@ import pytest
 from sqlalchemy.exc import OperationalError
 
 from backend.device_service import HeartbeatIn
-from backend.domain.contract import ConnectionLost, Heartbeat, HeartbeatData
+from backend.domain.contract import CommandResponse, ConnectionLost, Heartbeat, HeartbeatData
+from backend.domain.outcomes import ResponseResult
 from backend.domain.topics import device_topic
 from backend.mqtt.acks import ConnectionAcks
 from backend.mqtt.listener import Listener
 from backend.mqtt.metrics import Metrics
 from backend.service import LockerService
+from backend.store import queries
+from backend.views import RejectedView
 from tests.support.waiting import until
 
 pytestmark = pytest.mark.timeout(60)
@@ -120,7 +124,7 @@ async def test_a_short_way_heartbeat_whose_batch_fails_is_retried_in_order(
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
         return await record(items)
 
-    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]
+    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]  # a test double
     short_before = listener.short_way
     await listener.on_message(state_message(bank, beat(now), 3), acks.take(3, 1))
     await listener.on_message(state_message(bank, will(now), 4), acks.take(4, 1))
@@ -158,8 +162,46 @@ async def test_a_lone_short_way_heartbeat_whose_batch_fails_is_retried(
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
         return await record(items)
 
-    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]
+    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]  # a test double
     await listener.on_message(state_message(bank, beat(now), 3))
     await settled(listener)
     assert calls == [1, 1]
     assert (await service.get_bank(bank)).status == "online"
+
+
+def response_message(bank_uuid: str, payload: bytes, mid: int) -> aiomqtt.Message:
+    return aiomqtt.Message(device_topic(bank_uuid, "response"), payload, 1, False, mid, None)
+
+
+async def test_responses_of_the_short_way_are_applied_refused_and_acknowledged(
+    service: LockerService, listener: Listener
+) -> None:
+    bank = await provisioned_bank(service)
+    now = service.clock.now()
+    await listener.on_message(state_message(bank, beat(now), 1))  # the bank is learnt
+    await settled(listener)
+    opened = await service.request_open(bank, 1, actor="test")
+    tid = opened.transaction_id
+    answer = CommandResponse(
+        action="open_compartment", result=ResponseResult.SUCCESS, transaction_id=tid, timestamp=now
+    )
+    stranger = answer.model_copy(update={"transaction_id": "not-a-command-of-ours"})
+    acks = ConnectionAcks(None)
+    short_before = listener.short_way
+    await listener.on_message(response_message(bank, answer.to_bytes(), 2), acks.take(2, 1))
+    await listener.on_message(response_message(bank, answer.to_bytes(), 3), acks.take(3, 1))
+    await listener.on_message(response_message(bank, stranger.to_bytes(), 4), acks.take(4, 1))
+    assert listener.short_way == short_before + 3
+    await settled(listener)
+
+    assert acks.held == 0  # applied, duplicate and refused: each acknowledged once finished
+    txn = await service.get_transaction(tid)
+    assert txn.status == "success" and txn.duplicate_count == 1
+    assert listener.metrics.duplicates["response"] == 1
+
+    def read_rejected() -> list[RejectedView]:
+        with service.db.read_session() as session:
+            return queries.list_rejected(session, 100)
+
+    rejected = await service.db.read(read_rejected)
+    assert [r.reason for r in rejected] == ["unknown transaction for this bank"]
