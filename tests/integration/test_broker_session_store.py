@@ -21,7 +21,7 @@ CLIENTS = 60
 
 
 async def _store(db_file: Path) -> SessionStore:
-    context = BrokerContext(broker=None)  # type: ignore[arg-type]  # the store never uses the broker
+    context = BrokerContext(broker=None)  # the store never uses the broker
     context.config = SessionStore.Config(connection=sqlite_url(db_file), clear_on_shutdown=False)
     store = SessionStore(context)
     await store.on_broker_pre_start()
