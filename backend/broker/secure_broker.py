@@ -207,11 +207,16 @@ class SecureBroker(Broker):
         if client_session.keep_alive > 0 and isinstance(delay, int):
             client_session.keep_alive += delay
         setattr(client_session, _PREAUTHENTICATED, True)  # consumed by `_authenticate`
+        self._session_ready(client_session)
         return handler, client_session
 
     async def _before_session_change(self, incoming: Session) -> None:
         """Called for an authorized CONNECT before it touches the session table (a seam for
         `backend.broker.hardened`: take-over and identity changes)."""
+
+    def _session_ready(self, session: Session) -> None:
+        """Called with the session an authorized CONNECT will use, before its CONNACK (a seam
+        for `backend.broker.resumed_session`: what "session present" says)."""
 
     async def _check_connect(self, session: Session) -> bool:
         """The hook's login check, then (3.) the will topic against the publish ACL."""
