@@ -43,6 +43,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from backend.domain.acl import Access, Decision
 from backend.domain.digests import secret_digest
+from backend.http.json_body import json_object
 from backend.http.users import UserDirectory
 from backend.log_throttle import LogThrottle
 from backend.redaction import redact, redact_loggers
@@ -226,13 +227,7 @@ async def _read_body(request: web.Request) -> _Body:
         raise _BadRequest("malformed form body") from exc
     if len(raw) > MAX_BODY_BYTES:
         raise _BadRequest("body too large")
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise _BadRequest("body is not valid JSON") from exc
-    if not isinstance(data, dict):
-        raise _BadRequest("body must be a JSON object")
-    return _Body(data, form=False)
+    return _Body(json_object(raw, _BadRequest), form=False)
 
 
 def _text(fields: Mapping[str, Any], name: str, *, nullable: bool) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Final, TypeVar
 
@@ -10,6 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from backend.http.errors import BadRequest
+from backend.http.json_body import json_object
 
 __all__ = ["MAX_BODY_BYTES", "int_path", "int_query", "read_body", "str_query"]
 
@@ -40,14 +40,9 @@ async def read_body(request: web.Request, model: type[M], *, required: bool = Tr
     if not raw.strip():
         if required:
             raise BadRequest("a JSON object body is required")
-        data: object = {}
+        data: dict[str, object] = {}
     else:
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise BadRequest("body is not valid JSON") from exc
-    if not isinstance(data, dict):
-        raise BadRequest("body must be a JSON object")
+        data = json_object(raw, BadRequest)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
