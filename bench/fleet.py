@@ -619,7 +619,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.steps is None:
-        args.steps = "5000,10000,15000,20000" if args.load == "generator" else DEVICE_STEPS
+        args.steps = "10000,20000" if args.load == "generator" else DEVICE_STEPS
     if args.ramp is None:
         args.ramp = 200.0 if args.load == "generator" else 40.0
     if args.quick:
