@@ -5,7 +5,7 @@ Steps up through sizes until a step fails. Two ways to make the load (`--load`):
 * `generator` (default; DESIGN 15.4's figure): `bench/devices.py load` publishes every
   bank's heartbeats from a few superuser connections (`MQTT_SUPERUSERS`) and answers
   each `apply_config`, so the two cores go to the backend and the broker, not to
-  simulating thousands of device sessions. Default steps 5,000, 10,000, 15,000, 20,000.
+  simulating thousands of device sessions. Default steps 10,000, 20,000.
   After the window, a bare aiomqtt subscriber to the same heartbeats runs for a few
   seconds (`bench/devices.py raw`): the backend's CPU per heartbeat over its CPU per
   message is the heartbeat path's same-run ratio (target <= 3).
