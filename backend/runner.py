@@ -12,8 +12,6 @@ import contextlib
 import logging
 import socket
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from backend.alert_notifier import AlertNotifier
 from backend.broker import BrokerStartError, EmbeddedBroker
@@ -25,6 +23,7 @@ from backend.file_modes import sqlite_files, tighten
 from backend.gc_tuning import tune_gc
 from backend.http.credentials import load_directory
 from backend.http.server import HttpServer, HttpServerError, build_app
+from backend.lifecycle import StartStop
 from backend.mqtt.runtime import MqttRuntime, RuntimeOptions
 from backend.run_mode import RunMode
 from backend.service import LockerService
@@ -56,7 +55,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 @dataclass
-class BackendServices:
+class BackendServices(StartStop):
     """Store, HTTP server, optional embedded broker and MQTT runtime, started together."""
 
     settings: Settings
@@ -174,18 +173,6 @@ class BackendServices:
             with contextlib.suppress(Exception):
                 await self.http.stop()
         self.service.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 async def run_headless(settings: Settings) -> None:

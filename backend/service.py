@@ -317,17 +317,23 @@ class LockerService:
         who = actor or default_actor()
 
         def work(uow: UnitOfWork) -> None:
-            uow.execute(
-                uuid,
-                lambda b: b.request_config(
-                    transaction_id=transaction_id, requested_by=who, now=uow.now, ttl=ttl
-                ),
-                self._meta(who, correlation_id=transaction_id),
-                react=_commands_for(uuid),
-            )
+            self._request_config(uow, uuid, transaction_id, who, ttl)
 
         await self.transact(work)
         return await self.get_transaction(transaction_id)
+
+    def _request_config(
+        self, uow: UnitOfWork, uuid: str, transaction_id: str, who: str, ttl: timedelta
+    ) -> None:
+        """Record `ConfigApplyRequested` and queue its `apply_config` command."""
+        uow.execute(
+            uuid,
+            lambda b: b.request_config(
+                transaction_id=transaction_id, requested_by=who, now=uow.now, ttl=ttl
+            ),
+            self._meta(who, correlation_id=transaction_id),
+            react=_commands_for(uuid),
+        )
 
     async def acknowledge_alert(
         self, alert_id: int, note: str = "", *, actor: str | None = None
@@ -393,15 +399,7 @@ class LockerService:
                 bank.heartbeat_interval_seconds != old_interval
             )
             if recorded and changed and bank.status in ("provisioned", "online", "offline"):
-                transaction_id = self.new_id()
-                uow.execute(
-                    uuid,
-                    lambda b: b.request_config(
-                        transaction_id=transaction_id, requested_by=who, now=uow.now, ttl=ttl
-                    ),
-                    self._meta(who, correlation_id=transaction_id),
-                    react=_commands_for(uuid),
-                )
+                self._request_config(uow, uuid, self.new_id(), who, ttl)
 
         await self.transact(work)
         return await self.get_bank(uuid)

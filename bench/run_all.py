@@ -28,11 +28,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import machine
 
 BENCH = Path(__file__).resolve().parent
-BENCHES = ("ingest", "hook", "hook_start", "roundtrip", "fleet", "storm", "console", "dynsec")
+BENCHES = (
+    "ingest",
+    "hook",
+    "hook_start",
+    "roundtrip",
+    "fleet",
+    "storm",
+    "console",
+    "dynsec",
+    "zero_setup",
+)
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 START = "<!-- results:start -->"
 END = "<!-- results:end -->"
-TIMEOUT_S = {"fleet": 3600.0, "dynsec": 5400.0}
+TIMEOUT_S = {"fleet": 3600.0, "dynsec": 5400.0, "zero_setup": 3600.0}
 
 
 def postgres_url() -> str | None:

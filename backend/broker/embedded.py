@@ -23,8 +23,6 @@ import socket
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from amqtt.session import Session
 
@@ -33,6 +31,7 @@ from backend.broker.errors import BrokerStartError, port_in_use_message
 from backend.broker.hardened import HardenedBroker
 from backend.broker.limits import Limits
 from backend.broker.monitor import ClientMonitorPlugin
+from backend.lifecycle import StartStop
 from backend.redaction import install_redaction, redact
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ PERSISTENCE_MODULES = ("aiosqlite", "greenlet")
 DB_FILENAME = "broker.sqlite3"
 
 
-class EmbeddedBroker:
+class EmbeddedBroker(StartStop):
     """An amqtt MQTT 3.1.1 broker on `host:port`, authenticated by the hook at `hook_url`.
 
     Sessions, queued messages and retained messages persist in SQLite under
@@ -155,18 +154,6 @@ class EmbeddedBroker:
             return
         await broker.shutdown()
         log.info("embedded MQTT broker stopped")
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # -- state, for health checks and tests ------------------------------------------------
 

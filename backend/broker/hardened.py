@@ -50,7 +50,7 @@ from backend.log_throttle import LogThrottle
 
 log = logging.getLogger(__name__)
 TAKE_OVER_WAIT = 2.0
-"""Seconds a take-over waits for the old connection's loop to finish its disconnect."""
+"""Seconds a take-over may spend closing the old connection before the CONNECT goes on."""
 
 
 class HardenedBroker(SessionAwareBroker):
@@ -76,6 +76,7 @@ class HardenedBroker(SessionAwareBroker):
             "registration_rate_per_address": 0,
         }
         self._refusal_log = LogThrottle("refused MQTT connections", logger=log)
+        self._background: set[asyncio.Future[None]] = set()
 
     # -- 2. limits below amqtt's parser -----------------------------------------------------
 
@@ -107,7 +108,7 @@ class HardenedBroker(SessionAwareBroker):
                         pass
                 writer.close()
                 return
-            await self._client_connected(listener_name, limited, StreamWriterAdapter(writer))
+            await self._client_connected(listener_name, limited, AbortableWriter(writer))
         finally:
             self.gate.leave(address)
 
@@ -142,15 +143,7 @@ class HardenedBroker(SessionAwareBroker):
         existing, handler = entry
         if existing.transitions.is_connected() and handler is not None:
             log.info("client id %s connected again: closing its old connection", incoming.client_id)
-            await handler.stop()
-            monitor = self.plugins_manager.get_plugin(ClientMonitorPlugin.__name__)
-            try:
-                if isinstance(monitor, ClientMonitorPlugin):  # woken at each disconnect
-                    await monitor.wait_for(
-                        lambda: not existing.transitions.is_connected(), TAKE_OVER_WAIT
-                    )
-            except TimeoutError:
-                log.warning("old connection of %s did not finish closing", incoming.client_id)
+            await self._take_over(existing, handler)
         # A session restored from the broker's store has no username (amqtt does not keep
         # it): not known to be another user's, so it is resumed as before.
         if existing.username is not None and existing.username != incoming.username:
@@ -159,6 +152,30 @@ class HardenedBroker(SessionAwareBroker):
                 incoming.client_id,
             )
             await self._delete_session(incoming.client_id or "")
+
+    async def _take_over(self, existing: Session, handler: BrokerProtocolHandler) -> None:
+        """Close the old connection of a client id within `TAKE_OVER_WAIT` seconds in all: the
+        new CONNECT waits for this and must get its CONNACK (RELIABILITY.md F8). Should the old
+        handler not stop in half that time, its socket is aborted (its reader then ends at the
+        EOF) and the rest of the time is granted; after that the CONNECT goes on regardless."""
+        deadline = asyncio.get_running_loop().time() + TAKE_OVER_WAIT
+        stopping = asyncio.ensure_future(handler.stop())
+        self._background.add(stopping)
+        stopping.add_done_callback(self._background.discard)
+        done, _ = await asyncio.wait([stopping], timeout=TAKE_OVER_WAIT / 2)
+        if not done:
+            log.warning("old connection of %s is slow to stop: aborting it", existing.client_id)
+            if isinstance(handler.writer, AbortableWriter):
+                handler.writer.abort()
+        monitor = self.plugins_manager.get_plugin(ClientMonitorPlugin.__name__)
+        try:
+            remaining = max(0.0, deadline - asyncio.get_running_loop().time())
+            async with asyncio.timeout(remaining):
+                await asyncio.shield(stopping)
+                if isinstance(monitor, ClientMonitorPlugin):  # woken at each disconnect
+                    await monitor.wait_for(lambda: not existing.transitions.is_connected(), 60)
+        except TimeoutError:
+            log.warning("old connection of %s did not finish closing", existing.client_id)
 
     # -- 1. messages before the disconnect --------------------------------------------------
 
@@ -232,6 +249,18 @@ class HardenedBroker(SessionAwareBroker):
             message.set_result(queue.get_nowait())
             await self._handle_message_delivery(client_session, handler, message)
         return wait_deliver
+
+
+class AbortableWriter(StreamWriterAdapter):
+    """amqtt's writer adapter that can also drop its connection at once (no flush)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        super().__init__(writer)
+        self._transport = writer.transport
+
+    def abort(self) -> None:
+        self.is_closed = True
+        self._transport.abort()
 
 
 def _code(exc: ConnectRefused) -> str:

@@ -27,11 +27,10 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 from backend.broker.errors import BrokerStartError, port_in_use_message
 from backend.dynsec.policy import PROVISIONING_ACL_FILE, initial_config, with_admin
+from backend.lifecycle import StartStop
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +79,7 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-class MosquittoChild:
+class MosquittoChild(StartStop):
     """A Mosquitto child process with the dynamic-security plugin on 127.0.0.1:`port`."""
 
     def __init__(
@@ -235,18 +234,6 @@ class MosquittoChild:
         if process.stderr is not None:
             process.stderr.close()
         (self.dir / PID_NAME).unlink(missing_ok=True)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
 
 def _spawn(command: list[str]) -> subprocess.Popen[bytes]:

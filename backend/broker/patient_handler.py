@@ -13,6 +13,17 @@ session resumes.
 the message from `inflight_out`. When the connection ends first (the handler stops and
 cancels its waiters), the message stays in flight and amqtt's `_retry_deliveries` resends it
 (DUP) when the persistent session reconnects.
+
+`stop()` also makes sure the connection's reader loop really ends (RELIABILITY.md F8).
+Upstream cancels the reader task once and then waits, without a deadline, for the loop to
+say it stopped. The loop reads each packet through `asyncio.wait_for`, and Python 3.11's
+`wait_for` swallows a cancellation that arrives in the same loop iteration as the read's
+result (it returns the result instead, python/cpython#86296, fixed in 3.12): the loop goes
+on reading as if nothing happened and `stop()` hangs for as long as the peer stays
+connected. A take-over (a CONNECT under a client id that is connected) stops the old
+connection's handler before it answers, so the new client got no CONNACK at all when its
+CONNECT met a packet from the old connection (the backend PUBACKing a delivery). Here the
+cancellation is repeated until the loop has ended.
 """
 
 from __future__ import annotations
@@ -27,9 +38,21 @@ from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicat
 
 __all__ = ["PatientBrokerProtocolHandler"]
 
+READER_CANCEL_RETRY = 0.05
+"""Seconds between cancellations of a reader loop that has not ended yet."""
+READER_CLOSE_WAIT = 1.0
+"""Seconds granted to an ended reader loop to close its connection itself."""
+
 
 class PatientBrokerProtocolHandler(BrokerProtocolHandler):
-    """amqtt's broker handler whose outgoing QoS 1 messages wait for their PUBACK."""
+    """amqtt's broker handler whose outgoing QoS 1 messages wait for their PUBACK and whose
+    `stop()` always ends the reader loop."""
+
+    async def stop(self) -> None:
+        reader = self._reader_task
+        if reader is not None and reader is not asyncio.current_task():
+            await stop_reader(reader, self._reader_stopped)
+        await super().stop()
 
     async def _handle_qos1_message_flow(
         self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage
@@ -65,3 +88,14 @@ class PatientBrokerProtocolHandler(BrokerProtocolHandler):
                 self._puback_waiters.pop(packet_id, None)
         # Acknowledged: only now is the message no longer in flight.
         self.session.inflight_out.pop(packet_id, None)
+
+
+async def stop_reader(reader: asyncio.Task[None], stopped: asyncio.Event) -> None:
+    """Cancel `reader` until its loop has ended (`stopped` set, or the task done), then give it
+    up to `READER_CLOSE_WAIT` seconds to finish closing its connection, so that upstream's
+    `stop()` that follows finds nothing left to cancel."""
+    while not reader.done() and not stopped.is_set():
+        reader.cancel()
+        await asyncio.wait([reader], timeout=READER_CANCEL_RETRY)
+    if not reader.done():
+        await asyncio.wait([reader], timeout=READER_CLOSE_WAIT)

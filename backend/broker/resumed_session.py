@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 
-from amqtt.adapters import ReaderAdapter, WriterAdapter
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from backend.broker.secure_broker import SecureBroker
@@ -40,16 +38,7 @@ def holds_subscriptions(
 class SessionAwareBroker(SecureBroker):
     """SecureBroker whose CONNACK never claims a session that lost its subscriptions."""
 
-    async def _initialize_client_session(
-        self,
-        reader: ReaderAdapter,
-        writer: WriterAdapter,
-        remote_address: str,
-        remote_port: int,
-    ) -> tuple[BrokerProtocolHandler, Session]:
-        handler, session = await super()._initialize_client_session(
-            reader, writer, remote_address, remote_port
-        )
+    def _session_ready(self, session: Session) -> None:
         if session.parent == 1 and not holds_subscriptions(self._subscriptions, session):
             session.parent = 0
             log.info(
@@ -57,4 +46,3 @@ class SessionAwareBroker(SecureBroker):
                 "reported as new so the client subscribes again",
                 session.client_id,
             )
-        return handler, session

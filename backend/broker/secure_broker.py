@@ -31,6 +31,7 @@ from amqtt.utils import gen_client_id
 
 from backend.broker.command_expiry import drop_expired_inflight, is_expired_command
 from backend.broker.patient_handler import PatientBrokerProtocolHandler
+from backend.broker.session_fields import copy_connect_fields
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +194,7 @@ class SecureBroker(Broker):
             client_session.parent = 0
         elif client_session.client_id in self._sessions:
             existing, _ = self._sessions[client_session.client_id]
-            existing.will_flag = client_session.will_flag
-            existing.will_message = client_session.will_message
-            existing.will_topic = client_session.will_topic
-            existing.will_qos = client_session.will_qos
-            existing.will_retain = client_session.will_retain
-            existing.keep_alive = client_session.keep_alive
+            copy_connect_fields(client_session, existing)
             existing.username = client_session.username
             existing.password = client_session.password
             client_session = existing
@@ -211,11 +207,16 @@ class SecureBroker(Broker):
         if client_session.keep_alive > 0 and isinstance(delay, int):
             client_session.keep_alive += delay
         setattr(client_session, _PREAUTHENTICATED, True)  # consumed by `_authenticate`
+        self._session_ready(client_session)
         return handler, client_session
 
     async def _before_session_change(self, incoming: Session) -> None:
         """Called for an authorized CONNECT before it touches the session table (a seam for
         `backend.broker.hardened`: take-over and identity changes)."""
+
+    def _session_ready(self, session: Session) -> None:
+        """Called with the session an authorized CONNECT will use, before its CONNACK (a seam
+        for `backend.broker.resumed_session`: what "session present" says)."""
 
     async def _check_connect(self, session: Session) -> bool:
         """The hook's login check, then (3.) the will topic against the publish ACL."""

@@ -25,6 +25,12 @@ from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 
 from backend.domain import topics
+from backend.domain.topics import (
+    SERVER_STATUS,
+    command_topic,
+    device_publish_topics,
+    reply_topic,
+)
 
 __all__ = [
     "MAX_IDENTITY_LENGTH",
@@ -109,13 +115,13 @@ def valid_identity(value: str) -> bool:
     Refused: non-strings, empty, longer than ``MAX_IDENTITY_LENGTH`` characters,
     anything containing ``/``, ``+``, ``#``, a control character (NUL and the C1
     controls such as U+0085 included) or a lone surrogate (not encodable as UTF-8),
-    and anything with leading or trailing whitespace (``str.isspace``: `` dev``,
+    and anything with leading or trailing whitespace (as ``str.strip`` sees it: `` dev``,
     ``dev\u00a0``), which no log or console shows faithfully. Such a value could not
     stand for one literal, recognisable topic level in ``%u``/``%c``.
     """
     if not isinstance(value, str) or not value or len(value) > MAX_IDENTITY_LENGTH:
         return False
-    if value[0].isspace() or value[-1].isspace():
+    if value != value.strip():  # leading or trailing whitespace
         return False
     return _REFUSED_IN_IDENTITY.search(value) is None
 
@@ -316,6 +322,22 @@ class Permissions:
 
 
 _NOTHING = Permissions((), ())
+_PROVISIONING_PUBLISH = (topics.ANY_REGISTRATION,)
+_BACKEND = Permissions(
+    publish=(
+        topics.ANY_COMMAND,
+        topics.ANY_PROVISIONING_REPLY,
+        topics.SERVER_STATUS,
+        topics.ANY_INSTANCE_STATUS,
+        topics.ANY_PROBE,
+    ),
+    read=(
+        topics.ALL_LOCKER_TOPICS,
+        topics.SERVER_STATUS,
+        topics.ANY_INSTANCE_STATUS,
+        topics.ANY_PROBE,
+    ),
+)
 _ACCESS_VALUES = frozenset(int(a) for a in Access)
 
 
@@ -336,30 +358,16 @@ def permissions(
 def _permissions(kind: UserKind, username: str, client_id: str, legacy_status: bool) -> Permissions:
     """``permissions`` for identities already checked with ``valid_identity``."""
     if kind is UserKind.BACKEND:
-        return Permissions(
-            publish=(
-                topics.ANY_COMMAND,
-                topics.ANY_PROVISIONING_REPLY,
-                topics.SERVER_STATUS,
-                topics.ANY_INSTANCE_STATUS,
-                topics.ANY_PROBE,
-            ),
-            read=(
-                topics.ALL_LOCKER_TOPICS,
-                topics.SERVER_STATUS,
-                topics.ANY_INSTANCE_STATUS,
-                topics.ANY_PROBE,
-            ),
-        )
+        return _BACKEND
     if kind is UserKind.DEVICE:
         return Permissions(
-            publish=topics.device_publish_topics(username, legacy_status),
-            read=(topics.command_topic(username), topics.SERVER_STATUS),
+            publish=device_publish_topics(username, legacy_status),
+            read=(command_topic(username), SERVER_STATUS),
         )
     if kind is UserKind.PROVISIONING:
         return Permissions(
-            publish=(topics.ANY_REGISTRATION,),
-            read=(topics.reply_topic(client_id),),
+            publish=_PROVISIONING_PUBLISH,
+            read=(reply_topic(client_id),),
         )
     return _NOTHING
 

@@ -57,7 +57,7 @@ def device_topic(bank_uuid: str, suffix: str) -> str:
 
 
 def command_topic(bank_uuid: str) -> str:
-    return device_topic(bank_uuid, COMMAND_SUFFIX)
+    return f"{LOCKER_ROOT}/{bank_uuid}/{COMMAND_SUFFIX}"
 
 
 def reply_topic(client_id: str) -> str:
@@ -93,19 +93,20 @@ ANY_INSTANCE_STATUS: Final = instance_status_topic(ANY)
 ANY_PROBE: Final = probe_topic(ANY)
 
 
+_STATE: Final = TopicKind.STATE.value
+_BELOW_STATE: Final = f"{_STATE}/{REST}"
+_RESPONSE: Final = TopicKind.RESPONSE.value
+_EVENT: Final = TopicKind.EVENT.value
+_LEGACY_STATUS: Final = TopicKind.LEGACY_STATUS.value
+
+
 def device_publish_topics(bank_uuid: str, legacy_status: bool) -> tuple[str, ...]:
     """What a device (or, with `+`, every device) publishes: state (and below it, for
     upstream's split `state/heartbeat|compartments|connection`), responses, events, and
-    the legacy status alias while it is accepted."""
-    suffixes = [
-        TopicKind.STATE.value,
-        f"{TopicKind.STATE.value}/{REST}",
-        TopicKind.RESPONSE.value,
-        TopicKind.EVENT.value,
-    ]
-    if legacy_status:
-        suffixes.append(TopicKind.LEGACY_STATUS.value)
-    return tuple(device_topic(bank_uuid, s) for s in suffixes)
+    the legacy status alias while it is accepted. (On the hook's path: concatenations.)"""
+    base = f"{LOCKER_ROOT}/{bank_uuid}/"
+    published = (base + _STATE, base + _BELOW_STATE, base + _RESPONSE, base + _EVENT)
+    return (*published, base + _LEGACY_STATUS) if legacy_status else published
 
 
 def inbound_filters(accept_legacy_status: bool) -> list[str]:

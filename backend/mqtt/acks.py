@@ -11,9 +11,11 @@ flight for our persistent session and sends it again (DUP) when the session resu
 restarted backend handles it; the store's dedup (events by `event_id`, responses by
 transaction) makes a second copy harmless.
 
-The broker sends at most its in-flight window of unacknowledged messages (MQTT 5: the
-Receive Maximum of our CONNECT, `RECEIVE_MAXIMUM`; MQTT 3.1.1: Mosquitto's
-`max_inflight_messages`); the rest waits in its queue for our session.
+The broker sends at most its in-flight window of unacknowledged messages (the Receive
+Maximum of our CONNECT, `RECEIVE_MAXIMUM`); the rest waits in its queue for our session.
+Manual acknowledgements are used over MQTT 5 only (`connection.manual_acks`): amqtt, which
+speaks 3.1.1 only, answers a resumed session's SUBSCRIBE only once what it resends is
+acknowledged.
 
 A packet id means something on its own connection only: an `Ack` whose connection has
 ended is not sent on the next one (the broker resends that message there, with its own
@@ -30,8 +32,8 @@ log = logging.getLogger(__name__)
 
 RECEIVE_MAXIMUM = 2000
 """MQTT 5 Receive Maximum of the backend's CONNECT: unacknowledged QoS 1 messages the broker
-may have in flight to us (Mosquitto 2.0 takes it over its `max_inflight_messages`, which
-bounds MQTT 3.1.1 sessions: deploy/*.conf set that to the same value). Four batches of
+may have in flight to us (Mosquitto 2.0 takes it instead of its `max_inflight_messages`,
+which bounds MQTT 3.1.1 sessions; deploy/*.conf set that to the same value). Four batches of
 `ListenerOptions.max_batch` (500): batches still form while earlier ones commit."""
 
 

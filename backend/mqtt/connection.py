@@ -15,11 +15,9 @@ we vanish. aiomqtt does not reconnect: `run()` loops with capped exponential bac
 The socket has TCP_NODELAY set (`SOCKET_OPTIONS`): commands and PUBACKs are small packets
 that must not wait for Nagle's algorithm.
 
-Inbound QoS 1 messages are acknowledged when the listener has finished them, not on
-receipt (`backend/mqtt/acks.py`, RELIABILITY.md F6), except with the in-process amqtt
-broker, which dies with us anyway. Receiving starts right after the CONNACK, before our
-SUBSCRIBE: a resumed session's queued messages arrive first, and amqtt answers the
-SUBSCRIBE only once they are acknowledged.
+Over MQTT 5, inbound QoS 1 messages are acknowledged when the listener has finished them,
+not on receipt (`backend/mqtt/acks.py`, RELIABILITY.md F6); with MQTT 3.1.1 (the embedded
+amqtt broker, or `MQTT_PROTOCOL=3.1.1`) paho still acknowledges on receipt.
 """
 
 from __future__ import annotations
@@ -60,10 +58,11 @@ small MQTT packet until the previous one is ACKed (delayed ACK: ~40 ms per QoS 1
 
 
 def manual_acks(settings: Settings) -> bool:
-    """PUBACK after handling, unless the broker is the in-process amqtt one: it dies with
-    us (nothing to keep for a restart), and it serves a resumed session's SUBSCRIBE only
-    after every queued message is acknowledged."""
-    return not (settings.embedded_broker and settings.locker_broker == "amqtt")
+    """PUBACK after handling: over MQTT 5 (Mosquitto, the production broker). Not over
+    MQTT 3.1.1, which is what amqtt speaks: amqtt serves a resumed session's SUBSCRIBE only
+    once every message it resends or queued for it is acknowledged, and we read those only
+    after the SUBACK (the embedded one dies with us anyway: nothing to keep for a restart)."""
+    return settings.mqtt_v5
 
 
 def _being_cancelled() -> bool:
@@ -131,6 +130,12 @@ class MqttConnection:
         was_connected = False
         try:
             async with client:
+                # What arrives meanwhile waits in aiomqtt's queue: SUBACK and PUBACK must
+                # not queue behind handling a resumed session's backlog.
+                refused = await self._subscribe(client)
+                await client.publish(
+                    self.settings.mqtt_last_will_topic, BIRTH_PAYLOAD, qos=1, retain=True
+                )
                 acks = self.acks = ConnectionAcks(
                     # aiomqtt 2.5 does not wrap paho's manual acks (aiomqtt#345): its inner client
                     client._client if self.manual_acks else None,
@@ -138,10 +143,6 @@ class MqttConnection:
                 )
                 receive = asyncio.create_task(self._receive(client, acks), name="mqtt-receive")
                 try:
-                    refused = await self._subscribe(client)
-                    await client.publish(
-                        self.settings.mqtt_last_will_topic, BIRTH_PAYLOAD, qos=1, retain=True
-                    )
                     self._client = client
                     self._lost = asyncio.Event()
                     was_connected = True

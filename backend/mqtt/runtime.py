@@ -21,11 +21,11 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiomqtt
 
+from backend.lifecycle import StartStop
 from backend.mqtt.acks import Ack
 from backend.mqtt.backoff import Backoff
 from backend.mqtt.connection import MqttConnection
@@ -61,7 +61,7 @@ class RuntimeOptions:
     """After a (re)connect, sweeps wait at most this long for the backlog to be handled."""
 
 
-class MqttRuntime:
+class MqttRuntime(StartStop):
     """Connection + listener + relay + sweeper for one LockerService."""
 
     def __init__(self, service: LockerService, options: RuntimeOptions | None = None) -> None:
@@ -160,18 +160,6 @@ class MqttRuntime:
         await _cancel(tasks)
         await self.presence.close()
         self.state.set_disconnected("aborted")
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # ----- wiring ------------------------------------------------------------------------
 

@@ -250,22 +250,36 @@ def _offline(session: Session, r: RecordedEvent) -> None:
     _set_status(_bank(session, r), "offline", r)
 
 
-@projector(CompartmentOpeningRequested)
-def _open_requested(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, CompartmentOpeningRequested)
+def _add_pending_txn(
+    session: Session,
+    r: RecordedEvent,
+    e: CompartmentOpeningRequested | ConfigApplyRequested,
+    *,
+    action: str,
+    **fields: Any,
+) -> None:
+    """A new pending command transaction row for a `*Requested` event."""
     session.add(
         CommandTransactionRow(
             locker_uuid=r.aggregate_uuid,
             transaction_id=e.transaction_id,
-            action="open_compartment",
-            compartment_number=e.compartment_number,
+            action=action,
             status=CommandStatus.PENDING,
             requested_by=e.requested_by,
             requested_at=e.occurred_at,
             expires_at=e.expires_at,
             requested_from=r.metadata.origin[:200] if r.metadata.origin else None,
+            **fields,
         )
+    )
+
+
+@projector(CompartmentOpeningRequested)
+def _open_requested(session: Session, r: RecordedEvent) -> None:
+    e = r.event
+    assert isinstance(e, CompartmentOpeningRequested)
+    _add_pending_txn(
+        session, r, e, action="open_compartment", compartment_number=e.compartment_number
     )
     compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
@@ -277,19 +291,7 @@ def _open_requested(session: Session, r: RecordedEvent) -> None:
 def _config_requested(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, ConfigApplyRequested)
-    session.add(
-        CommandTransactionRow(
-            locker_uuid=r.aggregate_uuid,
-            transaction_id=e.transaction_id,
-            action="apply_config",
-            status=CommandStatus.PENDING,
-            requested_by=e.requested_by,
-            requested_at=e.occurred_at,
-            expires_at=e.expires_at,
-            config_hash=e.config_hash,
-            requested_from=r.metadata.origin[:200] if r.metadata.origin else None,
-        )
-    )
+    _add_pending_txn(session, r, e, action="apply_config", config_hash=e.config_hash)
     row = _bank(session, r)
     if row.config_state != "in_sync":
         row.config_state = "pending"
@@ -323,18 +325,26 @@ def _finish_txn(
     return row
 
 
+def _finish_answer(
+    session: Session,
+    r: RecordedEvent,
+    e: CompartmentOpened | CommandFailed | ConfigApplied,
+    status: CommandStatus,
+) -> CommandTransactionRow:
+    """Finish a transaction the bank answered: `status`, or LATE after its expiry; the
+    answer's message is kept."""
+    row = _finish_txn(
+        session, r, e.transaction_id, CommandStatus.LATE if e.after_expiry else status, e.late
+    )
+    row.message = e.message
+    return row
+
+
 @projector(CompartmentOpened)
 def _opened(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CompartmentOpened)
-    txn = _finish_txn(
-        session,
-        r,
-        e.transaction_id,
-        CommandStatus.LATE if e.after_expiry else CommandStatus.SUCCESS,
-        e.late,
-    )
-    txn.message = e.message
+    _finish_answer(session, r, e, CommandStatus.SUCCESS)
     compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
     compartment.door_state = "open"
@@ -345,15 +355,8 @@ def _opened(session: Session, r: RecordedEvent) -> None:
 def _failed(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CommandFailed)
-    row = _finish_txn(
-        session,
-        r,
-        e.transaction_id,
-        CommandStatus.LATE if e.after_expiry else CommandStatus.ERROR,
-        e.late,
-    )
+    row = _finish_answer(session, r, e, CommandStatus.ERROR)
     row.error_code = e.error_code
-    row.message = e.message
     _config_push_ended(session, r, e.action, "drifted")
 
 
@@ -392,10 +395,8 @@ def _expired(session: Session, r: RecordedEvent) -> None:
 def _config_applied(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, ConfigApplied)
-    status = CommandStatus.LATE if e.after_expiry else CommandStatus.SUCCESS
-    row = _finish_txn(session, r, e.transaction_id, status, e.late)
+    row = _finish_answer(session, r, e, CommandStatus.SUCCESS)
     row.applied_config_hash = e.applied_config_hash
-    row.message = e.message
     bank = _bank(session, r)
     bank.applied_config_hash = e.applied_config_hash
     bank.config_state = "in_sync" if e.in_sync else "drifted"

@@ -283,7 +283,7 @@ async def test_webhook_posts_each_alert_opening_and_resolution(
     finally:
         await notifier.stop()
         await runner.cleanup()
-    assert [(b["event"], b["alert"]["kind"]) for b in received] == [  # type: ignore[index]
+    assert [(b["event"], b["alert"]["kind"]) for b in received] == [  # type: ignore[index]  # JSON bodies
         ("alert_opened", "bank_offline"),
         ("alert_resolved", "bank_offline"),
         ("alert_opened", "command_failed"),

@@ -1,6 +1,6 @@
 """Every benchmark runs at its `--quick` size and prints one JSON result line.
 
-The six run at once as subprocesses (so the whole module takes about as long as the
+The benchmarks run at once as subprocesses (so the whole module takes about as long as the
 slowest); each test then checks its benchmark's exit code and line. Nothing here judges
 timings or targets: that is what `bench/run_all.py` and BENCHMARKS.md are for.
 """
@@ -21,7 +21,7 @@ import pytest
 from tests.support.mosquitto import mosquitto_available
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHES = ("ingest", "hook", "roundtrip", "fleet", "storm", "console", "dynsec")
+BENCHES = ("ingest", "hook", "roundtrip", "fleet", "storm", "console", "dynsec", "zero_setup")
 KEYS = {"bench", "figure", "unit", "baseline", "ratio", "target", "pass", "params"}
 TIMEOUT_S = 110.0
 

@@ -63,7 +63,7 @@ async def test_provisioning_creates_the_bank_account_with_exactly_its_topics(
             txn = await services.service.request_open(creds.user, 1)
             async with asyncio.timeout(5):
                 async for message in device.messages:
-                    assert json.loads(message.payload)["transaction_id"] == txn.transaction_id  # type: ignore[arg-type]
+                    assert json.loads(message.payload)["transaction_id"] == txn.transaction_id
                     break
         # ... and with no other client id (its UUID included: the plugin pins exactly one).
         with pytest.raises(aiomqtt.MqttCodeError, match="authori"):
@@ -138,7 +138,7 @@ async def test_provisioning_reply_reaches_only_the_client_that_registered(
             seen: list[tuple[str, bytes]] = []
             async with asyncio.timeout(10):
                 async for message in spy.messages:
-                    seen.append((str(message.topic), bytes(message.payload)))  # type: ignore[arg-type]
+                    seen.append((str(message.topic), bytes(message.payload)))
                     if str(message.topic) == "locker/provisioning/reply/eavesdropper-1":
                         break
         assert [topic for topic, _ in seen] == ["locker/provisioning/reply/eavesdropper-1"]
@@ -174,11 +174,11 @@ async def test_reconcile_at_start_follows_the_store_and_reports_what_mosquitto_l
         )
         assert not any("error" in a for a in answers), answers
     async with dynsec_backend(settings) as services:
-        report = services.service.accounts.report  # type: ignore[attr-defined]
+        report = services.service.accounts.report  # type: ignore[attr-defined]  # the dynsec directory's
         assert report.missing == [lost.user]
         assert report.disabled == [revoked.user]
         assert report.removed == [stranger]
-        listed = await services.service.accounts.listed_clients()  # type: ignore[attr-defined]
+        listed = await services.service.accounts.listed_clients()  # type: ignore[attr-defined]  # the dynsec directory's
         assert stranger not in listed and lost.user not in listed
         assert listed[revoked.user].get("disabled") is True
         assert not listed[kept.user].get("disabled")
@@ -228,12 +228,12 @@ async def test_embedded_mosquitto_left_by_a_killed_run_is_stopped(tmp_path: Path
         "admin_user": "admin",
         "admin_password": "pw",
     }
-    first = MosquittoChild(**kwargs)  # type: ignore[arg-type]
+    first = MosquittoChild(**kwargs)  # type: ignore[arg-type]  # keywords of the right types
     await first.start()
     assert first.process is not None
     stale_pid = first.process.pid
     first.process = None  # "killed": nobody stops it
-    second = MosquittoChild(**kwargs)  # type: ignore[arg-type]
+    second = MosquittoChild(**kwargs)  # type: ignore[arg-type]  # keywords of the right types
     try:
         await second.start()
         assert second.process is not None and second.process.pid != stale_pid
@@ -291,7 +291,7 @@ async def test_backend_client_id_takeover_is_detected_and_recovered(tmp_path: Pa
             "password": settings.secret("mqtt_provisioning_password"),
         }
         assert settings.backend_client_id != settings.mqtt_client_id
-        async with aiomqtt.Client(identifier=settings.mqtt_client_id, **intruder):  # type: ignore[arg-type]
+        async with aiomqtt.Client(identifier=settings.mqtt_client_id, **intruder):  # type: ignore[arg-type]  # aiomqtt's keywords
             await _event_processed(services, creds, 2)
         assert metrics.connects == connects_before  # nothing happened to the backend
 
@@ -303,7 +303,7 @@ async def test_backend_client_id_takeover_is_detected_and_recovered(tmp_path: Pa
                 async with aiomqtt.Client(
                     identifier=settings.backend_client_id,
                     clean_session=True,
-                    **intruder,  # type: ignore[arg-type]
+                    **intruder,  # type: ignore[arg-type]  # aiomqtt's keywords
                 ) as client:
                     await read_until_disconnected(client)
             except aiomqtt.MqttError:

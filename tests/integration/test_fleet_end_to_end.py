@@ -339,7 +339,7 @@ async def _sent_command(backend: Backend, transaction_id: str) -> tuple[str, byt
                     select(OutboxRow.topic, OutboxRow.payload)
                     .where(OutboxRow.transaction_id == transaction_id)
                     .where(OutboxRow.status == "sent")
-                    .order_by(OutboxRow.id)  # type: ignore[arg-type]
+                    .order_by(OutboxRow.id)
                 ).first()
                 return (found[0], found[1]) if found else None
 

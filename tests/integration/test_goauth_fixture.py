@@ -114,7 +114,7 @@ def test_substitution_touches_only_ports_paths_addresses_and_secrets(tmp_path: P
         "as_root": False,
     }
     shipped = SHIPPED_CONFIG.read_text().splitlines()
-    produced = shipped_config_for(**kwargs).splitlines()  # type: ignore[arg-type]
+    produced = shipped_config_for(**kwargs).splitlines()  # type: ignore[arg-type]  # the function checks its keywords
     assert len(produced) == len(shipped)
     changed = {a.split(" ")[0] for a, b in zip(shipped, produced, strict=True) if a != b}
     assert changed == {
@@ -134,4 +134,4 @@ def test_substitution_touches_only_ports_paths_addresses_and_secrets(tmp_path: P
     # An option the substitution needs is gone: fail loudly, never run something else.
     without_plugin = "\n".join(s for s in shipped if not s.startswith("auth_plugin "))
     with pytest.raises(ShippedConfigChanged):
-        shipped_config_for(**kwargs, config_text=without_plugin)  # type: ignore[arg-type]
+        shipped_config_for(**kwargs, config_text=without_plugin)  # type: ignore[arg-type]  # the function checks its keywords

@@ -540,8 +540,8 @@ async def test_amqtt_http_plugins_against_the_hook(
     topic_config = TopicAuthHttpPlugin.Config(
         **common, topic_uri=f"{ACL_PATH}?mosq_secret={SECRET}"
     )
-    users = UserAuthHttpPlugin(_Ctx(user_config))  # type: ignore[arg-type]
-    topics = TopicAuthHttpPlugin(_Ctx(topic_config))  # type: ignore[arg-type]
+    users = UserAuthHttpPlugin(_Ctx(user_config))
+    topics = TopicAuthHttpPlugin(_Ctx(topic_config))
     try:
         device = _session(A, A_PW, "dev-a")
         assert await users.authenticate(session=device) is True

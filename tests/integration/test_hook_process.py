@@ -30,7 +30,6 @@ import pytest
 from sqlalchemy import text
 
 from backend.service import LockerService
-from tests.support.databases import DB_KINDS
 from tests.support.goauth_broker import GoAuthBroker, goauth_available, run_goauth_mosquitto
 from tests.support.hook_process import HookProcess, ListeningSocket, hook_process
 from tests.support.reliability_tools import log
@@ -64,21 +63,10 @@ def require_within_window(back: float) -> None:
         )
 
 
-@pytest.fixture(params=DB_KINDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'locker.db'}"
-    from tests.support.databases import truncate_all
-
-    url: str = request.getfixturevalue("postgres_url")
-    truncate_all(url)
-    return url
-
-
 @pytest.fixture
-async def operator(tmp_path: Path, store_url: str) -> AsyncIterator[LockerService]:
+async def operator(tmp_path: Path, db_url: str) -> AsyncIterator[LockerService]:
     """Another process's view of the store (an instance provisioning, the CLI)."""
-    service = LockerService(make_settings(tmp_path / "operator", database_url=store_url))
+    service = LockerService(make_settings(tmp_path / "operator", database_url=db_url))
     await service.migrate()
     try:
         yield service
@@ -108,8 +96,8 @@ async def provision(service: LockerService, count: int, tag: str) -> list[tuple[
     return out
 
 
-def hook_settings(store_url: str) -> dict[str, str]:
-    return {"DATABASE_URL": store_url, **SECRETS}
+def hook_settings(db_url: str) -> dict[str, str]:
+    return {"DATABASE_URL": db_url, **SECRETS}
 
 
 @contextlib.asynccontextmanager
@@ -227,9 +215,9 @@ async def test_the_hook_needs_its_secrets_and_never_generates_one(tmp_path: Path
 
 
 async def test_a_device_provisioned_elsewhere_is_known_at_its_first_connect(
-    tmp_path: Path, store_url: str, operator: LockerService
+    tmp_path: Path, db_url: str, operator: LockerService
 ) -> None:
-    hook = hook_process("hook", tmp_path / "hook", hook_settings(store_url))
+    hook = hook_process("hook", tmp_path / "hook", hook_settings(db_url))
     async with started(hook) as session:
         ready = await hook.wait_ready(session, 1)
         log(f"hook ready {ready:.2f} s after exec")
@@ -309,11 +297,11 @@ async def test_a_directory_miss_is_answered_from_the_store(
 
 
 async def test_a_hook_restart_within_go_auths_timeout_goes_unnoticed(
-    tmp_path: Path, operator: LockerService, store_url: str
+    tmp_path: Path, operator: LockerService, db_url: str
 ) -> None:
     """`systemctl restart locker-console-hook` while 10 devices publish 10 times a second."""
     listen = ListeningSocket.open()
-    hook = hook_process("hook", tmp_path / "hook", hook_settings(store_url), listen=listen)
+    hook = hook_process("hook", tmp_path / "hook", hook_settings(db_url), listen=listen)
     try:
         async with started(hook) as session:
             devices = await provision(operator, 10, "restart")
@@ -346,11 +334,11 @@ async def test_a_hook_restart_within_go_auths_timeout_goes_unnoticed(
 
 
 async def test_two_hooks_share_one_port(
-    tmp_path: Path, operator: LockerService, store_url: str
+    tmp_path: Path, operator: LockerService, db_url: str
 ) -> None:
     """Two hook processes side by side on one port (SO_REUSEPORT): the kernel spreads
     go-auth's connections over both; with one of them stopped the other serves alone."""
-    settings = hook_settings(store_url)
+    settings = hook_settings(db_url)
     first = hook_process("hook-1", tmp_path / "hook1", settings)
     second = hook_process("hook-2", tmp_path / "hook2", settings, port=first.port)
     async with started(first, second) as session:
@@ -377,11 +365,11 @@ async def test_two_hooks_share_one_port(
 
 
 async def test_cli_revocation_refuses_the_next_publish_within_a_second(
-    tmp_path: Path, operator: LockerService, store_url: str
+    tmp_path: Path, operator: LockerService, db_url: str
 ) -> None:
     """`locker-console bank revoke` in another process; the device keeps publishing every
     20 ms through go-auth. No publish sent 1 s after the revocation's commit gets through."""
-    hook = hook_process("hook", tmp_path / "hook", hook_settings(store_url))
+    hook = hook_process("hook", tmp_path / "hook", hook_settings(db_url))
     async with started(hook):
         [(uuid, password)] = await provision(operator, 1, "revoked")
         with run_goauth_mosquitto(
@@ -425,7 +413,7 @@ async def test_cli_revocation_refuses_the_next_publish_within_a_second(
             await asyncio.wait_for(ready.wait(), 10)
             publishing = asyncio.create_task(device())
             await until(lambda: _value(len(received)), lambda n: n >= 10, "flowing", 10, 0.05)
-            env = hook.env | {"DATABASE_URL": store_url}
+            env = hook.env | {"DATABASE_URL": db_url}
             cli = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
@@ -480,14 +468,14 @@ def _revoked_at(service: LockerService, uuid: str) -> float:
 
 
 async def test_rotating_mosq_secret_as_documented(
-    tmp_path: Path, operator: LockerService, store_url: str
+    tmp_path: Path, operator: LockerService, db_url: str
 ) -> None:
     """deploy/README.md "Rotating MOSQ_SECRET", step by step: devices keep their connections
     through both hook restarts; Mosquitto's own restart (step 2) is the one reconnect; the
     old secret is refused at the end; go-auth never failed (so never logged a secret)."""
     old, new = "old-mosq-secret-0123456789", "new-mosq-secret-9876543210"
     listen = ListeningSocket.open()
-    settings = hook_settings(store_url) | {"MOSQ_SECRET": old}
+    settings = hook_settings(db_url) | {"MOSQ_SECRET": old}
     hook = hook_process("hook", tmp_path / "hook", settings, listen=listen)
     try:
         async with started(hook) as session:

@@ -186,7 +186,7 @@ async def test_provision_heartbeat_config_and_open(harness: Harness) -> None:
         await watcher.subscribe("server/status", qos=1)
         async with asyncio.timeout(5):
             async for message in watcher.messages:
-                assert parse(ServerStatus, bytes(message.payload)).status == "online"  # type: ignore[arg-type]
+                assert parse(ServerStatus, bytes(message.payload)).status == "online"
                 break
 
     created = await svc.create_bank("Hall", "Entrance", 4, heartbeat_interval_seconds=1)

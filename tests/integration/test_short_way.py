@@ -124,7 +124,7 @@ async def test_a_short_way_heartbeat_whose_batch_fails_is_retried_in_order(
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
         return await record(items)
 
-    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]
+    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]  # a test double
     short_before = listener.short_way
     await listener.on_message(state_message(bank, beat(now), 3), acks.take(3, 1))
     await listener.on_message(state_message(bank, will(now), 4), acks.take(4, 1))
@@ -162,7 +162,7 @@ async def test_a_lone_short_way_heartbeat_whose_batch_fails_is_retried(
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
         return await record(items)
 
-    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]
+    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]  # a test double
     await listener.on_message(state_message(bank, beat(now), 3))
     await settled(listener)
     assert calls == [1, 1]

@@ -332,7 +332,7 @@ async def test_provisioning_then_bank_session_with_retained_heartbeat(
         assert device.bank_uuid == bank
         (register,) = backend.registrations()
         assert register.topic == topics.register_topic(token)
-        assert register.model.client_id == device.state.client_id  # type: ignore[union-attr]
+        assert register.model.client_id == device.state.client_id  # type: ignore[union-attr]  # a registration was received
         saved = json.loads((tmp_path / "dev-1" / "state.json").read_text())
         assert saved["credentials"]["mqtt_user"] == bank
         await backend.wait_for(lambda: len(backend.heartbeats(bank)) >= 2)
@@ -548,7 +548,7 @@ async def test_crash_mid_command_then_reask_never_repeats_the_action(
     reask_result: tuple[str, str | None],
 ) -> None:
     async with online_device(mosquitto, backend, tmp_path) as (device, bank):
-        device.arm_crash(point)  # type: ignore[arg-type]
+        device.arm_crash(point)  # type: ignore[arg-type]  # any crash point, as the command line
         tx = await backend.send_command(bank)
         await device.wait_for(lambda d: d.status == DeviceStatus.CRASHED, T)
         await backend.wait_for(lambda: len(backend.wills(bank)) == 1)

@@ -28,7 +28,6 @@ import pytest
 from simulator.device import DeviceOptions
 from simulator.faults import Faults
 from simulator.fleet import Fleet
-from tests.support.databases import DB_KINDS, truncate_all
 from tests.support.headless_instances import headless_instance
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.reliability_tools import (
@@ -59,21 +58,10 @@ SECRETS = {
 pytestmark = [pytest.mark.reliability, pytest.mark.mosquitto, pytest.mark.timeout(600)]
 
 
-@pytest.fixture(params=DB_KINDS)
-def crash_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A SQLite file, or (with TEST_DATABASE_URL) the run's private PostgreSQL emptied."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'locker.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    truncate_all(url)
-    return url
-
-
 async def test_sigkills_and_broker_restarts_lose_nothing_and_do_nothing_twice(
-    tmp_path: Path, mosquitto: MosquittoBroker, crash_db_url: str
+    tmp_path: Path, mosquitto: MosquittoBroker, db_url: str
 ) -> None:
     rng = random.Random(SEED)
-    db_url = crash_db_url
     settings = {
         "DATABASE_URL": db_url,
         "MQTT_HOST": mosquitto.host,

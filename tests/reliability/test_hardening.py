@@ -135,7 +135,6 @@ async def test_pinned_identities_refuse_hijacks_and_the_backend_keeps_serving(
         await device.__aexit__(None, None, None)
 
 
-@pytest.mark.quarantine  # RELIABILITY.md F8: once the intruder's CONNECT got no CONNACK
 async def test_a_second_connection_with_the_backend_id_does_not_deafen_it(
     backend: EmbeddedHeadless,
 ) -> None:

@@ -99,8 +99,8 @@ class Devices:
         applied_config_hash: str | None = None,
     ) -> None:
         response = CommandResponse(
-            action=action,  # type: ignore[arg-type]
-            result=result,  # type: ignore[arg-type]
+            action=action,  # type: ignore[arg-type]  # any string, as a device sends
+            result=result,  # type: ignore[arg-type]  # any string, as a device sends
             transaction_id=transaction_id,
             timestamp=self.clock.now(),
             error_code=error_code,

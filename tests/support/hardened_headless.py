@@ -101,7 +101,7 @@ class EmbeddedHeadless:
             )
             async with asyncio.timeout(timeout):
                 async for message in c.messages:
-                    return parse(ProvisioningReply, bytes(message.payload))  # type: ignore[arg-type]
+                    return parse(ProvisioningReply, bytes(message.payload))
         raise AssertionError("no provisioning reply")
 
     async def healthz(self, session: aiohttp.ClientSession) -> tuple[int, dict[str, Any]]:

@@ -49,7 +49,7 @@ async def provision(host: str, port: int, token: str, timeout: float = 10.0) -> 
         await c.publish(register_topic(token), body, qos=1)
         async with asyncio.timeout(timeout):
             async for message in c.messages:
-                return parse(ProvisioningReply, bytes(message.payload))  # type: ignore[arg-type]
+                return parse(ProvisioningReply, bytes(message.payload))
     raise AssertionError("no provisioning reply")
 
 
@@ -152,7 +152,7 @@ class TestDevice:
                     self.connects += 1
                     self._connected.set()
                     async for message in client.messages:
-                        await self._on_command(bytes(message.payload))  # type: ignore[arg-type]
+                        await self._on_command(bytes(message.payload))
             except aiomqtt.MqttError:
                 task = asyncio.current_task()
                 if task is not None and task.cancelling():
@@ -197,7 +197,7 @@ class TestDevice:
             applied = command.config_data().config_hash
         return CommandResponse(
             action=command.action,
-            result=result,  # type: ignore[arg-type]
+            result=result,  # type: ignore[arg-type]  # any string, as a device sends
             transaction_id=command.transaction_id,
             timestamp=now(),
             error_code=error_code,

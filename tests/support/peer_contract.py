@@ -48,7 +48,7 @@ def _retrieve(uri: str) -> Resource[Any]:
 
 @cache
 def _registry() -> Registry[Any]:
-    return Registry(retrieve=_retrieve)  # type: ignore[call-arg]
+    return Registry(retrieve=_retrieve)  # type: ignore[call-arg]  # referencing's Registry takes it
 
 
 def schema_validator(schema_file: Path) -> Draft202012Validator:

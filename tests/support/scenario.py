@@ -132,7 +132,7 @@ class Scenario:
         result = self.rng.choice(["success", "success", "error"])
         response = CommandResponse(
             action=command.action,
-            result=result,  # type: ignore[arg-type]
+            result=result,  # type: ignore[arg-type]  # any string, as a device sends
             transaction_id=command.transaction_id,
             timestamp=self.clock.now(),
             error_code="DOOR_JAMMED" if result == "error" else None,

@@ -41,8 +41,8 @@ async def until(
             if inspect.isawaitable(value):
                 value = await value
             last = value
-            if done(value):  # type: ignore[arg-type]  # awaited above: a T
-                return value  # type: ignore[return-value]  # awaited above: a T
+            if done(value):
+                return value
         except not_yet:
             pass
         if time.monotonic() > deadline:

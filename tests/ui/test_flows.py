@@ -149,7 +149,7 @@ async def test_open_a_compartment_with_confirmation_pending_sent_success(
         )
 
         def door_3() -> str:
-            bank = screen.data.bank  # type: ignore[union-attr]
+            bank = screen.data.bank  # type: ignore[union-attr]  # loaded: waited for above
             return next(c.door_state for c in bank.compartments if c.number == 3)
 
         await app_until(pilot, lambda: door_3() == "open", "door 3 open in the grid")

@@ -151,7 +151,7 @@ class Log:
 
 async def test_watcher_reads_only_the_tail_of_a_long_log() -> None:
     log = Log([*range(1, 9000, 3), 9001])
-    ctx = ConsoleContext(gateway=log, clock=FrozenClock())  # type: ignore[arg-type]
+    ctx = ConsoleContext(gateway=log, clock=FrozenClock())  # type: ignore[arg-type]  # a stand-in gateway
     watcher = BackendWatcher(ctx)
     assert await watcher.end_position() == 9001
     log.reads = 0
@@ -160,7 +160,7 @@ async def test_watcher_reads_only_the_tail_of_a_long_log() -> None:
     assert ctx.events[-1].position == 9001 and len(ctx.events) <= EVENT_TAIL
     assert ctx.events[0].position > 9001 - EVENT_TAIL
     assert log.reads < 40
-    empty = BackendWatcher(ConsoleContext(gateway=Log([]), clock=FrozenClock()))  # type: ignore[arg-type]
+    empty = BackendWatcher(ConsoleContext(gateway=Log([]), clock=FrozenClock()))  # type: ignore[arg-type]  # a stand-in gateway
     assert await empty.end_position() == 0
 
 

@@ -127,7 +127,7 @@ async def test_event_history_beyond_the_tail_is_searched_by_the_backend(
     await devices.last_will(old)
     for index in range(12):
         await devices.bank(f"Filler {index}", online=False)
-    monkeypatch.setattr(context, "EVENT_TAIL", 10)  # type: ignore[attr-defined]
+    monkeypatch.setattr(context, "EVENT_TAIL", 10)  # type: ignore[attr-defined]  # the module's constant, patched
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot, app)
@@ -486,7 +486,7 @@ async def test_edit_a_bank_from_its_screen_through_update_bank(
         await pilot.press("enter")
         await app_until(pilot, lambda: isinstance(app.screen, BankScreen), "the bank screen")
         bank_screen = app.screen
-        await app_until(pilot, lambda: bank_screen.data is not None, "its data")  # type: ignore[attr-defined]
+        await app_until(pilot, lambda: bank_screen.data is not None, "its data")  # type: ignore[attr-defined]  # a BankScreen here
         await pilot.press("e")
         await app_until(pilot, lambda: isinstance(app.screen, EditBankModal), "the form")
         form = app.screen

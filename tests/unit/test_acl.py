@@ -178,7 +178,7 @@ def test_unknown_acc_denied(kind: UserKind, acc: int) -> None:
 
 @pytest.mark.parametrize("acc", [True, 2.0, "2", None])
 def test_non_integer_acc_denied(acc: object) -> None:
-    decision = check_acl(SUPER, "ops_root", "c", "server/status", acc)  # type: ignore[arg-type]
+    decision = check_acl(SUPER, "ops_root", "c", "server/status", acc)  # type: ignore[arg-type]  # a bad value on purpose
     assert not decision.allowed
 
 
@@ -302,8 +302,8 @@ def test_identity_matches_the_per_character_definition(value: str) -> None:
 
 
 def test_non_string_identity_refused() -> None:
-    assert not valid_identity(None)  # type: ignore[arg-type]
-    assert not valid_identity(42)  # type: ignore[arg-type]
+    assert not valid_identity(None)  # type: ignore[arg-type]  # a wrong type on purpose
+    assert not valid_identity(42)  # type: ignore[arg-type]  # a wrong type on purpose
 
 
 # --------------------------------------------------------------------------- matching

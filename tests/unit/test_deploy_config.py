@@ -106,7 +106,7 @@ def test_env_example_is_complete_for_compose() -> None:
 
 def _ini(path: Path) -> configparser.ConfigParser:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
-    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # configparser's documented override
     parser.read_string(path.read_text())
     return parser
 

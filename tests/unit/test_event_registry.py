@@ -126,7 +126,7 @@ def test_stored_old_versions_are_upcast_on_load() -> None:
     assert isinstance(event, NoteTaken)
     assert (event.title, event.body, event.tags) == ("hello", "world", [])
     stored_v2 = {"occurred_at": "2026-01-01T00:00:00Z", "title": "t", "body": "b"}
-    assert event_from_payload("NoteTaken", stored_v2, version=2).tags == []  # type: ignore[attr-defined]
+    assert event_from_payload("NoteTaken", stored_v2, version=2).tags == []  # type: ignore[attr-defined]  # the throwaway version 2 class
     current = event.payload()
     assert event_from_payload("NoteTaken", current, version=3) == event
 

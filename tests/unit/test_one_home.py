@@ -63,7 +63,7 @@ def test_identities_the_two_validators_disagreed_on_are_refused_by_both(client_i
 @pytest.mark.parametrize("client_id", ["dev-1", "d" * 128, "a b", "ümlaut"], ids=str.__len__)
 def test_good_identities_pass_both(client_id: str) -> None:
     assert valid_identity(client_id)
-    assert validate_inbound(_registration(client_id)).client_id == client_id  # type: ignore[union-attr]
+    assert validate_inbound(_registration(client_id)).client_id == client_id  # type: ignore[union-attr]  # a Registration for this topic
 
 
 def test_there_is_one_identity_validator() -> None:

@@ -253,7 +253,7 @@ def test_every_payload_parses_with_its_contract_model(upstream: bool) -> None:
     assert all((m.message_id is not None) == upstream for m in built)
     assert built[3].result == "error" and built[4].result == "success"
     assert built[5].door_data().state == "open" and built[5].event_id
-    good, bad = snapshot_entries(built[7])  # type: ignore[arg-type]
+    good, bad = snapshot_entries(built[7])  # type: ignore[arg-type]  # a snapshot message here
     assert [c.compartment_number for c in good] == [1, 2] and bad == []
 
 
