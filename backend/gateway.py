@@ -8,9 +8,9 @@ service in the same process); attached it gets the HTTP implementation
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, Unpack
 
-from backend.domain.events import CompartmentSpec
+from backend.bank_changes import BankChanges
 from backend.run_mode import RunMode
 from backend.service import LockerService
 from backend.views import (
@@ -82,16 +82,7 @@ class ConsoleGateway(Protocol):
         heartbeat_interval_seconds: int = 30,
     ) -> CreatedBank: ...
 
-    async def update_bank(
-        self,
-        uuid: str,
-        *,
-        name: str | None = None,
-        location: str | None = None,
-        heartbeat_interval_seconds: int | None = None,
-        dialect: str | None = None,
-        compartments: list[CompartmentSpec] | None = None,
-    ) -> BankView: ...
+    async def update_bank(self, uuid: str, **changes: Unpack[BankChanges]) -> BankView: ...
 
     async def issue_token(self, uuid: str) -> IssuedToken: ...
 
@@ -171,25 +162,8 @@ class InProcessGateway:
             actor=self.actor,
         )
 
-    async def update_bank(
-        self,
-        uuid: str,
-        *,
-        name: str | None = None,
-        location: str | None = None,
-        heartbeat_interval_seconds: int | None = None,
-        dialect: str | None = None,
-        compartments: list[CompartmentSpec] | None = None,
-    ) -> BankView:
-        return await self.service.update_bank(
-            uuid,
-            name=name,
-            location=location,
-            heartbeat_interval_seconds=heartbeat_interval_seconds,
-            dialect=dialect,
-            compartments=compartments,
-            actor=self.actor,
-        )
+    async def update_bank(self, uuid: str, **changes: Unpack[BankChanges]) -> BankView:
+        return await self.service.update_bank(uuid, actor=self.actor, **changes)
 
     async def issue_token(self, uuid: str) -> IssuedToken:
         return await self.service.issue_token(uuid, actor=self.actor)

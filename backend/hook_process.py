@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import socket
@@ -47,6 +46,7 @@ from backend.config import Settings, SettingsError
 from backend.hook_store import HookStore
 from backend.http.credential_sync import CredentialSync
 from backend.http.hook import HookMetrics, add_hook_routes
+from backend.http.listening import start_site
 from backend.http.users import UserDirectory
 from backend.store.change_feed import SQLITE_TAIL_INTERVAL, first_line, listen_for_changes
 
@@ -107,14 +107,7 @@ class HookProcess:
         self.settings = settings
         self.store = HookStore(settings.db_url)
         self.metrics = HookMetrics()
-        self.directory = UserDirectory(
-            settings.mqtt_user,
-            settings.secret("mqtt_password"),
-            settings.mqtt_provisioning_user,
-            settings.secret("mqtt_provisioning_password"),
-            settings.superusers,
-            backend_client_id=settings.mqtt_client_id,
-        )
+        self.directory = UserDirectory.of(settings)
         self.sync = CredentialSync.of(self.directory)
         self._sock = sock
         self._interval = fallback_interval if self.store.is_postgres else SQLITE_TAIL_INTERVAL
@@ -172,16 +165,17 @@ class HookProcess:
         else:
             site = web.TCPSite(runner, settings.hook_host, settings.hook_port, reuse_port=True)
             where = f"{settings.hook_host}:{settings.hook_port}"
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            if exc.errno == errno.EADDRINUSE:
-                raise SettingsError(
-                    f"HOOK_PORT {settings.hook_port} is in use on {settings.hook_host} by a "
-                    "process that is not a hook; stop it or set HOOK_PORT"
-                ) from None
-            raise SettingsError(f"cannot listen on {where} (HOOK_HOST/HOOK_PORT): {exc}") from None
+        await start_site(
+            runner,
+            site,
+            in_use=lambda: SettingsError(
+                f"HOOK_PORT {settings.hook_port} is in use on {settings.hook_host} by a "
+                "process that is not a hook; stop it or set HOOK_PORT"
+            ),
+            cannot=lambda exc: SettingsError(
+                f"cannot listen on {where} (HOOK_HOST/HOOK_PORT): {exc}"
+            ),
+        )
         self._runner = runner
         addresses = runner.addresses
         self.port = int(addresses[0][1]) if addresses else settings.hook_port

@@ -15,11 +15,12 @@ import secrets
 import uuid as uuid_mod
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, Unpack
 
 from backend import search
 from backend.accounts import AccountDirectory, account_directory_for
 from backend.attribution import current_origin
+from backend.bank_changes import BankChanges
 from backend.config import Settings
 from backend.domain.bank import LockerBank, default_compartments
 from backend.domain.command_status import TERMINAL_STATUSES
@@ -362,15 +363,7 @@ class LockerService:
         return await self.get_alert(alert_id)
 
     async def update_bank(
-        self,
-        uuid: str,
-        *,
-        name: str | None = None,
-        location: str | None = None,
-        heartbeat_interval_seconds: int | None = None,
-        dialect: str | None = None,
-        compartments: list[CompartmentSpec] | None = None,
-        actor: str | None = None,
+        self, uuid: str, *, actor: str | None = None, **changes: Unpack[BankChanges]
     ) -> BankView:
         """Edit a bank (None = unchanged). A changed mapping, interval or dialect of a
         provisioned bank is pushed at once as a new `apply_config` transaction."""
@@ -384,14 +377,7 @@ class LockerService:
             old_interval = before.heartbeat_interval_seconds
             recorded = uow.execute(
                 uuid,
-                lambda b: b.update(
-                    now=uow.now,
-                    name=name,
-                    location=location,
-                    compartments=compartments,
-                    heartbeat_interval_seconds=heartbeat_interval_seconds,
-                    dialect=dialect,
-                ),
+                lambda b: b.update(now=uow.now, **changes),
                 self._meta(who),
             )
             bank = uow.bank(uuid)

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from backend.domain import topics
 from backend.domain.contract import (
@@ -117,20 +118,19 @@ class Wire:
         ).to_bytes()
 
     def door_event(self, compartment: int, state: DoorState) -> bytes:
-        return DeviceEvent(
-            event="door_state_changed",
-            event_id=str(uuid.uuid4()),
-            timestamp=self.clock(),
-            data={"compartment_number": compartment, "state": state},
-            message_id=self.message_id(),
-        ).to_bytes()
+        return self._event(
+            "door_state_changed", {"compartment_number": compartment, "state": state}
+        )
 
     def qr_event(self, qr_payload: str, scanner: str) -> bytes:
+        return self._event("qr_scanned", {"qr_payload": qr_payload, "scanner": scanner})
+
+    def _event(self, event: str, data: dict[str, Any]) -> bytes:
         return DeviceEvent(
-            event="qr_scanned",
+            event=event,
             event_id=str(uuid.uuid4()),
             timestamp=self.clock(),
-            data={"qr_payload": qr_payload, "scanner": scanner},
+            data=data,
             message_id=self.message_id(),
         ).to_bytes()
 

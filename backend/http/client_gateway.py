@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, Unpack
 from urllib.parse import quote
 
 import aiohttp
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 from yarl import URL
 
 from backend.attribution import ORIGIN_HEADER, local_origin
+from backend.bank_changes import BankChanges
 from backend.domain.errors import (
     ConcurrencyConflict,
     DomainError,
@@ -33,7 +34,6 @@ from backend.domain.errors import (
     NotFound,
     RuleViolation,
 )
-from backend.domain.events import CompartmentSpec
 from backend.gateway import SystemStatus
 from backend.http.api import MAX_LIMIT
 from backend.views import (
@@ -296,26 +296,9 @@ class HttpGateway:
         )
         return self._build(CreatedBank, data)
 
-    async def update_bank(
-        self,
-        uuid: str,
-        *,
-        name: str | None = None,
-        location: str | None = None,
-        heartbeat_interval_seconds: int | None = None,
-        dialect: str | None = None,
-        compartments: list[CompartmentSpec] | None = None,
-    ) -> BankView:
-        body: dict[str, Any] = {
-            key: value
-            for key, value in (
-                ("name", name),
-                ("location", location),
-                ("heartbeat_interval_seconds", heartbeat_interval_seconds),
-                ("dialect", dialect),
-            )
-            if value is not None
-        }
+    async def update_bank(self, uuid: str, **changes: Unpack[BankChanges]) -> BankView:
+        compartments = changes.pop("compartments", None)
+        body: dict[str, Any] = {key: value for key, value in changes.items() if value is not None}
         if compartments is not None:
             body["compartments"] = [
                 {"number": c.number, "slave_id": c.slave_id, "address": c.address}

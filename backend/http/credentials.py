@@ -85,14 +85,7 @@ async def load_directory(service: _HasDb, settings: Settings) -> UserDirectory:
 
     Raises ``SettingsError`` naming the variable when a password is missing.
     """
-    directory = UserDirectory(
-        settings.mqtt_user,
-        settings.secret("mqtt_password"),
-        settings.mqtt_provisioning_user,
-        settings.secret("mqtt_provisioning_password"),
-        settings.superusers,
-        backend_client_id=settings.mqtt_client_id,
-    )
+    directory = UserDirectory.of(settings)
 
     def work() -> tuple[int, list[DeviceCredential]]:
         with service.db.read_session() as session:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from backend.http.errors import error_middleware
 from backend.http.event_stream import EventStream
 from backend.http.health import HealthMonitor
 from backend.http.hook import HookMetrics, RedactingAccessLogger, add_hook_routes
+from backend.http.listening import start_site
 from backend.http.openapi import build_openapi, hook_endpoints
 from backend.http.prometheus import CommandLatency, MetricsEndpoint, MqttMetricsProvider
 from backend.http.schemas import HealthReport
@@ -226,18 +226,17 @@ class HttpServer:
         )
         await runner.setup()
         site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            await runner.cleanup()
-            if exc.errno == errno.EADDRINUSE:
-                raise HttpServerError(
-                    f"HTTP_PORT {port} is already in use on {host}; "
-                    "stop the other process or set HTTP_PORT to a free port"
-                ) from None
-            raise HttpServerError(
+        await start_site(
+            runner,
+            site,
+            in_use=lambda: HttpServerError(
+                f"HTTP_PORT {port} is already in use on {host}; "
+                "stop the other process or set HTTP_PORT to a free port"
+            ),
+            cannot=lambda exc: HttpServerError(
                 f"cannot listen on {host}:{port} (HTTP_HOST/HTTP_PORT): {exc.strerror or exc}"
-            ) from None
+            ),
+        )
         self._runner = runner
         addresses = runner.addresses
         self.host = host

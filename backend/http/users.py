@@ -15,6 +15,7 @@ import hmac
 import logging
 import re
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from uuid import UUID
 
 from backend.domain.acl import Decision, UserKind, check_acl, valid_identity
@@ -26,6 +27,9 @@ from backend.domain.identity import (
     check_client_id,
 )
 from backend.log_throttle import LogThrottle
+
+if TYPE_CHECKING:
+    from backend.config import Settings
 
 __all__ = ["UserDirectory"]
 
@@ -98,6 +102,18 @@ class UserDirectory:
         self._online: set[str] = set()
         self._refused: dict[str, int] = dict.fromkeys(REFUSAL_CODES, 0)
         self._refused_log = LogThrottle("refused MQTT CONNECTs", logger=log)
+
+    @classmethod
+    def of(cls, settings: Settings) -> UserDirectory:
+        """The service users of ``settings`` (``SettingsError`` naming a missing password)."""
+        return cls(
+            settings.mqtt_user,
+            settings.secret("mqtt_password"),
+            settings.mqtt_provisioning_user,
+            settings.secret("mqtt_provisioning_password"),
+            settings.superusers,
+            backend_client_id=settings.mqtt_client_id,
+        )
 
     # ------------------------------------------------------------------ device updates
 

@@ -73,12 +73,8 @@ class Sweeper:
         while not self.recovered:
             try:
                 await self.recover()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                delay = self._backoff.next()
-                log.warning("recovery failed (%s); next in %.1f s", exc.__class__.__name__, delay)
-                await asyncio.sleep(delay)
+            except Exception as exc:  # CancelledError is not one: it ends the loop
+                await asyncio.sleep(self._failed("recovery", exc))
         while True:
             delay = self.options.sweep_interval
             try:
@@ -87,12 +83,15 @@ class Sweeper:
                     await self.devices.prune()
                     next_prune = time.monotonic() + self.options.prune_interval
                 self._backoff.reset()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                delay = self._backoff.next()
-                log.warning("sweep failed (%s); next in %.1f s", exc.__class__.__name__, delay)
+            except Exception as exc:  # CancelledError is not one: it ends the loop
+                delay = self._failed("sweep", exc)
             await asyncio.sleep(delay)
+
+    def _failed(self, what: str, exc: Exception) -> float:
+        """Log a failed round (by exception class only) and answer the backoff delay."""
+        delay = self._backoff.next()
+        log.warning("%s failed (%s); next in %.1f s", what, exc.__class__.__name__, delay)
+        return delay
 
     async def sweep_once(self) -> dict[str, int]:
         # Not ready: not connected, or the broker is still handing us what the fleet sent

@@ -14,9 +14,11 @@ from typing import Generic, TypeVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from textual.containers import Vertical
 from textual.widgets import Button, Static
+
+from backend.views import BankView
+from console.modals.dialog import ButtonDialog, button_row
 
 T = TypeVar("T")
 
@@ -43,8 +45,12 @@ class BankRequest:
     bank_name: str
     location: str
 
+    @classmethod
+    def of(cls, bank: BankView) -> BankRequest:
+        return cls(bank.uuid, bank.name, bank.location)
 
-class ConfirmModal(ModalScreen[T | None], Generic[T]):
+
+class ConfirmModal(ButtonDialog[T | None], Generic[T]):
     """Ask before acting; dismisses with the captured payload, or None when cancelled."""
 
     BINDINGS = [
@@ -70,19 +76,10 @@ class ConfirmModal(ModalScreen[T | None], Generic[T]):
             yield Static(
                 Text(f"y {self._confirm.lower()} · n / Esc cancel", style="dim"), classes="hint"
             )
-            with Horizontal(id="buttons"):
-                yield Button(self._confirm, id="confirm", variant="warning")
-                yield Button("Cancel", id="cancel", variant="default")
-
-    def on_mount(self) -> None:
-        self.query_one("#cancel", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "confirm":
-            self.action_confirm()
-        else:
-            self.action_cancel()
+            yield button_row(
+                Button(self._confirm, id="confirm", variant="warning"),
+                Button("Cancel", id="cancel", variant="default"),
+            )
 
     def action_confirm(self) -> None:
         self.dismiss(self.payload)

@@ -14,7 +14,6 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from backend.domain.bank import MAX_HEARTBEAT_INTERVAL, MAX_LOCATION, MAX_NAME
@@ -23,6 +22,8 @@ from backend.domain.errors import InvalidInput
 from backend.domain.events import CompartmentSpec
 from backend.domain.mapping_text import format_mapping, parse_mapping
 from backend.views import BankView
+from console.fields import whole_number_input
+from console.modals.dialog import ButtonDialog, button_row
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,10 @@ def parse_interval(text: str) -> int:
     return value
 
 
-class EditBankModal(ModalScreen[BankEdit | None]):
+class EditBankModal(ButtonDialog[BankEdit | None]):
     """The bank's settings in a form; Save answers the changes, Cancel/Esc None."""
+
+    FOCUS = "#edit-name"
 
     BINDINGS = [Binding("escape", "leave", "Leave field / cancel")]
 
@@ -92,12 +95,10 @@ class EditBankModal(ModalScreen[BankEdit | None]):
                 )
             with Horizontal(classes="form-row"):
                 yield Label(f"beat 1-{MAX_HEARTBEAT_INTERVAL}s", classes="form-label")
-                yield Input(
+                yield whole_number_input(
                     str(bank.heartbeat_interval_seconds),
                     id="edit-interval",
-                    type="integer",
-                    max_length=len(str(MAX_HEARTBEAT_INTERVAL)),
-                    compact=True,
+                    maximum=MAX_HEARTBEAT_INTERVAL,
                 )
                 yield Label("dialect", classes="form-label")
                 yield Select(
@@ -111,26 +112,19 @@ class EditBankModal(ModalScreen[BankEdit | None]):
                 yield Label("mapping N:SLAVE:ADDR,…", classes="form-label")
             yield Input(self._mapping, id="edit-mapping", compact=True)
             yield Static("", id="edit-error")
-            with Horizontal(id="buttons"):
-                yield Button("Cancel", id="cancel")
-                yield Button("Save", id="save", variant="primary")
+            yield button_row(
+                Button("Cancel", id="cancel"), Button("Save", id="save", variant="primary")
+            )
             hint = "Enter saves · Esc leaves a field, then cancels · a changed mapping or "
             hint += "interval is pushed to the bank at once"
             yield Static(Text(hint, style="dim"), classes="hint")
-
-    def on_mount(self) -> None:
-        self.query_one("#edit-name", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         self.action_save()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "save":
-            self.action_save()
-        else:
-            self.dismiss(None)
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
     def action_leave(self) -> None:
         if isinstance(self.focused, Input | Select):

@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from textual.containers import Vertical
 from textual.widgets import Button, Input, Static
 
 from console.modals.confirm import BankRequest
+from console.modals.dialog import ButtonDialog, button_row
 
 MAX_REASON = 500
 
@@ -28,8 +28,10 @@ class RevokeRequest:
     reason: str
 
 
-class RevokeModal(ModalScreen[RevokeRequest | None]):
+class RevokeModal(ButtonDialog[RevokeRequest | None]):
     """Name the bank, ask why, and return both; None when cancelled."""
+
+    FOCUS = "#reason"
 
     BINDINGS = [Binding("escape", "cancel", "Cancel")]
 
@@ -60,12 +62,10 @@ class RevokeModal(ModalScreen[RevokeRequest | None]):
                 id="reason",
             )
             yield Static(Text("Enter revoke · Esc cancel", style="dim"), classes="hint")
-            with Horizontal(id="buttons"):
-                yield Button("Revoke", id="confirm", variant="warning", disabled=True)
-                yield Button("Cancel", id="cancel", variant="default")
-
-    def on_mount(self) -> None:
-        self.query_one("#reason", Input).focus()
+            yield button_row(
+                Button("Revoke", id="confirm", variant="warning", disabled=True),
+                Button("Cancel", id="cancel", variant="default"),
+            )
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self.query_one("#confirm", Button).disabled = not event.value.strip()
@@ -73,13 +73,6 @@ class RevokeModal(ModalScreen[RevokeRequest | None]):
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
         self.action_confirm()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "confirm":
-            self.action_confirm()
-        else:
-            self.action_cancel()
 
     def action_confirm(self) -> None:
         reason = self.query_one("#reason", Input).value.strip()

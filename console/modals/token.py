@@ -10,15 +10,17 @@ from datetime import datetime
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from textual.containers import Vertical
 from textual.widgets import Button, Static
 
+from console.modals.dialog import ButtonDialog, button_row
 from widgets.formatting import stamp
 
 
-class TokenModal(ModalScreen[None]):
+class TokenModal(ButtonDialog[None]):
     """Bank, token, expiry; `c` copies to the clipboard, Enter/Escape closes."""
+
+    FOCUS = "#close"
 
     BINDINGS = [
         Binding("c", "copy", "Copy token"),
@@ -47,19 +49,10 @@ class TokenModal(ModalScreen[None]):
                 note += " The previous token no longer works."
             yield Static(Text(note, style="yellow"), classes="line")
             yield Static(Text("c copy (OSC 52) · Enter / Esc close", style="dim"), classes="hint")
-            with Horizontal(id="buttons"):
-                yield Button("Copy", id="copy", variant="primary")
-                yield Button("Close", id="close", variant="default")
-
-    def on_mount(self) -> None:
-        self.query_one("#close", Button).focus()
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "copy":
-            self.action_copy()
-        else:
-            self.action_close()
+            yield button_row(
+                Button("Copy", id="copy", variant="primary"),
+                Button("Close", id="close", variant="default"),
+            )
 
     def action_copy(self) -> None:
         self.app.copy_to_clipboard(self._token)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Generic, TypeVar
 
 from textual.message import Message
@@ -129,28 +130,23 @@ class BankActionScreen(LiveScreen[D], Generic[D]):
 
     def bank_commands(self, bank: BankView, *, discover: bool) -> Iterable[PaletteCommand]:
         """The state-changing palette commands for one bank."""
-        request = BankRequest(bank.uuid, bank.name, bank.location)
-        yield PaletteCommand(
-            f"Push config: {bank.name}",
-            "Send the bank its compartment mapping",
-            lambda: self.push_config(request),
-            changes_state=True,
-            discover=discover,
-        )
-        yield PaletteCommand(
-            f"New provisioning token: {bank.name}",
-            "Issue a token (the old one stops working)",
-            lambda: self.ask_new_token(request),
-            changes_state=True,
-            discover=discover,
-        )
-        yield PaletteCommand(
-            f"Revoke: {bank.name}",
-            "Revoke the bank's MQTT credentials",
-            lambda: self.ask_revoke(request),
-            changes_state=True,
-            discover=discover,
-        )
+        request = BankRequest.of(bank)
+        for name, help_text, act in (
+            ("Push config", "Send the bank its compartment mapping", self.push_config),
+            (
+                "New provisioning token",
+                "Issue a token (the old one stops working)",
+                self.ask_new_token,
+            ),
+            ("Revoke", "Revoke the bank's MQTT credentials", self.ask_revoke),
+        ):
+            yield PaletteCommand(
+                f"{name}: {bank.name}",
+                help_text,
+                partial(act, request),
+                changes_state=True,
+                discover=discover,
+            )
         for compartment in bank.compartments:
             open_request = OpenRequest(bank.uuid, bank.name, bank.location, compartment.number)
             yield PaletteCommand(

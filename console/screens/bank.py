@@ -229,7 +229,7 @@ class BankScreen(BankActionScreen[BankData]):
     def action_push_config(self) -> None:
         bank = self.bank
         if bank is not None:
-            self.push_config(BankRequest(bank.uuid, bank.name, bank.location))
+            self.push_config(BankRequest.of(bank))
 
     def palette_commands(self) -> Iterable[PaletteCommand]:
         bank = self.bank

@@ -123,7 +123,7 @@ class FleetScreen(BankActionScreen[list[BankView]]):
     def action_push_config(self) -> None:
         bank = self.highlighted
         if bank is not None:
-            self.push_config(BankRequest(bank.uuid, bank.name, bank.location))
+            self.push_config(BankRequest.of(bank))
 
     def palette_commands(self) -> Iterable[PaletteCommand]:
         bank = self.highlighted

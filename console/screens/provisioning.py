@@ -19,6 +19,7 @@ from backend.domain.bank import MAX_COMPARTMENTS, MAX_HEARTBEAT_INTERVAL, MAX_LO
 from backend.domain.errors import InvalidInput
 from backend.views import BankView, CreatedBank
 from console.context import ConsoleContext
+from console.fields import whole_number_input
 from console.modals.confirm import BankRequest
 from console.modals.token import TokenModal
 from console.palette import PaletteCommand
@@ -125,20 +126,10 @@ class ProvisioningScreen(BankActionScreen[list[BankView]]):
                     )
                 with Horizontal(classes="form-row"):
                     yield Label(f"doors 1-{MAX_COMPARTMENTS}", classes="form-label")
-                    yield Input(
-                        "12",
-                        id="new-doors",
-                        compact=True,
-                        type="integer",
-                        max_length=len(str(MAX_COMPARTMENTS)),
-                    )
+                    yield whole_number_input("12", id="new-doors", maximum=MAX_COMPARTMENTS)
                     yield Label(f"beat 1-{MAX_HEARTBEAT_INTERVAL}s", classes="form-label")
-                    yield Input(
-                        "30",
-                        id="new-interval",
-                        compact=True,
-                        type="integer",
-                        max_length=len(str(MAX_HEARTBEAT_INTERVAL)),
+                    yield whole_number_input(
+                        "30", id="new-interval", maximum=MAX_HEARTBEAT_INTERVAL
                     )
                     yield Button("Create bank", id="create", compact=True, variant="primary")
         yield ProvisioningTable(id="provisioning")
@@ -183,7 +174,7 @@ class ProvisioningScreen(BankActionScreen[list[BankView]]):
     def highlighted(self) -> BankRequest | None:
         key = self.query_one(ProvisioningTable).cursor_key
         bank = next((b for b in self.data or [] if b.uuid == key), None)
-        return BankRequest(bank.uuid, bank.name, bank.location) if bank else None
+        return BankRequest.of(bank) if bank else None
 
     # ----- create ------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from backend.service import LockerService
 from tests.support.goauth_broker import GoAuthBroker, goauth_available, run_goauth_mosquitto
 from tests.support.hook_process import HookProcess, ListeningSocket, hook_process
 from tests.support.reliability_tools import log
-from tests.support.settings import make_settings
+from tests.support.settings import TEST_SECRETS_ENV, make_settings
 from tests.support.waiting import until
 
 pytestmark = [
@@ -42,12 +42,7 @@ pytestmark = [
     pytest.mark.timeout(180),
 ]
 
-SECRETS = {
-    "MQTT_PASSWORD": "backend-pw",
-    "MQTT_PROVISIONING_PASSWORD": "provisioning-pw",
-    "MOSQ_SECRET": "test-mosq-secret",
-    "SECRET_KEY": "test-secret-key",
-}
+SECRETS = TEST_SECRETS_ENV
 BACKEND = ("locker_backend", SECRETS["MQTT_PASSWORD"])
 GO_AUTH_TIMEOUT = 5.0  # auth_opt_http_timeout in deploy/mosquitto.conf
 

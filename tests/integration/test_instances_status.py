@@ -31,7 +31,7 @@ from tests.support.databases import truncate_all
 from tests.support.goauth_broker import GoAuthBroker, goauth_available, run_goauth_mosquitto
 from tests.support.headless_instances import HeadlessInstance, headless_instance
 from tests.support.reliability_tools import SqlProbe, log
-from tests.support.settings import make_settings
+from tests.support.settings import TEST_SECRETS_ENV, make_settings
 from tests.support.waiting import until
 
 pytestmark = [
@@ -42,12 +42,7 @@ pytestmark = [
 ]
 
 BANKS = 10
-SECRETS = {
-    "MQTT_PASSWORD": "backend-pw",
-    "MQTT_PROVISIONING_PASSWORD": "provisioning-pw",
-    "MOSQ_SECRET": "test-mosq-secret",
-    "SECRET_KEY": "test-secret-key",
-}
+SECRETS = TEST_SECRETS_ENV
 
 
 class Watcher:

@@ -31,7 +31,7 @@ from tests.support.headless_instances import HeadlessInstance, headless_instance
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.reliability_tools import SqlProbe, log
 from tests.support.service_process import Metrics
-from tests.support.settings import make_settings
+from tests.support.settings import TEST_SECRETS_ENV, make_settings
 from tests.support.waiting import until
 
 pytestmark = [
@@ -49,12 +49,7 @@ SECOND_BATCH = 300
 COPIES = 3  # every response is sent three times
 HEARTBEAT = 10
 DUPLICATES = "locker_mqtt_duplicates_total"
-SECRETS = {
-    "MQTT_PASSWORD": "backend-pw",
-    "MQTT_PROVISIONING_PASSWORD": "provisioning-pw",
-    "MOSQ_SECRET": "test-mosq-secret",
-    "SECRET_KEY": "test-secret-key",  # the test's own LockerService must agree (token HMAC)
-}
+SECRETS = TEST_SECRETS_ENV  # the test's own LockerService agrees (token HMAC)
 
 
 class Store(SqlProbe):

@@ -39,7 +39,7 @@ from tests.support.goauth_broker import goauth_available, run_goauth_mosquitto
 from tests.support.headless_instances import HeadlessInstance, headless_instance
 from tests.support.hook_process import hook_process
 from tests.support.reliability_tools import SqlProbe, log, size
-from tests.support.settings import make_settings
+from tests.support.settings import TEST_SECRETS_ENV, make_settings
 from tests.support.waiting import until
 
 BANKS = size("outage_banks", 100, 500)
@@ -57,12 +57,7 @@ pytestmark = [
     pytest.mark.timeout(240 + 2 * DOWN_SECONDS + 2 * BANKS),
 ]
 
-SECRETS = {
-    "MQTT_PASSWORD": "backend-pw",
-    "MQTT_PROVISIONING_PASSWORD": "provisioning-pw",
-    "MOSQ_SECRET": "test-mosq-secret",
-    "SECRET_KEY": "test-secret-key",
-}
+SECRETS = TEST_SECRETS_ENV
 
 
 @pytest.fixture

@@ -31,17 +31,13 @@ from tests.support.headless_instances import HeadlessInstance, headless_instance
 from tests.support.http_api import ProvisionedBank, provision
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.reliability_tools import SqlProbe, log, operator_service, size
+from tests.support.settings import TEST_SECRETS_ENV
 from tests.support.waiting import until
 
 BANKS = size("backlog_banks", 10, 50)
 EVENTS = size("backlog_events", 3000, 20_000)  # more than the backend's in-flight window
 WARM_UP = 2  # per bank, committed before the lock: the path works
-SECRETS = {
-    "MQTT_PASSWORD": "backend-pw",
-    "MQTT_PROVISIONING_PASSWORD": "provisioning-pw",
-    "MOSQ_SECRET": "test-mosq-secret",
-    "SECRET_KEY": "test-secret-key",
-}
+SECRETS = TEST_SECRETS_ENV
 
 pytestmark = [pytest.mark.reliability, pytest.mark.mosquitto, pytest.mark.timeout(600)]
 

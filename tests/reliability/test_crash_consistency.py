@@ -40,6 +40,7 @@ from tests.support.reliability_tools import (
 )
 from tests.support.scenario import dump_read_models
 from tests.support.service_process import clean_env
+from tests.support.settings import TEST_SECRETS_ENV
 from tests.support.waiting import until
 
 BANKS = size("crash_banks", 50, 250)
@@ -48,12 +49,7 @@ OPENS = BANKS * COMPARTMENTS  # one per compartment: 200 at CI size, 1,000 full
 KILLS = size("crash_kills", 10, 40)
 BROKER_RESTARTS = 2
 SEED = size("seed", 8, 8)
-SECRETS = {
-    "MQTT_PASSWORD": "backend-pw",
-    "MQTT_PROVISIONING_PASSWORD": "provisioning-pw",
-    "MOSQ_SECRET": "test-mosq-secret",
-    "SECRET_KEY": "test-secret-key",
-}
+SECRETS = TEST_SECRETS_ENV
 
 pytestmark = [pytest.mark.reliability, pytest.mark.mosquitto, pytest.mark.timeout(600)]
 

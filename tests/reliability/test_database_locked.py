@@ -33,6 +33,7 @@ from tests.support.http_api import provision
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.mqtt_device import TestDevice
 from tests.support.reliability_tools import SqlProbe, log, operator_service, size
+from tests.support.settings import TEST_SECRETS_ENV
 from tests.support.waiting import until
 
 BANKS = size("lock_banks", 5, 20)
@@ -49,12 +50,7 @@ def fault_seen(log_text: str) -> bool:
     return "database is locked" in log_text or "store failed for" in log_text
 
 
-SECRETS = {
-    "MQTT_PASSWORD": "backend-pw",
-    "MQTT_PROVISIONING_PASSWORD": "provisioning-pw",
-    "MOSQ_SECRET": "test-mosq-secret",
-    "SECRET_KEY": "test-secret-key",
-}
+SECRETS = TEST_SECRETS_ENV
 
 pytestmark = [pytest.mark.reliability, pytest.mark.mosquitto, pytest.mark.timeout(900)]
 

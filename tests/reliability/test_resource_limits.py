@@ -35,7 +35,7 @@ from simulator.fleet import Fleet
 from tests.support.headless_instances import headless_instance
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.reliability_tools import TERMINAL, SqlProbe, log, operator_service, size
-from tests.support.settings import make_settings
+from tests.support.settings import TEST_SECRETS_ENV, make_settings
 from tests.support.waiting import until
 
 OUTAGE = size("outage_seconds", 20, 600)
@@ -43,12 +43,7 @@ RATE = 10  # commands per second
 COMPARTMENTS = 10
 BANKS = max(1, OUTAGE * RATE // COMPARTMENTS)
 RSS_GROWTH_LIMIT_MB = 64
-SECRETS = {
-    "MQTT_PASSWORD": "backend-pw",
-    "MQTT_PROVISIONING_PASSWORD": "provisioning-pw",
-    "MOSQ_SECRET": "test-mosq-secret",
-    "SECRET_KEY": "test-secret-key",
-}
+SECRETS = TEST_SECRETS_ENV
 
 pytestmark = [pytest.mark.reliability]
 

@@ -17,6 +17,8 @@ TEST_SECRETS: dict[str, str] = {
     "mqtt_password": "backend-pw",
     "mqtt_provisioning_password": "provisioning-pw",
 }
+TEST_SECRETS_ENV: dict[str, str] = {name.upper(): value for name, value in TEST_SECRETS.items()}
+"""The same secrets as environment variables, for a backend or hook process of a test."""
 
 
 def make_settings(tmp_path: Path, **overrides: Any) -> Settings:
