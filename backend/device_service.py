@@ -39,7 +39,7 @@ from backend.domain.outcomes import Outcome, RegistrationResult
 from backend.domain.ratelimit import FailureLimiter
 from backend.domain.timeutil import truncate_ms
 from backend.domain.topics import is_bank_uuid
-from backend.store import identity, liveness, outbox
+from backend.store import liveness, outbox
 from backend.store.batch_reads import (
     chunks,
     due_commands,
@@ -222,7 +222,7 @@ class DeviceService:
         # instance committed for this transaction a moment ago (else a duplicate looks like
         # a first answer to a command the aggregate has already finished: "no command").
         uow.bank(bank_uuid)
-        txn = identity.get(uow.session, CommandTransactionRow, (bank_uuid, response.transaction_id))
+        txn = uow.session.get(CommandTransactionRow, (bank_uuid, response.transaction_id))
         if txn is None:
             return Outcome.rejected("unknown transaction for this bank")
         if txn.action != response.action:
@@ -594,7 +594,7 @@ class DeviceService:
                     )
             for bank_uuid, tid in commands:
                 assert bank_uuid is not None and tid is not None
-                txn = identity.get(uow.session, CommandTransactionRow, (bank_uuid, tid))
+                txn = uow.session.get(CommandTransactionRow, (bank_uuid, tid))
                 if txn is not None:
                     txn.attempts = (txn.attempts or 0) + 1
                 uow.execute(

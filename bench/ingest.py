@@ -22,7 +22,7 @@ BANKS x PER_BANK unanswered commands is what it would scan; one sweep over that 
 timed separately and reported as `sweep_ms_with_backlog`.
 
 SQLite always; PostgreSQL too when BENCH_DATABASE_URL or TEST_DATABASE_URL is set (a
-private database is created and dropped). The target (>= 0.8) is judged on SQLite.
+private database is created and dropped). The target (>= 0.25) is judged on SQLite.
 
     .venv/bin/python bench/ingest.py [--quick] [--banks 1000 --per-bank 20]
 """
@@ -68,7 +68,7 @@ from bench.common import (
 )
 from bench.stats import cpu_seconds
 
-TARGET = 0.8
+TARGET = 0.25  # DESIGN 15.1 (2026-12-01; was 0.8)
 QUIET = logging.getLogger("bench.mqtt")
 QUIET.setLevel(logging.ERROR)  # aiomqtt warns about "pending publish calls" when many fly
 PUBLISH_IN_FLIGHT = 200

@@ -85,6 +85,11 @@ class Batcher(Generic[T, R]):
         """The flusher runs and is not stopping: `add()` may be used."""
         return self._task is not None and not self._closing and not self._task.done()
 
+    @property
+    def waiting(self) -> int:
+        """Items queued and not yet being flushed."""
+        return len(self._items)
+
     def add(self, item: T) -> asyncio.Future[R]:
         """Queue one item without waiting (only while `running`); its future gets the
         result once flushed. Cheaper than `submit` per item: no task, no gather."""

@@ -154,6 +154,8 @@ class Listener:
             or not self.banks.known_now(key)
             or not self.heartbeats.running
             or not self.responses.running
+            # past this the lanes' bound applies: the receive loop waits (back-pressure)
+            or self.heartbeats.waiting + self.responses.waiting >= self.options.max_pending
         ):
             return False
         try:

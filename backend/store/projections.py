@@ -36,7 +36,6 @@ from backend.domain.events import (
     LockerBankWentOffline,
     ProvisioningTokenIssued,
 )
-from backend.store import identity
 from backend.store.alert_projection import ALERT_EVENTS, project_alerts
 from backend.store.event_store import RecordedEvent, decode
 from backend.store.tables import (
@@ -90,20 +89,20 @@ def project(session: Session, recorded: RecordedEvent) -> None:
         raise TypeError(
             f"no projector for {event_type}: add one (@projector) or list it in NOT_PROJECTED"
         )
-    bank = identity.get(session, LockerBankRow, recorded.aggregate_uuid)
+    bank = session.get(LockerBankRow, recorded.aggregate_uuid)
     if bank is not None:
         bank.version = recorded.aggregate_version
         bank.updated_at = recorded.event.occurred_at
 
 
 def _bank(session: Session, r: RecordedEvent) -> LockerBankRow:
-    row = identity.get(session, LockerBankRow, r.aggregate_uuid)
+    row = session.get(LockerBankRow, r.aggregate_uuid)
     assert row is not None, f"event {r.event_type} for unknown bank {r.aggregate_uuid}"
     return row
 
 
 def _txn(session: Session, r: RecordedEvent, transaction_id: str) -> CommandTransactionRow:
-    row = identity.get(session, CommandTransactionRow, (r.aggregate_uuid, transaction_id))
+    row = session.get(CommandTransactionRow, (r.aggregate_uuid, transaction_id))
     assert row is not None, f"event {r.event_type} for unknown transaction {transaction_id}"
     return row
 
@@ -282,7 +281,7 @@ def _open_requested(session: Session, r: RecordedEvent) -> None:
     _add_pending_txn(
         session, r, e, action="open_compartment", compartment_number=e.compartment_number
     )
-    compartment = identity.get(session, CompartmentRow, (r.aggregate_uuid, e.compartment_number))
+    compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
     compartment.open_transaction_id = e.transaction_id
     compartment.last_transaction_id = e.transaction_id
@@ -320,9 +319,7 @@ def _finish_txn(
     row.completed_at = r.event.occurred_at
     row.late = late
     if row.compartment_number is not None:
-        compartment = identity.get(
-            session, CompartmentRow, (r.aggregate_uuid, row.compartment_number)
-        )
+        compartment = session.get(CompartmentRow, (r.aggregate_uuid, row.compartment_number))
         if compartment is not None and compartment.open_transaction_id == transaction_id:
             compartment.open_transaction_id = None
     return row
@@ -348,7 +345,7 @@ def _opened(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, CompartmentOpened)
     _finish_answer(session, r, e, CommandStatus.SUCCESS)
-    compartment = identity.get(session, CompartmentRow, (r.aggregate_uuid, e.compartment_number))
+    compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
     compartment.door_state = "open"
     compartment.last_opened_at = e.occurred_at
@@ -409,7 +406,7 @@ def _config_applied(session: Session, r: RecordedEvent) -> None:
 def _door(session: Session, r: RecordedEvent) -> None:
     e = r.event
     assert isinstance(e, DoorStateChanged)
-    compartment = identity.get(session, CompartmentRow, (r.aggregate_uuid, e.compartment_number))
+    compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
     compartment.door_state = e.state
 
@@ -450,7 +447,7 @@ def rebuild(
         if on_progress is not None:
             on_progress(count, max(total, count))
     for key, values in saved.items():
-        txn = identity.get(session, CommandTransactionRow, key)
+        txn = session.get(CommandTransactionRow, key)
         if txn is not None:
             for column, value in values.items():
                 setattr(txn, column, value)

@@ -17,7 +17,7 @@ from backend.domain.contract import CommandResponse, ConnectionLost, Heartbeat, 
 from backend.domain.outcomes import ResponseResult
 from backend.domain.topics import device_topic
 from backend.mqtt.acks import ConnectionAcks
-from backend.mqtt.listener import Listener
+from backend.mqtt.listener import Listener, ListenerOptions
 from backend.mqtt.metrics import Metrics
 from backend.service import LockerService
 from backend.store import queries
@@ -205,3 +205,27 @@ async def test_responses_of_the_short_way_are_applied_refused_and_acknowledged(
 
     rejected = await service.db.read(read_rejected)
     assert [r.reason for r in rejected] == ["unknown transaction for this bank"]
+
+
+async def test_the_short_way_stops_at_max_pending_and_the_lanes_push_back(
+    service: LockerService,
+) -> None:
+    listener = Listener(service, Metrics(), ListenerOptions(max_pending=1))
+    service.subscribe(listener.observe)
+    listener.start()
+    try:
+        first, second = await provisioned_bank(service), await provisioned_bank(service)
+        now = service.clock.now()
+        await listener.on_message(state_message(first, beat(now), 1))  # banks are learnt
+        await settled(listener)
+        await listener.on_message(state_message(second, beat(now), 2))
+        await settled(listener)
+        short_before = listener.short_way
+        await listener.on_message(state_message(first, beat(now), 3))  # one waits in its batch
+        await listener.on_message(state_message(second, beat(now), 4))  # so this takes its lane
+        assert listener.short_way == short_before + 1
+        assert listener.dispatcher.busy(second)
+        await settled(listener)
+        assert listener.metrics.heartbeats_taken == 4
+    finally:
+        await listener.stop(5)
