@@ -338,6 +338,27 @@ class DeviceProcess:
         )
         return cls(process)
 
+    @classmethod
+    async def fleet(
+        cls, port: int, state_dir: Path, interval: float, online_timeout: float, ramp: float
+    ) -> DeviceProcess:
+        """A `fleet` process: the simulated banks provisioned into `state_dir`."""
+        return await cls.start(
+            "fleet",
+            "--port",
+            str(port),
+            "--state-dir",
+            str(state_dir),
+            "--interval",
+            str(interval),
+            "--report",
+            "2",
+            "--online-timeout",
+            str(online_timeout),
+            "--ramp-per-s",
+            str(ramp),
+        )
+
     @property
     def pid(self) -> int:
         return self.process.pid

@@ -338,20 +338,12 @@ async def run_step(args: argparse.Namespace, banks: int) -> dict[str, Any]:
                     await sims[0].wait_for("ready", timeout=60)
                 for state_dir in dirs if args.load == "devices" else []:
                     sims.append(
-                        await DeviceProcess.start(
-                            "fleet",
-                            "--port",
-                            str(broker.port),
-                            "--state-dir",
-                            str(state_dir),
-                            "--interval",
-                            str(args.interval),
-                            "--report",
-                            "2",
-                            "--online-timeout",
-                            str(args.settle_timeout),
-                            "--ramp-per-s",
-                            str(args.ramp / len(dirs)),
+                        await DeviceProcess.fleet(
+                            broker.port,
+                            state_dir,
+                            args.interval,
+                            args.settle_timeout,
+                            args.ramp / len(dirs),
                         )
                     )
                 for sim in sims if args.load == "devices" else []:

@@ -134,20 +134,8 @@ async def run_path(args: argparse.Namespace, broker: str, banks: int) -> dict[st
             started = time.perf_counter()
             for state_dir in dirs:
                 sims.append(
-                    await DeviceProcess.start(
-                        "fleet",
-                        "--port",
-                        str(port),
-                        "--state-dir",
-                        str(state_dir),
-                        "--interval",
-                        str(args.interval),
-                        "--report",
-                        "2",
-                        "--online-timeout",
-                        str(args.settle_timeout),
-                        "--ramp-per-s",
-                        str(args.ramp / len(dirs)),
+                    await DeviceProcess.fleet(
+                        port, state_dir, args.interval, args.settle_timeout, args.ramp / len(dirs)
                     )
                 )
             for sim in sims:
