@@ -41,7 +41,11 @@ async def test_a_stop_with_clients_and_deliveries_logs_no_traceback(
                     break
         finally:
             await broker.stop()  # clients still connected
-    tracebacks = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    # The broker's records only: the test's own clients (paho's logger "mqtt") may log the
+    # broken pipe of the connection the stop closed under them.
+    tracebacks = [
+        r for r in caplog.records if r.name != "mqtt" and (r.exc_info or r.levelno >= logging.ERROR)
+    ]
     assert tracebacks == [], [r.getMessage() for r in tracebacks]
     assert "embedded MQTT broker stopped" in caplog.text
 
