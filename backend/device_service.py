@@ -13,11 +13,13 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 from sqlalchemy import bindparam, delete, select, update
 from sqlmodel import col
 
+from backend.domain.bank import LockerBank
 from backend.domain.clock_offset import next_offset, offset_sample
 from backend.domain.command_status import (
     LATE_ANSWER_STATUSES,
@@ -209,11 +211,9 @@ class DeviceService:
     ) -> list[Outcome]:
         if not items:
             return []
-        uow.bank(items[0][0])  # the write lock before any tracker row is read
-        held = preload_responses(uow.session, [(b, r.transaction_id) for b, r, _ in items])
-        outcomes = [self._response(uow, bank, resp, raw) for bank, resp, raw in items]
-        del held
-        return outcomes
+        keys = [(b, r.transaction_id) for b, r, _ in items]
+        with uow.locked(), uow.preloaded(preload_responses, keys):
+            return [self._response(uow, bank, resp, raw) for bank, resp, raw in items]
 
     def _response(
         self, uow: UnitOfWork, bank_uuid: str, response: CommandResponse, raw: bytes
@@ -221,8 +221,8 @@ class DeviceService:
         # Write lock first (PostgreSQL): the tracker row read next must include what another
         # instance committed for this transaction a moment ago (else a duplicate looks like
         # a first answer to a command the aggregate has already finished: "no command").
-        uow.bank(bank_uuid)
-        txn = uow.session.get(CommandTransactionRow, (bank_uuid, response.transaction_id))
+        with uow.locked():
+            txn = uow.session.get(CommandTransactionRow, (bank_uuid, response.transaction_id))
         if txn is None:
             return Outcome.rejected("unknown transaction for this bank")
         if txn.action != response.action:
@@ -259,40 +259,44 @@ class DeviceService:
         a duplicate (a domain refusal raises `DomainError`)."""
 
         def work(uow: UnitOfWork) -> Outcome:
-            uow.bank(bank_uuid)  # write lock before the dedup check (another instance)
-            key = event.dedup_key()
-            if key is not None:
-                if uow.session.get(ProcessedMessageRow, (bank_uuid, key)) is not None:
-                    return Outcome.duplicate()
-                uow.session.add(
-                    ProcessedMessageRow(bank_uuid=bank_uuid, message_key=key, processed_at=uow.now)
-                )
-                uow.session.flush()  # visible to the next lookup in this transaction
-            if event.event == "door_state_changed":
-                door = event.door_data()
-                uow.execute(
-                    bank_uuid,
-                    lambda b: b.door_state_changed(
-                        door.compartment_number, door.state, now=uow.now, event_id=key
-                    ),
-                    DEVICE,
-                )
-            elif event.event != "qr_scanned":
-                uow.execute(
-                    bank_uuid,
-                    lambda b: b.device_event(event.event, event.data, now=uow.now, event_id=key),
-                    DEVICE,
-                )
-            else:
-                qr = event.qr_data()
-                uow.execute(
-                    bank_uuid,
-                    lambda b: b.qr_scanned(qr.qr_payload, qr.scanner, now=uow.now, event_id=key),
-                    DEVICE,
-                )
-            return Outcome.applied()
+            with uow.locked():  # the dedup check below sees what another instance committed
+                return self._event(uow, bank_uuid, event)
 
         return await self.service.transact(work)
+
+    def _event(self, uow: UnitOfWork, bank_uuid: str, event: DeviceEvent) -> Outcome:
+        """Record one device event once (its `event_id` is the dedup key); under the lock."""
+        key = event.dedup_key()
+        if key is not None:
+            if uow.session.get(ProcessedMessageRow, (bank_uuid, key)) is not None:
+                return Outcome.duplicate()
+            uow.session.add(
+                ProcessedMessageRow(bank_uuid=bank_uuid, message_key=key, processed_at=uow.now)
+            )
+            uow.session.flush()  # visible to the next lookup in this transaction
+        if event.event == "door_state_changed":
+            door = event.door_data()
+            uow.execute(
+                bank_uuid,
+                lambda b: b.door_state_changed(
+                    door.compartment_number, door.state, now=uow.now, event_id=key
+                ),
+                DEVICE,
+            )
+        elif event.event != "qr_scanned":
+            uow.execute(
+                bank_uuid,
+                lambda b: b.device_event(event.event, event.data, now=uow.now, event_id=key),
+                DEVICE,
+            )
+        else:
+            qr = event.qr_data()
+            uow.execute(
+                bank_uuid,
+                lambda b: b.qr_scanned(qr.qr_payload, qr.scanner, now=uow.now, event_id=key),
+                DEVICE,
+            )
+        return Outcome.applied()
 
     async def record_door_snapshot(
         self, bank_uuid: str, doors: Sequence[tuple[int, str]]
@@ -307,7 +311,9 @@ class DeviceService:
                 if number in bank.compartments:
                     uow.execute(
                         bank_uuid,
-                        lambda b, n=number, s=state: b.door_state_changed(n, s, now=uow.now),  # type: ignore[misc]  # lambda default capture
+                        partial(
+                            LockerBank.door_state_changed, number=number, state=state, now=uow.now
+                        ),
                         DEVICE,
                     )
             return unknown
@@ -332,7 +338,12 @@ class DeviceService:
         taken.clear()  # a retried transaction starts again
         if not items:
             return 0
-        uow.lock()
+        with uow.locked():  # liveness rows another instance may update meanwhile
+            return self._heartbeats_locked(uow, items, taken)
+
+    def _heartbeats_locked(
+        self, uow: UnitOfWork, items: Sequence[HeartbeatIn], taken: list[HeartbeatIn]
+    ) -> int:
         rows = liveness.load(uow.session, {i.bank_uuid for i in items})
         changed: dict[str, liveness.Liveness] = {}
         came: list[str] = []
@@ -366,31 +377,31 @@ class DeviceService:
         """Banks just back online: re-ask what is still unanswered, then make sure each
         device has its mapping. A few queries for the whole batch, not a few per bank (a
         fleet reconnecting after a restart arrives in large batches)."""
-        bank_rows = preload(uow.session, LockerBankRow, banks)
-        for chunk in chunks(banks):
-            for txn in uow.session.execute(
-                select(CommandTransactionRow)
-                .where(col(CommandTransactionRow.locker_uuid).in_(chunk))
-                .where(col(CommandTransactionRow.status) == CommandStatus.SENT)
-                .where(col(CommandTransactionRow.first_seen_at).is_(None))
-                .order_by(col(CommandTransactionRow.requested_at))
-            ).scalars():
-                if txn.expires_at > uow.now:
-                    self._reask_one(uow, txn)
-        stale = [row.uuid for row in bank_rows if row.config_state in ("unknown", "drifted")]
-        in_flight: set[str] = set()
-        for chunk in chunks(stale):
-            in_flight.update(
-                uow.session.execute(
-                    select(col(CommandTransactionRow.locker_uuid))
+        with uow.preloaded(preload, LockerBankRow, banks) as bank_rows:
+            for chunk in chunks(banks):
+                for txn in uow.session.execute(
+                    select(CommandTransactionRow)
                     .where(col(CommandTransactionRow.locker_uuid).in_(chunk))
-                    .where(col(CommandTransactionRow.action) == "apply_config")
-                    .where(col(CommandTransactionRow.status).in_(OPEN_STATUSES))
-                ).scalars()
-            )
-        for bank_uuid in stale:
-            if bank_uuid not in in_flight:
-                self._push_config(uow, bank_uuid)
+                    .where(col(CommandTransactionRow.status) == CommandStatus.SENT)
+                    .where(col(CommandTransactionRow.first_seen_at).is_(None))
+                    .order_by(col(CommandTransactionRow.requested_at))
+                ).scalars():
+                    if txn.expires_at > uow.now:
+                        self._reask_one(uow, txn)
+            stale = [row.uuid for row in bank_rows if row.config_state in ("unknown", "drifted")]
+            in_flight: set[str] = set()
+            for chunk in chunks(stale):
+                in_flight.update(
+                    uow.session.execute(
+                        select(col(CommandTransactionRow.locker_uuid))
+                        .where(col(CommandTransactionRow.locker_uuid).in_(chunk))
+                        .where(col(CommandTransactionRow.action) == "apply_config")
+                        .where(col(CommandTransactionRow.status).in_(OPEN_STATUSES))
+                    ).scalars()
+                )
+            for bank_uuid in stale:
+                if bank_uuid not in in_flight:
+                    self._push_config(uow, bank_uuid)
 
     def _push_config(self, uow: UnitOfWork, bank_uuid: str) -> None:
         transaction_id = self.service.new_id()
@@ -455,13 +466,15 @@ class DeviceService:
                 doubt = bool(txn.in_doubt)
                 if uow.execute(
                     bank,
-                    lambda b, t=tid, d=doubt: b.expire(t, now=now, outcome_unknown=d),  # type: ignore[misc]  # lambda default capture
+                    partial(LockerBank.expire, transaction_id=tid, now=now, outcome_unknown=doubt),
                     meta,
                 ):
                     counts["expired"] += 1
                     self._drop_outbox(uow, bank, tid, "expired")
             elif txn.status == CommandStatus.SENT and txn.sent_at and now - txn.sent_at >= timeout:
-                if uow.execute(bank, lambda b, t=tid: b.time_out(t, now=now), meta):  # type: ignore[misc]  # lambda default capture
+                if uow.execute(
+                    bank, partial(LockerBank.time_out, transaction_id=tid, now=now), meta
+                ):
                     counts["timeout"] += 1
                     self._drop_outbox(uow, bank, tid, "timeout")
             elif txn.status == CommandStatus.SENT and txn.first_seen_at is None:
@@ -480,8 +493,11 @@ class DeviceService:
         return await self.service.transact(self._recover)
 
     def _recover(self, uow: UnitOfWork) -> dict[str, int]:
+        with uow.locked():  # the command rows read next may be changed by another instance
+            return self._recover_locked(uow)
+
+    def _recover_locked(self, uow: UnitOfWork) -> dict[str, int]:
         counts = {"reasked": 0, "in_doubt": 0}
-        uow.lock()  # the write lock before reading rows another instance may change
         rows = list(
             uow.session.execute(
                 select(CommandTransactionRow)
@@ -573,13 +589,18 @@ class DeviceService:
             # Lock order: the write lock before any row lock. A lock holder applying a
             # command's response needs its command_transactions row; taking that row first
             # and the lock after deadlocks two instances.
-            uow.lock()
-            commands = [
-                (i.bank_uuid, i.transaction_id)
-                for i in items
-                if i.kind == "command" and i.bank_uuid and i.transaction_id
-            ]
-            held = preload_responses(uow.session, commands)
+            with uow.locked():
+                self._published(uow, items)
+
+        await self.service.transact(work)
+
+    def _published(self, uow: UnitOfWork, items: Sequence[RelayItem]) -> None:
+        commands = [
+            (i.bank_uuid, i.transaction_id)
+            for i in items
+            if i.kind == "command" and i.bank_uuid and i.transaction_id
+        ]
+        with uow.preloaded(preload_responses, commands):
             table = table_of(OutboxRow)  # Core executemany (not the ORM's bulk by key)
             sent = update(table).where(table.c.id == bindparam("row_id"))
             values = {"status": "sent", "sent_at": uow.now, "attempts": table.c.attempts + 1}
@@ -599,27 +620,26 @@ class DeviceService:
                     txn.attempts = (txn.attempts or 0) + 1
                 uow.execute(
                     bank_uuid,
-                    lambda b, t=tid: b.mark_sent(t, now=uow.now),  # type: ignore[misc]  # lambda default capture
+                    partial(LockerBank.mark_sent, transaction_id=tid, now=uow.now),
                     EventMetadata(actor="system", correlation_id=tid),
                 )
-            del held
-
-        await self.service.transact(work)
 
     async def outbox_expired(self, item: RelayItem) -> None:
         """A command found past `expires_at` before publication: never sent, `CommandExpired`."""
 
         def work(uow: UnitOfWork) -> None:
-            if item.bank_uuid:
-                uow.bank(item.bank_uuid)  # lock order: write lock before row locks
-            outbox.mark(uow.session, item.id, status="expired")
-            if item.bank_uuid and item.transaction_id:
-                tid = item.transaction_id
-                uow.execute(
-                    item.bank_uuid,
-                    lambda b: b.expire(tid, now=uow.now),
-                    EventMetadata(actor="system", correlation_id=tid),
-                )
+            if not item.bank_uuid:
+                outbox.mark(uow.session, item.id, status="expired")
+                return
+            with uow.locked():  # lock order: the write lock before the outbox row's lock
+                outbox.mark(uow.session, item.id, status="expired")
+                if item.transaction_id:
+                    tid = item.transaction_id
+                    uow.execute(
+                        item.bank_uuid,
+                        lambda b: b.expire(tid, now=uow.now),
+                        EventMetadata(actor="system", correlation_id=tid),
+                    )
 
         await self.service.transact(work)
 

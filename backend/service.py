@@ -345,19 +345,19 @@ class LockerService:
         who = actor or default_actor()
 
         def work(uow: UnitOfWork) -> None:
-            uow.lock()
-            row = alert_queries.alert_row(uow.session, alert_id)
-            if row is None:
-                raise NotFound(f"no alert {alert_id}")
-            if row.acknowledged_at is not None:
-                raise RuleViolation(
-                    f"alert {alert_id} was already acknowledged by {row.acknowledged_by}"
+            with uow.locked():  # another instance may acknowledge it a moment earlier
+                row = alert_queries.alert_row(uow.session, alert_id)
+                if row is None:
+                    raise NotFound(f"no alert {alert_id}")
+                if row.acknowledged_at is not None:
+                    raise RuleViolation(
+                        f"alert {alert_id} was already acknowledged by {row.acknowledged_by}"
+                    )
+                uow.execute(
+                    row.bank_uuid,
+                    lambda b: b.acknowledge_alert(alert_id, note, now=uow.now),
+                    self._meta(who),
                 )
-            uow.execute(
-                row.bank_uuid,
-                lambda b: b.acknowledge_alert(alert_id, note, now=uow.now),
-                self._meta(who),
-            )
 
         await self.transact(work)
         return await self.get_alert(alert_id)
