@@ -15,13 +15,14 @@ import secrets
 import uuid as uuid_mod
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar, Unpack
+from typing import TypeVar, Unpack
 
 from backend import search
 from backend.accounts import AccountDirectory, account_directory_for
 from backend.attribution import current_origin
 from backend.bank_changes import BankChanges
 from backend.config import Settings
+from backend.device_service import DeviceService
 from backend.domain.bank import LockerBank, default_compartments
 from backend.domain.command_status import TERMINAL_STATUSES
 from backend.domain.digests import secret_digest
@@ -47,9 +48,6 @@ from backend.views import (
     IssuedToken,
     TransactionView,
 )
-
-if TYPE_CHECKING:
-    from backend.device_service import DeviceService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,8 +132,6 @@ class LockerService:
     def devices(self) -> DeviceService:
         """The device-side operations (registrations, responses, liveness, relay)."""
         if self._devices is None:
-            from backend.device_service import DeviceService
-
             self._devices = DeviceService(self)
         return self._devices
 
