@@ -15,13 +15,14 @@ import secrets
 import uuid as uuid_mod
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, TypeVar, Unpack
+from typing import TypeVar, Unpack
 
 from backend import search
 from backend.accounts import AccountDirectory, account_directory_for
 from backend.attribution import current_origin
 from backend.bank_changes import BankChanges
 from backend.config import Settings
+from backend.device_service import DeviceService
 from backend.domain.bank import LockerBank, default_compartments
 from backend.domain.command_status import TERMINAL_STATUSES
 from backend.domain.digests import secret_digest
@@ -47,9 +48,6 @@ from backend.views import (
     IssuedToken,
     TransactionView,
 )
-
-if TYPE_CHECKING:
-    from backend.device_service import DeviceService
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -134,8 +132,6 @@ class LockerService:
     def devices(self) -> DeviceService:
         """The device-side operations (registrations, responses, liveness, relay)."""
         if self._devices is None:
-            from backend.device_service import DeviceService
-
             self._devices = DeviceService(self)
         return self._devices
 
@@ -345,19 +341,19 @@ class LockerService:
         who = actor or default_actor()
 
         def work(uow: UnitOfWork) -> None:
-            uow.lock()
-            row = alert_queries.alert_row(uow.session, alert_id)
-            if row is None:
-                raise NotFound(f"no alert {alert_id}")
-            if row.acknowledged_at is not None:
-                raise RuleViolation(
-                    f"alert {alert_id} was already acknowledged by {row.acknowledged_by}"
+            with uow.locked():  # another instance may acknowledge it a moment earlier
+                row = alert_queries.alert_row(uow.session, alert_id)
+                if row is None:
+                    raise NotFound(f"no alert {alert_id}")
+                if row.acknowledged_at is not None:
+                    raise RuleViolation(
+                        f"alert {alert_id} was already acknowledged by {row.acknowledged_by}"
+                    )
+                uow.execute(
+                    row.bank_uuid,
+                    lambda b: b.acknowledge_alert(alert_id, note, now=uow.now),
+                    self._meta(who),
                 )
-            uow.execute(
-                row.bank_uuid,
-                lambda b: b.acknowledge_alert(alert_id, note, now=uow.now),
-                self._meta(who),
-            )
 
         await self.transact(work)
         return await self.get_alert(alert_id)

@@ -8,10 +8,11 @@ touched by the single writer thread.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlmodel import Session
 
@@ -22,6 +23,8 @@ from backend.store import event_store, outbox
 from backend.store.event_store import RecordedEvent
 from backend.store.projections import project
 
+P = ParamSpec("P")
+R = TypeVar("R")
 Decide = Callable[[LockerBank], list[DomainEvent]]
 React = Callable[[LockerBank, list[DomainEvent]], list[OutboundMessage]]
 
@@ -97,15 +100,57 @@ class UnitOfWork:
     _pending_events: list[dict[str, Any]] = field(default_factory=list)
 
     def bank(self, uuid: str) -> LockerBank:
-        """The bank as of this transaction (including events it already recorded)."""
+        """The bank as of this transaction (including events it already recorded). Reading a
+        bank takes the write lock (as `locked()` does): a decision must see the committed
+        state. Code that needs the lock without a bank says so with `locked()`."""
         self._lock()
         if self._pending_events and uuid not in self.cache:
             self._write_events()  # the bank is loaded from the store: it must see them
         return self.cache.get(self.session, uuid)
 
-    def lock(self) -> None:
-        """Take the write lock now (before reading rows another instance may change)."""
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Work that reads rows another instance may change, under the write lock.
+
+        Why: on PostgreSQL several instances write to one database. A row read before the
+        lock (a command's tracker row, a dedup key, an alert) may be changed and committed
+        by another instance a moment later; deciding on it answers a duplicate as a first
+        answer, or applies a device event twice. Taking the lock first makes instances
+        queue up and catches the aggregate cache up, so what is read next is the committed
+        state. It is also the lock order: the write lock before any row lock (a row lock
+        taken first and the write lock after deadlocks two instances). SQLite holds the
+        lock from BEGIN IMMEDIATE, so SQLite tests stay green without it: do not drop it.
+
+        The lock is a transaction lock: it is held until the transaction ends, not only for
+        the block; the block marks the code that depends on it. Taking it again is a no-op.
+        """
         self._lock()
+        yield
+
+    @contextmanager
+    def preloaded(
+        self,
+        load: Callable[Concatenate[Session, P], list[R]],
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> Iterator[list[R]]:
+        """Rows a batch will touch, loaded in a few set-based SELECTs and kept alive for
+        the block (see `batch_reads`).
+
+        Why: the session's identity map holds unchanged rows weakly. The per-item
+        `Session.get` calls that follow are answered from memory only while something holds
+        the loaded rows; this block holds them, so no line that looks unused keeps a batch
+        from falling back to one SELECT per item. Loading requires the write lock (taken
+        with `locked()` before): rows read before it may be stale on PostgreSQL with several
+        instances.
+        """
+        if not self._locked:
+            raise RuntimeError("preload under the write lock: take uow.locked() first")
+        rows = load(self.session, *args, **kwargs)
+        try:
+            yield rows
+        finally:
+            del rows
 
     def _lock(self) -> None:
         """Take the write lock (PostgreSQL; SQLite holds it from BEGIN IMMEDIATE) and catch up,

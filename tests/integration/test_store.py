@@ -16,7 +16,9 @@ from backend.domain.events import EventMetadata, LockerBankCameOnline
 from backend.domain.timeutil import FrozenClock
 from backend.service import LockerService
 from backend.store import event_store
-from backend.store.tables import BankLivenessRow, OutboxRow, StoredEvent
+from backend.store.batch_reads import preload
+from backend.store.tables import BankLivenessRow, LockerBankRow, OutboxRow, StoredEvent
+from backend.store.unit_of_work import UnitOfWork
 from tests.support.banks import beat, provisioned
 from tests.support.scenario import OPS, Scenario, dump_read_models
 from tests.support.settings import make_settings
@@ -244,3 +246,25 @@ async def test_sweep_spares_a_bank_whose_heartbeat_is_still_queued(
     clock.advance(3 * interval + 1)  # heard too long ago now
     assert (await service.devices.sweep(heard.get))["offline"] == 1
     assert (await service.get_bank(queued)).status == "offline"
+
+
+async def test_preloading_needs_the_write_lock_and_keeps_rows_for_the_block(
+    service: LockerService,
+) -> None:
+    """`uow.preloaded` refuses to read before the write lock (rows read earlier may be stale
+    with several instances); inside `uow.locked()` it yields the rows, in the identity map."""
+    created = await service.create_bank("Lobby", compartments=2)
+
+    def unlocked(uow: UnitOfWork) -> None:
+        with uow.preloaded(preload, LockerBankRow, [created.uuid]):
+            pass
+
+    with pytest.raises(RuntimeError, match="write lock"):
+        await service.transact(unlocked)
+
+    def locked(uow: UnitOfWork) -> tuple[list[str], bool]:
+        with uow.locked(), uow.preloaded(preload, LockerBankRow, [created.uuid]) as rows:
+            same = uow.session.get(LockerBankRow, created.uuid) is rows[0]
+            return [r.uuid for r in rows], same
+
+    assert await service.transact(locked) == ([created.uuid], True)

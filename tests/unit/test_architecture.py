@@ -81,3 +81,62 @@ def test_no_sql_library_is_imported_outside_the_store_layers() -> None:
         for path in (ROOT / package.replace(".", "/")).rglob("*.py")
     }
     assert {path: names for path, names in found.items() if names} == {}
+
+
+APPLICATION_LAYER = (
+    "service",
+    "device_service",
+    "provisioning",
+    "device_input",
+    "device_liveness",
+    "sweeps",
+    "outbox_marks",
+    "write_path",
+)
+
+
+def _backend_imports(name: str) -> set[str]:
+    """The application-layer modules `backend/<name>.py` imports, counting imports inside
+    functions and under TYPE_CHECKING (a cycle hidden there is still a cycle to a reader)."""
+    found = _imports(ROOT / "backend" / f"{name}.py")
+    return {
+        other
+        for other in APPLICATION_LAYER
+        if f"backend.{other}" in found or any(m.startswith(f"backend.{other}.") for m in found)
+    }
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle in `graph`, or None."""
+    state: dict[str, int] = {}  # 1: on the path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)) is not None:
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)) is not None:
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_application_layer_has_no_import_cycle() -> None:
+    """Service, device facade, its parts and the write path import one way only (issue 20:
+    `LockerService` and `DeviceService` used to import each other)."""
+    graph = {name: _backend_imports(name) - {name} for name in APPLICATION_LAYER}
+    assert graph["device_service"], "the facade imports its parts"
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
