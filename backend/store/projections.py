@@ -9,7 +9,7 @@ query, and the session autoflushes before it, so no projector flushes by itself.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import delete, func, select
 from sqlmodel import Session, col
@@ -28,6 +28,7 @@ from backend.domain.events import (
     ConfigApplied,
     ConfigApplyRequested,
     CredentialsRevoked,
+    DomainEvent,
     DoorStateChanged,
     LockerBankCameOnline,
     LockerBankCreated,
@@ -57,12 +58,22 @@ TRACKER_COLUMNS = (
 
 Projector = Callable[[Session, RecordedEvent], None]
 _PROJECTORS: dict[str, Projector] = {}
+E = TypeVar("E", bound=DomainEvent)
 
 
-def projector(event_type: type[Any]) -> Callable[[Projector], Projector]:
-    def register(fn: Projector) -> Projector:
-        _PROJECTORS[event_type.event_type] = fn
-        return fn
+def projector(
+    event_type: type[E],
+) -> Callable[[Callable[[Session, RecordedEvent, E], None]], Projector]:
+    """Register `fn(session, recorded, event)` for `event_type`; it gets the event typed."""
+
+    def register(fn: Callable[[Session, RecordedEvent, E], None]) -> Projector:
+        def run(session: Session, recorded: RecordedEvent) -> None:
+            event = recorded.event
+            assert isinstance(event, event_type)
+            fn(session, recorded, event)
+
+        _PROJECTORS[event_type.event_type] = run
+        return run
 
     return register
 
@@ -134,10 +145,14 @@ def _set_status(row: LockerBankRow, status: str, r: RecordedEvent) -> None:
     row.status_changed_at = r.event.occurred_at
 
 
+def _compartment_row(bank_uuid: str, spec: CompartmentSpec) -> CompartmentRow:
+    return CompartmentRow(
+        bank_uuid=bank_uuid, number=spec.number, slave_id=spec.slave_id, address=spec.address
+    )
+
+
 @projector(LockerBankCreated)
-def _created(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, LockerBankCreated)
+def _created(session: Session, r: RecordedEvent, e: LockerBankCreated) -> None:
     row = LockerBankRow(
         uuid=r.aggregate_uuid,
         name=e.name,
@@ -154,30 +169,19 @@ def _created(session: Session, r: RecordedEvent) -> None:
     _dialect_and_hash(row, e.compartments, e.dialect, None)
     session.add(row)
     for spec in e.compartments:
-        session.add(
-            CompartmentRow(
-                bank_uuid=r.aggregate_uuid,
-                number=spec.number,
-                slave_id=spec.slave_id,
-                address=spec.address,
-            )
-        )
+        session.add(_compartment_row(r.aggregate_uuid, spec))
     session.flush()
 
 
 @projector(ProvisioningTokenIssued)
-def _token(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, ProvisioningTokenIssued)
+def _token(session: Session, r: RecordedEvent, e: ProvisioningTokenIssued) -> None:
     row = _bank(session, r)
     row.token_hmac = e.token_hmac
     row.token_expires_at = e.expires_at
 
 
 @projector(LockerBankProvisioned)
-def _provisioned(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, LockerBankProvisioned)
+def _provisioned(session: Session, r: RecordedEvent, e: LockerBankProvisioned) -> None:
     row = _bank(session, r)
     row.token_hmac = None
     row.token_expires_at = None
@@ -194,9 +198,7 @@ def _provisioned(session: Session, r: RecordedEvent) -> None:
 
 
 @projector(LockerBankUpdated)
-def _updated(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, LockerBankUpdated)
+def _updated(session: Session, r: RecordedEvent, e: LockerBankUpdated) -> None:
     row = _bank(session, r)
     old_hash, old_interval = row.desired_config_hash, row.heartbeat_interval_seconds
     row.name = e.name
@@ -215,14 +217,7 @@ def _updated(session: Session, r: RecordedEvent) -> None:
     for number, spec in wanted.items():
         compartment = existing.get(number)
         if compartment is None:
-            session.add(
-                CompartmentRow(
-                    bank_uuid=r.aggregate_uuid,
-                    number=spec.number,
-                    slave_id=spec.slave_id,
-                    address=spec.address,
-                )
-            )
+            session.add(_compartment_row(r.aggregate_uuid, spec))
         else:
             compartment.slave_id = spec.slave_id
             compartment.address = spec.address
@@ -232,7 +227,7 @@ def _updated(session: Session, r: RecordedEvent) -> None:
 
 
 @projector(CredentialsRevoked)
-def _revoked(session: Session, r: RecordedEvent) -> None:
+def _revoked(session: Session, r: RecordedEvent, _e: CredentialsRevoked) -> None:
     row = _bank(session, r)
     row.password_sha256 = None
     row.token_hmac = None  # revocation voids pending provisioning tokens
@@ -241,12 +236,12 @@ def _revoked(session: Session, r: RecordedEvent) -> None:
 
 
 @projector(LockerBankCameOnline)
-def _online(session: Session, r: RecordedEvent) -> None:
+def _online(session: Session, r: RecordedEvent, _e: LockerBankCameOnline) -> None:
     _set_status(_bank(session, r), "online", r)
 
 
 @projector(LockerBankWentOffline)
-def _offline(session: Session, r: RecordedEvent) -> None:
+def _offline(session: Session, r: RecordedEvent, _e: LockerBankWentOffline) -> None:
     _set_status(_bank(session, r), "offline", r)
 
 
@@ -275,9 +270,7 @@ def _add_pending_txn(
 
 
 @projector(CompartmentOpeningRequested)
-def _open_requested(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, CompartmentOpeningRequested)
+def _open_requested(session: Session, r: RecordedEvent, e: CompartmentOpeningRequested) -> None:
     _add_pending_txn(
         session, r, e, action="open_compartment", compartment_number=e.compartment_number
     )
@@ -288,9 +281,7 @@ def _open_requested(session: Session, r: RecordedEvent) -> None:
 
 
 @projector(ConfigApplyRequested)
-def _config_requested(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, ConfigApplyRequested)
+def _config_requested(session: Session, r: RecordedEvent, e: ConfigApplyRequested) -> None:
     _add_pending_txn(session, r, e, action="apply_config", config_hash=e.config_hash)
     row = _bank(session, r)
     if row.config_state != "in_sync":
@@ -298,9 +289,7 @@ def _config_requested(session: Session, r: RecordedEvent) -> None:
 
 
 @projector(CommandSent)
-def _sent(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, CommandSent)
+def _sent(session: Session, r: RecordedEvent, e: CommandSent) -> None:
     row = _txn(session, r, e.transaction_id)
     row.sent_at = e.occurred_at
     if row.status == CommandStatus.PENDING:
@@ -341,9 +330,7 @@ def _finish_answer(
 
 
 @projector(CompartmentOpened)
-def _opened(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, CompartmentOpened)
+def _opened(session: Session, r: RecordedEvent, e: CompartmentOpened) -> None:
     _finish_answer(session, r, e, CommandStatus.SUCCESS)
     compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
@@ -352,9 +339,7 @@ def _opened(session: Session, r: RecordedEvent) -> None:
 
 
 @projector(CommandFailed)
-def _failed(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, CommandFailed)
+def _failed(session: Session, r: RecordedEvent, e: CommandFailed) -> None:
     row = _finish_answer(session, r, e, CommandStatus.ERROR)
     row.error_code = e.error_code
     _config_push_ended(session, r, e.action, "drifted")
@@ -371,17 +356,13 @@ def _config_push_ended(session: Session, r: RecordedEvent, action: str, state: s
 
 
 @projector(CommandTimedOut)
-def _timed_out(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, CommandTimedOut)
+def _timed_out(session: Session, r: RecordedEvent, e: CommandTimedOut) -> None:
     _finish_txn(session, r, e.transaction_id, CommandStatus.TIMEOUT)
     _config_push_ended(session, r, e.action, "unknown")
 
 
 @projector(CommandExpired)
-def _expired(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, CommandExpired)
+def _expired(session: Session, r: RecordedEvent, e: CommandExpired) -> None:
     _finish_txn(
         session,
         r,
@@ -392,9 +373,7 @@ def _expired(session: Session, r: RecordedEvent) -> None:
 
 
 @projector(ConfigApplied)
-def _config_applied(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, ConfigApplied)
+def _config_applied(session: Session, r: RecordedEvent, e: ConfigApplied) -> None:
     row = _finish_answer(session, r, e, CommandStatus.SUCCESS)
     row.applied_config_hash = e.applied_config_hash
     bank = _bank(session, r)
@@ -403,9 +382,7 @@ def _config_applied(session: Session, r: RecordedEvent) -> None:
 
 
 @projector(DoorStateChanged)
-def _door(session: Session, r: RecordedEvent) -> None:
-    e = r.event
-    assert isinstance(e, DoorStateChanged)
+def _door(session: Session, r: RecordedEvent, e: DoorStateChanged) -> None:
     compartment = session.get(CompartmentRow, (r.aggregate_uuid, e.compartment_number))
     assert compartment is not None
     compartment.door_state = e.state
