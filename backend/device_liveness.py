@@ -8,18 +8,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-from sqlmodel import col
-
 from backend.domain.clock_offset import next_offset, offset_sample
-from backend.domain.command_status import OPEN_STATUSES, CommandStatus
 from backend.domain.contract import Heartbeat
 from backend.domain.events import EventMetadata
 from backend.domain.messages import command_message
 from backend.outbox_marks import reask
-from backend.store import liveness
+from backend.store import command_reads, liveness
 from backend.store.batch_reads import chunks, preload
-from backend.store.tables import CommandTransactionRow, LockerBankRow
+from backend.store.tables import LockerBankRow
 from backend.store.unit_of_work import UnitOfWork
 from backend.write_path import DEVICE, WritePart
 
@@ -94,26 +90,13 @@ class DeviceLiveness(WritePart):
         fleet reconnecting after a restart arrives in large batches)."""
         with uow.preloaded(preload, LockerBankRow, banks) as bank_rows:
             for chunk in chunks(banks):
-                for txn in uow.session.execute(
-                    select(CommandTransactionRow)
-                    .where(col(CommandTransactionRow.locker_uuid).in_(chunk))
-                    .where(col(CommandTransactionRow.status) == CommandStatus.SENT)
-                    .where(col(CommandTransactionRow.first_seen_at).is_(None))
-                    .order_by(col(CommandTransactionRow.requested_at))
-                ).scalars():
+                for txn in command_reads.unanswered_of(uow.session, chunk):
                     if txn.expires_at > uow.now:
                         reask(uow, txn)
             stale = [row.uuid for row in bank_rows if row.config_state in ("unknown", "drifted")]
             in_flight: set[str] = set()
             for chunk in chunks(stale):
-                in_flight.update(
-                    uow.session.execute(
-                        select(col(CommandTransactionRow.locker_uuid))
-                        .where(col(CommandTransactionRow.locker_uuid).in_(chunk))
-                        .where(col(CommandTransactionRow.action) == "apply_config")
-                        .where(col(CommandTransactionRow.status).in_(OPEN_STATUSES))
-                    ).scalars()
-                )
+                in_flight.update(command_reads.config_in_flight(uow.session, chunk))
             for bank_uuid in stale:
                 if bank_uuid not in in_flight:
                     self._push_config(uow, bank_uuid)

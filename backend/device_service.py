@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlmodel import col
-
 from backend.device_input import REJECTED_HEAD_BYTES, DeviceInput
 from backend.device_liveness import DeviceLiveness, HeartbeatIn
 from backend.domain.topics import is_bank_uuid
 from backend.outbox_marks import OutboxMarks, RelayItem
 from backend.provisioning import Provisioning
-from backend.store.tables import LockerBankRow
+from backend.store import known_banks
 from backend.sweeps import DEDUP_TTL, HeardAt, Sweeps
 from backend.write_path import WritePath
 
@@ -77,8 +74,7 @@ class DeviceService:
 
         def read() -> bool:
             with self.path.db.read_session() as session:
-                query = select(col(LockerBankRow.uuid)).where(col(LockerBankRow.uuid) == uuid)
-                return session.execute(query).first() is not None
+                return known_banks.exists(session, uuid)
 
         return await self.path.db.read(read)
 
@@ -87,6 +83,6 @@ class DeviceService:
 
         def read() -> set[str]:
             with self.path.db.read_session() as session:
-                return set(session.execute(select(col(LockerBankRow.uuid))).scalars())
+                return known_banks.all_uuids(session)
 
         return await self.path.db.read(read)

@@ -1,19 +1,16 @@
-"""The hook process's read-only view of the store, over plain DB-API drivers.
+"""The hook process's read-only view of the store, as credential changes.
 
 `locker-console hook` reads three things: the provisioned banks at start, the credential
 events after a position (change feed / tail), and one bank's newest credential event (a
-directory miss). It does so with `sqlite3` or psycopg directly, without SQLAlchemy, the
-ORM tables or the event models: its start time is what a hook restart costs the fleet
-(bench/hook_start.py). The SQL reads the same tables the migrations create
-(`stored_events`, `locker_banks`); tests/integration/test_hook_process.py runs it on both
-databases.
+directory miss). The SQL and the plain DB-API driver live in `backend.store.hook_reads`
+(no SQLAlchemy: the hook's start time is what a restart costs the fleet,
+bench/hook_start.py); this module turns its rows into `CredentialChange`s.
+tests/integration/test_hook_process.py runs it on both databases.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,25 +20,9 @@ from backend.http.credential_sync import (
     PROVISIONED,
     CredentialChange,
 )
-from backend.store.change_feed import libpq_url
+from backend.store.hook_reads import HookReads
 
 __all__ = ["HookStore"]
-
-_TYPES = ("LockerBankProvisioned", "CredentialsRevoked")
-_FOLLOWED = (*_TYPES, "LockerBankCameOnline", "LockerBankWentOffline")  # + liveness (pinning)
-_LOAD = (
-    "SELECT uuid, password_sha256, client_id, status FROM locker_banks "
-    "WHERE status <> 'revoked' AND password_sha256 IS NOT NULL"
-)
-_LAST = "SELECT coalesce(max(id), 0) FROM stored_events"
-_AFTER = (
-    "SELECT id, aggregate_uuid, event_type, payload FROM stored_events "
-    "WHERE id > {p} AND id <= {p} AND event_type IN ({p}, {p}, {p}, {p}) ORDER BY id"
-)
-_LATEST = (
-    "SELECT id, aggregate_uuid, event_type, payload FROM stored_events "
-    "WHERE aggregate_uuid = {p} AND event_type IN ({p}, {p}) ORDER BY id DESC LIMIT 1"
-)
 
 
 def _change(row: Sequence[Any]) -> CredentialChange:
@@ -60,76 +41,34 @@ class HookStore:
     """Reads for the hook; every method may raise the driver's errors (callers retry)."""
 
     def __init__(self, url: str) -> None:
+        self.reads = HookReads(url)
         self.url = url
-        self.is_postgres = not url.startswith("sqlite")
-        if self.is_postgres:
-            self._dsn = libpq_url(url)
-            self._conn: Any = None
-            self._lock = asyncio.Lock()
-        else:
-            path = url.split(":///", 1)[1] if ":///" in url else ""
-            if not path or path.startswith(":memory:"):
-                raise ValueError("the hook needs a database file or PostgreSQL (DATABASE_URL)")
-            self._path = path
-
-    # ----- the driver ----------------------------------------------------------------------
-
-    def _sqlite(self, sql: str, args: Sequence[Any], one: bool) -> Any:
-        conn = sqlite3.connect(self._path, timeout=15)
-        try:
-            cursor = conn.execute(sql.replace("{p}", "?"), tuple(args))
-            return cursor.fetchone() if one else cursor.fetchall()
-        finally:
-            conn.close()
-
-    async def _query(self, sql: str, args: Sequence[Any] = (), *, one: bool = False) -> Any:
-        if not self.is_postgres:
-            return await asyncio.to_thread(self._sqlite, sql, args, one)
-        import psycopg
-
-        async with self._lock:
-            if self._conn is None or self._conn.closed:
-                self._conn = await psycopg.AsyncConnection.connect(self._dsn, autocommit=True)
-            try:
-                cursor = await self._conn.execute(sql.replace("{p}", "%s"), tuple(args))
-                return await (cursor.fetchone() if one else cursor.fetchall())
-            except (psycopg.OperationalError, psycopg.InterfaceError):
-                await self._conn.close()
-                self._conn = None
-                raise
+        self.is_postgres = self.reads.is_postgres
 
     async def close(self) -> None:
-        if self.is_postgres and self._conn is not None:
-            await self._conn.close()
-            self._conn = None
-
-    # ----- what the hook reads -------------------------------------------------------------
+        await self.reads.close()
 
     async def load(self) -> tuple[int, list[tuple[str, str, str | None, bool]]]:
         """The newest event position, then every provisioned, non-revoked bank's password
         digest (rows read after the position are at least as new; replaying the events
         after it onto them is harmless: newest per bank wins)."""
-        position = int((await self._query(_LAST, one=True))[0])
-        rows = await self._query(_LOAD)
+        position = await self.reads.last_position()
+        rows = await self.reads.provisioned()
         return position, [(str(u), str(d), c, s == "online") for u, d, c, s in rows]
 
     async def changes_after(self, position: int) -> tuple[list[CredentialChange], int]:
         """The credential events after ``position`` and the position read up to (the
         high-water mark first: appends are serialized, nothing commits below it later)."""
-        mark = int((await self._query(_LAST, one=True))[0])
+        mark = await self.reads.last_position()
         if mark <= position:
             return [], position
-        rows = await self._query(_AFTER, (position, mark, *_FOLLOWED))
+        rows = await self.reads.followed_between(position, mark)
         return [_change(row) for row in rows], mark
 
     async def latest(self, bank_uuid: str) -> CredentialChange | None:
         """The bank's newest credential event, if any."""
-        row = await self._query(_LATEST, (bank_uuid, *_TYPES), one=True)
+        row = await self.reads.latest_credential(bank_uuid)
         return _change(row) if row is not None else None
 
     async def ping(self) -> bool:
-        try:
-            await self._query("SELECT 1", one=True)
-        except Exception:
-            return False
-        return True
+        return await self.reads.ping()

@@ -10,15 +10,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
-from sqlalchemy import bindparam, select, update
-from sqlmodel import col
-
 from backend.domain.bank import LockerBank
 from backend.domain.events import EventMetadata
 from backend.domain.messages import OutboundMessage, restamp
 from backend.store import outbox
 from backend.store.batch_reads import preload_responses
-from backend.store.tables import CommandTransactionRow, OutboxRow, table_of
+from backend.store.tables import CommandTransactionRow
 from backend.store.unit_of_work import UnitOfWork
 from backend.write_path import WritePart
 
@@ -40,14 +37,7 @@ class RelayItem:
 
 def reask(uow: UnitOfWork, txn: CommandTransactionRow) -> int:
     """Publish the same command again (same transaction_id) unless one is queued."""
-    rows = list(
-        uow.session.execute(
-            select(OutboxRow)
-            .where(col(OutboxRow.bank_uuid) == txn.locker_uuid)
-            .where(col(OutboxRow.transaction_id) == txn.transaction_id)
-            .order_by(col(OutboxRow.id))
-        ).scalars()
-    )
+    rows = outbox.queued_for(uow.session, txn.locker_uuid, txn.transaction_id)
     if not rows or any(r.status == "pending" for r in rows):
         return 0
     first = rows[0]
@@ -66,13 +56,7 @@ def reask(uow: UnitOfWork, txn: CommandTransactionRow) -> int:
 
 def drop_pending(uow: UnitOfWork, bank: str, transaction_id: str, why: str) -> None:
     """A command that ended (expired, timed out): its queued publishes never go out."""
-    uow.session.execute(
-        update(OutboxRow)
-        .where(col(OutboxRow.bank_uuid) == bank)
-        .where(col(OutboxRow.transaction_id) == transaction_id)
-        .where(col(OutboxRow.status) == "pending")
-        .values(status=why)
-    )
+    outbox.drop_pending(uow.session, bank, transaction_id, why)
 
 
 class OutboxMarks(WritePart):
@@ -125,18 +109,16 @@ class OutboxMarks(WritePart):
             if i.kind == "command" and i.bank_uuid and i.transaction_id
         ]
         with uow.preloaded(preload_responses, commands):
-            table = table_of(OutboxRow)  # Core executemany (not the ORM's bulk by key)
-            sent = update(table).where(table.c.id == bindparam("row_id"))
-            values = {"status": "sent", "sent_at": uow.now, "attempts": table.c.attempts + 1}
-            for kind_items, extra in (
-                ([i for i in items if i.kind != "provisioning_reply"], {}),
-                # the password leaves the database once sent
-                ([i for i in items if i.kind == "provisioning_reply"], {"payload": ""}),
-            ):
-                if kind_items:
-                    uow.session.execute(
-                        sent.values(**values, **extra), [{"row_id": i.id} for i in kind_items]
-                    )
+            outbox.mark_sent(
+                uow.session, [i.id for i in items if i.kind != "provisioning_reply"], uow.now
+            )
+            # the password leaves the database once sent
+            outbox.mark_sent(
+                uow.session,
+                [i.id for i in items if i.kind == "provisioning_reply"],
+                uow.now,
+                clear_payload=True,
+            )
             for bank_uuid, tid in commands:
                 assert bank_uuid is not None and tid is not None
                 txn = uow.session.get(CommandTransactionRow, (bank_uuid, tid))
@@ -169,13 +151,7 @@ class OutboxMarks(WritePart):
 
     async def outbox_failed(self, item: RelayItem, error: str, retry_at: datetime) -> None:
         def work(uow: UnitOfWork) -> None:
-            outbox.mark(
-                uow.session,
-                item.id,
-                attempts=col(OutboxRow.attempts) + 1,
-                last_error=error[:500],
-                available_at=retry_at,
-            )
+            outbox.mark_failed(uow.session, item.id, error[:500], retry_at)
 
         await self.path.transact(work)
 

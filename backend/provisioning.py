@@ -7,14 +7,11 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
-from sqlmodel import col
-
 from backend.domain.digests import secret_digest
 from backend.domain.messages import provisioning_error, provisioning_success
 from backend.domain.outcomes import RegistrationResult
 from backend.domain.ratelimit import FailureLimiter
-from backend.store.tables import LockerBankRow
+from backend.store.provisioning_reads import bank_for_token
 from backend.store.unit_of_work import UnitOfWork
 from backend.write_path import DEVICE, WritePart, WritePath
 
@@ -57,13 +54,10 @@ class Provisioning(WritePart):
         password_hash = secret_digest(password)
 
         def work(uow: UnitOfWork) -> RegistrationResult:
-            row = uow.session.execute(
-                select(col(LockerBankRow.uuid)).where(col(LockerBankRow.token_hmac) == digest)
-            ).first()
-            if row is None:
+            bank_uuid = bank_for_token(uow.session, digest)
+            if bank_uuid is None:
                 uow.enqueue(provisioning_error(client_id, uow.now))
                 return RegistrationResult.ERROR
-            bank_uuid = row[0]
             recorded = uow.execute(
                 bank_uuid,
                 lambda b: b.provision(
@@ -99,13 +93,6 @@ class Provisioning(WritePart):
     async def _token_exists(self, digest: str) -> bool:
         def read() -> bool:
             with self.path.db.read_session() as session:
-                return (
-                    session.execute(
-                        select(col(LockerBankRow.uuid)).where(
-                            col(LockerBankRow.token_hmac) == digest
-                        )
-                    ).first()
-                    is not None
-                )
+                return bank_for_token(session, digest) is not None
 
         return await self.path.db.read(read)

@@ -8,15 +8,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import partial
 
-from sqlalchemy import delete, select
-from sqlmodel import col
-
 from backend.domain.bank import LockerBank
 from backend.domain.command_status import CommandStatus
 from backend.domain.events import EventMetadata
 from backend.outbox_marks import drop_pending, reask
+from backend.store import command_reads, pruning
 from backend.store.batch_reads import due_commands, latest_outbox, replays_unavailable, silent_banks
-from backend.store.tables import CommandTransactionRow, ProcessedMessageRow, RejectedMessageRow
 from backend.store.unit_of_work import UnitOfWork
 from backend.write_path import SYSTEM, WritePart
 
@@ -97,15 +94,7 @@ class Sweeps(WritePart):
 
     def _recover_locked(self, uow: UnitOfWork) -> dict[str, int]:
         counts = {"reasked": 0, "in_doubt": 0}
-        rows = list(
-            uow.session.execute(
-                select(CommandTransactionRow)
-                .where(col(CommandTransactionRow.status) == CommandStatus.SENT)
-                .where(col(CommandTransactionRow.first_seen_at).is_(None))
-                .where(col(CommandTransactionRow.expires_at) > uow.now)
-                .order_by(col(CommandTransactionRow.requested_at))
-            ).scalars()
-        )
+        rows = command_reads.unanswered(uow.session, uow.now)
         if not rows:
             return counts
         silent = replays_unavailable(uow.session, {r.locker_uuid for r in rows})
@@ -121,15 +110,10 @@ class Sweeps(WritePart):
         """Drop dedup keys past their TTL and old rejected messages."""
 
         def work(uow: UnitOfWork) -> None:
-            uow.session.execute(
-                delete(ProcessedMessageRow).where(
-                    col(ProcessedMessageRow.processed_at) < uow.now - DEDUP_TTL
-                )
-            )
-            uow.session.execute(
-                delete(RejectedMessageRow).where(
-                    col(RejectedMessageRow.received_at) < uow.now - rejected_ttl
-                )
+            pruning.prune(
+                uow.session,
+                processed_before=uow.now - DEDUP_TTL,
+                rejected_before=uow.now - rejected_ttl,
             )
 
         await self.path.transact(work)

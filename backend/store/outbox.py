@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlmodel import Session, col
 
 from backend.domain.messages import OutboundMessage
-from backend.store.tables import OutboxRow
+from backend.store.tables import OutboxRow, table_of
 
 
 def enqueue(session: Session, message: OutboundMessage, now: datetime) -> OutboxRow:
@@ -48,3 +50,51 @@ def depth(session: Session) -> int:
 
 def mark(session: Session, row_id: int, **values: object) -> None:
     session.execute(update(OutboxRow).where(col(OutboxRow.id) == row_id).values(**values))
+
+
+def queued_for(session: Session, bank_uuid: str, transaction_id: str) -> list[OutboxRow]:
+    """Every outbox row of one command, oldest first (a re-ask copies the first)."""
+    stmt = (
+        select(OutboxRow)
+        .where(col(OutboxRow.bank_uuid) == bank_uuid)
+        .where(col(OutboxRow.transaction_id) == transaction_id)
+        .order_by(col(OutboxRow.id))
+    )
+    return list(session.execute(stmt).scalars())
+
+
+def drop_pending(session: Session, bank_uuid: str, transaction_id: str, why: str) -> None:
+    """A command's still-pending rows get status ``why`` (they never go out)."""
+    session.execute(
+        update(OutboxRow)
+        .where(col(OutboxRow.bank_uuid) == bank_uuid)
+        .where(col(OutboxRow.transaction_id) == transaction_id)
+        .where(col(OutboxRow.status) == "pending")
+        .values(status=why)
+    )
+
+
+def mark_sent(
+    session: Session, row_ids: Sequence[int], now: datetime, *, clear_payload: bool = False
+) -> None:
+    """Rows published: `sent`, one more attempt; a Core executemany (not the ORM's bulk
+    by key). ``clear_payload``: a provisioning reply's password leaves the database."""
+    if not row_ids:
+        return
+    table = table_of(OutboxRow)
+    values: dict[str, Any] = {"status": "sent", "sent_at": now, "attempts": table.c.attempts + 1}
+    if clear_payload:
+        values["payload"] = ""
+    sent = update(table).where(table.c.id == bindparam("row_id")).values(**values)
+    session.execute(sent, [{"row_id": i} for i in row_ids])
+
+
+def mark_failed(session: Session, row_id: int, error: str, retry_at: datetime) -> None:
+    """A publish failed: one more attempt, the error, and when to try again."""
+    mark(
+        session,
+        row_id,
+        attempts=col(OutboxRow.attempts) + 1,
+        last_error=error,
+        available_at=retry_at,
+    )
