@@ -76,6 +76,15 @@ async def settled(listener: Listener) -> None:
     await until(idle, bool, "heartbeats of the short way committed", timeout=10, interval=0.02)
 
 
+TWICE_ONLINE_THEN_OFFLINE = [
+    "LockerBankCameOnline",
+    "LockerBankWentOffline",
+    "LockerBankCameOnline",
+    "LockerBankWentOffline",
+]
+"""A heartbeat then a last will, twice: the order the liveness events must keep."""
+
+
 async def test_a_last_will_right_after_a_short_way_heartbeat_wins(
     service: LockerService, listener: Listener
 ) -> None:
@@ -96,12 +105,7 @@ async def test_a_last_will_right_after_a_short_way_heartbeat_wins(
     assert acks.held == 0
 
     assert (await service.get_bank(bank)).status == "offline"
-    assert (await liveness_events(service, bank)) == [
-        "LockerBankCameOnline",
-        "LockerBankWentOffline",
-        "LockerBankCameOnline",
-        "LockerBankWentOffline",
-    ]
+    assert (await liveness_events(service, bank)) == TWICE_ONLINE_THEN_OFFLINE
 
 
 async def test_a_short_way_heartbeat_whose_batch_fails_is_retried_in_order(
@@ -136,12 +140,7 @@ async def test_a_short_way_heartbeat_whose_batch_fails_is_retried_in_order(
     assert failures == [1]  # the batch failed once; its heartbeat went on through the lane
     assert listener.metrics.heartbeats_taken == 2
     assert (await service.get_bank(bank)).status == "offline"
-    assert (await liveness_events(service, bank)) == [
-        "LockerBankCameOnline",
-        "LockerBankWentOffline",
-        "LockerBankCameOnline",
-        "LockerBankWentOffline",
-    ]
+    assert (await liveness_events(service, bank)) == TWICE_ONLINE_THEN_OFFLINE
 
 
 async def test_a_lone_short_way_heartbeat_whose_batch_fails_is_retried(
