@@ -5,7 +5,10 @@ liveness make (ask a command again, drop a finished command's queued publishes).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -17,7 +20,7 @@ from backend.store import outbox
 from backend.store.batch_reads import preload_responses
 from backend.store.tables import CommandTransactionRow
 from backend.store.unit_of_work import UnitOfWork
-from backend.write_path import WritePart
+from backend.write_path import WritePart, WritePath
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,51 @@ def drop_pending(uow: UnitOfWork, bank: str, transaction_id: str, why: str) -> N
     outbox.drop_pending(uow.session, bank, transaction_id, why)
 
 
+class UnmarkedSends:
+    """Rows the relay has published (PUBACK received) whose `sent` mark is not written yet.
+
+    Touched by the event loop (the relay adds a batch, and forgets it) and by the writer
+    thread (a transaction writes the marks and, once committed, says so): under a lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batches: list[_Unmarked] = []
+
+    def add(self, items: Sequence[RelayItem], on_written: Callable[[], None]) -> _Unmarked:
+        batch = _Unmarked(list(items), on_written)
+        with self._lock:
+            self._batches.append(batch)
+        return batch
+
+    def forget(self, batch: _Unmarked) -> None:
+        with self._lock:
+            if batch in self._batches:
+                self._batches.remove(batch)
+
+    def waiting(self) -> list[_Unmarked]:
+        """The batches whose marks are not written (a snapshot)."""
+        if not self._batches:  # the common case, without the lock
+            return []
+        with self._lock:
+            return [b for b in self._batches if not b.written]
+
+
+@dataclass
+class _Unmarked:
+    items: list[RelayItem]
+    on_written: Callable[[], None]
+    written: bool = False
+
+
 class OutboxMarks(WritePart):
-    """The relay's bookkeeping: each report is one write transaction."""
+    """The relay's bookkeeping: each report is one write transaction, except the `sent`
+    marks of `outbox_published_soon`, which the next write transaction of this process
+    carries (a command's response usually: one transaction fewer per command)."""
+
+    def __init__(self, path: WritePath) -> None:
+        super().__init__(path)
+        self.unmarked = UnmarkedSends()
+        path.fold_into_writes(self._fold_marks)
 
     async def outbox_due(self, limit: int = 100) -> list[RelayItem]:
         now = self.now
@@ -130,6 +176,54 @@ class OutboxMarks(WritePart):
                     EventMetadata(actor="system", correlation_id=tid),
                 )
 
+    async def outbox_published_soon(self, items: Sequence[RelayItem], window: float) -> None:
+        """After the broker's PUBACKs: the rows are marked sent, as `outbox_published_many`
+        does, by the first write transaction of this process that starts within `window`
+        seconds (it writes the marks before its own work: a command's response, arriving
+        in that time, is stored after its `CommandSent`, in the same transaction), or else
+        by a transaction of their own. Returns once the marks are committed.
+
+        Nothing is published in the meantime that could repeat them: the relay waits here
+        before reading the outbox again. A crash before the marks are committed leaves the
+        rows pending, as a crash between PUBACK and the mark always did: they are published
+        again and the device deduplicates by `transaction_id` (DESIGN 9)."""
+        if not items:
+            return
+        loop = asyncio.get_running_loop()
+        written = asyncio.Event()
+
+        def on_written() -> None:  # in the writer thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(written.set)
+
+        batch = self.unmarked.add(items, on_written)
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(window):
+                    await written.wait()
+        finally:
+            try:
+                if not batch.written:  # no other transaction came: one of their own
+                    await self.path.transact(_nothing)
+            finally:
+                self.unmarked.forget(batch)
+
+    def _fold_marks(self, uow: UnitOfWork) -> Callable[[], None] | None:
+        """The waiting `sent` marks, first in this transaction (see `fold_into_writes`)."""
+        batches = self.unmarked.waiting()
+        if not batches:
+            return None
+        with uow.locked():  # lock order: the write lock before any row lock
+            self._published(uow, [item for b in batches for item in b.items])
+        uow.flush()  # written before the transaction's own work reads or writes the rows
+
+        def committed() -> None:
+            for b in batches:
+                b.written = True
+                b.on_written()
+
+        return committed
+
     async def outbox_expired(self, item: RelayItem) -> None:
         """A command found past `expires_at` before publication: never sent, `CommandExpired`."""
 
@@ -161,3 +255,7 @@ class OutboxMarks(WritePart):
                 return outbox.depth(session)
 
         return await self.path.db.read(work)
+
+
+def _nothing(_uow: UnitOfWork) -> None:
+    """A transaction with no work of its own (what is folded into it is the work)."""

@@ -38,7 +38,7 @@ from backend.store.errors import AppendConflict, StoreUnavailable
 from backend.store.event_store import RecordedEvent
 from backend.store.migrate import UpgradeReport, pending_revisions, upgrade
 from backend.store.projections import rebuild
-from backend.store.unit_of_work import AggregateCache, UnitOfWork
+from backend.store.unit_of_work import AggregateCache, CommittedEvents, UnitOfWork
 from backend.views import (
     AlertView,
     BankView,
@@ -55,6 +55,8 @@ MAX_CONFLICT_RETRIES = 5
 API_ROLES = ("operator", "app")
 
 EventListener = Callable[[list[RecordedEvent]], Awaitable[None] | None]
+Fold = Callable[[UnitOfWork], Callable[[], None] | None]
+"""Work carried by the next write transaction (see `LockerService.fold_into_writes`)."""
 
 
 def default_actor() -> str:
@@ -92,6 +94,7 @@ class LockerService:
         self.new_secret = new_secret or (lambda: secrets.token_urlsafe(32))
         self._cache = AggregateCache()
         self._listeners: list[EventListener] = []
+        self._folds: list[Fold] = []
         self._devices: DeviceService | None = None
         self.write_error: str | None = None
         """Set while writes to the store fail (a runtime condition, per instance)."""
@@ -120,6 +123,14 @@ class LockerService:
         """Stop calling `listener` (no error if it was not subscribed)."""
         if listener in self._listeners:
             self._listeners.remove(listener)
+
+    def fold_into_writes(self, fold: Fold) -> None:
+        """Call `fold(uow)` at the start of every write transaction, in the writer thread,
+        before the transaction's own work: it may write what is waiting to be written
+        (the relay's `sent` marks) and returns what to call once that transaction has
+        committed (None: nothing was folded). A transaction that fails or is retried
+        calls it again or not at all: what it folded is rolled back with it."""
+        self._folds.append(fold)
 
     @property
     def secret_key(self) -> str:
@@ -151,16 +162,19 @@ class LockerService:
             await self._dispatch(recorded)
         return result
 
-    def _transact_sync(self, work: Callable[[UnitOfWork], T]) -> tuple[T, list[RecordedEvent]]:
+    def _transact_sync(self, work: Callable[[UnitOfWork], T]) -> tuple[T, CommittedEvents]:
         for attempt in range(1, MAX_CONFLICT_RETRIES + 1):
             uow: UnitOfWork | None = None
             try:
                 with self.db.write_session() as session:
                     uow = UnitOfWork(session, self._cache, truncate_ms(self.clock.now()))
+                    folded = [done for fold in self._folds if (done := fold(uow)) is not None]
                     result = work(uow)
                     uow.flush()
                 uow.committed()
-                return result, uow.recorded
+                for done in folded:
+                    done()
+                return result, CommittedEvents(uow.recorded, uow.outbox_rows)
             except AppendConflict as exc:
                 if uow is not None:
                     uow.failed()
@@ -293,7 +307,7 @@ class LockerService:
         ttl = timedelta(seconds=self.settings.open_ttl_seconds)
         who = actor or default_actor()
 
-        def work(uow: UnitOfWork) -> None:
+        def work(uow: UnitOfWork) -> TransactionView:
             uow.execute(
                 uuid,
                 lambda b: b.request_open(
@@ -302,9 +316,11 @@ class LockerService:
                 self._meta(who, correlation_id=transaction_id),
                 react=_commands_for(uuid),
             )
+            uow.flush()
+            return queries.written_transaction(uow.session, uuid, transaction_id)
 
-        await self.transact(work)
-        return await self.get_transaction(transaction_id)
+        # The view as committed, built in the write transaction (no read after it).
+        return await self.transact(work)
 
     async def request_config_push(self, uuid: str, *, actor: str | None = None) -> TransactionView:
         """Send the bank its compartment mapping (`apply_config`)."""
@@ -313,11 +329,12 @@ class LockerService:
         ttl = timedelta(seconds=self.settings.config_ttl_seconds)
         who = actor or default_actor()
 
-        def work(uow: UnitOfWork) -> None:
+        def work(uow: UnitOfWork) -> TransactionView:
             self._request_config(uow, uuid, transaction_id, who, ttl)
+            uow.flush()
+            return queries.written_transaction(uow.session, uuid, transaction_id)
 
-        await self.transact(work)
-        return await self.get_transaction(transaction_id)
+        return await self.transact(work)
 
     def _request_config(
         self, uow: UnitOfWork, uuid: str, transaction_id: str, who: str, ttl: timedelta

@@ -41,6 +41,10 @@ class WritePath(Protocol):
         """Run `work` in one write transaction (retried on a version conflict)."""
         ...
 
+    def fold_into_writes(self, fold: Callable[[UnitOfWork], Callable[[], None] | None]) -> None:
+        """Run `fold(uow)` first in every write transaction (see `LockerService`)."""
+        ...
+
 
 class WritePart:
     """A module of the application layer: holds the write path and tells the time."""

@@ -42,6 +42,7 @@ from backend.mqtt.metrics import Metrics
 from backend.service import LockerService
 from backend.store.drain_lock import DrainLock, drain_lock_for
 from backend.store.event_store import RecordedEvent
+from backend.store.unit_of_work import CommittedEvents
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class RelayOptions:
     retry_initial: float = 0.2
     retry_max: float = 10.0
     lock_retry: float = 2.0
+    sent_mark_window: float = 0.1
+    """Seconds a batch's `sent` marks wait for another write transaction of this process
+    to carry them (the command's response, usually) before they get one of their own."""
 
 
 BROKER_CLOCK_GRANULARITY = 1.0
@@ -118,7 +122,11 @@ class OutboxRelay:
 
         The service calls its listeners in the task that committed. Commits made by the
         draining task itself are the relay's bookkeeping (marks, `CommandSent`,
-        `CommandExpired`), which add no rows: they are not a reason to look again."""
+        `CommandExpired`), which add no rows: they are not a reason to look again. Nor is
+        a commit that says it added no outbox rows (a door event, a response, heartbeats):
+        each of those cost an outbox query while the next command's response was due."""
+        if isinstance(events, CommittedEvents) and events.outbox_rows == 0:
+            return
         if events and (self._draining is None or asyncio.current_task() is not self._draining):
             self.wake()
 
@@ -184,7 +192,9 @@ class OutboxRelay:
                 self._backoff.reset()
                 for item in acked:
                     self.metrics.published[item.kind] += 1
-                await self.devices.outbox_published_many(acked)
+                await self.devices.outbox.outbox_published_soon(
+                    acked, self.options.sent_mark_window
+                )
             if failure is not None:
                 await self._failed(*failure)
                 return True

@@ -133,6 +133,14 @@ def transaction_view(row: CommandTransactionRow) -> TransactionView:
     )
 
 
+def written_transaction(session: Session, bank_uuid: str, transaction_id: str) -> TransactionView:
+    """The view of a command this write transaction has just recorded: its row is in the
+    session (flushed), so no query and no reader-thread read after the commit."""
+    row = session.get(CommandTransactionRow, (bank_uuid, transaction_id))
+    assert row is not None, f"command {transaction_id} was not projected"
+    return transaction_view(row)
+
+
 def list_transactions(
     session: Session, bank_uuid: str | None = None, limit: int = 200
 ) -> list[TransactionView]:

@@ -83,6 +83,15 @@ class AggregateCache:
         self.position = 0
 
 
+class CommittedEvents(list[RecordedEvent]):
+    """The events of one commit, as the service's listeners get them, and how many outbox
+    rows that commit added (the relay looks at the outbox again only when it is not 0)."""
+
+    def __init__(self, events: list[RecordedEvent], outbox_rows: int) -> None:
+        super().__init__(events)
+        self.outbox_rows = outbox_rows
+
+
 @dataclass
 class UnitOfWork:
     """One write transaction. Decisions apply their events to the cached banks at once (so
@@ -93,6 +102,8 @@ class UnitOfWork:
     cache: AggregateCache
     now: datetime
     recorded: list[RecordedEvent] = field(default_factory=list)
+    outbox_rows: int = 0
+    """Outbox rows this transaction added."""
     _touched: set[str] = field(default_factory=set)
     _locked: bool = False
     _position_before: int = 0
@@ -191,13 +202,14 @@ class UnitOfWork:
             project(self.session, r)
         if react is not None:
             for message in react(bank, events):
-                outbox.enqueue(self.session, message, self.now)
+                self.enqueue(message)
         self.cache.position = max(self.cache.position, recorded[-1].position)
         self.recorded.extend(recorded)
         return recorded
 
     def enqueue(self, message: OutboundMessage) -> None:
         outbox.enqueue(self.session, message, self.now)
+        self.outbox_rows += 1
 
     def flush(self) -> None:
         """Write what is pending: the batched event rows, then the read models."""
