@@ -10,11 +10,15 @@ trying again, oldest row first, so order is kept. A command found past `expires_
 is never published (`outbox_expired` -> `CommandExpired`); under MQTT 5 the Message
 Expiry Interval is set from `expires_at` as well.
 
-The relay wakes at once when this process commits events (`on_events`, subscribed to
-the service) and polls every `poll_interval` for rows written by other processes
-(the CLI). Its own bookkeeping commits (`CommandSent`, `CommandExpired`, a failure's
-retry time) never add rows, so they do not wake it: without that, every published
-command cost one more outbox query, run while the device's response was arriving.
+The relay wakes at once when this process commits outbox rows (`on_events`, subscribed
+to the service: a commit says how many rows it added) and polls every `poll_interval` for
+rows written by other processes (the CLI). Commits that add no rows (its own bookkeeping:
+`CommandSent`, `CommandExpired`, a failure's retry time; and responses, door events,
+heartbeats) do not wake it: each cost one more outbox query, run while the next
+device's response was arriving. The `sent` marks of a published batch ride on the next
+write transaction of this process, which is usually the one storing the command's
+response (`outbox_published_soon`, `RelayOptions.sent_mark_window`): one transaction per
+command fewer, and none in the writer's queue ahead of that response.
 Only one relay drains at a time (`backend.store.drain_lock`): on PostgreSQL the
 draining instance holds a session-level advisory lock on a dedicated connection; the
 others retry every `lock_retry` seconds and take over when it dies. On SQLite a
@@ -59,7 +63,8 @@ class RelayOptions:
     lock_retry: float = 2.0
     sent_mark_window: float = 0.1
     """Seconds a batch's `sent` marks wait for another write transaction of this process
-    to carry them (the command's response, usually) before they get one of their own."""
+    to carry them (the command's response, usually) before they get one of their own.
+    Not with `MQTT_SHARED_GROUP` (several instances): the marks are written at once."""
 
 
 BROKER_CLOCK_GRANULARITY = 1.0
@@ -192,9 +197,14 @@ class OutboxRelay:
                 self._backoff.reset()
                 for item in acked:
                     self.metrics.published[item.kind] += 1
-                await self.devices.outbox.outbox_published_soon(
-                    acked, self.options.sent_mark_window
-                )
+                if self.connection.shared:
+                    # Responses are dealt to every instance of the group: most would be
+                    # stored elsewhere, before a mark waiting here (no `CommandSent`).
+                    await self.devices.outbox_published_many(acked)
+                else:
+                    await self.devices.outbox.outbox_published_soon(
+                        acked, self.options.sent_mark_window
+                    )
             if failure is not None:
                 await self._failed(*failure)
                 return True

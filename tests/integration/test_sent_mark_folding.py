@@ -7,6 +7,8 @@ transaction wrote, and only commits that add outbox rows wake the relay."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from pathlib import Path
 
 import pytest
 
@@ -16,11 +18,13 @@ from backend.domain.outcomes import Outcome
 from backend.domain.timeutil import FrozenClock
 from backend.mqtt.connection import MqttConnection
 from backend.mqtt.metrics import Metrics
-from backend.mqtt.relay import OutboxRelay
+from backend.mqtt.relay import OutboxRelay, RelayOptions
 from backend.outbox_marks import RelayItem
 from backend.service import LockerService
 from backend.store.event_store import RecordedEvent
 from tests.support.http_api import provision
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.settings import make_settings
 from tests.support.waiting import until
 
 LONG_WINDOW = 60.0  # longer than any test: only another transaction ends the wait
@@ -153,3 +157,34 @@ async def test_only_commits_that_add_outbox_rows_wake_the_relay(
 
     await service.request_open(bank, 2, actor="op")
     assert relay.woken
+
+
+async def test_with_a_shared_group_the_marks_are_written_at_once(
+    tmp_path: Path, mosquitto: MosquittoBroker
+) -> None:
+    """Several instances share the responses: the one that publishes does not wait for its
+    own next write (the response is most likely stored by another instance)."""
+    settings = make_settings(
+        tmp_path,
+        database_url=f"sqlite:///{tmp_path}/l.db",
+        mqtt_host=mosquitto.host,
+        mqtt_port=mosquitto.port,
+        mqtt_shared_group="lockers",
+        mqtt_protocol="5",
+    )
+    service = LockerService(settings)
+    await service.migrate()
+    connection = MqttConnection(settings, _no_message)
+    relay = OutboxRelay(service, connection, Metrics(), RelayOptions(sent_mark_window=LONG_WINDOW))
+    running = asyncio.create_task(connection.run())
+    try:
+        await connection.state.wait_for(True, 10)
+        bank = (await provision(service)).uuid
+        txn = await service.request_open(bank, 1, actor="op")
+        await asyncio.wait_for(relay.drain_once(), 10)  # not LONG_WINDOW
+        assert (await service.get_transaction(txn.transaction_id)).status == "sent"
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+        service.close()
