@@ -179,9 +179,11 @@ class OutboxMarks(WritePart):
     async def outbox_published_soon(self, items: Sequence[RelayItem], window: float) -> None:
         """After the broker's PUBACKs: the rows are marked sent, as `outbox_published_many`
         does, by the first write transaction of this process that starts within `window`
-        seconds (it writes the marks before its own work: a command's response, arriving
-        in that time, is stored after its `CommandSent`, in the same transaction), or else
-        by a transaction of their own. Returns once the marks are committed.
+        seconds, or else by a transaction of their own. A transaction that starts first
+        writes the marks before its own work: a command's response that came before its
+        mark (already queued for the writer: with `window` 0 only such a one) is stored
+        after its `CommandSent`, in the same transaction, instead of before it with no
+        `CommandSent` at all. Returns once the marks are committed.
 
         Nothing is published in the meantime that could repeat them: the relay waits here
         before reading the outbox again. A crash before the marks are committed leaves the
@@ -198,9 +200,10 @@ class OutboxMarks(WritePart):
 
         batch = self.unmarked.add(items, on_written)
         try:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(window):
-                    await written.wait()
+            if window > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(window):
+                        await written.wait()
         finally:
             try:
                 if not batch.written:  # no other transaction came: one of their own

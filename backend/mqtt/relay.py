@@ -61,10 +61,14 @@ class RelayOptions:
     retry_initial: float = 0.2
     retry_max: float = 10.0
     lock_retry: float = 2.0
-    sent_mark_window: float = 0.1
+    sent_mark_window: float = 0.0
     """Seconds a batch's `sent` marks wait for another write transaction of this process
     to carry them (the command's response, usually) before they get one of their own.
-    Not with `MQTT_SHARED_GROUP` (several instances): the marks are written at once."""
+    0: no waiting; a transaction already queued ahead of the marks (a response that came
+    before them) still carries them. Waiting saves a transaction per command but puts the
+    marks into the response's transaction, on the round trip's path: measured slower
+    (bench/BENCHMARKS.md, issue 19, round trip). Not with `MQTT_SHARED_GROUP` (several
+    instances): the marks are written at once."""
 
 
 BROKER_CLOCK_GRANULARITY = 1.0
