@@ -314,10 +314,13 @@ _perf_counter = time.perf_counter
 _orjson_loads = orjson.loads
 
 
+_sha256 = hashlib.sha256
+
+
 def _query_digest(request: web.Request) -> bytes:
-    return hashlib.sha256(
-        request.rel_url.raw_query_string.encode("utf-8", "surrogatepass")
-    ).digest()
+    """SHA-256 of the raw query string (as sent; a lone surrogate, from bytes the parser
+    could not decode, is hashed too instead of raising)."""
+    return _sha256(request.rel_url.raw_query_string.encode("utf-8", "surrogatepass")).digest()
 
 
 def _acl_log_fields(username: str, client_id: str, topic: str, acc: int) -> str:
@@ -347,7 +350,9 @@ class _Hook:
             self._secrets.append(secret_digest(previous_secret))
         self._legacy_status = legacy_status
         self._metrics = metrics
-        # SHA-256 of raw query strings that `_authorized` accepted (a few at most)
+        # SHA-256 of raw query strings that `_authorized` accepted (a few at most): the
+        # broker sends the same URL every time, so `acl` looks its digest up instead of
+        # parsing the query; a digest not found says nothing, `_authorized` decides then.
         self._known_queries: set[bytes] = set()
         # A flood of wrong-secret or malformed calls must not flood the log.
         self._unauthorized_log = LogThrottle("hook calls with a wrong secret", logger=log)
@@ -367,12 +372,6 @@ class _Hook:
         if any(matches) and len(self._known_queries) < _KNOWN_QUERIES_MAX:
             self._known_queries.add(_query_digest(request))
         return any(matches)
-
-    def _known_query(self, request: web.Request) -> bool:
-        """True if this exact query string was accepted by ``_authorized`` before (the
-        broker sends the same URL every time): its digest is looked up, the query is not
-        parsed. False says nothing: ``_authorized`` decides then."""
-        return _query_digest(request) in self._known_queries
 
     async def _handle(
         self,
@@ -509,7 +508,8 @@ class _Hook:
                 request.headers.get(hdrs.CONTENT_TYPE) == _JSON_TYPE
                 and (length := request.content_length) is not None
                 and length <= MAX_BODY_BYTES
-                and self._known_query(request)
+                and _query_digest(request)
+                in self._known_queries  # a query string `_authorized` accepted before
             ):
                 try:
                     fields = _orjson_loads(await request.read())
