@@ -30,6 +30,7 @@ from amqtt.session import ApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from backend.broker.command_expiry import drop_expired_inflight, is_expired_command
+from backend.broker.in_process_auth import Decisions, acl_of, login_of
 from backend.broker.patient_handler import PatientBrokerProtocolHandler
 from backend.broker.session_fields import copy_connect_fields
 
@@ -119,6 +120,11 @@ class SecureBroker(Broker):
     10. **QoS 1 deliveries dropped after 5 s** (`backend/broker/patient_handler.py`): a
         subscriber's late PUBACK no longer costs the message; it stays in flight until
         acknowledged and is resent when the session resumes.
+
+    11. **Decisions in process** (`backend/broker/in_process_auth.py`): given `decisions`
+        (the hook's `HookDecisions`, when the backend runs the broker in its own process),
+        logins and topic checks await them directly instead of asking amqtt's HTTP plugins
+        (which then are not configured); failures and timeouts still deny (4.).
     """
 
     def __init__(
@@ -127,11 +133,13 @@ class SecureBroker(Broker):
         *,
         listen_socket: socket.socket | None = None,
         hook_timeout: float = 5.0,
+        decisions: Decisions | None = None,
     ) -> None:
         super().__init__(config)
         self._subscriptions = SnapshotSubscriptions()
         self._listen_socket = listen_socket
         self._hook_timeout = hook_timeout
+        self._decisions = decisions
 
     # -- 6. listener on a socket bound by the owner -------------------------------------
 
@@ -222,7 +230,10 @@ class SecureBroker(Broker):
         """The hook's login check, then (3.) the will topic against the publish ACL."""
         try:
             async with asyncio.timeout(self._hook_timeout):
-                allowed = await super()._authenticate(session, self.listeners_config["default"])
+                if self._decisions is not None:
+                    allowed = await login_of(self._decisions, session)
+                else:
+                    allowed = await super()._authenticate(session, self.listeners_config["default"])
         except Exception as exc:
             log.warning("auth hook failed for a CONNECT, refusing it: %s", type(exc).__name__)
             return False
@@ -245,6 +256,8 @@ class SecureBroker(Broker):
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         try:
             async with asyncio.timeout(self._hook_timeout):
+                if self._decisions is not None:
+                    return await acl_of(self._decisions, session, topic, action)
                 return await super()._topic_filtering(session, topic, action)
         except Exception as exc:
             log.warning("topic check failed, denying %s: %s", action.value, type(exc).__name__)
@@ -280,7 +293,10 @@ class SecureBroker(Broker):
                 self._topic_filtering(session, broadcast["topic"], Action.RECEIVE)
                 for session, _ in matched
             )
-        allowed = iter(await asyncio.gather(*checks))
+        if self._decisions is None:
+            allowed = iter(await asyncio.gather(*checks))
+        else:  # 11. decided in process: no round trip to overlap, so no task per check
+            allowed = iter([await check for check in checks])
         for broadcast, matched in zip(batch, targets, strict=True):
             for target_session, sub_qos in matched:
                 if not next(allowed):
