@@ -111,10 +111,11 @@ class SnapshotSubscriptions(dict[str, _Subscribers]):
         of the filter equal to `topic`, then those of each wildcard filter `matches` accepts
         (the broker's `_matches`, with its `$` rule), as upstream's full scan finds them."""
         found: list[tuple[Session, int]] = []
+        get = super().get
         if topic not in self._wildcards:
-            found.extend(dict.get(self, topic, ()))
+            found.extend(get(topic, ()))
         for a_filter in list(self._wildcards):
-            subscribers = dict.get(self, a_filter)
+            subscribers = get(a_filter)
             if subscribers and matches(topic, a_filter):
                 found.extend(subscribers)
         return found
