@@ -46,6 +46,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from backend.domain.acl import Access, Decision
 from backend.domain.digests import secret_digest
+from backend.http.hook_decisions import HookDecisions, Lookup
 from backend.http.json_body import json_object
 from backend.http.users import UserDirectory
 from backend.log_throttle import LogThrottle
@@ -289,17 +290,10 @@ def _acc(body: _Body) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Query:
-    """What one hook call asks, with the fields safe to log."""
+    """What one hook call asks: the shared decision (`HookDecisions`) to await."""
 
-    decide: Callable[[], Decision]
-    log_fields: str
-    username: str | None = None
-    """Whose directory entry the decision reads (looked up in the store on a miss)."""
-    login: bool = False
+    decide: Callable[[], Awaitable[Decision]]
 
-
-Lookup = Callable[[str], Awaitable[None]]
-"""Fills the directory's entry of one username from the store."""
 
 _UNAUTHORIZED_BODY: Final = json.dumps({"ok": False, "error": "unauthorized"}).encode()
 _ALLOW_BODY: Final = json.dumps({"ok": True, "result": "allow"}).encode()
@@ -323,32 +317,20 @@ def _query_digest(request: web.Request) -> bytes:
     return _sha256(request.rel_url.raw_query_string.encode("utf-8", "surrogatepass")).digest()
 
 
-def _acl_log_fields(username: str, client_id: str, topic: str, acc: int) -> str:
-    return (
-        f"username={_short(username)!r} clientid={_short(client_id)!r} "
-        f"topic={log_field(topic)!r} acc={acc}"
-    )
-
-
 class _Hook:
-    """The three handlers, sharing the directory, secret, legacy flag and metrics."""
+    """The three handlers: the secret and body checks of HTTP around the shared decisions."""
 
     def __init__(
         self,
-        directory: UserDirectory,
+        decisions: HookDecisions,
         secret: str,
-        legacy_status: Callable[[], bool],
         metrics: HookMetrics | None,
-        lookup: Lookup | None = None,
         previous_secret: str | None = None,
     ) -> None:
-        self._lookup = lookup
-        self._lookup_failed_log = LogThrottle("failed store look-ups", logger=log)
-        self._directory = directory
+        self._decisions = decisions
         self._secrets = [secret_digest(secret)]
         if previous_secret:
             self._secrets.append(secret_digest(previous_secret))
-        self._legacy_status = legacy_status
         self._metrics = metrics
         # SHA-256 of raw query strings that `_authorized` accepted (a few at most): the
         # broker sends the same URL every time, so `acl` looks its digest up instead of
@@ -386,24 +368,6 @@ class _Hook:
             if self._metrics is not None:
                 self._metrics.observe(endpoint, time.perf_counter() - started)
 
-    async def _look_up(self, query: _Query) -> None:
-        """A directory miss: ask the store (a bank provisioned by another instance)."""
-        if self._lookup is None or query.username is None:
-            return
-        if not self._directory.needs_lookup(query.username, revoked_too=query.login):
-            return
-        await self._ask_store(query.username)
-
-    async def _ask_store(self, username: str) -> None:
-        assert self._lookup is not None
-        if self._metrics is not None:
-            self._metrics.store_lookups += 1
-        try:
-            await self._lookup(username)
-        except Exception as exc:  # the store is down: decide from memory (a miss is a deny)
-            if self._lookup_failed_log.allow():
-                log.warning("mosq: store look-up failed, answering from memory: %s", exc)
-
     async def _answer(
         self,
         request: web.Request,
@@ -422,20 +386,10 @@ class _Hook:
             if self._bad_request_log.allow():
                 log.info("mosq %s: bad request: %s", endpoint, exc)
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
-        await self._look_up(query)
         try:
-            decision = query.decide()
-        except Exception:
-            self._count(endpoint, "error")
-            log.exception("mosq %s: failed (%s)", endpoint, query.log_fields)
+            decision = await query.decide()
+        except Exception:  # counted and logged by the decisions
             return _json(_ERROR_BODY, 500)
-        return self._decided(endpoint, decision, query.log_fields)
-
-    def _decided(self, endpoint: str, decision: Decision, log_fields: str) -> web.Response:
-        result = "allow" if decision.allowed else "deny"
-        self._count(endpoint, result)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("mosq %s %s -> %s (%s)", endpoint, log_fields, result, decision.reason)
         if decision.allowed:
             return _json(_ALLOW_BODY, 200)
         return web.json_response(
@@ -449,20 +403,16 @@ class _Hook:
         username = _text(fields, "username", nullable=True)
         password = _text(fields, "password", nullable=True)
         client_id = _client_id(fields)
-        return _Query(
-            decide=lambda: self._directory.authenticate(username, password, client_id),
-            log_fields=f"username={_short(username)!r} clientid={_short(client_id)!r}",
-            username=username,
-            login=True,
-        )
+        return _Query(lambda: self._decisions.login(username, password, client_id))
 
     def _parse_superuser(self, body: _Body) -> _Query:
-        fields = body.fields
-        username = _text(fields, "username", nullable=True)
-        return _Query(
-            decide=lambda: self._directory.is_superuser(username),
-            log_fields=f"username={_short(username)!r}",
-        )
+        username = _text(body.fields, "username", nullable=True)
+        decision = self._decisions.superuser
+
+        async def decide() -> Decision:
+            return decision(username)
+
+        return _Query(decide)
 
     def _parse_acl(self, body: _Body) -> _Query:
         fields = body.fields
@@ -470,13 +420,7 @@ class _Hook:
         client_id = _client_id(fields)
         topic = _text(fields, "topic", nullable=False)
         acc = _acc(body)
-        return _Query(
-            decide=lambda: self._directory.acl(
-                username, client_id, topic, acc, legacy_status=bool(self._legacy_status())
-            ),
-            log_fields=_acl_log_fields(username, client_id, topic, acc),
-            username=username,
-        )
+        return _Query(lambda: self._decisions.acl(username, client_id, topic, acc))
 
     # -- aiohttp handlers
 
@@ -526,36 +470,19 @@ class _Hook:
                         and type(topic) is str
                         and type(acc) is int
                     ):
-                        if self._lookup is not None and self._directory.needs_lookup(username):
-                            await self._ask_store(username)
-                        return self._acl_decided(username, client_id, topic, acc)
+                        try:
+                            decision = await self._decisions.acl(username, client_id, topic, acc)
+                        except Exception:  # counted and logged by the decisions
+                            return _json(_ERROR_BODY, 500)
+                        if decision.allowed:
+                            return _json(_ALLOW_BODY, 200)
+                        return web.json_response(
+                            {"ok": False, "result": "deny", "error": decision.reason}, status=403
+                        )
             return await self._answer(request, "acl", self._parse_acl)
         finally:
             if self._metrics is not None:
                 self._metrics.observe("acl", _perf_counter() - started)
-
-    def _acl_decided(self, username: str, client_id: str, topic: str, acc: int) -> web.Response:
-        """The answer to a well-formed ACL call (its miss already looked up), as
-        ``_answer`` gives it."""
-        try:
-            decision = self._directory.acl(
-                username, client_id, topic, acc, legacy_status=bool(self._legacy_status())
-            )
-        except Exception:
-            self._count("acl", "error")
-            log.exception("mosq acl: failed (%s)", _acl_log_fields(username, client_id, topic, acc))
-            return _json(_ERROR_BODY, 500)
-        if decision.allowed:
-            if self._metrics is not None:
-                self._metrics.inc("acl", "allow")
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "mosq acl %s -> allow (%s)",
-                    _acl_log_fields(username, client_id, topic, acc),
-                    decision.reason,
-                )
-            return _json(_ALLOW_BODY, 200)
-        return self._decided("acl", decision, _acl_log_fields(username, client_id, topic, acc))
 
 
 def add_hook_routes(
@@ -567,8 +494,9 @@ def add_hook_routes(
     metrics: HookMetrics | None = None,
     lookup: Lookup | None = None,
     previous_secret: str | None = None,
-) -> None:
-    """Register the three hook endpoints on ``app``.
+) -> HookDecisions:
+    """Register the three hook endpoints on ``app``; returns their decisions
+    (``backend.http.hook_decisions``), which the embedded broker asks in process.
 
     ``legacy_status`` (a bool or a callable read at every check) says whether
     devices may still publish the deprecated ``locker/{u}/status``.
@@ -591,7 +519,8 @@ def add_hook_routes(
             return flag
 
     _install_access_log_filter()
-    hook = _Hook(directory, secret, legacy, metrics, lookup, previous_secret)
+    decisions = HookDecisions(directory, legacy_status=legacy, metrics=metrics, lookup=lookup)
+    hook = _Hook(decisions, secret, metrics, previous_secret)
     handlers: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
         (AUTH_PATH, "mosq_auth", hook.auth),
         (SUPERUSER_PATH, "mosq_superuser", hook.superuser),
@@ -599,3 +528,4 @@ def add_hook_routes(
     )
     for path, name, handler in handlers:
         app.router.add_post(path, handler, name=name)
+    return decisions
