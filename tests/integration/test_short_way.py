@@ -12,6 +12,7 @@ import aiomqtt
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from backend.device_liveness import LivenessRecorded
 from backend.device_service import HeartbeatIn
 from backend.domain.contract import CommandResponse, ConnectionLost, Heartbeat, HeartbeatData
 from backend.domain.outcomes import ResponseResult
@@ -118,17 +119,17 @@ async def test_a_short_way_heartbeat_whose_batch_fails_is_retried_in_order(
     await settled(listener)
     assert (await service.get_bank(bank)).status == "offline"
 
-    record = service.devices.record_heartbeats
+    record = service.devices.record_liveness
     failures: list[int] = []
     acks = ConnectionAcks(None)
 
-    async def locked_once(items: Sequence[HeartbeatIn]) -> int:
+    async def locked_once(items: Sequence[HeartbeatIn]) -> LivenessRecorded:
         if not failures:
             failures.append(len(items))
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
         return await record(items)
 
-    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]  # a test double
+    service.devices.record_liveness = locked_once  # type: ignore[method-assign]  # a test double
     short_before = listener.short_way
     await listener.on_message(state_message(bank, beat(now), 3), acks.take(3, 1))
     await listener.on_message(state_message(bank, will(now), 4), acks.take(4, 1))
@@ -152,16 +153,16 @@ async def test_a_lone_short_way_heartbeat_whose_batch_fails_is_retried(
     await listener.on_message(state_message(bank, will(now), 2))
     await settled(listener)
 
-    record = service.devices.record_heartbeats
+    record = service.devices.record_liveness
     calls: list[int] = []
 
-    async def locked_once(items: Sequence[HeartbeatIn]) -> int:
+    async def locked_once(items: Sequence[HeartbeatIn]) -> LivenessRecorded:
         calls.append(len(items))
         if len(calls) == 1:
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
         return await record(items)
 
-    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]  # a test double
+    service.devices.record_liveness = locked_once  # type: ignore[method-assign]  # a test double
     await listener.on_message(state_message(bank, beat(now), 3))
     await settled(listener)
     assert calls == [1, 1]
