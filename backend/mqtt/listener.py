@@ -97,7 +97,7 @@ class Listener:
         self.heard = HeardFrom()
         self.arrivals: Batcher[str, bool] = Batcher(
             "arrivals",
-            devices.bring_online,
+            self._bring_online,
             max_items=self.options.max_arrivals,
             metrics=metrics,
         )
@@ -312,6 +312,9 @@ class Listener:
                 arrival = self._arriving[bank] = self.arrivals.add(bank)
                 arrival.add_done_callback(partial(self._arrival_done, bank))
         return [self._arriving.get(i.bank_uuid) for i in items]
+
+    async def _bring_online(self, banks: Sequence[str]) -> list[bool]:
+        return await self.service.devices.bring_online(banks)
 
     def _arrival_done(self, bank: str, future: asyncio.Future[bool]) -> None:
         if self._arriving.get(bank) is future:
