@@ -136,31 +136,35 @@ class DeviceLiveness(WritePart):
             self._arrive(uow, banks, came)
 
     def _arrive(self, uow: UnitOfWork, banks: Sequence[str], came: set[str]) -> None:
-        for bank_uuid in banks:
-            bank = uow.bank(bank_uuid)
-            if not bank.exists or bank.status in ("unprovisioned", "revoked", "online"):
-                continue
-            if uow.execute(bank_uuid, lambda b: b.came_online(now=uow.now), DEVICE):
-                came.add(bank_uuid)
-        if came:
-            self._came_online(uow, [b for b in banks if b in came])
-
-    def _came_online(self, uow: UnitOfWork, banks: list[str]) -> None:
-        """Banks just back online: re-ask what is still unanswered, then make sure each
-        device has its mapping. A few queries for the whole batch, not a few per bank (a
-        fleet reconnecting after a restart arrives in large batches)."""
         with uow.preloaded(preload, LockerBankRow, banks) as bank_rows:
-            for chunk in chunks(banks):
-                for txn in command_reads.unanswered_of(uow.session, chunk):
-                    if txn.expires_at > uow.now:
-                        reask(uow, txn)
-            stale = [row.uuid for row in bank_rows if row.config_state in ("unknown", "drifted")]
-            in_flight: set[str] = set()
-            for chunk in chunks(stale):
-                in_flight.update(command_reads.config_in_flight(uow.session, chunk))
-            for bank_uuid in stale:
-                if bank_uuid not in in_flight:
-                    self._push_config(uow, bank_uuid)
+            # Each bank once, and its came-online projections read only its own rows: no
+            # flush before each of them (one for the batch, before the re-asks read).
+            with uow.session.no_autoflush:
+                for bank_uuid in banks:
+                    bank = uow.bank(bank_uuid)
+                    if not bank.exists or bank.status in ("unprovisioned", "revoked", "online"):
+                        continue
+                    if uow.execute(bank_uuid, lambda b: b.came_online(now=uow.now), DEVICE):
+                        came.add(bank_uuid)
+            if came:
+                self._came_online(uow, [r for r in bank_rows if r.uuid in came])
+
+    def _came_online(self, uow: UnitOfWork, bank_rows: list[LockerBankRow]) -> None:
+        """Banks just back online (their rows preloaded): re-ask what is still unanswered,
+        then make sure each device has its mapping. A few queries for the whole batch, not
+        a few per bank (a fleet reconnecting after a restart arrives in large batches)."""
+        banks = [row.uuid for row in bank_rows]
+        for chunk in chunks(banks):
+            for txn in command_reads.unanswered_of(uow.session, chunk):
+                if txn.expires_at > uow.now:
+                    reask(uow, txn)
+        stale = [row.uuid for row in bank_rows if row.config_state in ("unknown", "drifted")]
+        in_flight: set[str] = set()
+        for chunk in chunks(stale):
+            in_flight.update(command_reads.config_in_flight(uow.session, chunk))
+        for bank_uuid in stale:
+            if bank_uuid not in in_flight:
+                self._push_config(uow, bank_uuid)
 
     def _push_config(self, uow: UnitOfWork, bank_uuid: str) -> None:
         transaction_id = self.path.new_id()
