@@ -186,9 +186,6 @@ class SecureBroker(Broker):
     12. **Subscribers found by look-up** (`SnapshotSubscriptions.matching`): a broadcast
         looks up the filter equal to its topic and tests only the wildcard filters, instead
         of testing (and copying) every client's filters for every message.
-    13. **Replays not awaited** (`_settle_later`): the retained and queued messages sent
-        on a subscribe or a resume (1., 2.) are not awaited before the session's next
-        packet is served.
     """
 
     def __init__(
@@ -204,7 +201,6 @@ class SecureBroker(Broker):
         self._listen_socket = listen_socket
         self._hook_timeout = hook_timeout
         self._decisions = decisions
-        self._replays: set[asyncio.Task[Any]] = set()
 
     # -- 6. listener on a socket bound by the owner -------------------------------------
 
@@ -429,7 +425,7 @@ class SecureBroker(Broker):
                     handler.mqtt_publish(retained.topic, retained.data, qos, retain=True)
                 )
             )
-        self._settle_later(sends)
+        await _settle(sends)
 
     # -- 2. queued messages: re-checked, RETAIN=0 -------------------------------------------
 
@@ -450,21 +446,13 @@ class SecureBroker(Broker):
                     handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
                 )
             )
-        self._settle_later(sends)
+        await _settle(sends)
 
-    # -- 13. replayed deliveries are not awaited ---------------------------------------------
 
-    def _settle_later(self, sends: list[asyncio.Task[Any]]) -> None:
-        """Let the replayed deliveries finish on their own (their errors consumed): the
-        session's next packet is served meanwhile. Awaiting every PUBACK here held a
-        reconnecting subscriber's SUBSCRIBE behind thousands of queued deliveries, and its
-        client gave up. Their order before later deliveries is the connection's write lock's
-        (first come, first served)."""
-        for send in sends:
-            self._replays.add(send)
-            send.add_done_callback(self._replayed)
-
-    def _replayed(self, send: asyncio.Task[Any]) -> None:
-        self._replays.discard(send)
-        if not send.cancelled() and send.exception() is not None:
-            log.debug("delivery to a client failed: %s", type(send.exception()).__name__)
+async def _settle(tasks: list[asyncio.Task[Any]]) -> None:
+    """Wait for the sends and consume their errors (a PUBACK timeout is not the broker's fault)."""
+    if not tasks:
+        return
+    for result in await asyncio.gather(*tasks, return_exceptions=True):
+        if isinstance(result, BaseException):
+            log.debug("delivery to a client failed: %s", type(result).__name__)
