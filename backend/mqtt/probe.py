@@ -46,6 +46,8 @@ class SelfProbe:
         """Messages of the current connection received and not yet acknowledged."""
         self._last_activity = 0.0
         self._waiting_since: float | None = None
+        self._sent_at: float | None = None
+        self._round_trip = 0.0
 
     def is_probe(self, topic: str) -> bool:
         return topic == self.topic
@@ -55,6 +57,9 @@ class SelfProbe:
         if self._expected is not None and payload == self._expected:
             self.returned += 1
             self._waiting_since = None
+            if self._sent_at is not None:
+                self._round_trip = time.monotonic() - self._sent_at
+                self._sent_at = None
             self._back.set()
 
     def activity(self, busy: bool) -> None:
@@ -79,7 +84,7 @@ class SelfProbe:
             self._expected = nonce
             self._back = asyncio.Event()
             self.sent += 1
-            window_start = time.monotonic()
+            window_start = self._sent_at = time.monotonic()
             if self._waiting_since is None:
                 self._waiting_since = window_start
             try:
@@ -98,6 +103,14 @@ class SelfProbe:
                     return self._failed("did not come back")
             await asyncio.sleep(self.interval)
 
+    def backlog(self) -> float:
+        """How far behind the broker this session's receiving is, in seconds: the last
+        probe's round trip, or the time the outstanding one has been under way if longer.
+        A probe waits behind every message queued for us, so a device's heartbeat sent that
+        long ago may not have reached us yet (the sweeper does not call it silent)."""
+        waiting = time.monotonic() - self._sent_at if self._sent_at is not None else 0.0
+        return max(self._round_trip, waiting)
+
     def problem(self) -> str | None:
         """For /healthz and the console: why the broker path is not proven to work now
         (a probe overdue and nothing else received meanwhile), else None."""
@@ -113,6 +126,8 @@ class SelfProbe:
         """A new connection: nothing outstanding."""
         self._waiting_since = None
         self._expected = None
+        self._sent_at = None
+        self._round_trip = 0.0
 
     def _failed(self, what: str) -> str:
         self.failures += 1
