@@ -22,6 +22,7 @@ from backend.domain.events import EventMetadata
 from backend.domain.messages import command_message
 from backend.outbox_marks import reask
 from backend.store import command_reads, liveness
+from backend.store.alert_projection import newest_offline_alerts
 from backend.store.batch_reads import chunks, preload
 from backend.store.tables import LockerBankRow
 from backend.store.unit_of_work import UnitOfWork
@@ -136,7 +137,10 @@ class DeviceLiveness(WritePart):
             self._arrive(uow, banks, came)
 
     def _arrive(self, uow: UnitOfWork, banks: Sequence[str], came: set[str]) -> None:
-        with uow.preloaded(preload, LockerBankRow, banks) as bank_rows:
+        with (
+            uow.preloaded(preload, LockerBankRow, banks) as bank_rows,
+            newest_offline_alerts(uow.session, banks),
+        ):
             # Each bank once, and its came-online projections read only its own rows: no
             # flush before each of them (one for the batch, before the re-asks read).
             with uow.session.no_autoflush:

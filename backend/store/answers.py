@@ -101,11 +101,18 @@ _CLEAR_OPEN = (
         )
     )
 )
-_OPENED = (
+_OPENED = (  # `_CLEAR_OPEN` and the door opened, in one statement (the usual answer)
     update(COMPARTMENTS)
     .where(COMPARTMENTS.c.bank_uuid == bindparam("k_bank"))
     .where(COMPARTMENTS.c.number == bindparam("k_number"))
-    .values(door_state=bindparam("v_state"), last_opened_at=bindparam("v_at"))
+    .values(
+        open_transaction_id=case(
+            (COMPARTMENTS.c.open_transaction_id == bindparam("k_tid"), None),
+            else_=COMPARTMENTS.c.open_transaction_id,
+        ),
+        door_state=bindparam("v_state"),
+        last_opened_at=bindparam("v_at"),
+    )
 )
 _BANK_VERSION = (
     update(BANKS)
@@ -171,27 +178,29 @@ def save(
         tracker.changes.update(
             status=status, completed_at=e.occurred_at, late=e.late, message=e.message
         )
-        if tracker.compartment_number is not None:
-            clear.append(
-                {"k_bank": bank, "k_number": tracker.compartment_number, "k_tid": e.transaction_id}
-            )
+        clear_at = tracker.compartment_number
         if isinstance(e, CompartmentOpened):
             opened.append(
                 {
                     "k_bank": bank,
                     "k_number": e.compartment_number,
+                    "k_tid": e.transaction_id if clear_at == e.compartment_number else None,
                     "v_state": "open",
                     "v_at": e.occurred_at,
                 }
             )
-        elif isinstance(e, ConfigApplied):
+            if clear_at == e.compartment_number:
+                clear_at = None  # cleared by `_OPENED`
+        if clear_at is not None:
+            clear.append({"k_bank": bank, "k_number": clear_at, "k_tid": e.transaction_id})
+        if isinstance(e, ConfigApplied):
             tracker.changes["applied_config_hash"] = e.applied_config_hash
             applied[bank] = {
                 "k_bank": bank,
                 "v_hash": e.applied_config_hash,
                 "v_state": "in_sync" if e.in_sync else "drifted",
             }
-        else:
+        elif isinstance(e, CommandFailed):
             tracker.changes["error_code"] = e.error_code
             if e.action == "apply_config":
                 failed[bank] = {"k_bank": bank, "k_pending": "pending", "v_state": "drifted"}
