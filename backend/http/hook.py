@@ -471,7 +471,13 @@ class _Hook:
                         and type(acc) is int
                     ):
                         try:
-                            decision = await self._decisions.acl(username, client_id, topic, acc)
+                            known = self._decisions.acl_known(username, client_id, topic, acc)
+                            # (a Decision is falsy when it denies: compared with None)
+                            decision = (
+                                known
+                                if known is not None
+                                else await self._decisions.acl(username, client_id, topic, acc)
+                            )
                         except Exception:  # counted and logged by the decisions
                             return _json(_ERROR_BODY, 500)
                         if decision.allowed:

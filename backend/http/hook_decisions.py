@@ -92,14 +92,28 @@ class HookDecisions:
         """One topic check of a connected client (``/api/mosq/acl``; ``acc`` as go-auth's)."""
         if self._lookup is not None and self.directory.needs_lookup(username):
             await self._look_up(username)
-        directory = self.directory
+        return self.acl_now(username, client_id, topic, acc)
+
+    def acl_known(self, username: str, client_id: str, topic: str, acc: int) -> Decision | None:
+        """``acl`` without a coroutine when the directory can answer at once; ``None``
+        when the user must first be looked up in the store (then await ``acl``)."""
+        if self._lookup is not None and self.directory.needs_lookup(username):
+            return None
+        return self.acl_now(username, client_id, topic, acc)
+
+    def acl_now(self, username: str, client_id: str, topic: str, acc: int) -> Decision:
+        """The decision from the directory as it is (any look-up already done)."""
         try:
-            decision = directory.acl(
+            decision = self.directory.acl(
                 username, client_id, topic, acc, legacy_status=bool(self._legacy_status())
             )
         except Exception:
             self._failed("acl", lambda: _acl_fields(username, client_id, topic, acc))
             raise
+        metrics = self._metrics
+        if decision.allowed and metrics is not None and not log.isEnabledFor(logging.DEBUG):
+            metrics.inc("acl", "allow")  # the usual answer, counted as `_answered` would
+            return decision
         self._answered("acl", decision, lambda: _acl_fields(username, client_id, topic, acc))
         return decision
 
