@@ -1,5 +1,6 @@
-"""The self-probe's measure of how far behind the broker the receive side is (the sweeper
-calls no bank silent for heartbeats that may still be queued for us)."""
+"""The self-probe under load: its measure of how far behind the broker the receive side is
+(the sweeper calls no bank silent for heartbeats that may still be queued for us), and a
+probe whose PUBACK is slow while other traffic flows is not taken for a lost session."""
 
 from __future__ import annotations
 
@@ -35,3 +36,25 @@ async def test_backlog_is_the_last_round_trip_or_the_outstanding_probe_if_longer
         assert probe.backlog() == 0.0  # a new connection starts afresh
     finally:
         watcher.cancel()
+
+
+async def test_a_slow_puback_while_traffic_flows_is_not_a_lost_session() -> None:
+    probe = SelfProbe("instance-a", interval=0.01, timeout=0.05)
+    never = asyncio.Event()
+    published: list[bytes] = []
+
+    async def publish(_topic: str, payload: bytes) -> None:
+        published.append(payload)
+        await never.wait()  # the PUBACK does not come
+
+    probe.activity(True)  # a message is being handled: the session is served
+    watcher = asyncio.create_task(probe.watch(publish))
+    try:
+        await until(lambda: probe.backlog(), lambda b: b > 0.2, "several timeouts passed")
+        assert not watcher.done() and probe.failures == 0
+        probe.activity(False)  # nothing flows any more: now it is a lost session
+        reason = await asyncio.wait_for(watcher, 5)
+    finally:
+        watcher.cancel()
+    assert reason == "self-probe was not even acknowledged within 0.05 s (session lost)"
+    assert probe.failures == 1 and len(published) == 1
