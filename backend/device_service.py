@@ -50,6 +50,8 @@ class DeviceService:
         self.record_door_snapshot = self.input.record_door_snapshot
         self.record_rejected = self.input.record_rejected
         self.record_heartbeats = self.liveness.record_heartbeats
+        self.record_liveness = self.liveness.record_liveness
+        self.bring_online = self.liveness.bring_online
         self.record_last_will = self.liveness.record_last_will
         self.sweep = self.sweeps.sweep
         self._sweep = self.sweeps._sweep

@@ -22,7 +22,7 @@ from backend.domain.timeutil import Clock
 from backend.file_modes import sqlite_files, tighten
 from backend.gc_tuning import tune_gc
 from backend.http.credentials import load_directory
-from backend.http.server import HttpServer, HttpServerError, build_app
+from backend.http.server import PARTS, HttpServer, HttpServerError, build_app
 from backend.lifecycle import StartStop
 from backend.mqtt.runtime import MqttRuntime, RuntimeOptions
 from backend.run_mode import RunMode
@@ -125,11 +125,12 @@ class BackendServices(StartStop):
             )
             await self.mosquitto.start()
         elif settings.embedded_broker:
+            decisions = app[PARTS].hook_decisions
+            assert decisions is not None  # the hook is served whenever dynsec is off
             self.broker = EmbeddedBroker(
                 host="127.0.0.1",
                 port=settings.mqtt_port,
-                hook_url=self.http.url.replace("0.0.0.0", "127.0.0.1"),
-                mosq_secret=settings.secret("mosq_secret"),
+                decisions=decisions,  # the hook's own decisions, asked in process
                 data_dir=settings.locker_data_dir,
                 limits=Limits(
                     max_packet_size=settings.mqtt_max_packet_size,

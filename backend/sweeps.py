@@ -24,23 +24,36 @@ HeardAt = Callable[[str], datetime | None]  # bank uuid -> receive time of its l
 class Sweeps(WritePart):
     """Sweeps and housekeeping on the shared write path."""
 
-    async def sweep(self, heard: HeardAt | None = None, *, settled: bool = True) -> dict[str, int]:
+    async def sweep(
+        self,
+        heard: HeardAt | None = None,
+        *,
+        settled: bool = True,
+        backlog: timedelta = timedelta(0),
+    ) -> dict[str, int]:
         """Silent banks offline, timeouts, expiries and re-asks; returns counts. `heard`
         tells when the receive side last got a heartbeat of a bank that the store may not
         show yet (it is still queued): such a bank is not silent. Not `settled` (the
         runtime is away from the broker, or still handling what the broker queued for it
         meanwhile): nobody is called silent and no sent command is judged, since its
-        answer may be in that backlog; commands never sent still time out and expire."""
-        return await self.path.transact(lambda uow: self._sweep(uow, heard, settled))
+        answer may be in that backlog; commands never sent still time out and expire.
+        `backlog`: how far behind the broker the receive side is (the self-probe's round
+        trip); a bank is silent only if it sent nothing for 3 intervals before that."""
+        return await self.path.transact(lambda uow: self._sweep(uow, heard, settled, backlog))
 
     def _sweep(
-        self, uow: UnitOfWork, heard: HeardAt | None = None, settled: bool = True
+        self,
+        uow: UnitOfWork,
+        heard: HeardAt | None = None,
+        settled: bool = True,
+        backlog: timedelta = timedelta(0),
     ) -> dict[str, int]:
         now = uow.now
+        seen_up_to = now - backlog  # what the fleet sent after this may not have reached us
         counts = {"offline": 0, "timeout": 0, "expired": 0, "reasked": 0}
-        for uuid, interval in silent_banks(uow.session, now) if settled else ():
+        for uuid, interval in silent_banks(uow.session, seen_up_to) if settled else ():
             at = heard(uuid) if heard is not None else None
-            if at is not None and now - at <= timedelta(seconds=3 * interval):
+            if at is not None and seen_up_to - at <= timedelta(seconds=3 * interval):
                 continue
             if uow.execute(uuid, lambda b: b.went_offline("heartbeat_timeout", now=now), SYSTEM):
                 counts["offline"] += 1

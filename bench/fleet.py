@@ -58,6 +58,7 @@ from sqlmodel import col
 
 from backend.config import load_settings
 from backend.device_service import HeartbeatIn
+from backend.mqtt.handlers import Arrival
 from backend.runner import BackendServices
 from backend.service import LockerService
 from backend.store.tables import LockerBankRow
@@ -103,7 +104,7 @@ class Probe:
         batcher = services.runtime.listener.heartbeats
         inner = batcher._flush
 
-        async def timed_flush(items: list[HeartbeatIn]) -> Sequence[None]:
+        async def timed_flush(items: list[HeartbeatIn]) -> Sequence[Arrival]:
             out = await inner(items)
             now = datetime.now(UTC)
             self.lags.extend((now - i.heartbeat.data.timestamp).total_seconds() for i in items)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -123,6 +125,31 @@ async def measured(config: dict[str, Any], bodies: list[dict[str, Any]]) -> dict
     return out
 
 
+async def profiled(
+    args: argparse.Namespace, servers: Servers, which: str, bodies: list[dict[str, Any]]
+) -> None:
+    """One more closed-loop run of `which` with py-spy recording this (server) process
+    (`--threads -f raw`, non-blocking), into `{args.spy}/{which}.txt`; not counted."""
+    out_dir = Path(args.spy)  # made by parse_args
+    spy = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(os.getpid()),
+        "--rate", "200", "--format", "raw", "--threads", "--nonblocking",
+        "--output", str(out_dir / f"{which}.txt"),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    await asyncio.sleep(1.0)  # py-spy attaches
+    try:
+        out = await measured(
+            {"url": servers.url(which), "mode": "closed", "concurrency": args.concurrency,
+             "requests": args.requests, "warmup": 0},
+            bodies,
+        )  # fmt: skip
+    finally:
+        spy.send_signal(signal.SIGINT)
+        await spy.wait()
+    log(f"profiled {which}: server {out['server_cpu_us_per_req']} us CPU/req (py-spy attached)")
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-hook-") as tmp:
         workdir = Path(tmp)
@@ -155,6 +182,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                         f"server {out['server_cpu_us_per_req']} us CPU/req, "
                         f"client CPU {out['client_cpu_s']:.1f} s in {out['elapsed_s']:.1f} s"
                     )
+            if args.spy:
+                for which in ("bare", "hook"):
+                    await profiled(args, servers, which, bodies)
             fixed: dict[str, dict[str, Any]] = {}
             for which in ("bare", "hook"):
                 fixed[which] = await measured(
@@ -219,8 +249,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=1000.0, help="open-loop requests/s")
     parser.add_argument("--duration", type=float, default=10.0, help="open-loop seconds")
+    parser.add_argument("--py-spy", dest="spy", help="record one more run of each with py-spy")
     parser.add_argument("--quick", action="store_true", help="tiny size (smoke test)")
     args = parser.parse_args(argv)
+    if args.spy:
+        Path(args.spy).mkdir(parents=True, exist_ok=True)
     if args.quick:
         args.banks, args.requests, args.rounds, args.duration = 20, 300, 1, 0.5
     return args

@@ -19,6 +19,9 @@
   same messages in the same run, and the ratio. `--py-spy DIR` records the runtime's drain.
 * acl: microbenchmarks of the hook's decisions (`UserDirectory.acl`, `authenticate`,
   `valid_identity`).
+* handler: CPU per call of the hook's ACL handler beside bench/hook.py's bare handler, both
+  awaited in a loop on a stand-in request (headers, query, body; no socket, no aiohttp
+  dispatch): what the hook's own code adds per check.
 
 The fleet and console findings come from py-spy (`bench/fleet.py --profile-dir`, or
 `py-spy record --threads -f raw --pid PID` during `bench/console.py`).
@@ -181,6 +184,79 @@ def acl() -> None:
         print(f"{name:45s} {per_call * 1e6:6.1f} us")
 
 
+class _StandInRequest:
+    """What the hook's ACL handler reads of an aiohttp request, for a loop without a socket."""
+
+    def __init__(self, path: str, body: bytes) -> None:
+        from multidict import CIMultiDict, CIMultiDictProxy
+        from yarl import URL
+
+        self.headers = CIMultiDictProxy(
+            CIMultiDict({"Content-Type": "application/json", "Content-Length": str(len(body))})
+        )
+        self.rel_url = URL(path)
+        self.content_type = "application/json"
+        self.remote = "127.0.0.1"
+        self._body = body
+
+    @property
+    def content_length(self) -> int:
+        return int(self.headers["Content-Length"])
+
+    @property
+    def query(self) -> Any:
+        return self.rel_url.query
+
+    async def read(self) -> bytes:
+        return self._body
+
+
+async def handler(calls: int = 20_000) -> None:
+    import json
+
+    from aiohttp import web
+
+    from backend.domain.digests import secret_digest
+    from backend.http.hook import ACL_PATH, HookMetrics, add_hook_routes
+    from backend.http.users import UserDirectory
+    from bench.hook import bare_app
+
+    u = str(uuid.uuid4())
+    directory = UserDirectory("locker_backend", "pw", "provisioning_client", "pw2")
+    directory.device_provisioned(u, secret_digest("x"))
+    app = web.Application()
+
+    async def lookup(name: str) -> None:
+        return None
+
+    add_hook_routes(app, directory, "s3cret", metrics=HookMetrics(), lookup=lookup)
+    handlers = {
+        "bare": _post_handler(bare_app()),
+        "hook": _post_handler(app),
+    }
+    body = json.dumps({"username": u, "clientid": u, "topic": f"locker/{u}/state", "acc": 2})
+    path = f"{ACL_PATH}?mosq_secret=s3cret"
+    await handlers["hook"](_StandInRequest(path, body.encode()))  # the secret is seen once
+    for _ in range(3):
+        for name, call in handlers.items():
+            requests = [_StandInRequest(path, body.encode()) for _ in range(calls)]
+            cpu = time.process_time()
+            for request in requests:
+                await call(request)
+            per_call = (time.process_time() - cpu) / calls
+            print(f"{name} ACL handler: {per_call * 1e6:6.2f} us CPU per call")
+
+
+def _post_handler(app: Any) -> Callable[[Any], Any]:
+    from backend.http.hook import ACL_PATH
+
+    for route in app.router.routes():
+        if route.method == "POST" and route.resource.canonical == ACL_PATH:
+            found: Callable[[Any], Any] = route.handler
+            return found
+    raise LookupError(ACL_PATH)
+
+
 async def heartbeats(banks: int, batch: int) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-profile-") as tmp:
         workdir = Path(tmp)
@@ -317,7 +393,9 @@ async def receive(banks: int, rounds: int, spy_dir: str | None) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("responses", "sweep", "heartbeats", "receive", "acl"))
+    parser.add_argument(
+        "what", choices=("responses", "sweep", "heartbeats", "receive", "acl", "handler")
+    )
     parser.add_argument("--rounds", type=int, default=10, help="receive: heartbeats per bank")
     parser.add_argument("--py-spy", dest="spy", help="receive: py-spy output directory")
     parser.add_argument("--banks", type=int, default=300)
@@ -327,6 +405,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.what == "acl":
         acl()
+        return
+    if args.what == "handler":
+        asyncio.run(handler())
         return
     if args.what == "sweep":
         asyncio.run(sweep())

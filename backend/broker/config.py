@@ -69,28 +69,18 @@ def build_broker_config(
     *,
     host: str,
     port: int,
-    hook_url: str,
+    hook_url: str | None,
     mosq_secret: str,
     db_file: Path | None,
     hook_timeout: int = 5,
 ) -> dict[str, Any]:
-    """The full amqtt config dict: one TCP listener, HTTP auth + ACL, monitor, optional store."""
-    hook = HookEndpoint.parse(hook_url)
-    http_common: dict[str, Any] = {
-        "host": hook.host,
-        "port": hook.port,
-        "with_tls": hook.with_tls,
-        "request_method": RequestMethod.POST,
-        "params_mode": ParamsMode.JSON,
-        "response_mode": ResponseMode.STATUS,
-        "user_agent": "locker-console-embedded-broker",
-        "timeout": hook_timeout,
-    }
-    plugins: dict[str, Any] = {
-        USER_AUTH_PLUGIN: {**http_common, "user_uri": hook.uri(AUTH_PATH, mosq_secret)},
-        TOPIC_AUTH_PLUGIN: {**http_common, "topic_uri": hook.uri(ACL_PATH, mosq_secret)},
-        MONITOR_PLUGIN: {},
-    }
+    """The full amqtt config dict: one TCP listener, HTTP auth + ACL (unless `hook_url` is
+    None: the broker then decides in process, `backend/broker/in_process_auth.py`), monitor,
+    optional store."""
+    plugins: dict[str, Any] = {}
+    if hook_url is not None:
+        plugins.update(_http_plugins(hook_url, mosq_secret, hook_timeout))
+    plugins[MONITOR_PLUGIN] = {}
     if db_file is not None:
         plugins[SESSION_STORE_PLUGIN] = {
             "connection": sqlite_url(db_file),
@@ -102,4 +92,23 @@ def build_broker_config(
         },
         "timeout_disconnect_delay": 0,
         "plugins": plugins,
+    }
+
+
+def _http_plugins(hook_url: str, mosq_secret: str, hook_timeout: int) -> dict[str, Any]:
+    """amqtt's HTTP auth and topic plugins, asking the hook at `hook_url`."""
+    hook = HookEndpoint.parse(hook_url)
+    http_common: dict[str, Any] = {
+        "host": hook.host,
+        "port": hook.port,
+        "with_tls": hook.with_tls,
+        "request_method": RequestMethod.POST,
+        "params_mode": ParamsMode.JSON,
+        "response_mode": ResponseMode.STATUS,
+        "user_agent": "locker-console-embedded-broker",
+        "timeout": hook_timeout,
+    }
+    return {
+        USER_AUTH_PLUGIN: {**http_common, "user_uri": hook.uri(AUTH_PATH, mosq_secret)},
+        TOPIC_AUTH_PLUGIN: {**http_common, "topic_uri": hook.uri(ACL_PATH, mosq_secret)},
     }

@@ -1,9 +1,16 @@
-"""The embedded MQTT broker: amqtt in-process, every decision asked of our HTTP auth hook.
+"""The embedded MQTT broker: amqtt in-process, every decision the auth hook's.
 
-Used when `MQTT_HOST` is unset (DESIGN sections 1 and 12). Authentication and the ACL go
-through amqtt's own HTTP plugins to the same hook Mosquitto + go-auth use (DESIGN section 5):
-`POST {hook_url}/api/mosq/auth` and `/api/mosq/acl`, JSON bodies, allowed on any 2xx, each
-URL carrying `?mosq_secret=...`. Anonymous access is off. The broker class itself is
+Used when `MQTT_HOST` is unset (DESIGN sections 1 and 12). Authentication and the ACL are
+the hook's decisions (DESIGN section 5), asked one of two ways:
+
+* `decisions=` (the backend, `backend/runner.py`): the hook's `HookDecisions` awaited in
+  process (`backend/broker/in_process_auth.py`), the same code the HTTP hook runs, without
+  an HTTP request to ourselves per check;
+* `hook_url=` (a hook elsewhere; the broker tests): through amqtt's own HTTP plugins,
+  `POST {hook_url}/api/mosq/auth` and `/api/mosq/acl`, JSON bodies, allowed on any 2xx,
+  each URL carrying `?mosq_secret=...`.
+
+Anonymous access is off. The broker class itself is
 `SecureBroker` (closing amqtt 0.12.1's authorization holes, see its docstring), as
 `SessionAwareBroker` (a resumed session without subscriptions is reported as new), in
 `HardenedBroker` (connection limits, PUBACKed messages never dropped, identity changes).
@@ -29,6 +36,7 @@ from amqtt.session import Session
 from backend.broker.config import HookEndpoint, build_broker_config
 from backend.broker.errors import BrokerStartError, port_in_use_message
 from backend.broker.hardened import HardenedBroker
+from backend.broker.in_process_auth import Decisions
 from backend.broker.limits import Limits
 from backend.broker.monitor import ClientMonitorPlugin
 from backend.lifecycle import StartStop
@@ -41,7 +49,8 @@ DB_FILENAME = "broker.sqlite3"
 
 
 class EmbeddedBroker(StartStop):
-    """An amqtt MQTT 3.1.1 broker on `host:port`, authenticated by the hook at `hook_url`.
+    """An amqtt MQTT 3.1.1 broker on `host:port`, authenticated by the hook's `decisions`
+    (in process) or by the hook at `hook_url` (over HTTP).
 
     Sessions, queued messages and retained messages persist in SQLite under
     `data_dir/broker/` unless `persistence=False` (tests). `port=0` picks a free port;
@@ -53,16 +62,23 @@ class EmbeddedBroker(StartStop):
         *,
         host: str = "127.0.0.1",
         port: int = 1883,
-        hook_url: str,
-        mosq_secret: str,
+        hook_url: str | None = None,
+        mosq_secret: str = "",
         data_dir: Path,
         persistence: bool = True,
         hook_timeout: float = 5.0,
         limits: Limits | None = None,
+        decisions: Decisions | None = None,
     ) -> None:
-        if not mosq_secret:
-            raise ValueError("the embedded broker needs the hook secret (MOSQ_SECRET)")
-        HookEndpoint.parse(hook_url)  # fail early on a malformed URL
+        if decisions is None:
+            if hook_url is None:
+                raise ValueError("the embedded broker needs the hook: decisions or hook_url")
+            if not mosq_secret:
+                raise ValueError("the embedded broker needs the hook secret (MOSQ_SECRET)")
+            HookEndpoint.parse(hook_url)  # fail early on a malformed URL
+        elif hook_url is not None:
+            raise ValueError("the embedded broker asks the hook one way: decisions or hook_url")
+        self._decisions = decisions
         self._host = host
         self._port = port
         self._hook_url = hook_url
@@ -118,6 +134,7 @@ class EmbeddedBroker(StartStop):
                     listen_socket=sock,
                     hook_timeout=self._hook_timeout,
                     limits=self._limits,
+                    decisions=self._decisions,
                 )
             except Exception as exc:
                 raise BrokerStartError(

@@ -31,11 +31,11 @@ import logging
 import time
 from typing import Any
 
-from amqtt.adapters import StreamWriterAdapter
 from amqtt.contexts import BrokerConfig
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
+from backend.broker.batched_writer import BatchedWriter
 from backend.broker.limits import (
     AddressGate,
     ConnectRefused,
@@ -251,12 +251,9 @@ class HardenedBroker(SessionAwareBroker):
         return wait_deliver
 
 
-class AbortableWriter(StreamWriterAdapter):
-    """amqtt's writer adapter that can also drop its connection at once (no flush)."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        super().__init__(writer)
-        self._transport = writer.transport
+class AbortableWriter(BatchedWriter):
+    """amqtt's writer adapter (packets of one loop pass sent together) that can also drop
+    its connection at once (no flush)."""
 
     def abort(self) -> None:
         self.is_closed = True

@@ -14,6 +14,17 @@ the message from `inflight_out`. When the connection ends first (the handler sto
 cancels its waiters), the message stays in flight and amqtt's `_retry_deliveries` resends it
 (DUP) when the persistent session reconnects.
 
+Messages still in flight when a session resumes are sent again (DUP) without holding up the
+connection. Upstream's `start()` (`_retry_deliveries`) resends each one as a task wrapped in
+`wait_for(..., 10)` and awaits them all before the client's message loop starts: a backend
+reconnecting with many unacknowledged deliveries (a loaded machine, the self-probe giving up)
+was not served at all for up to 10 s, its probe failed again, it reconnected again, and every
+timed-out retry ended as a "Task exception was never retrieved" traceback formatted into the
+log (13 % of the broker's CPU in a 1,000-bank run). Here the resends are started in order
+(their PUBLISHes go out before any new delivery, which is queued behind them on the
+connection's write lock) and waited for like any delivery: until the PUBACK, or until the
+connection ends, when they stay in flight for the next resume.
+
 `stop()` also makes sure the connection's reader loop really ends (RELIABILITY.md F8).
 Upstream cancels the reader task once and then waits, without a deadline, for the loop to
 say it stopped. The loop reads each packet through `asyncio.wait_for`, and Python 3.11's
@@ -29,6 +40,8 @@ cancellation is repeated until the loop has ended.
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
 from amqtt.errors import AMQTTError
 from amqtt.mqtt.constants import QOS_1
@@ -37,6 +50,8 @@ from amqtt.mqtt.puback import PubackPacket
 from amqtt.session import OUTGOING, IncomingApplicationMessage, OutgoingApplicationMessage
 
 __all__ = ["PatientBrokerProtocolHandler"]
+
+log = logging.getLogger(__name__)
 
 READER_CANCEL_RETRY = 0.05
 """Seconds between cancellations of a reader loop that has not ended yet."""
@@ -48,11 +63,32 @@ class PatientBrokerProtocolHandler(BrokerProtocolHandler):
     """amqtt's broker handler whose outgoing QoS 1 messages wait for their PUBACK and whose
     `stop()` always ends the reader loop."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._retries: set[asyncio.Future[None]] = set()
+
     async def stop(self) -> None:
         reader = self._reader_task
         if reader is not None and reader is not asyncio.current_task():
             await stop_reader(reader, self._reader_stopped)
         await super().stop()
+        for retry in list(self._retries):
+            retry.cancel()
+
+    async def _retry_deliveries(self) -> None:
+        """Resend what is still in flight (in order), not waiting for the acknowledgements."""
+        if self.session is None:
+            raise AMQTTError("Session is not initialized.")
+        in_flight = [*self.session.inflight_in.values(), *self.session.inflight_out.values()]
+        for message in in_flight:
+            retry = asyncio.ensure_future(self._handle_message_flow(message))
+            self._retries.add(retry)
+            retry.add_done_callback(self._retry_done)
+
+    def _retry_done(self, retry: asyncio.Future[None]) -> None:
+        self._retries.discard(retry)
+        if not retry.cancelled() and retry.exception() is not None:
+            log.debug("a resent delivery failed: %s", type(retry.exception()).__name__)
 
     async def _handle_qos1_message_flow(
         self, app_message: OutgoingApplicationMessage | IncomingApplicationMessage

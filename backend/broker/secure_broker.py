@@ -14,7 +14,7 @@ import asyncio
 import logging
 import socket
 from collections import deque
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from typing import Any
 
@@ -30,6 +30,7 @@ from amqtt.session import ApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from backend.broker.command_expiry import drop_expired_inflight, is_expired_command
+from backend.broker.in_process_auth import Decisions, acl_of, login_of
 from backend.broker.patient_handler import PatientBrokerProtocolHandler
 from backend.broker.session_fields import copy_connect_fields
 
@@ -43,7 +44,8 @@ BROADCAST_BATCH = 32
 
 
 class SnapshotSubscriptions(dict[str, _Subscribers]):
-    """The broker's `filter -> [(session, qos)]` table, iterated over a snapshot.
+    """The broker's `filter -> [(session, qos)]` table, iterated over a snapshot, and indexed
+    for a broadcast's look-up.
 
     amqtt 0.12.1 walks this dict with `for ... in self._subscriptions` / `.items()` and
     awaits inside the loop (the HTTP topic check for every delivery in `_run_broadcast`;
@@ -53,13 +55,70 @@ class SnapshotSubscriptions(dict[str, _Subscribers]):
     left connected but never served. Iterating a copy (subscriber lists copied too, since an
     unsubscribe pops from them) makes those loops safe without copying amqtt's methods.
     Lookups, `in`, `len` and mutation are the plain dict's.
+
+    `matching(topic)` is what a broadcast needs (item 12 of `SecureBroker`): upstream tests
+    every filter of every client against each message, so with one command filter per bank
+    a heartbeat cost a pass (and a copy) over N filters, N heartbeats per interval: O(N^2)
+    per interval. A filter without wildcards matches only the topic equal to it, so it is
+    found by a dict look-up; only the wildcard filters (the backend's few) are tested.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._wildcards: dict[str, None] = {}  # the filters holding `+` or `#`, in order
+
+    def __setitem__(self, key: str, value: _Subscribers) -> None:
+        super().__setitem__(key, value)
+        if "+" in key or "#" in key:
+            self._wildcards[key] = None
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._wildcards.pop(key, None)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._wildcards.pop(key, None)
+        return super().pop(key, *default)
+
+    def clear(self) -> None:
+        super().clear()
+        self._wildcards.clear()
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def popitem(self) -> tuple[str, _Subscribers]:
+        key, value = super().popitem()
+        self._wildcards.pop(key, None)
+        return key, value
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(super().__iter__()))
 
     def items(self) -> list[tuple[str, _Subscribers]]:  # type: ignore[override]  # a list copy, not a view
         return [(key, list(subs)) for key, subs in super().items()]
+
+    def matching(
+        self, topic: str, matches: Callable[[str, str], bool]
+    ) -> list[tuple[Session, int]]:
+        """Every `(session, qos)` whose filter matches `topic` (a new list): the subscribers
+        of the filter equal to `topic`, then those of each wildcard filter `matches` accepts
+        (the broker's `_matches`, with its `$` rule), as upstream's full scan finds them."""
+        found: list[tuple[Session, int]] = []
+        get = super().get
+        if topic not in self._wildcards:
+            found.extend(get(topic, ()))
+        for a_filter in list(self._wildcards):
+            subscribers = get(a_filter)
+            if subscribers and matches(topic, a_filter):
+                found.extend(subscribers)
+        return found
 
 
 class SecureBroker(Broker):
@@ -119,6 +178,14 @@ class SecureBroker(Broker):
     10. **QoS 1 deliveries dropped after 5 s** (`backend/broker/patient_handler.py`): a
         subscriber's late PUBACK no longer costs the message; it stays in flight until
         acknowledged and is resent when the session resumes.
+
+    11. **Decisions in process** (`backend/broker/in_process_auth.py`): given `decisions`
+        (the hook's `HookDecisions`, when the backend runs the broker in its own process),
+        logins and topic checks await them directly instead of asking amqtt's HTTP plugins
+        (which then are not configured); failures and timeouts still deny (4.).
+    12. **Subscribers found by look-up** (`SnapshotSubscriptions.matching`): a broadcast
+        looks up the filter equal to its topic and tests only the wildcard filters, instead
+        of testing (and copying) every client's filters for every message.
     """
 
     def __init__(
@@ -127,11 +194,13 @@ class SecureBroker(Broker):
         *,
         listen_socket: socket.socket | None = None,
         hook_timeout: float = 5.0,
+        decisions: Decisions | None = None,
     ) -> None:
         super().__init__(config)
         self._subscriptions = SnapshotSubscriptions()
         self._listen_socket = listen_socket
         self._hook_timeout = hook_timeout
+        self._decisions = decisions
 
     # -- 6. listener on a socket bound by the owner -------------------------------------
 
@@ -222,7 +291,10 @@ class SecureBroker(Broker):
         """The hook's login check, then (3.) the will topic against the publish ACL."""
         try:
             async with asyncio.timeout(self._hook_timeout):
-                allowed = await super()._authenticate(session, self.listeners_config["default"])
+                if self._decisions is not None:
+                    allowed = await login_of(self._decisions, session)
+                else:
+                    allowed = await super()._authenticate(session, self.listeners_config["default"])
         except Exception as exc:
             log.warning("auth hook failed for a CONNECT, refusing it: %s", type(exc).__name__)
             return False
@@ -245,6 +317,8 @@ class SecureBroker(Broker):
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         try:
             async with asyncio.timeout(self._hook_timeout):
+                if self._decisions is not None:
+                    return await acl_of(self._decisions, session, topic, action)
                 return await super()._topic_filtering(session, topic, action)
         except Exception as exc:
             log.warning("topic check failed, denying %s: %s", action.value, type(exc).__name__)
@@ -269,18 +343,16 @@ class SecureBroker(Broker):
         targets: list[list[tuple[Session, int]]] = []
         checks: list[Awaitable[bool]] = []
         for broadcast in batch:
-            matched = [
-                (session, qos)
-                for k_filter, subscriptions in self._subscriptions.items()
-                if self._matches(broadcast["topic"], k_filter)
-                for session, qos in subscriptions
-            ]
+            matched = self._subscriptions.matching(broadcast["topic"], self._matches)
             targets.append(matched)
             checks.extend(
                 self._topic_filtering(session, broadcast["topic"], Action.RECEIVE)
                 for session, _ in matched
             )
-        allowed = iter(await asyncio.gather(*checks))
+        if self._decisions is None:
+            allowed = iter(await asyncio.gather(*checks))
+        else:  # 11. decided in process: no round trip to overlap, so no task per check
+            allowed = iter([await check for check in checks])
         for broadcast, matched in zip(batch, targets, strict=True):
             for target_session, sub_qos in matched:
                 if not next(allowed):

@@ -30,19 +30,23 @@ with ``access_log_class=RedactingAccessLogger``. As a second line of defence
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
 import time
+from bisect import bisect_left
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from aiohttp import web
+import orjson
+from aiohttp import hdrs, web
 from aiohttp.abc import AbstractAccessLogger
 
 from backend.domain.acl import Access, Decision
 from backend.domain.digests import secret_digest
+from backend.http.hook_decisions import HookDecisions, Lookup
 from backend.http.json_body import json_object
 from backend.http.users import UserDirectory
 from backend.log_throttle import LogThrottle
@@ -74,6 +78,8 @@ MAX_BODY_BYTES: Final = 64 * 1024
 _FORM_TYPES: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
 _ACTIONS: Final[Mapping[str, int]] = {"publish": Access.WRITE, "subscribe": Access.SUBSCRIBE}
 _LOG_FIELD_MAX: Final = 200
+_JSON_TYPE: Final = "application/json"
+_KNOWN_QUERIES_MAX: Final = 8
 
 
 # --------------------------------------------------------------------------- metrics
@@ -107,10 +113,9 @@ class HookMetrics:
         counts = self._buckets.get(endpoint)
         if counts is None:
             return
-        for i, bound in enumerate(LATENCY_BUCKETS):
-            if seconds <= bound:
-                counts[i] += 1
-                break
+        i = bisect_left(LATENCY_BUCKETS, seconds)  # the first bound >= seconds
+        if i < len(counts):
+            counts[i] += 1
         self._sum[endpoint] += seconds
         self._n[endpoint] += 1
 
@@ -285,17 +290,10 @@ def _acc(body: _Body) -> int:
 
 @dataclass(frozen=True, slots=True)
 class _Query:
-    """What one hook call asks, with the fields safe to log."""
+    """What one hook call asks: the shared decision (`HookDecisions`) to await."""
 
-    decide: Callable[[], Decision]
-    log_fields: str
-    username: str | None = None
-    """Whose directory entry the decision reads (looked up in the store on a miss)."""
-    login: bool = False
+    decide: Callable[[], Awaitable[Decision]]
 
-
-Lookup = Callable[[str], Awaitable[None]]
-"""Fills the directory's entry of one username from the store."""
 
 _UNAUTHORIZED_BODY: Final = json.dumps({"ok": False, "error": "unauthorized"}).encode()
 _ALLOW_BODY: Final = json.dumps({"ok": True, "result": "allow"}).encode()
@@ -306,26 +304,38 @@ def _json(body: bytes, status: int) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
+_perf_counter = time.perf_counter
+_orjson_loads = orjson.loads
+
+
+_sha256 = hashlib.sha256
+
+
+def _query_digest(request: web.Request) -> bytes:
+    """SHA-256 of the raw query string (as sent; a lone surrogate, from bytes the parser
+    could not decode, is hashed too instead of raising)."""
+    return _sha256(request.rel_url.raw_query_string.encode("utf-8", "surrogatepass")).digest()
+
+
 class _Hook:
-    """The three handlers, sharing the directory, secret, legacy flag and metrics."""
+    """The three handlers: the secret and body checks of HTTP around the shared decisions."""
 
     def __init__(
         self,
-        directory: UserDirectory,
+        decisions: HookDecisions,
         secret: str,
-        legacy_status: Callable[[], bool],
         metrics: HookMetrics | None,
-        lookup: Lookup | None = None,
         previous_secret: str | None = None,
     ) -> None:
-        self._lookup = lookup
-        self._lookup_failed_log = LogThrottle("failed store look-ups", logger=log)
-        self._directory = directory
+        self._decisions = decisions
         self._secrets = [secret_digest(secret)]
         if previous_secret:
             self._secrets.append(secret_digest(previous_secret))
-        self._legacy_status = legacy_status
         self._metrics = metrics
+        # SHA-256 of raw query strings that `_authorized` accepted (a few at most): the
+        # broker sends the same URL every time, so `acl` looks its digest up instead of
+        # parsing the query; a digest not found says nothing, `_authorized` decides then.
+        self._known_queries: set[bytes] = set()
         # A flood of wrong-secret or malformed calls must not flood the log.
         self._unauthorized_log = LogThrottle("hook calls with a wrong secret", logger=log)
         self._bad_request_log = LogThrottle("malformed hook calls", logger=log)
@@ -341,6 +351,8 @@ class _Hook:
         digest = secret_digest(offered[0])
         # Every accepted secret is compared (no early exit): the time says nothing.
         matches = [hmac.compare_digest(digest, accepted) for accepted in self._secrets]
+        if any(matches) and len(self._known_queries) < _KNOWN_QUERIES_MAX:
+            self._known_queries.add(_query_digest(request))
         return any(matches)
 
     async def _handle(
@@ -355,20 +367,6 @@ class _Hook:
         finally:
             if self._metrics is not None:
                 self._metrics.observe(endpoint, time.perf_counter() - started)
-
-    async def _look_up(self, query: _Query) -> None:
-        """A directory miss: ask the store (a bank provisioned by another instance)."""
-        if self._lookup is None or query.username is None:
-            return
-        if not self._directory.needs_lookup(query.username, revoked_too=query.login):
-            return
-        if self._metrics is not None:
-            self._metrics.store_lookups += 1
-        try:
-            await self._lookup(query.username)
-        except Exception as exc:  # the store is down: decide from memory (a miss is a deny)
-            if self._lookup_failed_log.allow():
-                log.warning("mosq: store look-up failed, answering from memory: %s", exc)
 
     async def _answer(
         self,
@@ -388,17 +386,10 @@ class _Hook:
             if self._bad_request_log.allow():
                 log.info("mosq %s: bad request: %s", endpoint, exc)
             return web.json_response({"ok": False, "error": str(exc)}, status=400)
-        await self._look_up(query)
         try:
-            decision = query.decide()
-        except Exception:
-            self._count(endpoint, "error")
-            log.exception("mosq %s: failed (%s)", endpoint, query.log_fields)
+            decision = await query.decide()
+        except Exception:  # counted and logged by the decisions
             return _json(_ERROR_BODY, 500)
-        result = "allow" if decision.allowed else "deny"
-        self._count(endpoint, result)
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("mosq %s %s -> %s (%s)", endpoint, query.log_fields, result, decision.reason)
         if decision.allowed:
             return _json(_ALLOW_BODY, 200)
         return web.json_response(
@@ -412,20 +403,16 @@ class _Hook:
         username = _text(fields, "username", nullable=True)
         password = _text(fields, "password", nullable=True)
         client_id = _client_id(fields)
-        return _Query(
-            decide=lambda: self._directory.authenticate(username, password, client_id),
-            log_fields=f"username={_short(username)!r} clientid={_short(client_id)!r}",
-            username=username,
-            login=True,
-        )
+        return _Query(lambda: self._decisions.login(username, password, client_id))
 
     def _parse_superuser(self, body: _Body) -> _Query:
-        fields = body.fields
-        username = _text(fields, "username", nullable=True)
-        return _Query(
-            decide=lambda: self._directory.is_superuser(username),
-            log_fields=f"username={_short(username)!r}",
-        )
+        username = _text(body.fields, "username", nullable=True)
+        decision = self._decisions.superuser
+
+        async def decide() -> Decision:
+            return decision(username)
+
+        return _Query(decide)
 
     def _parse_acl(self, body: _Body) -> _Query:
         fields = body.fields
@@ -433,16 +420,7 @@ class _Hook:
         client_id = _client_id(fields)
         topic = _text(fields, "topic", nullable=False)
         acc = _acc(body)
-        return _Query(
-            decide=lambda: self._directory.acl(
-                username, client_id, topic, acc, legacy_status=bool(self._legacy_status())
-            ),
-            log_fields=(
-                f"username={_short(username)!r} clientid={_short(client_id)!r} "
-                f"topic={log_field(topic)!r} acc={acc}"
-            ),
-            username=username,
-        )
+        return _Query(lambda: self._decisions.acl(username, client_id, topic, acc))
 
     # -- aiohttp handlers
 
@@ -455,8 +433,62 @@ class _Hook:
         return await self._handle(request, "superuser", self._parse_superuser)
 
     async def acl(self, request: web.Request) -> web.Response:
-        """``POST /api/mosq/acl``."""
-        return await self._handle(request, "acl", self._parse_acl)
+        """``POST /api/mosq/acl``.
+
+        The broker's one hot call (one per delivered message when go-auth's cache is
+        off). The shape it always sends (a known query string, a JSON body of strings
+        ``username``/``clientid``/``topic`` and an integer ``acc``) is decided here in one
+        pass: the body decoded with orjson, no per-call objects but the answer. Anything
+        else (a new or wrong secret, a form, null or missing fields, ``client_id``,
+        ``action``, what orjson refuses) takes ``_answer``, the reference path, which
+        gives every such call the answer it has always had (orjson decodes the plain
+        shape exactly as ``json`` does; where they differ, e.g. NaN, lone surrogates,
+        integers past 64 bits, orjson fails or yields no ``int``, and ``_answer`` reads
+        the body again with ``json``).
+        """
+        started = _perf_counter()
+        try:
+            if (
+                request.headers.get(hdrs.CONTENT_TYPE) == _JSON_TYPE
+                and (length := request.content_length) is not None
+                and length <= MAX_BODY_BYTES
+                and _query_digest(request)
+                in self._known_queries  # a query string `_authorized` accepted before
+            ):
+                try:
+                    fields = _orjson_loads(await request.read())
+                except ValueError:  # orjson.JSONDecodeError: _answer reads it with json
+                    fields = None
+                if type(fields) is dict and "client_id" not in fields and "action" not in fields:
+                    username = fields.get("username")
+                    client_id = fields.get("clientid")
+                    topic = fields.get("topic")
+                    acc = fields.get("acc")
+                    if (
+                        type(username) is str
+                        and type(client_id) is str
+                        and type(topic) is str
+                        and type(acc) is int
+                    ):
+                        try:
+                            known = self._decisions.acl_known(username, client_id, topic, acc)
+                            # (a Decision is falsy when it denies: compared with None)
+                            decision = (
+                                known
+                                if known is not None
+                                else await self._decisions.acl(username, client_id, topic, acc)
+                            )
+                        except Exception:  # counted and logged by the decisions
+                            return _json(_ERROR_BODY, 500)
+                        if decision.allowed:
+                            return _json(_ALLOW_BODY, 200)
+                        return web.json_response(
+                            {"ok": False, "result": "deny", "error": decision.reason}, status=403
+                        )
+            return await self._answer(request, "acl", self._parse_acl)
+        finally:
+            if self._metrics is not None:
+                self._metrics.observe("acl", _perf_counter() - started)
 
 
 def add_hook_routes(
@@ -468,8 +500,9 @@ def add_hook_routes(
     metrics: HookMetrics | None = None,
     lookup: Lookup | None = None,
     previous_secret: str | None = None,
-) -> None:
-    """Register the three hook endpoints on ``app``.
+) -> HookDecisions:
+    """Register the three hook endpoints on ``app``; returns their decisions
+    (``backend.http.hook_decisions``), which the embedded broker asks in process.
 
     ``legacy_status`` (a bool or a callable read at every check) says whether
     devices may still publish the deprecated ``locker/{u}/status``.
@@ -492,7 +525,8 @@ def add_hook_routes(
             return flag
 
     _install_access_log_filter()
-    hook = _Hook(directory, secret, legacy, metrics, lookup, previous_secret)
+    decisions = HookDecisions(directory, legacy_status=legacy, metrics=metrics, lookup=lookup)
+    hook = _Hook(decisions, secret, metrics, previous_secret)
     handlers: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
         (AUTH_PATH, "mosq_auth", hook.auth),
         (SUPERUSER_PATH, "mosq_superuser", hook.superuser),
@@ -500,3 +534,4 @@ def add_hook_routes(
     )
     for path, name, handler in handlers:
         app.router.add_post(path, handler, name=name)
+    return decisions

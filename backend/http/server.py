@@ -37,6 +37,7 @@ from backend.http.errors import error_middleware
 from backend.http.event_stream import EventStream
 from backend.http.health import HealthMonitor
 from backend.http.hook import HookMetrics, RedactingAccessLogger, add_hook_routes
+from backend.http.hook_decisions import HookDecisions
 from backend.http.listening import start_site
 from backend.http.openapi import build_openapi, hook_endpoints
 from backend.http.prometheus import CommandLatency, MetricsEndpoint, MqttMetricsProvider
@@ -67,6 +68,8 @@ class AppParts:
     stream: EventStream
     latency: CommandLatency
     hook_metrics: HookMetrics
+    hook_decisions: HookDecisions | None
+    """The hook's decisions, asked in process by the embedded amqtt broker (None under dynsec)."""
     metrics: MetricsEndpoint
     openapi: dict[str, Any]
     endpoints: tuple[Endpoint, ...]
@@ -99,8 +102,9 @@ def build_app(
     """
     hook_metrics = hook_metrics or HookMetrics()
     app = web.Application(middlewares=[error_middleware])
+    hook_decisions: HookDecisions | None = None
     if not settings.dynsec:  # under dynsec Mosquitto decides alone: no hook, no MOSQ_SECRET
-        add_hook_routes(
+        hook_decisions = add_hook_routes(
             app,
             directory,
             settings.secret("mosq_secret"),
@@ -164,6 +168,7 @@ def build_app(
         stream=stream,
         latency=latency,
         hook_metrics=hook_metrics,
+        hook_decisions=hook_decisions,
         metrics=metrics,
         openapi=document,
         endpoints=tuple(endpoints),

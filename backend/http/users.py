@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BACKEND_CLIENT_ID = "locker-backend"
 # A bank UUID as handed to devices (str(uuid4())): only such names are looked up in the store.
 _BANK_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_ACL_MEMO_SIZE = 65_536
+"""Remembered ACL decisions (a fleet asks about 4 topics per bank); emptied when full."""
 
 
 # Compared against when a user has no password on file, so that an unknown
@@ -102,6 +104,8 @@ class UserDirectory:
         self._online: set[str] = set()
         self._refused: dict[str, int] = dict.fromkeys(REFUSAL_CODES, 0)
         self._refused_log = LogThrottle("refused MQTT CONNECTs", logger=log)
+        # (kind, username, client id, topic, acc, legacy) -> check_acl's decision
+        self._acl_memo: dict[tuple[UserKind, str, str, str, int, bool], Decision] = {}
 
     @classmethod
     def of(cls, settings: Settings) -> UserDirectory:
@@ -185,6 +189,12 @@ class UserDirectory:
 
     def kind_of(self, username: str) -> UserKind:
         """What ``username`` is; revoked, unknown or malformed names are ``UNKNOWN``."""
+        if type(username) is str:
+            # The common case first, one dict look-up: an active device (its key passed
+            # valid_identity and differs from the service names when it was added).
+            entry = self._devices.get(username)
+            if entry is not None and not entry[1] and username not in self._superusers:
+                return UserKind.DEVICE
         if not valid_identity(username):
             return UserKind.UNKNOWN
         if username in self._superusers:
@@ -264,16 +274,35 @@ class UserDirectory:
     def acl(
         self, username: str, client_id: str, topic: str, acc: int, legacy_status: bool = True
     ) -> Decision:
-        """One topic check for a connected client (revoked devices get nothing)."""
-        return check_acl(
-            self.kind_of(username), username, client_id, topic, acc, legacy_status=legacy_status
-        )
+        """One topic check for a connected client (revoked devices get nothing).
+
+        The user's kind is read from the directory at every call (a revocation applies
+        at the very next check); what ``check_acl`` decides from the kind and the fields
+        is a pure function of them, remembered for plain ``str``/``int`` fields."""
+        kind = self.kind_of(username)
+        if not (
+            type(acc) is int
+            and type(topic) is str
+            and type(username) is str
+            and type(client_id) is str
+        ):  # e.g. acc=True, which hashes like 1: decided without the memo
+            return check_acl(kind, username, client_id, topic, acc, legacy_status=legacy_status)
+        key = (kind, username, client_id, topic, acc, bool(legacy_status))
+        decision = self._acl_memo.get(key)
+        if decision is None:
+            decision = check_acl(kind, username, client_id, topic, acc, legacy_status=key[5])
+            if len(self._acl_memo) >= _ACL_MEMO_SIZE:
+                self._acl_memo.clear()
+            self._acl_memo[key] = decision
+        return decision
 
     def needs_lookup(self, username: str, *, revoked_too: bool = False) -> bool:
         """True when ``username`` could be a bank this directory has not heard of yet (a
         bank UUID with no entry; with ``revoked_too`` also one revoked here, which another
         instance may have provisioned again): the hook then asks the store before deciding."""
-        if not isinstance(username, str) or not _BANK_UUID.fullmatch(username):
+        if not isinstance(username, str):
             return False
         entry = self._devices.get(username)
-        return entry is None or (revoked_too and entry[1])
+        if entry is not None and not (revoked_too and entry[1]):
+            return False  # known here (the usual case): no need to look at the name
+        return _BANK_UUID.fullmatch(username) is not None

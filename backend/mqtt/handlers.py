@@ -52,6 +52,9 @@ from backend.store.errors import StoreError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+Arrival = asyncio.Future[bool] | None
+"""What a heartbeat's write returns: None, or the future of its bank's coming online."""
+
 STORE_ERRORS: tuple[type[BaseException], ...] = (StoreError, OSError)
 UNKNOWN_BANK = "unknown bank uuid"
 
@@ -114,7 +117,8 @@ class InboundHandlers:
         rejector: Rejector,
         banks: KnownBanks,
         *,
-        heartbeats: Batcher[HeartbeatIn, None],
+        heartbeats: Batcher[HeartbeatIn, Arrival],
+        arrivals: Batcher[str, bool],
         responses: Batcher[tuple[str, CommandResponse, bytes], Outcome],
         on_outbox_work: Callable[[], None] = lambda: None,
         store_retries: int = 5,
@@ -125,6 +129,7 @@ class InboundHandlers:
         self.rejector = rejector
         self.banks = banks
         self.heartbeats = heartbeats
+        self.arrivals = arrivals
         self.responses = responses
         self._on_outbox_work = on_outbox_work
         self._store_retries = store_retries
@@ -190,9 +195,20 @@ class InboundHandlers:
 
     async def _heartbeats(self, beats: list[Beat]) -> None:
         # Coming online records an event, which wakes the relay for re-asks and apply_config.
-        await self._store(
+        arrivals = await self._store(
             "heartbeats", len(beats), lambda: self.heartbeats.submit([b.heartbeat for b in beats])
         )
+        waiting = {
+            b.heartbeat.bank_uuid: a for b, a in zip(beats, arrivals or (), strict=False) if a
+        }
+        if waiting:  # done when their banks are online; a failed one is tried again here
+            first = asyncio.gather(*waiting.values())
+            tries = iter([first])
+            await self._store(
+                "arrivals",
+                len(waiting),
+                lambda: next(tries, None) or self.arrivals.submit(list(waiting)),
+            )
 
     async def _responses(self, responses: list[Response]) -> None:
         outcomes = await self._store(

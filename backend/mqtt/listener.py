@@ -15,6 +15,13 @@ fails goes back to the front of its lane and takes the ordinary way (store retri
 with backoff, then given up). A message of the short way is acknowledged once its
 batch is committed (a refused response once it is stored as rejected), or, after a
 failure, once its lane has handled it, like every other message.
+
+A heartbeat of a bank that is not online is written with the others, and its bank is
+then brought online (event, re-asks, config push: a hundred times the cost of a
+heartbeat) by a third batcher, `arrivals`, in small transactions of their own: a fleet
+coming online at once, as after a restart, no longer holds up the heartbeats of the
+banks already online (which would fall silent and flap). The heartbeat is acknowledged
+once its bank is online, and a later message of the bank waits for that too.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import aiomqtt
 
@@ -35,7 +43,7 @@ from backend.domain.topics import TopicKind
 from backend.mqtt.acks import NO_ACK, Ack
 from backend.mqtt.batcher import Batcher
 from backend.mqtt.dispatcher import Dispatcher
-from backend.mqtt.handlers import Beat, InboundHandlers, Response, validate_inbound
+from backend.mqtt.handlers import Arrival, Beat, InboundHandlers, Response, validate_inbound
 from backend.mqtt.heard import HeardFrom
 from backend.mqtt.inbound import Inbound, classify
 from backend.mqtt.known_banks import KnownBanks
@@ -57,6 +65,9 @@ class ListenerOptions:
     response_linger: float = 0.0
     """Responses flush as soon as the store is free (batches form under load)."""
     max_batch: int = 500
+    max_arrivals: int = 50
+    """Banks brought online per transaction (each costs a few ms of store work; the
+    heartbeats of the banks already online wait at most one such transaction)."""
     max_pending: int = 10_000
     """Received but unhandled messages beyond which the receive loop waits."""
     store_retries: int = 5
@@ -84,7 +95,13 @@ class Listener:
         devices = service.devices
         self.banks = KnownBanks(devices)
         self.heard = HeardFrom()
-        self.heartbeats: Batcher[HeartbeatIn, None] = Batcher(
+        self.arrivals: Batcher[str, bool] = Batcher(
+            "arrivals",
+            self._bring_online,
+            max_items=self.options.max_arrivals,
+            metrics=metrics,
+        )
+        self.heartbeats: Batcher[HeartbeatIn, Arrival] = Batcher(
             "heartbeats",
             self._record_heartbeats,
             linger=self.options.heartbeat_linger,
@@ -104,12 +121,15 @@ class Listener:
             Rejector(devices, metrics),
             self.banks,
             heartbeats=self.heartbeats,
+            arrivals=self.arrivals,
             responses=self.responses,
             on_outbox_work=on_outbox_work,
             store_retries=self.options.store_retries,
         )
-        self._beats_in_flight: dict[str, asyncio.Future[None]] = {}
+        self._beats_in_flight: dict[str, asyncio.Future[Arrival]] = {}
         """Per bank, the newest heartbeat that took the short way and is not committed."""
+        self._arriving: dict[str, asyncio.Future[bool]] = {}
+        """Per bank, its `bring_online` not yet committed."""
         self._responses_in_flight: dict[str, asyncio.Future[Outcome]] = {}
         """Per bank, the newest response that took the short way and is not committed."""
         self._short_failed: dict[str, list[Inbound]] = {}
@@ -143,7 +163,12 @@ class Listener:
     @property
     def beats_in_flight(self) -> int:
         """Banks with a heartbeat or response of the short way not yet committed."""
-        return len(self._beats_in_flight) + len(self._responses_in_flight) + len(self._rejecting)
+        return (
+            len(self._beats_in_flight)
+            + len(self._responses_in_flight)
+            + len(self._arriving)
+            + len(self._rejecting)
+        )
 
     def _short_way(self, item: Inbound) -> bool:
         """Add a heartbeat or response to its batch here; False if it must take its lane."""
@@ -155,7 +180,9 @@ class Listener:
             or not self.heartbeats.running
             or not self.responses.running
             # past this the lanes' bound applies: the receive loop waits (back-pressure)
-            or self.heartbeats.waiting + self.responses.waiting >= self.options.max_pending
+            or not self.arrivals.running
+            or self.heartbeats.waiting + self.responses.waiting + self.arrivals.waiting
+            >= self.options.max_pending
         ):
             return False
         try:
@@ -177,13 +204,25 @@ class Listener:
         self.short_way += 1
         return True
 
-    def _beat_done(self, item: Inbound, future: asyncio.Future[None]) -> None:
+    def _beat_done(self, item: Inbound, future: asyncio.Future[Arrival]) -> None:
         if self._beats_in_flight.get(item.key) is future:
             del self._beats_in_flight[item.key]
         if future.cancelled():
             return  # dropped (abort): not acknowledged, the broker sends it again
-        if future.exception() is None:
+        if future.exception() is not None:
+            self._back_to_lane(item)
+            return
+        arrival = future.result()
+        if arrival is None:
             item.ack()  # committed
+            return
+        arrival.add_done_callback(partial(self._arrived, item))
+
+    def _arrived(self, item: Inbound, future: asyncio.Future[bool]) -> None:
+        if future.cancelled():
+            return
+        if future.exception() is None:
+            item.ack()  # its bank is online
             return
         self._back_to_lane(item)
 
@@ -217,16 +256,26 @@ class Listener:
         else:
             self.dispatcher.put_nowait(key, item)
 
+    def _in_flight(self, key: str) -> list[asyncio.Future[Any]]:
+        """The bank's short-way work and its coming online, not yet committed."""
+        futures = (
+            self._beats_in_flight.get(key),
+            self._responses_in_flight.get(key),
+            self._arriving.get(key),
+        )
+        return [
+            f for f in futures if f is not None
+        ]  # done ones too: their callbacks may not have run
+
     async def _handle_lane(self, key: str, items: list[Inbound]) -> None:
-        in_flight = [
-            f
-            for f in (self._beats_in_flight.get(key), self._responses_in_flight.get(key))
-            if f is not None
-        ]
+        in_flight = self._in_flight(key)
         if in_flight:
             self._lanes_waiting.add(key)
             try:
-                await asyncio.wait(in_flight)
+                while in_flight:  # a committed heartbeat may leave its bank's arrival
+                    await asyncio.wait(in_flight)
+                    await asyncio.sleep(0)  # let done-callbacks run
+                    in_flight = self._in_flight(key)
             finally:
                 self._lanes_waiting.discard(key)
             failed = self._short_failed.pop(key, None)
@@ -246,13 +295,33 @@ class Listener:
         """Service listener: learn banks created in this process."""
         self.banks.observe(events)
 
-    async def _record_heartbeats(self, items: Sequence[HeartbeatIn]) -> list[None]:
-        taken = await self.service.devices.record_heartbeats(items)
-        self.metrics.heartbeats_taken += taken
-        self.metrics.heartbeats_ignored += len(items) - taken
-        return [None] * len(items)
+    async def _record_heartbeats(self, items: Sequence[HeartbeatIn]) -> list[Arrival]:
+        """Write the batch's liveness; each heartbeat of a bank not online gets the future
+        of its bank's coming online (the `arrivals` batcher)."""
+        devices = self.service.devices
+        recorded = await devices.record_liveness(items)
+        self.metrics.heartbeats_taken += recorded.taken
+        self.metrics.heartbeats_ignored += len(items) - recorded.taken
+        if not recorded.arriving:
+            return [None] * len(items)
+        if not self.arrivals.running:  # stopping: bring them online here
+            await devices.bring_online(sorted(recorded.arriving))
+            return [None] * len(items)
+        for bank in recorded.arriving:
+            if bank not in self._arriving:
+                arrival = self._arriving[bank] = self.arrivals.add(bank)
+                arrival.add_done_callback(partial(self._arrival_done, bank))
+        return [self._arriving.get(i.bank_uuid) for i in items]
+
+    async def _bring_online(self, banks: Sequence[str]) -> list[bool]:
+        return await self.service.devices.bring_online(banks)
+
+    def _arrival_done(self, bank: str, future: asyncio.Future[bool]) -> None:
+        if self._arriving.get(bank) is future:
+            del self._arriving[bank]
 
     def start(self) -> None:
+        self.arrivals.start()
         self.heartbeats.start()
         self.responses.start()
 
@@ -265,6 +334,7 @@ class Listener:
             log.warning("%d received messages not handled at stop", self.dispatcher.pending)
             await self.dispatcher.abort()
         await self.heartbeats.stop()
+        await self.arrivals.stop()
         await self.responses.stop()
         await asyncio.gather(*self._rejecting, return_exceptions=True)
         self.handlers.flush_logs()
@@ -273,6 +343,7 @@ class Listener:
         """Drop everything in flight, unacknowledged (for crash tests)."""
         await self.dispatcher.abort()
         self.heartbeats.abort()
+        self.arrivals.abort()
         self.responses.abort()
         for task in list(self._rejecting):
             task.cancel()

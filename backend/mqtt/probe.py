@@ -46,6 +46,8 @@ class SelfProbe:
         """Messages of the current connection received and not yet acknowledged."""
         self._last_activity = 0.0
         self._waiting_since: float | None = None
+        self._sent_at: float | None = None
+        self._round_trip = 0.0
 
     def is_probe(self, topic: str) -> bool:
         return topic == self.topic
@@ -55,6 +57,9 @@ class SelfProbe:
         if self._expected is not None and payload == self._expected:
             self.returned += 1
             self._waiting_since = None
+            if self._sent_at is not None:
+                self._round_trip = time.monotonic() - self._sent_at
+                self._sent_at = None
             self._back.set()
 
     def activity(self, busy: bool) -> None:
@@ -79,13 +84,10 @@ class SelfProbe:
             self._expected = nonce
             self._back = asyncio.Event()
             self.sent += 1
-            window_start = time.monotonic()
+            window_start = self._sent_at = time.monotonic()
             if self._waiting_since is None:
                 self._waiting_since = window_start
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await publish(self.topic, nonce)
-            except TimeoutError:
+            if not await self._acknowledged(publish(self.topic, nonce), window_start):
                 return self._failed("was not even acknowledged")
             while not self._back.is_set():
                 try:
@@ -97,6 +99,31 @@ class SelfProbe:
                         continue
                     return self._failed("did not come back")
             await asyncio.sleep(self.interval)
+
+    async def _acknowledged(self, publishing: Awaitable[None], since: float) -> bool:
+        """Wait for the probe's PUBACK; False if none came within `timeout` while nothing
+        else was received either. A broker (or, embedded, the process it shares with us)
+        slow under load still serves the session: reconnecting then makes it worse."""
+        task = asyncio.ensure_future(publishing)
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=self.timeout)
+                if done:
+                    task.result()  # a failed publish is left to the connection
+                    return True
+                if not (self._serving or self._last_activity > since):
+                    return False
+                since = time.monotonic()  # other traffic flows: keep waiting
+        finally:
+            task.cancel()
+
+    def backlog(self) -> float:
+        """How far behind the broker this session's receiving is, in seconds: the last
+        probe's round trip, or the time the outstanding one has been under way if longer.
+        A probe waits behind every message queued for us, so a device's heartbeat sent that
+        long ago may not have reached us yet (the sweeper does not call it silent)."""
+        waiting = time.monotonic() - self._sent_at if self._sent_at is not None else 0.0
+        return max(self._round_trip, waiting)
 
     def problem(self) -> str | None:
         """For /healthz and the console: why the broker path is not proven to work now
@@ -113,6 +140,8 @@ class SelfProbe:
         """A new connection: nothing outstanding."""
         self._waiting_since = None
         self._expected = None
+        self._sent_at = None
+        self._round_trip = 0.0
 
     def _failed(self, what: str) -> str:
         self.failures += 1

@@ -100,6 +100,7 @@ class MqttRuntime(StartStop):
             on_outbox_work=self.relay.wake,
             heard=self._heard_at,
             ready=self.presence.caught_up.is_set,
+            backlog=self.connection.probe.backlog,
         )
         self._connection_task: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []

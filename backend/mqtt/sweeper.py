@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from backend.device_service import HeardAt
 from backend.mqtt.backoff import Backoff
@@ -42,10 +43,12 @@ class Sweeper:
         on_outbox_work: Callable[[], None] = lambda: None,
         heard: HeardAt | None = None,
         ready: Callable[[], bool] = lambda: True,
+        backlog: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.devices = service.devices
         self._heard = heard
         self._ready = ready
+        self._backlog = backlog
         self.metrics = metrics
         self.options = options or SweeperOptions()
         self._on_outbox_work = on_outbox_work
@@ -96,7 +99,11 @@ class Sweeper:
     async def sweep_once(self) -> dict[str, int]:
         # Not ready: not connected, or the broker is still handing us what the fleet sent
         # while we were away. Silence now is ours, not the fleet's; answers may be queued.
-        counts = await self.devices.sweep(self._heard, settled=self._ready())
+        # Behind by `backlog` seconds (the self-probe's round trip): heartbeats sent within
+        # that time may still be queued for us, so silence is judged that much earlier.
+        counts = await self.devices.sweep(
+            self._heard, settled=self._ready(), backlog=timedelta(seconds=self._backlog())
+        )
         self.sweeps += 1
         self.metrics.banks_offline += counts.get("offline", 0)
         for key in ("timeout", "expired", "reasked"):

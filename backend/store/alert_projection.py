@@ -8,7 +8,10 @@ resolved also depends on the time of asking (`resolves_at`), see `AlertRow`.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from backend.domain.alerts import (
@@ -26,6 +29,7 @@ from backend.domain.events import (
     LockerBankCameOnline,
     LockerBankWentOffline,
 )
+from backend.store.batch_reads import chunks
 from backend.store.event_store import RecordedEvent
 from backend.store.tables import AlertRow, CommandTransactionRow
 
@@ -99,8 +103,38 @@ def project_alerts(session: Session, r: RecordedEvent) -> AlertRow | None:
     return None
 
 
-def _current_offline(session: Session, bank_uuid: str) -> AlertRow | None:
-    """The bank's newest bank-offline alert if it is not resolved for good."""
+_NEWEST_OFFLINE = "alert_projection.newest_offline"
+"""`Session.info` key: bank uuid -> its newest bank-offline alert (or None), for a batch."""
+
+
+@contextmanager
+def newest_offline_alerts(session: Session, banks: Collection[str]) -> Iterator[None]:
+    """For a batch of banks coming online (or going offline) together: their newest
+    bank-offline alerts read in one query per chunk and kept for the block, instead of
+    one query (and a flush) per bank in the projection."""
+    known: dict[str, AlertRow | None] = dict.fromkeys(banks)
+    for chunk in chunks(list(banks)):
+        newest = (
+            select(func.max(col(AlertRow.id)))
+            .where(col(AlertRow.bank_uuid).in_(chunk))
+            .where(col(AlertRow.kind) == "bank_offline")
+            .group_by(col(AlertRow.bank_uuid))
+        )
+        for alert in session.execute(
+            select(AlertRow).where(col(AlertRow.id).in_(newest))
+        ).scalars():
+            known[alert.bank_uuid] = alert
+    session.info[_NEWEST_OFFLINE] = known
+    try:
+        yield
+    finally:
+        session.info.pop(_NEWEST_OFFLINE, None)
+
+
+def _newest_offline(session: Session, bank_uuid: str) -> AlertRow | None:
+    known: dict[str, AlertRow | None] | None = session.info.get(_NEWEST_OFFLINE)
+    if known is not None and bank_uuid in known:
+        return known[bank_uuid]
     alert: AlertRow | None = session.execute(
         select(AlertRow)
         .where(col(AlertRow.bank_uuid) == bank_uuid)
@@ -108,6 +142,12 @@ def _current_offline(session: Session, bank_uuid: str) -> AlertRow | None:
         .order_by(col(AlertRow.id).desc())
         .limit(1)
     ).scalar_one_or_none()
+    return alert
+
+
+def _current_offline(session: Session, bank_uuid: str) -> AlertRow | None:
+    """The bank's newest bank-offline alert if it is not resolved for good."""
+    alert = _newest_offline(session, bank_uuid)
     if alert is None or alert.resolved_at is not None:
         return None
     return alert
@@ -133,6 +173,9 @@ def _went_offline(session: Session, r: RecordedEvent, e: LockerBankWentOffline) 
         last_at=e.occurred_at,
     )
     session.add(alert)
+    known: dict[str, AlertRow | None] | None = session.info.get(_NEWEST_OFFLINE)
+    if known is not None and r.aggregate_uuid in known:
+        known[r.aggregate_uuid] = alert  # the newest now
     return alert
 
 

@@ -178,8 +178,12 @@ class UnitOfWork:
         decide: Decide,
         metadata: EventMetadata,
         react: React | None = None,
+        *,
+        projected_by_caller: bool = False,
     ) -> list[RecordedEvent]:
-        """Run a decision on a bank and record its events, projections and messages."""
+        """Run a decision on a bank and record its events, projections and messages.
+        `projected_by_caller`: the caller writes the read models for these events itself
+        (set-wise, `answers.save`); the ORM projectors are not run."""
         bank = self.bank(uuid)
         events = decide(bank)
         if not events:
@@ -198,8 +202,9 @@ class UnitOfWork:
         self._next_position += len(recorded)
         for event in events:
             bank.apply(event)
-        for r in recorded:
-            project(self.session, r)
+        if not projected_by_caller:
+            for r in recorded:
+                project(self.session, r)
         if react is not None:
             for message in react(bank, events):
                 self.enqueue(message)

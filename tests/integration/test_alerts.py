@@ -347,3 +347,34 @@ async def test_store_unwritable_is_a_runtime_condition_of_this_instance(
     await service.db.write(rename, "outbox_away", "outbox")
     await service.request_open(bank, 1, actor="op")
     assert (await gateway.status()).conditions == []
+
+
+async def test_banks_coming_online_in_one_batch_each_settle_their_own_offline_alert(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    """A batch brings banks online with their newest offline alerts read together: each
+    bank's alert is the one set to resolve, as one by one (and as a rebuild replays it)."""
+    never, once, twice = [await provisioned(service) for _ in range(3)]
+    await service.devices.record_heartbeats([beat(b, clock.now()) for b in (once, twice)])
+    assert await service.devices.record_last_will(once)
+    assert await service.devices.record_last_will(twice)
+    clock.advance(20)
+    await online(service, clock, twice)
+    clock.advance(61)  # twice's first outage resolved
+    assert await service.devices.record_last_will(twice)  # a second episode
+    clock.advance(5)
+    await service.devices.record_heartbeats([beat(b, clock.now()) for b in (never, once, twice)])
+    assert {(await service.get_bank(b)).status for b in (never, once, twice)} == {"online"}
+    open_now = {(a.bank_uuid, a.count) for a in await service.list_alerts()}
+    assert open_now == {(once, 1), (twice, 1)}  # back online, resolving within a minute
+    clock.advance(60)
+    assert await service.list_alerts() == []
+    everything = await service.list_alerts(include_resolved=True)
+    assert sorted((a.bank_uuid == twice, a.state) for a in everything) == [
+        (False, "resolved"),
+        (True, "resolved"),
+        (True, "resolved"),
+    ]
+    before = await dump_read_models(service)
+    await service.rebuild_projections()
+    assert await dump_read_models(service) == before

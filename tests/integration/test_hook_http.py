@@ -678,3 +678,96 @@ def test_log_field_redacts_and_shortens() -> None:
     assert log_field("locker/register/+") == "locker/register/<redacted>"
     assert log_field(f"locker/{A}/state") == f"locker/{A}/state"
     assert len(log_field("x" * 5000)) < 300
+
+
+# --------------------------------------------------------------------------- the ACL fast path
+
+_TOPIC_A = f"locker/{A}/state"
+J = "application/json"
+FORM = "application/x-www-form-urlencoded"
+_PLAIN = f'"username": "{A}", "clientid": "dev-a", "topic": "{_TOPIC_A}"'
+
+
+def _j(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def _raw(rest: str) -> bytes:
+    """A JSON object of A's plain fields and ``rest`` (as written: NaN, duplicates...)."""
+    return f"{{{_PLAIN}{rest}}}".encode()
+
+
+ACL_SHAPES: list[tuple[bytes, str]] = [
+    # go-auth's usual shape: allowed, denied, unknown, revoked, never provisioned, odd acc
+    (_j(username=A, clientid="dev-a", topic=_TOPIC_A, acc=2), J),
+    (_j(username=A, clientid="dev-a", topic=f"locker/{B}/state", acc=2), J),
+    (_j(username="x", clientid="c", topic="t", acc=1), J),
+    (_j(username=REVOKED, clientid="dev-r", topic="t", acc=1), J),
+    (_j(username=NEVER, clientid="n", topic="t", acc=1), J),
+    (_j(username=A, clientid="dev-a", topic="a/+", acc=4), J),
+    (_j(username=A, clientid="dev-a", topic=_TOPIC_A, acc=9), J),
+    (_j(username=A, clientid="dev-a", topic=_TOPIC_A, acc=2, x=1), J),
+    # what orjson and json read differently, or the fast path leaves to the reference path
+    (_raw(', "acc": true'), J),
+    (_raw(', "acc": 2.0'), J),
+    (_raw(', "acc": NaN'), J),
+    (_raw(', "acc": 1e400'), J),
+    (_raw(f', "acc": {10**30}'), J),
+    (_raw(f', "acc": {2**64}'), J),
+    (_raw(', "acc": 2, "z": NaN'), J),
+    (_raw(', "acc": 2, "clientid": "x"'), J),
+    (_raw(', "acc": 2, "topic": "t\\ud800"'), J),
+    (_j(username=None, clientid="dev-a", topic=_TOPIC_A, acc=2), J),
+    (_j(username=A, clientid=None, topic=_TOPIC_A, acc=2), J),
+    (_j(username=A, clientid="dev-a", topic=None, acc=2), J),
+    (_j(username=A, clientid="dev-a", acc=2), J),
+    (_j(username=A, clientid="dev-a", topic=_TOPIC_A), J),
+    (_j(username=A, client_id="dev-a", topic=_TOPIC_A, acc=2), J),
+    (_j(username=A, clientid="dev-a", client_id="o", topic="t", acc=2), J),
+    (_j(username=A, clientid="dev-a", topic=_TOPIC_A, action="publish"), J),
+    (_j(username=A, clientid="dev-a", topic=_TOPIC_A, acc="2"), J),
+    (json.dumps([A, "dev-a", _TOPIC_A, 2]).encode(), J),
+    (b'{"username": ', J),
+    (b"\xff\xfe{}", J),
+    (b'\xef\xbb\xbf{"username": "x"}', J),
+    (_raw(', "acc": 2'), "application/json; charset=utf-8"),
+    (f"username={A}&clientid=dev-a&topic={_TOPIC_A}&acc=2".encode(), FORM),
+]  # fmt: skip
+
+
+async def _acl_answers(
+    raw: bytes, content_type: str, *, warm: bool
+) -> tuple[Answer, dict[Any, int]]:
+    """The answer to one raw ACL call by a new hook; ``warm``: after one plain allowed call
+    (its query string is then known, so the call may take the fast path)."""
+    directory, metrics = make_directory(), HookMetrics()
+    async with TestClient(TestServer(make_app(directory, metrics, True))) as client:
+        hook = Hook(client, directory, metrics)
+        if warm:
+            assert_granted(await go_auth_acl(hook, A, "dev-a", _TOPIC_A, 2), True)
+        answer = await post(hook, ACL_PATH, raw=raw, content_type=content_type)
+    counts = metrics.snapshot()
+    if warm:
+        counts[("acl", "allow")] -= 1
+    return answer, counts
+
+
+@pytest.mark.parametrize(("raw", "content_type"), ACL_SHAPES)
+async def test_acl_fast_path_answers_as_the_reference_path(raw: bytes, content_type: str) -> None:
+    """A hook that knows the query string (fast path where the shape allows) answers every
+    body exactly as a new one (the reference path, `_answer`), and counts it the same."""
+    reference, reference_counts = await _acl_answers(raw, content_type, warm=False)
+    fast, fast_counts = await _acl_answers(raw, content_type, warm=True)
+    assert fast == reference
+    assert fast_counts == reference_counts
+
+
+async def test_acl_decisions_follow_revocation_and_reprovisioning_at_once(hook: Hook) -> None:
+    """The directory remembers decisions by the user's kind: a revoked bank is denied at the
+    next check, a provisioned one allowed, however often the same check came before."""
+    for _ in range(3):
+        assert_granted(await go_auth_acl(hook, A, "dev-a", _TOPIC_A, 2), True)
+    hook.directory.device_revoked(A)
+    assert_granted(await go_auth_acl(hook, A, "dev-a", _TOPIC_A, 2), False)
+    hook.directory.device_provisioned(A, secret_digest(A_PW), "dev-a")
+    assert_granted(await go_auth_acl(hook, A, "dev-a", _TOPIC_A, 2), True)

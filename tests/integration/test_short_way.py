@@ -5,6 +5,7 @@ messages a connection would hand it."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 
@@ -12,6 +13,7 @@ import aiomqtt
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from backend.device_liveness import LivenessRecorded
 from backend.device_service import HeartbeatIn
 from backend.domain.contract import CommandResponse, ConnectionLost, Heartbeat, HeartbeatData
 from backend.domain.outcomes import ResponseResult
@@ -118,17 +120,17 @@ async def test_a_short_way_heartbeat_whose_batch_fails_is_retried_in_order(
     await settled(listener)
     assert (await service.get_bank(bank)).status == "offline"
 
-    record = service.devices.record_heartbeats
+    record = service.devices.record_liveness
     failures: list[int] = []
     acks = ConnectionAcks(None)
 
-    async def locked_once(items: Sequence[HeartbeatIn]) -> int:
+    async def locked_once(items: Sequence[HeartbeatIn]) -> LivenessRecorded:
         if not failures:
             failures.append(len(items))
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
         return await record(items)
 
-    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]  # a test double
+    service.devices.record_liveness = locked_once  # type: ignore[method-assign]  # a test double
     short_before = listener.short_way
     await listener.on_message(state_message(bank, beat(now), 3), acks.take(3, 1))
     await listener.on_message(state_message(bank, will(now), 4), acks.take(4, 1))
@@ -152,20 +154,65 @@ async def test_a_lone_short_way_heartbeat_whose_batch_fails_is_retried(
     await listener.on_message(state_message(bank, will(now), 2))
     await settled(listener)
 
-    record = service.devices.record_heartbeats
+    record = service.devices.record_liveness
     calls: list[int] = []
 
-    async def locked_once(items: Sequence[HeartbeatIn]) -> int:
+    async def locked_once(items: Sequence[HeartbeatIn]) -> LivenessRecorded:
         calls.append(len(items))
         if len(calls) == 1:
             raise OperationalError("BEGIN IMMEDIATE", {}, Exception("database is locked"))
         return await record(items)
 
-    service.devices.record_heartbeats = locked_once  # type: ignore[method-assign]  # a test double
+    service.devices.record_liveness = locked_once  # type: ignore[method-assign]  # a test double
     await listener.on_message(state_message(bank, beat(now), 3))
     await settled(listener)
     assert calls == [1, 1]
     assert (await service.get_bank(bank)).status == "online"
+
+
+async def test_a_bank_comes_online_in_its_own_batch_and_its_heartbeat_waits_for_it(
+    service: LockerService, listener: Listener
+) -> None:
+    """The heartbeat of a bank not online is written at once; the bank is brought online
+    by the arrivals batcher. Until that commits the heartbeat is not acknowledged and a
+    last will of the bank waits (it must not be applied to the bank still offline)."""
+    bank = await provisioned_bank(service)
+    other = await provisioned_bank(service)
+    now = service.clock.now()
+    await listener.on_message(state_message(other, beat(now), 1))
+    await settled(listener)
+    assert (await service.get_bank(other)).status == "online"
+
+    bring_online = service.devices.bring_online
+    gate = asyncio.Event()
+    held: list[list[str]] = []
+
+    async def gated(banks: Sequence[str]) -> list[bool]:
+        held.append(list(banks))
+        await gate.wait()
+        return await bring_online(banks)
+
+    service.devices.bring_online = gated  # type: ignore[method-assign]  # a test double
+    acks = ConnectionAcks(None)
+    taken = listener.metrics.heartbeats_taken
+    await listener.on_message(state_message(bank, beat(now), 2), acks.take(2, 1))
+    await until(lambda: held, bool, "the bank's arrival under way")
+    assert listener.metrics.heartbeats_taken == taken + 1  # its liveness is written
+    await listener.on_message(state_message(bank, will(now), 3), acks.take(3, 1))
+    # meanwhile the bank already online is not held up by the arrival in progress
+    await listener.on_message(state_message(other, beat(now), 4), acks.take(4, 1))
+    await until(lambda: acks.held, lambda n: n == 2, "the online bank's heartbeat committed")
+    assert (await service.get_bank(bank)).status == "provisioned"  # not online yet ...
+    gate.set()
+    await settled(listener)
+
+    assert held == [[bank]]
+    assert acks.held == 0  # ... and the heartbeat acknowledged once its bank was online
+    assert (await service.get_bank(bank)).status == "offline"  # the last will came after
+    assert (await liveness_events(service, bank)) == [
+        "LockerBankCameOnline",
+        "LockerBankWentOffline",
+    ]
 
 
 def response_message(bank_uuid: str, payload: bytes, mid: int) -> aiomqtt.Message:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -228,6 +229,24 @@ async def test_heartbeat_batch_brings_many_banks_online(
     await service.devices.record_heartbeats([beat(b, clock.now()) for b in banks])
     after = [e.event_type for e in await service.events_after(0, 100_000)]
     assert after.count("ConfigApplyRequested") == 30
+
+
+async def test_sweep_judges_silence_only_up_to_what_has_reached_us(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    """The receive side is behind the broker by `backlog` (the self-probe's round trip):
+    heartbeats sent within it may still be queued for us, so a bank is called silent only
+    if it sent nothing for three intervals before that."""
+    bank = await provisioned(service)
+    await service.devices.record_heartbeats([beat(bank, clock.now())])
+    interval = (await service.get_bank(bank)).heartbeat_interval_seconds
+    clock.advance(3 * interval + 4)
+    counts = await service.devices.sweep(backlog=timedelta(seconds=5))
+    assert counts["offline"] == 0
+    assert (await service.get_bank(bank)).status == "online"
+    counts = await service.devices.sweep(backlog=timedelta(seconds=3))
+    assert counts["offline"] == 1
+    assert (await service.get_bank(bank)).status == "offline"
 
 
 async def test_sweep_spares_a_bank_whose_heartbeat_is_still_queued(

@@ -6,6 +6,7 @@ import itertools
 import re
 import sys
 import unicodedata
+from typing import Any
 
 import pytest
 from hypothesis import assume, given, settings
@@ -650,3 +651,22 @@ def test_directory_refuses_bad_configuration() -> None:
         d.device_provisioned("a/b", secret_digest("x"))
     with pytest.raises(ValueError):
         d.device_provisioned("locker_backend", secret_digest("x"))
+
+
+def test_remembered_acl_decisions_never_confuse_equal_keys() -> None:
+    """``UserDirectory.acl`` remembers decisions for plain str/int fields only: ``True``
+    (which hashes and compares like 1) is still an unknown access type after acc 1 passed,
+    and a revocation changes the next answer."""
+    d = UserDirectory("locker_backend", "pw", "provisioning_client", "pw2")
+    d.device_provisioned(U, "a" * 64)
+    topic = f"locker/{U}/command"
+    assert d.acl(U, U, topic, 1).allowed
+    assert d.acl(U, U, topic, 1) == d.acl(U, U, topic, 1)
+    denied = d.acl(U, U, topic, True)
+    assert not denied.allowed and denied.reason == "unknown access type"
+    one_as_float: Any = 1.0  # as a caller without types could pass it
+    assert not d.acl(U, U, topic, one_as_float).allowed
+    d.device_revoked(U)
+    assert not d.acl(U, U, topic, 1).allowed
+    d.device_provisioned(U, "b" * 64)
+    assert d.acl(U, U, topic, 1).allowed
