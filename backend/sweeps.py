@@ -38,7 +38,9 @@ class Sweeps(WritePart):
         meanwhile): nobody is called silent and no sent command is judged, since its
         answer may be in that backlog; commands never sent still time out and expire.
         `backlog`: how far behind the broker the receive side is (the self-probe's round
-        trip); a bank is silent only if it sent nothing for 3 intervals before that."""
+        trip); a bank is silent only if it sent nothing for 3 intervals before that, and a
+        sent command times out (or is asked again) only if unanswered that much longer.
+        Expiry does not wait: it is the command's promise to the operator."""
         return await self.path.transact(lambda uow: self._sweep(uow, heard, settled, backlog))
 
     def _sweep(
@@ -80,7 +82,11 @@ class Sweeps(WritePart):
                 ):
                     counts["expired"] += 1
                     drop_pending(uow, bank, tid, "expired")
-            elif txn.status == CommandStatus.SENT and txn.sent_at and now - txn.sent_at >= timeout:
+            elif (
+                txn.status == CommandStatus.SENT
+                and txn.sent_at
+                and seen_up_to - txn.sent_at >= timeout  # its answer may be in the backlog
+            ):
                 if uow.execute(
                     bank, partial(LockerBank.time_out, transaction_id=tid, now=now), meta
                 ):
@@ -88,7 +94,7 @@ class Sweeps(WritePart):
                     drop_pending(uow, bank, tid, "timeout")
             elif txn.status == CommandStatus.SENT and txn.first_seen_at is None:
                 last = latest.get((bank, tid))
-                if last is not None and last.status == "sent" and last.at <= now - retry:
+                if last is not None and last.status == "sent" and last.at <= seen_up_to - retry:
                     counts["reasked"] += reask(uow, txn)
         return counts
 

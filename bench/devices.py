@@ -155,8 +155,20 @@ async def run_load(args: argparse.Namespace) -> None:
     late: list[float] = []  # how late each round's publishes start against the schedule
     started = time.monotonic()
 
+    answering: set[asyncio.Task[None]] = set()
+    failed_answers = 0
+
+    async def answer(client: aiomqtt.Client, topic: str, body: bytes) -> None:
+        nonlocal configs, failed_answers
+        try:
+            await client.publish(topic, body, qos=1)
+        except Exception as exc:  # a lost answer must not end the answering (it did)
+            failed_answers += 1
+            say("answer_failed", error=type(exc).__name__)
+        else:
+            configs += 1
+
     async def answer_configs(client: aiomqtt.Client) -> None:
-        nonlocal configs
         async for message in client.messages:
             payload = message.payload if isinstance(message.payload, bytes) else b""
             command = Command.model_validate_json(payload)
@@ -171,8 +183,12 @@ async def run_load(args: argparse.Namespace) -> None:
                 applied_config_hash=seed_hash(data.compartments, data.heartbeat_interval_seconds),
             )
             bank = message.topic.value.split("/")[1]
-            await client.publish(device_topic(bank, "response"), response.to_bytes(), qos=1)
-            configs += 1
+            # answered concurrently: one PUBACK round trip each in sequence fell behind
+            task = asyncio.create_task(
+                answer(client, device_topic(bank, "response"), response.to_bytes())
+            )
+            answering.add(task)
+            task.add_done_callback(answering.discard)
 
     async def beat(client: aiomqtt.Client, mine: list[str], offset: float) -> None:
         nonlocal sent
@@ -248,6 +264,7 @@ async def run_load(args: argparse.Namespace) -> None:
                     banks=len(banks),
                     heartbeats_sent=sent,
                     configs_answered=configs,
+                    config_answers_failed=failed_answers,
                     round_start_late_p99_ms=round(
                         sorted(late)[int(len(late) * 0.99)] * 1000 if late else 0.0, 1
                     ),

@@ -249,6 +249,23 @@ async def test_sweep_judges_silence_only_up_to_what_has_reached_us(
     assert (await service.get_bank(bank)).status == "offline"
 
 
+async def test_a_sent_command_times_out_only_once_its_answer_cannot_be_in_the_backlog(
+    service: LockerService, clock: FrozenClock
+) -> None:
+    bank = await provisioned(service)
+    await service.devices.record_heartbeats([beat(bank, clock.now())])  # pushes its config
+    for item in await service.devices.outbox_due(100):
+        await service.devices.outbox_published(item)  # sent
+    assert service.settings.config_ttl_seconds > service.settings.command_timeout + 5
+    clock.advance(service.settings.command_timeout + 2)
+    await service.devices.record_heartbeats([beat(bank, clock.now())])  # not silent
+    counts = await service.devices.sweep(backlog=timedelta(seconds=3))
+    assert (counts["timeout"], counts["expired"]) == (0, 0)  # its answer may still be queued
+    counts = await service.devices.sweep(backlog=timedelta(seconds=1))
+    assert (counts["timeout"], counts["expired"]) == (1, 0)
+    assert (await service.get_bank(bank)).config_state == "unknown"
+
+
 async def test_sweep_spares_a_bank_whose_heartbeat_is_still_queued(
     service: LockerService, clock: FrozenClock
 ) -> None:
