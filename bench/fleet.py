@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -183,6 +185,9 @@ async def backend_main(overrides: dict[str, Any]) -> None:
     configure(settings, to_file=False, level=logging.WARNING)
     services = BackendServices(settings, tune_gc=True)  # as --headless
     probe = Probe(services)
+    # investigations only: FLEET_CPROFILE=path profiles the loop thread during the window
+    # (py-spy cannot attach to a running process on some machines)
+    profiler = cProfile.Profile() if os.environ.get("FLEET_CPROFILE") else None
     await services.start()
     await services.runtime.wait_connected(30)
     watcher = asyncio.create_task(probe.watch_loop())
@@ -203,11 +208,17 @@ async def backend_main(overrides: dict[str, Any]) -> None:
                     rss_mb=round(rss_mb(), 1),
                     banks_set_offline=metrics.banks_offline,
                     commands=dict(metrics.commands),
+                    receive_backlog_s=round(services.runtime.connection.probe.backlog(), 3),
                 )
             elif line == "mark":
                 probe.mark()
+                if profiler is not None:
+                    profiler.enable()  # the event-loop thread, for the window
                 say("marked")
             elif line == "report":
+                if profiler is not None:
+                    profiler.disable()
+                    profiler.dump_stats(os.environ["FLEET_CPROFILE"])
                 say("report", **probe.report(), banks=await bank_counts(services.service))
     finally:
         watcher.cancel()
@@ -414,7 +425,8 @@ async def raw_receive(port: int) -> dict[str, float]:
 
 
 async def settle(backend: Backend, banks: int, timeout: float) -> tuple[dict[str, Any] | None, str]:
-    """Until every bank is online and configured and the outbox is empty. (None, why) on a
+    """Until every bank is online and configured, the outbox is empty and the receive side
+    has caught up (self-probe round trip < 1 s). (None, why) on a
     timeout, or as soon as banks flap: set offline for silence although their devices
     heartbeat (their heartbeats are committed too late), back online with the next one."""
     deadline = time.monotonic() + timeout
@@ -426,6 +438,9 @@ async def settle(backend: Backend, banks: int, timeout: float) -> tuple[dict[str
             counts.get("online", 0) >= banks
             and counts.get("config_in_sync", 0) >= banks
             and status["outbox_depth"] == 0
+            # and the start-up's inbound backlog is worked off (the self-probe's round
+            # trip): the window measures the steady state, not the catching up
+            and status["receive_backlog_s"] < LAG_P99_S
         ):
             return status, ""
         if status["banks_set_offline"] > flap_limit:
