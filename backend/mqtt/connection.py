@@ -35,7 +35,7 @@ from paho.mqtt.properties import Properties
 
 from backend.config import Settings
 from backend.domain.contract import ServerStatus
-from backend.mqtt import paho_speedups
+from backend.mqtt import buffered_reads, paho_speedups
 from backend.mqtt.acks import RECEIVE_MAXIMUM, Ack, ConnectionAcks
 from backend.mqtt.backoff import Backoff
 from backend.mqtt.metrics import Metrics
@@ -287,6 +287,7 @@ class MqttConnection:
         # The relay pipelines a batch of publishes; aiomqtt warns (one log line per publish)
         # above 10 awaiting their PUBACK.
         client.pending_calls_threshold = PENDING_PUBLISH_WARNING
+        buffered_reads.attach(client._client)
         if self.manual_acks:
             client._client.manual_ack_set(True)  # aiomqtt#345: not wrapped by aiomqtt 2.5
         return client
