@@ -73,5 +73,5 @@ def attach(client: Client) -> BufferedReads:
     """Give `client` (aiomqtt's inner paho client) its read buffer."""
     reads = BufferedReads(client)
     client._sock_recv = reads.recv  # type: ignore[method-assign]  # per instance, on purpose
-    client.loop_read = reads.loop_read  # type: ignore[method-assign]
+    client.loop_read = reads.loop_read  # type: ignore[method-assign]  # per instance, on purpose
     return reads
