@@ -3,6 +3,7 @@
     .venv/bin/python bench/run_all.py            # full sizes: bench/results.json + BENCHMARKS.md
     .venv/bin/python bench/run_all.py --quick    # tiny sizes: bench/results-quick.json only
     .venv/bin/python bench/run_all.py --only ingest,hook
+    BENCH_FLEET_ARGS="--settle-timeout 300 --keep-going" .venv/bin/python bench/run_all.py --only fleet
 
 Each benchmark runs as its own process (its progress goes to this stderr). PostgreSQL
 (for ingest) comes from BENCH_DATABASE_URL or TEST_DATABASE_URL; if neither is set and
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -85,7 +87,8 @@ def git_state() -> str:
 
 def run_one(name: str, quick: bool, env: dict[str, str]) -> tuple[dict[str, Any], float]:
     """Run one benchmark; its result line (or an error record) and its wall time."""
-    command = [sys.executable, str(BENCH / f"{name}.py"), *(["--quick"] if quick else [])]
+    extra = shlex.split(env.get(f"BENCH_{name.upper()}_ARGS", ""))  # e.g. BENCH_FLEET_ARGS
+    command = [sys.executable, str(BENCH / f"{name}.py"), *(["--quick"] if quick else []), *extra]
     print(f"==> {' '.join(command[1:])}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     try:
