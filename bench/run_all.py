@@ -3,7 +3,7 @@
     .venv/bin/python bench/run_all.py            # full sizes: bench/results.json + BENCHMARKS.md
     .venv/bin/python bench/run_all.py --quick    # tiny sizes: bench/results-quick.json only
     .venv/bin/python bench/run_all.py --only ingest,hook
-    BENCH_FLEET_ARGS="--settle-timeout 300 --keep-going" .venv/bin/python bench/run_all.py --only fleet
+    BENCH_FLEET_ARGS="--settle-timeout 300" .venv/bin/python bench/run_all.py --only fleet
 
 Each benchmark runs as its own process (its progress goes to this stderr). PostgreSQL
 (for ingest) comes from BENCH_DATABASE_URL or TEST_DATABASE_URL; if neither is set and
