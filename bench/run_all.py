@@ -144,6 +144,9 @@ def table(report: dict[str, Any]) -> str:
         if r is None:
             continue
         took = f"{report['durations_s'].get(name, 0):.0f} s"
+        ran = report.get("ran_at", {}).get(name)
+        if ran and ran != report["started"]:
+            took += f" (run {ran})"  # a partial rerun kept this one from an earlier run
         if "error" in r:
             lines.append(f"| {name} | error: {r['error']} | | | | | {took} |")
             continue
@@ -191,16 +194,20 @@ def main() -> None:
         "durations_s": {},
     }
     started = time.perf_counter()
+    report["ran_at"] = {}
     for name in names:
         line, elapsed = run_one(name, args.quick, env)
         report["results"][name] = line
         report["durations_s"][name] = round(elapsed, 1)
+        report["ran_at"][name] = report["started"]
         print(f"<== {name}: {json.dumps(line)[:300]}", file=sys.stderr, flush=True)
     report["total_s"] = round(time.perf_counter() - started, 1)
     if not args.quick and args.out is None and out.exists() and set(names) != set(BENCHES):
         previous = json.loads(out.read_text())  # a partial rerun updates its benchmarks only
         previous["results"].update(report["results"])
         previous["durations_s"].update(report["durations_s"])
+        previous.setdefault("ran_at", {}).update(report["ran_at"])
+        previous["started"] = report["started"]
         previous["total_s"] = round(sum(previous["durations_s"].values()), 1)
         previous["machine"] = report["machine"]
         previous["commit"] = report["commit"]
