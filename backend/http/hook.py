@@ -304,6 +304,13 @@ def _json(body: bytes, status: int) -> web.Response:
     return web.Response(body=body, status=status, content_type="application/json")
 
 
+def _decided(decision: Decision) -> web.Response:
+    """go-auth's answer to a decided check: 200 allows, 403 denies (with the reason)."""
+    if decision.allowed:
+        return _json(_ALLOW_BODY, 200)
+    return web.json_response({"ok": False, "result": "deny", "error": decision.reason}, status=403)
+
+
 _perf_counter = time.perf_counter
 _orjson_loads = orjson.loads
 
@@ -390,11 +397,7 @@ class _Hook:
             decision = await query.decide()
         except Exception:  # counted and logged by the decisions
             return _json(_ERROR_BODY, 500)
-        if decision.allowed:
-            return _json(_ALLOW_BODY, 200)
-        return web.json_response(
-            {"ok": False, "result": "deny", "error": decision.reason}, status=403
-        )
+        return _decided(decision)
 
     # -- parsers: body fields -> a deferred decision
 
@@ -480,11 +483,7 @@ class _Hook:
                             )
                         except Exception:  # counted and logged by the decisions
                             return _json(_ERROR_BODY, 500)
-                        if decision.allowed:
-                            return _json(_ALLOW_BODY, 200)
-                        return web.json_response(
-                            {"ok": False, "result": "deny", "error": decision.reason}, status=403
-                        )
+                        return _decided(decision)
             return await self._answer(request, "acl", self._parse_acl)
         finally:
             if self._metrics is not None:

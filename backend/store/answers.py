@@ -90,29 +90,20 @@ def load(session: Session, keys: Collection[tuple[str, str]]) -> dict[tuple[str,
     return found
 
 
-_CLEAR_OPEN = (
+_COMPARTMENT = (
     update(COMPARTMENTS)
     .where(COMPARTMENTS.c.bank_uuid == bindparam("k_bank"))
     .where(COMPARTMENTS.c.number == bindparam("k_number"))
-    .values(
-        open_transaction_id=case(
-            (COMPARTMENTS.c.open_transaction_id == bindparam("k_tid"), None),
-            else_=COMPARTMENTS.c.open_transaction_id,
-        )
-    )
 )
-_OPENED = (  # `_CLEAR_OPEN` and the door opened, in one statement (the usual answer)
-    update(COMPARTMENTS)
-    .where(COMPARTMENTS.c.bank_uuid == bindparam("k_bank"))
-    .where(COMPARTMENTS.c.number == bindparam("k_number"))
-    .values(
-        open_transaction_id=case(
-            (COMPARTMENTS.c.open_transaction_id == bindparam("k_tid"), None),
-            else_=COMPARTMENTS.c.open_transaction_id,
-        ),
-        door_state=bindparam("v_state"),
-        last_opened_at=bindparam("v_at"),
-    )
+_OPEN_CLEARED = case(  # the compartment's open command, if it is this one, is over
+    (COMPARTMENTS.c.open_transaction_id == bindparam("k_tid"), None),
+    else_=COMPARTMENTS.c.open_transaction_id,
+)
+_CLEAR_OPEN = _COMPARTMENT.values(open_transaction_id=_OPEN_CLEARED)
+_OPENED = _COMPARTMENT.values(  # `_CLEAR_OPEN` and the door opened, in one statement
+    open_transaction_id=_OPEN_CLEARED,
+    door_state=bindparam("v_state"),
+    last_opened_at=bindparam("v_at"),
 )
 _BANK_VERSION = (
     update(BANKS)
