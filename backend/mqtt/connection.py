@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -210,7 +211,9 @@ class MqttConnection:
             await self._deliver(message, acks.take(message.mid, message.qos))
 
     async def _publish_probe(self, topic: str, payload: bytes) -> None:
-        await self.publish(topic, payload, qos=1)
+        # no timeout of aiomqtt's own: the probe decides how long a PUBACK may take (it
+        # waits while other traffic flows, probe.py)
+        await self.publish(topic, payload, qos=1, timeout=math.inf)
 
     async def _deliver(self, message: aiomqtt.Message, ack: Ack) -> None:
         if self.probe.is_probe(message.topic.value):
