@@ -42,12 +42,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import json
 import logging
 import os
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,6 +176,27 @@ async def bank_counts(service: LockerService) -> dict[str, int]:
     return await service.db.read(work)
 
 
+def write_memory_report(path: Path) -> None:
+    """Python objects by type, count and shallow size; with PYTHONTRACEMALLOC=1 also the
+    allocations by line (investigations only)."""
+    sizes: dict[str, list[int]] = {}
+    for thing in gc.get_objects():
+        name = f"{type(thing).__module__}.{type(thing).__qualname__}"
+        entry = sizes.setdefault(name, [0, 0])
+        entry[0] += 1
+        entry[1] += sys.getsizeof(thing)
+    total = sum(size for _, size in sizes.values())
+    lines = [f"gc-tracked objects {total / 1e6:.1f} MB (shallow), rss {rss_mb():.1f} MB"]
+    for name, (count, size) in sorted(sizes.items(), key=lambda kv: -kv[1][1])[:50]:
+        lines.append(f"{size / 1e6:8.2f} MB {count:9d}  {name}")
+    if tracemalloc.is_tracing():  # PYTHONTRACEMALLOC=1 in the environment
+        lines.append(f"== traced {tracemalloc.get_traced_memory()[0] / 1e6:.1f} MB, by line")
+        for stat in tracemalloc.take_snapshot().statistics("lineno")[:60]:
+            where = stat.traceback.format()[-1].strip()
+            lines.append(f"{stat.size / 1e6:8.2f} MB {stat.count:9d}  {where}")
+    path.write_text("\n".join(lines) + "\n")
+
+
 def say(kind: str, **values: Any) -> None:
     print(json.dumps({"type": kind, **values}), flush=True)
 
@@ -188,6 +211,7 @@ async def backend_main(overrides: dict[str, Any]) -> None:
     # investigations only: FLEET_CPROFILE=path profiles the loop thread during the window
     # (py-spy cannot attach to a running process on some machines)
     profiler = cProfile.Profile() if os.environ.get("FLEET_CPROFILE") else None
+    # FLEET_MEMORY=path: the backend's Python objects by type, written at each report
     await services.start()
     await services.runtime.wait_connected(30)
     watcher = asyncio.create_task(probe.watch_loop())
@@ -219,6 +243,8 @@ async def backend_main(overrides: dict[str, Any]) -> None:
                 if profiler is not None:
                     profiler.disable()
                     profiler.dump_stats(os.environ["FLEET_CPROFILE"])
+                if os.environ.get("FLEET_MEMORY"):
+                    write_memory_report(Path(os.environ["FLEET_MEMORY"]))
                 say("report", **probe.report(), banks=await bank_counts(services.service))
     finally:
         watcher.cancel()
