@@ -21,15 +21,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import Table, bindparam, case, select, tuple_, update
+from sqlalchemy import Table, bindparam, case, select, update
 from sqlmodel import Session
 
 from backend.domain.command_status import CommandStatus
 from backend.domain.events import CommandFailed, CompartmentOpened, ConfigApplied, DomainEvent
 from backend.store.alert_projection import ALERT_EVENTS, project_alerts
 from backend.store.batch_reads import chunks
+from backend.store.driver_statements import DriverStatement, Row, Stamps, stamps
 from backend.store.event_store import RecordedEvent
 from backend.store.tables import CommandTransactionRow, CompartmentRow, LockerBankRow, table_of
+from backend.store.types import UTCDateTime
 
 TXNS: Table = table_of(CommandTransactionRow)
 COMPARTMENTS: Table = table_of(CompartmentRow)
@@ -66,27 +68,33 @@ class Tracker:
         self.changes.update(last_seen_at=now, duplicate_count=self.duplicate_count)
 
 
+_LOAD = select(
+    TXNS.c.locker_uuid,
+    TXNS.c.transaction_id,
+    TXNS.c.action,
+    TXNS.c.status,
+    TXNS.c.compartment_number,
+    TXNS.c.first_seen_at,
+    TXNS.c.duplicate_count,
+).where(TXNS.c.transaction_id.in_(bindparam("tids", expanding=True)))
+
+
 def load(session: Session, keys: Collection[tuple[str, str]]) -> dict[tuple[str, str], Tracker]:
-    """The tracker rows of these (bank, transaction) pairs; a missing pair has none."""
-    c = TXNS.c
-    columns = (
-        c.locker_uuid,
-        c.transaction_id,
-        c.action,
-        c.status,
-        c.compartment_number,
-        c.first_seen_at,
-        c.duplicate_count,
-    )
+    """The tracker rows of these (bank, transaction) pairs; a missing pair has none.
+
+    Looked up by transaction id alone (its own index) and kept when the pair is asked for:
+    SQLite answers `(bank, transaction) IN (...)` by scanning the whole primary key, one
+    pass over every command ever tracked per batch."""
+    wanted = set(keys)
     found: dict[tuple[str, str], Tracker] = {}
-    for chunk in chunks(keys):
-        for row in session.execute(
-            select(*columns).where(tuple_(c.locker_uuid, c.transaction_id).in_(chunk))
-        ):
-            bank, tid, action, status, number, first_seen, duplicates = row
-            found[(bank, tid)] = Tracker(
-                bank, tid, action, status, number, first_seen, duplicates or 0
-            )
+    for chunk in chunks({tid for _bank, tid in wanted}):
+        for bank, tid, action, status, number, first_seen, duplicates in session.execute(
+            _LOAD, {"tids": chunk}
+        ).all():
+            if (bank, tid) in wanted:
+                found[(bank, tid)] = Tracker(
+                    bank, tid, action, status, number, first_seen, duplicates or 0
+                )
     return found
 
 
@@ -99,23 +107,31 @@ _OPEN_CLEARED = case(  # the compartment's open command, if it is this one, is o
     (COMPARTMENTS.c.open_transaction_id == bindparam("k_tid"), None),
     else_=COMPARTMENTS.c.open_transaction_id,
 )
-_CLEAR_OPEN = _COMPARTMENT.values(open_transaction_id=_OPEN_CLEARED)
-_OPENED = _COMPARTMENT.values(  # `_CLEAR_OPEN` and the door opened, in one statement
-    open_transaction_id=_OPEN_CLEARED,
-    door_state=bindparam("v_state"),
-    last_opened_at=bindparam("v_at"),
+# Rows are tuples in the order each statement binds them (`DriverStatement` checks it).
+_CLEAR_OPEN = DriverStatement(
+    _COMPARTMENT.values(open_transaction_id=_OPEN_CLEARED), ("k_tid", "k_bank", "k_number")
 )
-_BANK_VERSION = (
+_OPENED = DriverStatement(  # `_CLEAR_OPEN` and the door opened, in one statement
+    _COMPARTMENT.values(
+        open_transaction_id=_OPEN_CLEARED,
+        door_state=bindparam("v_state"),
+        last_opened_at=bindparam("v_at"),
+    ),
+    ("v_state", "v_at", "k_tid", "k_bank", "k_number"),
+)
+_BANK_VERSION = DriverStatement(
     update(BANKS)
     .where(BANKS.c.uuid == bindparam("k_bank"))
-    .values(version=bindparam("v_version"), updated_at=bindparam("v_at"))
+    .values(version=bindparam("v_version"), updated_at=bindparam("v_at")),
+    ("v_at", "v_version", "k_bank"),
 )
-_CONFIG_APPLIED = (
+_CONFIG_APPLIED = DriverStatement(
     update(BANKS)
     .where(BANKS.c.uuid == bindparam("k_bank"))
-    .values(applied_config_hash=bindparam("v_hash"), config_state=bindparam("v_state"))
+    .values(applied_config_hash=bindparam("v_hash"), config_state=bindparam("v_state")),
+    ("v_hash", "v_state", "k_bank"),
 )
-_CONFIG_FAILED = (  # `_config_push_ended`: a pending push that failed leaves the bank drifted
+_CONFIG_FAILED = DriverStatement(  # `_config_push_ended`: a failed pending push leaves drift
     update(BANKS)
     .where(BANKS.c.uuid == bindparam("k_bank"))
     .values(
@@ -123,17 +139,36 @@ _CONFIG_FAILED = (  # `_config_push_ended`: a pending push that failed leaves th
             (BANKS.c.config_state == bindparam("k_pending"), bindparam("v_state")),
             else_=BANKS.c.config_state,
         )
-    )
+    ),
+    ("k_pending", "v_state", "k_bank"),
 )
+_STAMPED: Final = frozenset(c.name for c in TXNS.columns if isinstance(c.type, UTCDateTime))
+"""The tracker columns that hold datetimes (bound through `Stamps`)."""
 
 
-def _txn_update(columns: tuple[str, ...]) -> Any:
-    return (
-        update(TXNS)
-        .where(TXNS.c.locker_uuid == bindparam("k_bank"))
-        .where(TXNS.c.transaction_id == bindparam("k_tid"))
-        .values({name: bindparam(f"v_{name}") for name in columns})
-    )
+class _TrackerUpdate:
+    """The UPDATE of one set of changed tracker columns (sorted), keyed by the row."""
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self.columns = columns
+        self.stamped = tuple(name in _STAMPED for name in columns)
+        self.statement = DriverStatement(
+            update(TXNS)
+            .where(TXNS.c.locker_uuid == bindparam("k_bank"))
+            .where(TXNS.c.transaction_id == bindparam("k_tid"))
+            .values({name: bindparam(f"v_{name}") for name in columns}),
+            (*(f"v_{name}" for name in columns), "k_bank", "k_tid"),
+        )
+
+
+_TRACKER_UPDATES: dict[tuple[str, ...], _TrackerUpdate] = {}
+
+
+def _tracker_update(columns: tuple[str, ...]) -> _TrackerUpdate:
+    found = _TRACKER_UPDATES.get(columns)
+    if found is None:
+        found = _TRACKER_UPDATES[columns] = _TrackerUpdate(columns)
+    return found
 
 
 def save(
@@ -150,11 +185,12 @@ def save(
     failed config push only changes a bank still `pending`, which no applied config of the
     same batch leaves, so `_CONFIG_APPLIED` before `_CONFIG_FAILED` ends as the ORM does.
     """
-    clear: list[dict[str, Any]] = []
-    opened: list[dict[str, Any]] = []
-    versions: dict[str, dict[str, Any]] = {}
-    applied: dict[str, dict[str, Any]] = {}
-    failed: dict[str, dict[str, Any]] = {}
+    stamp = stamps(session)
+    clear: list[Row] = []
+    opened: list[Row] = []
+    versions: dict[str, Row] = {}
+    applied: dict[str, Row] = {}
+    failed: dict[str, Row] = {}
     for tracker, r in answered:
         e = r.event
         assert isinstance(e, ANSWER_EVENTS), f"{r.event_type} is not an answer"
@@ -171,53 +207,44 @@ def save(
         )
         clear_at = tracker.compartment_number
         if isinstance(e, CompartmentOpened):
-            opened.append(
-                {
-                    "k_bank": bank,
-                    "k_number": e.compartment_number,
-                    "k_tid": e.transaction_id if clear_at == e.compartment_number else None,
-                    "v_state": "open",
-                    "v_at": e.occurred_at,
-                }
-            )
-            if clear_at == e.compartment_number:
+            number = e.compartment_number
+            tid = e.transaction_id if clear_at == number else None
+            opened.append(("open", stamp(e.occurred_at), tid, bank, number))
+            if clear_at == number:
                 clear_at = None  # cleared by `_OPENED`
         if clear_at is not None:
-            clear.append({"k_bank": bank, "k_number": clear_at, "k_tid": e.transaction_id})
+            clear.append((e.transaction_id, bank, clear_at))
         if isinstance(e, ConfigApplied):
             tracker.changes["applied_config_hash"] = e.applied_config_hash
-            applied[bank] = {
-                "k_bank": bank,
-                "v_hash": e.applied_config_hash,
-                "v_state": "in_sync" if e.in_sync else "drifted",
-            }
+            state = "in_sync" if e.in_sync else "drifted"
+            applied[bank] = (e.applied_config_hash, state, bank)
         elif isinstance(e, CommandFailed):
             tracker.changes["error_code"] = e.error_code
             if e.action == "apply_config":
-                failed[bank] = {"k_bank": bank, "k_pending": "pending", "v_state": "drifted"}
-        versions[bank] = {"k_bank": bank, "v_version": r.aggregate_version, "v_at": e.occurred_at}
+                failed[bank] = ("pending", "drifted", bank)
+        versions[bank] = (stamp(e.occurred_at), r.aggregate_version, bank)
         if r.event_type in ALERT_EVENTS:
             project_alerts(session, r)
-    _write_trackers(session, trackers)
-    for statement, params in (
-        (_CLEAR_OPEN, clear),
-        (_OPENED, opened),
-        (_BANK_VERSION, list(versions.values())),
-        (_CONFIG_APPLIED, list(applied.values())),
-        (_CONFIG_FAILED, list(failed.values())),
-    ):
-        if params:
-            session.execute(statement, params)
+    _write_trackers(session, trackers, stamp)
+    _CLEAR_OPEN.executemany(session, clear)
+    _OPENED.executemany(session, opened)
+    _BANK_VERSION.executemany(session, list(versions.values()))
+    _CONFIG_APPLIED.executemany(session, list(applied.values()))
+    _CONFIG_FAILED.executemany(session, list(failed.values()))
 
 
-def _write_trackers(session: Session, trackers: Iterable[Tracker]) -> None:
+def _write_trackers(session: Session, trackers: Iterable[Tracker], stamp: Stamps) -> None:
     """One executemany per set of changed columns (usually one or two)."""
-    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    shapes: dict[tuple[str, ...], list[Row]] = {}
     for t in trackers:
-        if t.changes:
-            columns = tuple(sorted(t.changes))
-            params = {"k_bank": t.bank_uuid, "k_tid": t.transaction_id}
-            params.update({f"v_{name}": value for name, value in t.changes.items()})
-            shapes.setdefault(columns, []).append(params)
+        changes = t.changes
+        if changes:
+            shape = _tracker_update(tuple(sorted(changes)))
+            row = [
+                stamp(changes[name]) if stamped else changes[name]
+                for name, stamped in zip(shape.columns, shape.stamped, strict=True)
+            ]
+            row += (t.bank_uuid, t.transaction_id)
+            shapes.setdefault(shape.columns, []).append(tuple(row))
     for columns, rows in shapes.items():
-        session.execute(_txn_update(columns), rows)
+        _TRACKER_UPDATES[columns].statement.executemany(session, rows)

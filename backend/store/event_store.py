@@ -8,18 +8,23 @@ a row committed late. SQLite serializes writers by itself (BEGIN IMMEDIATE).
 from __future__ import annotations
 
 import json
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, text
+import orjson
+from pydantic import BaseModel
+from sqlalchemy import bindparam, func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from backend.domain.events import DomainEvent, EventMetadata, event_from_payload
 from backend.store.change_feed import CHANNEL, CREDENTIAL_EVENT_TYPES
 from backend.store.database import is_append_clash
+from backend.store.driver_statements import DriverStatement, stamps
 from backend.store.errors import AppendConflict
 from backend.store.tables import StoredEvent, table_of
 
@@ -46,6 +51,69 @@ def _dumps(value: object) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+_FLAT = (str, int, bool, datetime, types.NoneType)
+
+
+def _flat(annotation: Any) -> bool:
+    """Whether a field of this type dumps (mode json) to a str, int, bool or None only."""
+    if annotation in _FLAT:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Literal:
+        return all(isinstance(a, str | bool | int) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return all(_flat(a) for a in typing.get_args(annotation))
+    return False
+
+
+_FLAT_MODELS: dict[type[BaseModel], bool] = {}
+
+
+def flat_model(model: type[BaseModel]) -> bool:
+    """Whether every field of the model dumps (mode json) to a str, int, bool or None."""
+    flat = _FLAT_MODELS.get(model)
+    if flat is None:
+        flat = _FLAT_MODELS[model] = all(_flat(f.annotation) for f in model.model_fields.values())
+    return flat
+
+
+def dumps_model(value: dict[str, Any], model: type[BaseModel]) -> str:
+    """`_dumps(value)` for a model's dump, by orjson when that gives the very same text.
+
+    It does when every field dumps to a str, int, bool or None (no floats, whose text
+    differs, nothing nested) and the text is printable ASCII (`json` escapes the rest).
+    Anything else, or what orjson refuses (integers past 64 bits), takes `_dumps`."""
+    if flat_model(model):
+        try:
+            out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        except TypeError:
+            pass
+        else:
+            if out.isascii() and b"\x7f" not in out:
+                return out.decode()
+    return _dumps(value)
+
+
+EventRow = tuple[int, str, int, str, int, str, str, datetime]
+"""A `stored_events` row in `_EVENT_COLUMNS` order: id, aggregate, version, event type and
+version, payload and metadata JSON, `created_at`."""
+_EVENTS = table_of(StoredEvent)
+_EVENT_COLUMNS = (
+    "id",
+    "aggregate_uuid",
+    "aggregate_version",
+    "event_type",
+    "event_version",
+    "payload",
+    "metadata",
+    "created_at",
+)
+_INSERT = DriverStatement(
+    insert(_EVENTS).values({name: bindparam(name) for name in _EVENT_COLUMNS}), _EVENT_COLUMNS
+)
+_TYPE = 3  # the event type's place in an `EventRow`
+
+
 def lock_appends(session: Session) -> None:
     """Serialize appends (PostgreSQL); a no-op on SQLite whose writers are serialized."""
     if session.get_bind().dialect.name == "postgresql":
@@ -68,7 +136,7 @@ def append(
     *,
     verify: bool = True,
     first_position: int | None = None,
-    pending: list[dict[str, Any]] | None = None,
+    pending: list[EventRow] | None = None,
 ) -> list[RecordedEvent]:
     """Append events after `expected_version`; raise AppendConflict if someone was first.
 
@@ -92,18 +160,18 @@ def append(
             raise AppendConflict(
                 f"bank {aggregate_uuid} is at version {actual}, expected {expected_version}"
             )
-    meta_json = _dumps(metadata.model_dump(exclude_none=True))
-    rows: list[dict[str, Any]] = [
-        {
-            "id": first_position + offset - 1,
-            "aggregate_uuid": aggregate_uuid,
-            "aggregate_version": expected_version + offset,
-            "event_type": event.event_type,
-            "event_version": event.event_version,
-            "payload": _dumps(event.payload()),
-            "metadata": meta_json,
-            "created_at": event.occurred_at,
-        }
+    meta_json = dumps_model(metadata.model_dump(exclude_none=True), EventMetadata)
+    rows: list[EventRow] = [
+        (
+            first_position + offset - 1,
+            aggregate_uuid,
+            expected_version + offset,
+            event.event_type,
+            event.event_version,
+            dumps_model(event.payload(), type(event)),
+            meta_json,
+            event.occurred_at,
+        )
         for offset, event in enumerate(events, start=1)
     ]
     if pending is None:
@@ -112,9 +180,9 @@ def append(
         pending.extend(rows)
     return [
         RecordedEvent(
-            position=row["id"],
+            position=row[0],
             aggregate_uuid=aggregate_uuid,
-            aggregate_version=row["aggregate_version"],
+            aggregate_version=row[2],
             event=event,
             metadata=metadata,
             created_at=event.occurred_at,
@@ -123,19 +191,20 @@ def append(
     ]
 
 
-def write_rows(session: Session, rows: list[dict[str, Any]]) -> None:
+def write_rows(session: Session, rows: list[EventRow]) -> None:
     """Insert event rows in one statement; a clash on the event store's unique keys is a
     lost race (AppendConflict)."""
     if not rows:
         return
+    stamp = stamps(session)
     try:
-        session.execute(insert(table_of(StoredEvent)), rows)
+        _INSERT.executemany(session, [(*row[:7], stamp(row[7])) for row in rows])
     except IntegrityError as exc:
         if not is_append_clash(exc):
             raise
         raise AppendConflict("events were appended to concurrently") from None
     if session.get_bind().dialect.name == "postgresql" and any(
-        row["event_type"] in CREDENTIAL_EVENT_TYPES for row in rows
+        row[_TYPE] in CREDENTIAL_EVENT_TYPES for row in rows
     ):
         # Delivered at commit to every listening hook and instance (backend.store.change_feed).
         session.execute(text(f"NOTIFY {CHANNEL}"))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Concatenate, ParamSpec, TypeVar
 
 from sqlmodel import Session
 
@@ -108,7 +108,7 @@ class UnitOfWork:
     _locked: bool = False
     _position_before: int = 0
     _next_position: int = 0
-    _pending_events: list[dict[str, Any]] = field(default_factory=list)
+    _pending_events: list[event_store.EventRow] = field(default_factory=list)
 
     def bank(self, uuid: str) -> LockerBank:
         """The bank as of this transaction (including events it already recorded). Reading a

@@ -30,7 +30,7 @@ async def test_a_clash_on_the_event_store_keys_is_an_append_conflict(
     def clash() -> None:
         with service.db.write_session() as session:
             version = event_store.current_version(session, bank)
-            rows: list[dict[str, object]] = []
+            rows: list[event_store.EventRow] = []
             event_store.append(
                 session, bank, version - 1, [event], meta, verify=False, pending=rows
             )
