@@ -33,6 +33,13 @@ from backend.store.errors import AppendConflict, StatementRefused, StoreError, S
 T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = 8192
+"""Checkpoint the WAL into the database once it holds this many pages (32 MiB at 4 KiB;
+SQLite's default is 1,000). A batch of a few hundred responses dirties more than 1,000
+pages (tracker, compartment and bank rows, the event indexes), so at the default every
+commit paid a checkpoint with its fsyncs; with this, pages rewritten by consecutive batches
+reach the database file once per checkpoint (issue 19: writer CPU per response -17 %,
+wall -35 %)."""
 WRITABLE_TIMEOUT = 2.0
 """Seconds the health check waits for SQLite's write lock before calling the store stuck."""
 
@@ -63,6 +70,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA wal_autocheckpoint={SQLITE_WAL_AUTOCHECKPOINT_PAGES}")
         cursor.close()
 
     @event.listens_for(engine, "begin")

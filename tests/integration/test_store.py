@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from backend.domain.errors import ConcurrencyConflict, NotFound, RuleViolation
 from backend.domain.events import EventMetadata, LockerBankCameOnline
@@ -18,6 +18,7 @@ from backend.domain.timeutil import FrozenClock
 from backend.service import LockerService
 from backend.store import event_store
 from backend.store.batch_reads import preload
+from backend.store.database import SQLITE_WAL_AUTOCHECKPOINT_PAGES, Database
 from backend.store.tables import BankLivenessRow, LockerBankRow, OutboxRow, StoredEvent
 from backend.store.unit_of_work import UnitOfWork
 from tests.support.banks import beat, provisioned
@@ -304,3 +305,19 @@ async def test_preloading_needs_the_write_lock_and_keeps_rows_for_the_block(
             return [r.uuid for r in rows], same
 
     assert await service.transact(locked) == ([created.uuid], True)
+
+
+async def test_sqlite_connections_checkpoint_the_wal_at_the_configured_size(
+    tmp_path: Path,
+) -> None:
+    """Issue 19: a response batch dirties more pages than SQLite's default checkpoint size,
+    so every commit paid a checkpoint; the connections raise it (writer and readers)."""
+    db = Database(f"sqlite:///{tmp_path / 'locker.db'}")
+    try:
+        for engine in (db.write_engine, db.read_engine):
+            with engine.connect() as conn:
+                pages = conn.execute(text("PRAGMA wal_autocheckpoint")).scalar()
+                mode = conn.execute(text("PRAGMA journal_mode")).scalar()
+            assert (pages, mode) == (SQLITE_WAL_AUTOCHECKPOINT_PAGES, "wal")
+    finally:
+        db.close()
