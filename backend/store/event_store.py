@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from backend.domain.events import DomainEvent, EventMetadata, event_from_payload
+from backend.domain.timeutil import iso
 from backend.store.change_feed import CHANNEL, CREDENTIAL_EVENT_TYPES
 from backend.store.database import is_append_clash
 from backend.store.driver_statements import DriverStatement, stamps
@@ -92,6 +93,31 @@ def dumps_model(value: dict[str, Any], model: type[BaseModel]) -> str:
             if out.isascii() and b"\x7f" not in out:
                 return out.decode()
     return _dumps(value)
+
+
+def _iso_only(value: object) -> str:
+    """orjson's `default` for `payload_json`: what `DomainEvent._ser` does to a datetime."""
+    if isinstance(value, datetime):
+        return iso(value)
+    raise TypeError(f"{type(value).__name__} is not a flat field")
+
+
+def payload_json(event: DomainEvent) -> str:
+    """`_dumps(event.payload())`, without the dump for a flat event (see `dumps_model`):
+    its fields are its `__dict__` and the JSON dump only turns datetimes into `iso`."""
+    if flat_model(type(event)):
+        try:
+            out = orjson.dumps(
+                event.__dict__,
+                option=orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME,
+                default=_iso_only,
+            )
+        except TypeError:
+            pass
+        else:
+            if out.isascii() and b"\x7f" not in out:
+                return out.decode()
+    return _dumps(event.payload())
 
 
 EventRow = tuple[int, str, int, str, int, str, str, datetime]
@@ -168,7 +194,7 @@ def append(
             expected_version + offset,
             event.event_type,
             event.event_version,
-            dumps_model(event.payload(), type(event)),
+            payload_json(event),
             meta_json,
             event.occurred_at,
         )

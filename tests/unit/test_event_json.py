@@ -13,14 +13,16 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from backend.domain.events import (
+    EVENT_TYPES,
     CommandFailed,
     CompartmentOpened,
     ConfigApplied,
     DeviceEventRecorded,
+    DomainEvent,
     EventMetadata,
     LockerBankCreated,
 )
-from backend.store.event_store import _dumps, dumps_model, flat_model
+from backend.store.event_store import _dumps, dumps_model, flat_model, payload_json
 
 
 def reference(value: object) -> str:
@@ -99,3 +101,34 @@ def test_which_models_take_orjson() -> None:
         assert flat_model(model), model.__name__
     for model in (LockerBankCreated, DeviceEventRecorded, Nested):  # lists, dicts, floats
         assert not flat_model(model), model.__name__
+
+
+FLAT_EVENTS = sorted(
+    (cls for cls in EVENT_TYPES.values() if flat_model(cls)), key=lambda cls: cls.__name__
+)
+
+
+@st.composite
+def flat_events(draw: st.DrawFn) -> DomainEvent:
+    """Any flat event class with any values its fields take (every code point in texts,
+    integers past 64 bits, naive and aware datetimes)."""
+    cls = draw(st.sampled_from(FLAT_EVENTS))
+    values = draw(
+        st.fixed_dictionaries(
+            {name: st.from_type(field.annotation) for name, field in cls.model_fields.items()}
+        )
+    )
+    return cls(**values)
+
+
+@given(flat_events())
+def test_a_flat_event_s_payload_text_is_json_s(event: DomainEvent) -> None:
+    assert payload_json(event) == reference(event.payload())
+
+
+def test_a_nested_event_s_payload_keeps_json() -> None:
+    event = DeviceEventRecorded(
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC), event="tamper", data={"g": 1e16}
+    )
+    assert payload_json(event) == reference(event.payload())
+    assert '"g":1e+16' in payload_json(event)
