@@ -65,10 +65,14 @@ def register(
     app: web.Application,
     endpoints: Iterable[Endpoint],
     guard: Callable[[Endpoint, Handler], Handler],
+    wrap: Callable[[Handler], Handler] | None = None,
 ) -> None:
-    """Add each endpoint's handler to ``app``, wrapped by ``guard`` (the role check)."""
+    """Add each endpoint's handler to ``app``, wrapped by ``guard`` (the role check) and
+    then by ``wrap`` (``backend.http.errors.json_errors``: the JSON error answers)."""
     for endpoint in endpoints:
         if endpoint.handler is None:
             continue
         handler = guard(endpoint, endpoint.handler) if endpoint.role else endpoint.handler
+        if wrap is not None:
+            handler = wrap(handler)
         app.router.add_route(endpoint.method, endpoint.path, handler, name=endpoint.name)

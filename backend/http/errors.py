@@ -42,8 +42,10 @@ __all__ = [
     "BadRequest",
     "Forbidden",
     "Unauthorized",
+    "error_answer",
     "error_middleware",
     "error_response",
+    "json_errors",
 ]
 
 log = logging.getLogger(__name__)
@@ -167,23 +169,48 @@ def _domain_kind(exc: DomainError) -> str:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn every failure into the JSON error shape (the hook answers for itself)."""
-    try:
-        return await handler(request)
-    except ApiError as exc:
+def error_answer(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The JSON error answer to ``exc``, raised by the handler of ``request``.
+
+    Re-raises what has no error answer: an HTTP exception below 400 (a redirect, which
+    aiohttp answers) and ``ConnectionResetError`` (the client went away; there is no one
+    to answer). Anything unforeseen is logged with its traceback and answered 500."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.message, exc.kind, exc.headers())
-    except DomainError as exc:
+    if isinstance(exc, DomainError):
         return error_response(domain_status(exc), str(exc), _domain_kind(exc))
-    except web.HTTPException as exc:
+    if isinstance(exc, web.HTTPException):
         if exc.status < 400:
-            raise
+            raise exc
         kind = _HTTP_TYPES.get(exc.status, "HTTPError")
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return error_response(exc.status, exc.reason.lower(), kind, headers)
-    except ConnectionResetError:
-        raise  # the client went away; there is no one to answer
-    except Exception:
-        log.exception("%s %s failed", request.method, request.path)
-        return error_response(500, "internal error", "InternalError")
+    if isinstance(exc, ConnectionResetError):
+        raise exc
+    log.error("%s %s failed", request.method, request.path, exc_info=exc)
+    return error_response(500, "internal error", "InternalError")
+
+
+def json_errors(handler: Handler) -> Handler:
+    """``handler`` with every failure turned into the JSON error shape (``error_answer``).
+
+    The app wraps each route's handler with it instead of running a middleware: aiohttp
+    then runs no middleware chain for any request (the auth hook's checks, the hot path,
+    answer for themselves inside their own wrapper)."""
+
+    async def answered(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Exception as exc:
+            return error_answer(request, exc)
+
+    return answered
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``json_errors`` as a middleware, for an app whose routes are not wrapped."""
+    try:
+        return await handler(request)
+    except Exception as exc:
+        return error_answer(request, exc)

@@ -46,6 +46,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from backend.domain.acl import Access, Decision
 from backend.domain.digests import secret_digest
+from backend.http.endpoints import Handler
 from backend.http.hook_decisions import HookDecisions, Lookup
 from backend.http.json_body import json_object
 from backend.http.users import UserDirectory
@@ -59,6 +60,7 @@ __all__ = [
     "RESULTS",
     "SUPERUSER_PATH",
     "HookMetrics",
+    "OnError",
     "RedactingAccessLogger",
     "add_hook_routes",
     "log_field",
@@ -288,6 +290,10 @@ def _acc(body: _Body) -> int:
 # --------------------------------------------------------------------------- handlers
 
 
+OnError = Callable[[web.Request, Exception], web.StreamResponse]
+"""Answers an exception a handler raised (or raises it again), as an error middleware."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Query:
     """What one hook call asks: the shared decision (`HookDecisions`) to await."""
@@ -333,8 +339,10 @@ class _Hook:
         secret: str,
         metrics: HookMetrics | None,
         previous_secret: str | None = None,
+        on_error: OnError | None = None,
     ) -> None:
         self._decisions = decisions
+        self._on_error = on_error
         self._secrets = [secret_digest(secret)]
         if previous_secret:
             self._secrets.append(secret_digest(previous_secret))
@@ -367,10 +375,14 @@ class _Hook:
         request: web.Request,
         endpoint: str,
         parse: Callable[[_Body], _Query],
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         started = time.perf_counter()
         try:
             return await self._answer(request, endpoint, parse)
+        except Exception as exc:
+            if self._on_error is None:
+                raise
+            return self._on_error(request, exc)
         finally:
             if self._metrics is not None:
                 self._metrics.observe(endpoint, time.perf_counter() - started)
@@ -427,15 +439,15 @@ class _Hook:
 
     # -- aiohttp handlers
 
-    async def auth(self, request: web.Request) -> web.Response:
+    async def auth(self, request: web.Request) -> web.StreamResponse:
         """``POST /api/mosq/auth``."""
         return await self._handle(request, "auth", self._parse_auth)
 
-    async def superuser(self, request: web.Request) -> web.Response:
+    async def superuser(self, request: web.Request) -> web.StreamResponse:
         """``POST /api/mosq/superuser``."""
         return await self._handle(request, "superuser", self._parse_superuser)
 
-    async def acl(self, request: web.Request) -> web.Response:
+    async def acl(self, request: web.Request) -> web.StreamResponse:
         """``POST /api/mosq/acl``.
 
         The broker's one hot call (one per delivered message when go-auth's cache is
@@ -485,6 +497,10 @@ class _Hook:
                             return _json(_ERROR_BODY, 500)
                         return _decided(decision)
             return await self._answer(request, "acl", self._parse_acl)
+        except Exception as exc:
+            if self._on_error is None:
+                raise
+            return self._on_error(request, exc)
         finally:
             if self._metrics is not None:
                 self._metrics.observe("acl", _perf_counter() - started)
@@ -499,6 +515,7 @@ def add_hook_routes(
     metrics: HookMetrics | None = None,
     lookup: Lookup | None = None,
     previous_secret: str | None = None,
+    on_error: OnError | None = None,
 ) -> HookDecisions:
     """Register the three hook endpoints on ``app``; returns their decisions
     (``backend.http.hook_decisions``), which the embedded broker asks in process.
@@ -510,6 +527,9 @@ def add_hook_routes(
     as revoked), before deciding; without it a miss is a deny.
     ``previous_secret`` (MOSQ_SECRET_PREVIOUS) is accepted too, while a rotation of the
     secret is under way (the broker may still send the old one).
+    ``on_error`` (``backend.http.errors.error_answer``) answers what a handler raises
+    unforeseen, as an app's error middleware would, in an app that runs none (without
+    it, the exception goes to aiohttp).
     Raises ``ValueError`` if ``secret`` is empty: the hook refuses to run open.
     """
     if not secret:
@@ -525,8 +545,8 @@ def add_hook_routes(
 
     _install_access_log_filter()
     decisions = HookDecisions(directory, legacy_status=legacy, metrics=metrics, lookup=lookup)
-    hook = _Hook(decisions, secret, metrics, previous_secret)
-    handlers: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
+    hook = _Hook(decisions, secret, metrics, previous_secret, on_error)
+    handlers: tuple[tuple[str, str, Handler], ...] = (
         (AUTH_PATH, "mosq_auth", hook.auth),
         (SUPERUSER_PATH, "mosq_superuser", hook.superuser),
         (ACL_PATH, "mosq_acl", hook.acl),

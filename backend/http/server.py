@@ -33,7 +33,7 @@ from backend.http.api import RestApi
 from backend.http.auth import guard_for
 from backend.http.credentials import CredentialSync, StoreLookup, follow_credentials
 from backend.http.endpoints import Endpoint, register
-from backend.http.errors import error_middleware
+from backend.http.errors import error_answer, json_errors
 from backend.http.event_stream import EventStream
 from backend.http.health import HealthMonitor
 from backend.http.hook import HookMetrics, RedactingAccessLogger, add_hook_routes
@@ -42,6 +42,7 @@ from backend.http.listening import start_site
 from backend.http.openapi import build_openapi, hook_endpoints
 from backend.http.prometheus import CommandLatency, MetricsEndpoint, MqttMetricsProvider
 from backend.http.schemas import HealthReport
+from backend.http.unrouted import add_unrouted
 from backend.http.users import UserDirectory
 from backend.run_mode import RunMode
 from backend.service import LockerService
@@ -101,7 +102,10 @@ def build_app(
     ``mqtt_metrics`` are the MQTT runtime's, when there is one.
     """
     hook_metrics = hook_metrics or HookMetrics()
-    app = web.Application(middlewares=[error_middleware])
+    # No middleware: every route's handler answers its failures in the JSON error shape
+    # itself (`json_errors`), and `add_unrouted` answers unknown paths and methods, so
+    # aiohttp runs no middleware chain for any request (the hook's checks are the hot path).
+    app = web.Application()
     hook_decisions: HookDecisions | None = None
     if not settings.dynsec:  # under dynsec Mosquitto decides alone: no hook, no MOSQ_SECRET
         hook_decisions = add_hook_routes(
@@ -112,6 +116,7 @@ def build_app(
             metrics=hook_metrics,
             lookup=StoreLookup(service.db, directory),
             previous_secret=_previous_secret(settings),
+            on_error=error_answer,
         )
     monitor = HealthMonitor(
         service, broker_connected=broker_connected, broker_detail=broker_detail, run_mode=run_mode
@@ -159,7 +164,8 @@ def build_app(
         ),
         Endpoint("GET", OPENAPI_PATH, "openapi", "This OpenAPI 3.1 document", openapi),
     ]
-    register(app, endpoints, guard_for(service))
+    register(app, endpoints, guard_for(service), json_errors)
+    add_unrouted(app)  # last: it takes whatever no route above took
     document = build_openapi([*endpoints, *hook_endpoints()])
     app[PARTS] = AppParts(
         service=service,
