@@ -30,7 +30,6 @@ with ``access_log_class=RedactingAccessLogger``. As a second line of defence
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import json
 import logging
@@ -321,15 +320,6 @@ _perf_counter = time.perf_counter
 _orjson_loads = orjson.loads
 
 
-_sha256 = hashlib.sha256
-
-
-def _query_digest(request: web.Request) -> bytes:
-    """SHA-256 of the raw query string (as sent; a lone surrogate, from bytes the parser
-    could not decode, is hashed too instead of raising)."""
-    return _sha256(request.rel_url.raw_query_string.encode("utf-8", "surrogatepass")).digest()
-
-
 class _Hook:
     """The three handlers: the secret and body checks of HTTP around the shared decisions."""
 
@@ -347,10 +337,12 @@ class _Hook:
         if previous_secret:
             self._secrets.append(secret_digest(previous_secret))
         self._metrics = metrics
-        # SHA-256 of raw query strings that `_authorized` accepted (a few at most): the
-        # broker sends the same URL every time, so `acl` looks its digest up instead of
-        # parsing the query; a digest not found says nothing, `_authorized` decides then.
-        self._known_queries: set[bytes] = set()
+        # Raw query strings (as sent) that `_authorized` accepted, a few at most: the broker
+        # sends the same URL every time, so `acl` looks the string up instead of parsing
+        # the query and hashing the secret; a string not found says nothing, `_authorized`
+        # decides then. The look-up's time tells nothing of the secret: strings are
+        # compared only once their hashes (SipHash, keyed per process) are equal.
+        self._known_queries: set[str] = set()
         # A flood of wrong-secret or malformed calls must not flood the log.
         self._unauthorized_log = LogThrottle("hook calls with a wrong secret", logger=log)
         self._bad_request_log = LogThrottle("malformed hook calls", logger=log)
@@ -367,7 +359,7 @@ class _Hook:
         # Every accepted secret is compared (no early exit): the time says nothing.
         matches = [hmac.compare_digest(digest, accepted) for accepted in self._secrets]
         if any(matches) and len(self._known_queries) < _KNOWN_QUERIES_MAX:
-            self._known_queries.add(_query_digest(request))
+            self._known_queries.add(request.rel_url.raw_query_string)
         return any(matches)
 
     async def _handle(
@@ -467,7 +459,7 @@ class _Hook:
                 request.headers.get(hdrs.CONTENT_TYPE) == _JSON_TYPE
                 and (length := request.content_length) is not None
                 and length <= MAX_BODY_BYTES
-                and _query_digest(request)
+                and request.rel_url.raw_query_string
                 in self._known_queries  # a query string `_authorized` accepted before
             ):
                 try:

@@ -94,6 +94,13 @@ class UserDirectory:
             provisioning_username: secret_digest(provisioning_password),
         }
         self._superusers = supers
+        # The service names' kinds (all valid identities, checked above), as `kind_of`
+        # ranks them: superuser, then backend, then provisioning.
+        self._service_kinds: dict[str, UserKind] = {
+            provisioning_username: UserKind.PROVISIONING,
+            backend_username: UserKind.BACKEND,
+            **dict.fromkeys(supers, UserKind.SUPERUSER),
+        }
         # uuid -> (sha256 hex of the password, revoked)
         self._devices: dict[str, tuple[str, bool]] = {}
         # Pinned identities (DESIGN section 4): uuid -> pinned client id, its reverse, and
@@ -195,6 +202,9 @@ class UserDirectory:
             entry = self._devices.get(username)
             if entry is not None and not entry[1] and username not in self._superusers:
                 return UserKind.DEVICE
+            service = self._service_kinds.get(username)  # next: the backend's own checks
+            if service is not None:
+                return service
         if not valid_identity(username):
             return UserKind.UNKNOWN
         if username in self._superusers:
