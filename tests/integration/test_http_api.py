@@ -31,6 +31,7 @@ from backend.http.credentials import (
     follow_credentials,
     load_directory,
 )
+from backend.http.errors import json_errors
 from backend.http.server import PARTS, HttpServer, HttpServerError, build_app
 from backend.service import LockerService
 from backend.store.event_store import RecordedEvent, read_after
@@ -395,6 +396,35 @@ async def test_refusals_change_nothing(
     if status == 401:
         assert resp.headers["WWW-Authenticate"].startswith("Bearer")
     assert await everything(service) == before
+
+
+async def test_no_middleware_yet_json_errors_everywhere(
+    api: ApiHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The app runs no middleware (aiohttp would run its chain for every hook check), and
+    still answers unknown paths, wrong methods and a failing handler in the JSON shape."""
+    assert not api.app.middlewares
+    resp = await api.client.get("/nothing/here", headers=api.auth("operator"))
+    assert resp.status == 404
+    assert await resp.json() == {"error": "not found", "type": "NotFound"}
+    resp = await api.client.get("/api/mosq/acl")  # a hook route: POST only
+    assert resp.status == 405
+    assert resp.headers["Allow"] == "POST"
+    assert await resp.json() == {"error": "method not allowed", "type": "MethodNotAllowed"}
+    resp = await api.client.put("/healthz")
+    assert (resp.status, resp.headers["Allow"]) == (405, "GET")
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    app = web.Application()
+    app.router.add_get("/broken", json_errors(broken))
+    async with TestClient(TestServer(app)) as client:
+        with caplog.at_level(logging.ERROR, logger="backend.http.errors"):
+            resp = await client.get("/broken")
+        assert resp.status == 500
+        assert await resp.json() == {"error": "internal error", "type": "InternalError"}
+    assert any("GET /broken failed" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 async def test_a_revoked_api_token_is_refused(api: ApiHarness, service: LockerService) -> None:
