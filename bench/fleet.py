@@ -88,6 +88,17 @@ TARGET_RSS_MB = 300.0
 LAG_P99_S = 1.0
 TAKEN_MIN = 0.95
 MOSQUITTO_EXTRA = "max_connections -1\n"
+OUTAGE_S = 600.0  # deploy/mosquitto.conf: the backend's queue holds this long an outage
+
+
+def broker_config(banks: int, interval: float) -> str:
+    """The broker sized for the fleet as deploy/mosquitto.conf says: the backend's queue
+    holds banks x outage / heartbeat interval messages (the fixture's 100,000 is 25 s of a
+    20,000-bank fleet: a start-up backlog longer than that dropped config answers)."""
+    queued = max(100_000, int(banks * OUTAGE_S / interval))
+    return f"{MOSQUITTO_EXTRA}max_queued_messages {queued}\n"
+
+
 DEVICE_STEPS = "1000,2500,5000,7500,10000"
 
 
@@ -189,6 +200,24 @@ def write_memory_report(path: Path) -> None:
     lines = [f"gc-tracked objects {total / 1e6:.1f} MB (shallow), rss {rss_mb():.1f} MB"]
     for name, (count, size) in sorted(sizes.items(), key=lambda kv: -kv[1][1])[:50]:
         lines.append(f"{size / 1e6:8.2f} MB {count:9d}  {name}")
+    messages = [thing for thing in gc.get_objects() if type(thing).__name__ == "Message"]
+    kinds: dict[tuple[int, str, bool], int] = {}
+    for message in messages:
+        kind = (message.qos, str(message.topic).rsplit("/", 1)[-1], message.retain)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    lines.append(f"== received messages by (qos, topic end, retain): {kinds}")
+    lines.append(f"== who holds {len(messages)} received messages (3 samples, 2 levels)")
+    for message in messages[:: max(1, len(messages) // 3)][:3]:
+        for holder in gc.get_referrers(message):
+            if holder is messages:
+                continue
+            lines.append(
+                f"  {type(holder).__module__}.{type(holder).__qualname__}"
+                f" len={len(holder) if hasattr(holder, '__len__') else '-'}"
+            )
+            for outer in gc.get_referrers(holder)[:6]:
+                lines.append(f"      <- {type(outer).__module__}.{type(outer).__qualname__}")
+    del messages
     if tracemalloc.is_tracing():  # PYTHONTRACEMALLOC=1 in the environment
         lines.append(f"== traced {tracemalloc.get_traced_memory()[0] / 1e6:.1f} MB, by line")
         for stat in tracemalloc.take_snapshot().statistics("lineno")[:60]:
@@ -234,6 +263,10 @@ async def backend_main(overrides: dict[str, Any]) -> None:
                     commands=dict(metrics.commands),
                     receive_backlog_s=round(services.runtime.connection.probe.backlog(), 3),
                 )
+            elif line == "memory":  # a step that did not settle: where its memory is
+                if os.environ.get("FLEET_MEMORY"):
+                    write_memory_report(Path(os.environ["FLEET_MEMORY"]))
+                say("memory")
             elif line == "mark":
                 probe.mark()
                 if profiler is not None:
@@ -331,7 +364,7 @@ async def run_step(args: argparse.Namespace, banks: int) -> dict[str, Any]:
     """One fleet size: set up, settle, measure a window, tear down."""
     with tempfile.TemporaryDirectory(prefix=f"bench-fleet-{banks}-") as tmp:
         workdir = Path(tmp)
-        with mosquitto(workdir, MOSQUITTO_EXTRA) as broker:
+        with mosquitto(workdir, broker_config(banks, args.interval)) as broker:
             db_url = sqlite_url(workdir)
             started = time.perf_counter()
             dirs = await seed(workdir, db_url, broker.port, banks, args.per_process, args.load)
@@ -396,6 +429,8 @@ async def run_step(args: argparse.Namespace, banks: int) -> dict[str, Any]:
                 settle_s = time.perf_counter() - started
                 if status is None:
                     last = await backend.ask("status", "status")
+                    if os.environ.get("FLEET_MEMORY"):
+                        await backend.ask("memory", "memory", timeout=300)
                     return failed_step(banks, why, last | {"after_s": round(settle_s, 1)})
                 log(f"{banks}: settled after {settle_s:.1f} s; measuring {args.window:.0f} s")
                 sent_before = [await sim.next_stats(30) for sim in sims]
