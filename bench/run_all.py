@@ -40,6 +40,7 @@ BENCHES = (
     "console",
     "dynsec",
     "zero_setup",
+    "receive_window",
 )
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 START = "<!-- results:start -->"

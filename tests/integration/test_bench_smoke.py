@@ -21,7 +21,17 @@ import pytest
 from tests.support.mosquitto import mosquitto_available
 
 REPO = Path(__file__).resolve().parents[2]
-BENCHES = ("ingest", "hook", "roundtrip", "fleet", "storm", "console", "dynsec", "zero_setup")
+BENCHES = (
+    "ingest",
+    "hook",
+    "roundtrip",
+    "fleet",
+    "storm",
+    "console",
+    "dynsec",
+    "zero_setup",
+    "receive_window",
+)
 KEYS = {"bench", "figure", "unit", "baseline", "ratio", "target", "pass", "params"}
 TIMEOUT_S = 110.0
 
