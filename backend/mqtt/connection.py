@@ -41,6 +41,7 @@ from backend.mqtt.acks import RECEIVE_MAXIMUM, Ack, ConnectionAcks
 from backend.mqtt.backoff import Backoff
 from backend.mqtt.metrics import Metrics
 from backend.mqtt.probe import SelfProbe
+from backend.mqtt.receive_bound import ReceiveBound
 from backend.mqtt.state import ConnectionState
 from backend.mqtt.subscriptions import subscriptions
 
@@ -105,6 +106,7 @@ class MqttConnection:
         self._timeout = timeout
         self._password = settings.secret("mqtt_password")
         self._client: aiomqtt.Client | None = None
+        self.bound: ReceiveBound | None = None  # the current client's (a new one each session)
         self._lost = asyncio.Event()
         self.probe = SelfProbe(
             settings.mqtt_instance_id, settings.mqtt_probe_interval, settings.mqtt_probe_timeout
@@ -207,7 +209,10 @@ class MqttConnection:
         return probe.result()
 
     async def _receive(self, client: aiomqtt.Client, acks: ConnectionAcks) -> None:
+        bound = self.bound
         async for message in client.messages:
+            if bound is not None:
+                bound.taken()
             await self._deliver(message, acks.take(message.mid, message.qos))
 
     async def _publish_probe(self, topic: str, payload: bytes) -> None:
@@ -291,6 +296,8 @@ class MqttConnection:
         # above 10 awaiting their PUBACK.
         client.pending_calls_threshold = PENDING_PUBLISH_WARNING
         buffered_reads.attach(client._client)
+        # the broker's window does not bound what we hold (RELIABILITY F10): our own bound
+        self.bound = ReceiveBound(client)
         if self.manual_acks:
             client._client.manual_ack_set(True)  # aiomqtt#345: not wrapped by aiomqtt 2.5
         return client

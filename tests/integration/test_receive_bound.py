@@ -1,0 +1,93 @@
+"""Our own bound on received-and-not-taken messages (backend/mqtt/receive_bound.py,
+RELIABILITY F10), against a real Mosquitto: a client set up as the backend's (MQTT 5,
+persistent session, manual acks, Receive Maximum, buffered reads) stops reading while
+aiomqtt's incoming queue is full, reads on once it is taken down, and loses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiomqtt
+import pytest
+from aiomqtt import ProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from backend.mqtt import buffered_reads
+from backend.mqtt.acks import RECEIVE_MAXIMUM
+from backend.mqtt.receive_bound import ReceiveBound
+from tests.support.mosquitto import MosquittoBroker
+from tests.support.waiting import until
+
+pytestmark = pytest.mark.mosquitto
+
+MESSAGES = 8_000
+HIGH, LOW = 300, 150
+BATCH = 500
+TOPIC = "locker/bank-0001/state"
+PAYLOAD_BYTES = 100
+# A PUBLISH as the broker sends it: fixed header (1 + 2 length bytes), topic (2 + name),
+# packet id (2), empty properties (1), payload. One socket read is CHUNK bytes at most.
+PACKET_BYTES = 3 + 2 + len(TOPIC) + 2 + 1 + PAYLOAD_BYTES
+ONE_READ = buffered_reads.CHUNK // PACKET_BYTES + 1
+
+
+def backend_like_client(port: int) -> aiomqtt.Client:
+    props = Properties(PacketTypes.CONNECT)
+    props.ReceiveMaximum = RECEIVE_MAXIMUM
+    props.SessionExpiryInterval = 3600
+    client = aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier="bound-test",
+        protocol=ProtocolVersion.V5,
+        clean_start=False,
+        properties=props,
+    )
+    buffered_reads.attach(client._client)
+    client._client.manual_ack_set(True)
+    return client
+
+
+async def publish_all(port: int) -> None:
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bound-publisher") as publisher:
+        for index in range(MESSAGES):
+            body = index.to_bytes(4, "big") + b"x" * (PAYLOAD_BYTES - 4)
+            await publisher.publish(TOPIC, body, qos=1)
+
+
+async def test_the_bound_needs_low_below_high() -> None:
+    with pytest.raises(ValueError, match="low < high"):
+        ReceiveBound(aiomqtt.Client("127.0.0.1", 1), high=10, low=10)
+
+
+async def test_reading_stops_at_the_bound_and_goes_on_without_losing_a_message(
+    mosquitto: MosquittoBroker,
+) -> None:
+    client = backend_like_client(mosquitto.port)
+    bound = ReceiveBound(client, high=HIGH, low=LOW)
+    seen: list[int] = []
+    most_waiting = 0
+    async with client:
+        await client.subscribe("locker/+/state/#", qos=1)
+        publishing = asyncio.create_task(publish_all(mosquitto.port))
+        # Nothing taken yet: the broker may send a whole window (2,000), we read ~HIGH.
+        await until(lambda: bound.paused, what="reading paused", timeout=30)
+        assert bound.waiting < RECEIVE_MAXIMUM
+        batch: list[aiomqtt.Message] = []
+        async for message in client.messages:
+            bound.taken()
+            most_waiting = max(most_waiting, bound.waiting)
+            assert isinstance(message.payload, bytes)
+            seen.append(int.from_bytes(message.payload[:4], "big"))
+            batch.append(message)
+            if len(batch) == BATCH or len(seen) == MESSAGES:
+                for done in batch:  # PUBACKs flow in batches, as the writer commits
+                    client._client.ack(done.mid, done.qos)
+                batch.clear()
+            if len(seen) == MESSAGES:
+                break
+        await publishing
+    assert seen == list(range(MESSAGES))  # every message, once, in order
+    assert most_waiting <= HIGH + ONE_READ
+    assert bound.pauses >= 1 and not bound.paused  # it paused, and read on
