@@ -14,9 +14,9 @@ in the kernel's socket buffer and the broker's queue for our session, as intende
 takes aiomqtt's place as paho's `on_socket_open` (aiomqtt 2.5's reader, unchanged, plus
 the pause): the reader can only be paused by removing it from the event loop, and put
 back only by whoever holds it. A pause is short while the loop takes messages (a few
-thousand at a few thousand a second); should the receive side stall for longer than the
-keepalive, paho ends the connection for want of a PINGRESP and the broker sends what was
-not acknowledged again on the next one, as after any loss.
+thousand at a few thousand a second). Should the receive side stall (a locked database),
+reading goes on for one read every `MAX_PAUSE_S`, so the PINGRESP is read and the
+connection is kept, at the cost of at most one read's worth of messages each time.
 """
 
 from __future__ import annotations
@@ -31,12 +31,22 @@ HIGH = 2_000
 """Received messages waiting in aiomqtt's queue at which reading stops (one window)."""
 LOW = 1_000
 """...and at or below which it goes on."""
+MAX_PAUSE_S = 5.0
+"""Longest pause: then one read (at most `buffered_reads.CHUNK` bytes), so that a PINGRESP
+is read and the keepalive holds while the receive side is stalled (a locked database)."""
 
 
 class ReceiveBound:
     """Reading of one aiomqtt client's socket, paused while its incoming queue is full."""
 
-    def __init__(self, client: aiomqtt.Client, *, high: int = HIGH, low: int = LOW) -> None:
+    def __init__(
+        self,
+        client: aiomqtt.Client,
+        *,
+        high: int = HIGH,
+        low: int = LOW,
+        max_pause: float = MAX_PAUSE_S,
+    ) -> None:
         if not 0 <= low < high:
             raise ValueError(f"need 0 <= low < high, got low={low}, high={high}")
         self._client = client
@@ -44,9 +54,11 @@ class ReceiveBound:
         self._queue: asyncio.Queue[aiomqtt.Message] = client._queue
         self.high = high
         self.low = low
+        self.max_pause = max_pause
         self.paused = False
         self.pauses = 0
         self._fd: int | None = None
+        self._wake: asyncio.TimerHandle | None = None
         self._paho.on_socket_open = self._on_socket_open
 
     @property
@@ -57,9 +69,18 @@ class ReceiveBound:
     def taken(self) -> None:
         """The receive loop took a message: read on once the queue is down to `low`."""
         if self.paused and self._queue.qsize() <= self.low:
-            self.paused = False
-            if self._fd is not None and self._paho._sock is not None:
-                self._client._loop.add_reader(self._fd, self._read)
+            self._resume()
+
+    def _resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        sock = self._paho._sock
+        if sock is not None and self._fd is not None and sock.fileno() == self._fd:
+            self._client._loop.add_reader(self._fd, self._read)  # not after a close
 
     def _on_socket_open(self, _paho: PahoClient, _userdata: Any, sock: Any) -> None:
         # paho calls this from the executor thread aiomqtt connects on (as aiomqtt's own)
@@ -92,4 +113,6 @@ class ReceiveBound:
         if not self.paused and self._fd is not None and self._queue.qsize() >= self.high:
             self.paused = True
             self.pauses += 1
-            self._client._loop.remove_reader(self._fd)
+            loop = self._client._loop
+            loop.remove_reader(self._fd)
+            self._wake = loop.call_later(self.max_pause, self._resume)

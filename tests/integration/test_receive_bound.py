@@ -91,3 +91,28 @@ async def test_reading_stops_at_the_bound_and_goes_on_without_losing_a_message(
     assert seen == list(range(MESSAGES))  # every message, once, in order
     assert most_waiting <= HIGH + ONE_READ
     assert bound.pauses >= 1 and not bound.paused  # it paused, and read on
+
+
+async def test_a_stalled_receive_side_goes_on_reading_now_and_then_and_keeps_its_connection(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """Nothing taken for a while (a locked database): each `max_pause` reading goes on for
+    a read (a PINGRESP must get through), and pauses again while the queue stays full."""
+    client = backend_like_client(mosquitto.port)
+    bound = ReceiveBound(client, high=HIGH, low=LOW, max_pause=0.2)
+    async with client:
+        await client.subscribe("locker/+/state/#", qos=1)
+        publishing = asyncio.create_task(publish_all(mosquitto.port))
+        # paused, woken, paused again on the rest of the window, woken: reading
+        await until(lambda: bound.pauses >= 2 and not bound.paused, what="woken", timeout=30)
+        assert HIGH <= bound.waiting <= RECEIVE_MAXIMUM  # nothing acknowledged: one window
+        assert client._client.is_connected()
+        taken = 0
+        async for message in client.messages:  # the database is back
+            bound.taken()
+            client._client.ack(message.mid, message.qos)
+            taken += 1
+            if taken == MESSAGES:
+                break
+        await publishing
+    assert taken == MESSAGES
