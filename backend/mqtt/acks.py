@@ -11,8 +11,10 @@ flight for our persistent session and sends it again (DUP) when the session resu
 restarted backend handles it; the store's dedup (events by `event_id`, responses by
 transaction) makes a second copy harmless.
 
-The broker sends at most its in-flight window of unacknowledged messages (the Receive
-Maximum of our CONNECT, `RECEIVE_MAXIMUM`); the rest waits in its queue for our session.
+The broker is to send at most its in-flight window of unacknowledged messages (the
+Receive Maximum of our CONNECT, `RECEIVE_MAXIMUM`), the rest waiting in its queue for our
+session; Mosquitto 2.0.11 goes past it once PUBACKs flow, so `receive_bound.py` keeps a
+bound of our own (RELIABILITY F10).
 Manual acknowledgements are used over MQTT 5 only (`connection.manual_acks`): amqtt, which
 speaks 3.1.1 only, answers a resumed session's SUBSCRIBE only once what it resends is
 acknowledged.
