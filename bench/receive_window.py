@@ -33,10 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import aiomqtt
 from aiomqtt import ProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from backend.mqtt.acks import RECEIVE_MAXIMUM
+from backend.mqtt.connection import connect_properties
 from bench.common import emit, log, mosquitto, result
 
 BATCH = 500
@@ -53,16 +52,13 @@ async def fill(port: int, messages: int) -> None:
 
 async def most_in_flight(port: int, mode: str, messages: int, seconds: float) -> dict[str, Any]:
     """Receive as the backend does; the most received-and-unacknowledged at any moment."""
-    props = Properties(PacketTypes.CONNECT)
-    props.ReceiveMaximum = RECEIVE_MAXIMUM
-    props.SessionExpiryInterval = 3600
     client = aiomqtt.Client(
         "127.0.0.1",
         port,
         identifier=f"window-{mode}",
         protocol=ProtocolVersion.V5,
         clean_start=False,
-        properties=props,
+        properties=connect_properties(persistent=True),
     )
     client._client.manual_ack_set(True)
     received = acked = most = 0

@@ -51,6 +51,19 @@ PENDING_PUBLISH_WARNING = 1000  # far above a relay batch
 SESSION_EXPIRY = 7 * 24 * 3600  # MQTT 5: keep our session (queued answers) a week
 
 MessageCallback = Callable[[aiomqtt.Message, Ack], Awaitable[None]]
+
+
+def connect_properties(*, persistent: bool) -> Properties:
+    """The MQTT 5 CONNECT properties of the backend's session: how many unacknowledged
+    messages the broker may have in flight to us (acks.py), and for a persistent session
+    (no clean start) its expiry interval (0 would end it with the connection)."""
+    props = Properties(PacketTypes.CONNECT)
+    props.ReceiveMaximum = RECEIVE_MAXIMUM
+    if persistent:
+        props.SessionExpiryInterval = SESSION_EXPIRY
+    return props
+
+
 """Gets every received message and its Ack, to call once the message is finished."""
 BIRTH_PAYLOAD = ServerStatus(status="online").to_bytes()
 EMBEDDED_HOST = "127.0.0.1"
@@ -273,21 +286,18 @@ class MqttConnection:
             "timeout": self._timeout,
             "socket_options": SOCKET_OPTIONS,
         }
-        props = Properties(PacketTypes.CONNECT)
-        # Unacknowledged messages the broker may have in flight to us (acks.py).
-        props.ReceiveMaximum = RECEIVE_MAXIMUM
         if self.v5 and self.shared:
             client = aiomqtt.Client(
-                protocol=ProtocolVersion.V5, clean_start=True, properties=props, **common
+                protocol=ProtocolVersion.V5,
+                clean_start=True,
+                properties=connect_properties(persistent=False),
+                **common,
             )
         elif self.v5:
-            # A persistent session in MQTT 5: no clean start, and a session expiry interval
-            # (0 would end the session with the connection).
-            props.SessionExpiryInterval = SESSION_EXPIRY
             client = aiomqtt.Client(
                 protocol=ProtocolVersion.V5,
-                clean_start=False,
-                properties=props,
+                clean_start=False,  # a persistent session
+                properties=connect_properties(persistent=True),
                 **common,
             )
         else:

@@ -10,11 +10,10 @@ import asyncio
 import aiomqtt
 import pytest
 from aiomqtt import ProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from backend.mqtt import buffered_reads
 from backend.mqtt.acks import RECEIVE_MAXIMUM
+from backend.mqtt.connection import connect_properties
 from backend.mqtt.receive_bound import ReceiveBound
 from tests.support.mosquitto import MosquittoBroker
 from tests.support.waiting import until
@@ -33,16 +32,13 @@ ONE_READ = buffered_reads.CHUNK // PACKET_BYTES + 1
 
 
 def backend_like_client(port: int) -> aiomqtt.Client:
-    props = Properties(PacketTypes.CONNECT)
-    props.ReceiveMaximum = RECEIVE_MAXIMUM
-    props.SessionExpiryInterval = 3600
     client = aiomqtt.Client(
         "127.0.0.1",
         port,
         identifier="bound-test",
         protocol=ProtocolVersion.V5,
         clean_start=False,
-        properties=props,
+        properties=connect_properties(persistent=True),
     )
     buffered_reads.attach(client._client)
     client._client.manual_ack_set(True)
