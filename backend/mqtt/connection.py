@@ -51,6 +51,12 @@ PENDING_PUBLISH_WARNING = 1000  # far above a relay batch
 SESSION_EXPIRY = 7 * 24 * 3600  # MQTT 5: keep our session (queued answers) a week
 
 MessageCallback = Callable[[aiomqtt.Message, Ack], Awaitable[None]]
+"""Gets every received message and its Ack, to call once the message is finished."""
+BIRTH_PAYLOAD = ServerStatus(status="online").to_bytes()
+EMBEDDED_HOST = "127.0.0.1"
+SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+"""TCP_NODELAY: paho sets no socket options, so without it Nagle's algorithm holds each
+small MQTT packet until the previous one is ACKed (delayed ACK: ~40 ms per QoS 1 hop)."""
 
 
 def connect_properties(*, persistent: bool) -> Properties:
@@ -62,14 +68,6 @@ def connect_properties(*, persistent: bool) -> Properties:
     if persistent:
         props.SessionExpiryInterval = SESSION_EXPIRY
     return props
-
-
-"""Gets every received message and its Ack, to call once the message is finished."""
-BIRTH_PAYLOAD = ServerStatus(status="online").to_bytes()
-EMBEDDED_HOST = "127.0.0.1"
-SOCKET_OPTIONS = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
-"""TCP_NODELAY: paho sets no socket options, so without it Nagle's algorithm holds each
-small MQTT packet until the previous one is ACKed (delayed ACK: ~40 ms per QoS 1 hop)."""
 
 
 def manual_acks(settings: Settings) -> bool:
