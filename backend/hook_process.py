@@ -33,7 +33,6 @@ socket's backlog instead of being refused, so a restart that is back within go-a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -43,6 +42,7 @@ from typing import Final
 from aiohttp import web
 
 from backend.config import Settings, SettingsError
+from backend.event_wait import wait_event
 from backend.hook_store import HookStore
 from backend.http.credential_sync import CredentialSync
 from backend.http.hook import HookMetrics, add_hook_routes
@@ -226,8 +226,7 @@ class HookProcess:
                 if not failing:
                     log.warning("hook: reading the store failed: %s", first_line(exc))
                 failing = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._interval)
+            await wait_event(self._wake, self._interval)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         ok = await self.store.ping()

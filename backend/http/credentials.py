@@ -34,12 +34,12 @@ password hashes out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Protocol
 
 from backend.config import Settings
+from backend.event_wait import wait_event
 from backend.http.credential_sync import (
     CREDENTIAL_EVENT_TYPES,
     FOLLOWED_EVENT_TYPES,
@@ -154,13 +154,12 @@ async def follow_credentials(
                 if not failing:
                     log.warning("credential follower: reading events failed: %s", exc)
                 failing = True
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), interval)
+            await wait_event(wake, interval)
     finally:
         if listener is not None:
             listener.cancel()
-            # bounded: a psycopg LISTEN connection has been seen not to end on cancel
-            # (CI: a teardown waited 120 s); stopping must not wait for it for ever
+            # bounded: stopping must not wait for ever on a change feed (the 120 s CI
+            # teardown hangs were this loop losing its cancel, see backend.event_wait)
             _, pending = await asyncio.wait({listener}, timeout=STOP_WAIT_S)
             if pending:
                 log.warning("credential follower: the change feed did not stop in time")
