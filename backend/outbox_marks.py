@@ -18,24 +18,10 @@ from backend.domain.events import EventMetadata
 from backend.domain.messages import OutboundMessage, restamp
 from backend.store import outbox
 from backend.store.batch_reads import preload_responses
+from backend.store.outbox import RelayItem
 from backend.store.tables import CommandTransactionRow
 from backend.store.unit_of_work import UnitOfWork
 from backend.write_path import WritePart, WritePath
-
-
-@dataclass(frozen=True)
-class RelayItem:
-    """An outbox row handed to the relay."""
-
-    id: int
-    kind: str
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    bank_uuid: str | None
-    transaction_id: str | None
-    expires_at: datetime | None
 
 
 def reask(uow: UnitOfWork, txn: CommandTransactionRow) -> int:
@@ -60,6 +46,7 @@ def reask(uow: UnitOfWork, txn: CommandTransactionRow) -> int:
 def drop_pending(uow: UnitOfWork, bank: str, transaction_id: str, why: str) -> None:
     """A command that ended (expired, timed out): its queued publishes never go out."""
     outbox.drop_pending(uow.session, bank, transaction_id, why)
+    uow.outbox_dropped = True
 
 
 class UnmarkedSends:
@@ -109,24 +96,16 @@ class OutboxMarks(WritePart):
         path.fold_into_writes(self._fold_marks)
 
     async def outbox_due(self, limit: int = 100) -> list[RelayItem]:
+        """The due rows, oldest first."""
+        return list((await self.outbox_due_rows(limit)).items)
+
+    async def outbox_due_rows(self, limit: int = 100) -> outbox.DueRows:
+        """The due rows, and whether nothing else is pending (the relay's read)."""
         now = self.now
 
-        def work() -> list[RelayItem]:
+        def work() -> outbox.DueRows:
             with self.path.db.read_session() as session:
-                return [
-                    RelayItem(
-                        id=r.id or 0,
-                        kind=r.kind,
-                        topic=r.topic,
-                        payload=r.payload.encode(),
-                        qos=r.qos,
-                        retain=r.retain,
-                        bank_uuid=r.bank_uuid,
-                        transaction_id=r.transaction_id,
-                        expires_at=r.expires_at,
-                    )
-                    for r in outbox.pending(session, now, limit)
-                ]
+                return outbox.due_rows(session, now, limit)
 
         return await self.path.db.read(work)
 

@@ -32,7 +32,7 @@ from backend.domain.messages import OutboundMessage, command_message
 from backend.domain.timeutil import Clock, SystemClock, truncate_ms
 from backend.domain.topics import is_bank_uuid
 from backend.heartbeat_history import HeartbeatHistory
-from backend.store import alert_queries, api_tokens, queries
+from backend.store import alert_queries, api_tokens, outbox, queries
 from backend.store.database import Database
 from backend.store.errors import AppendConflict, StoreUnavailable
 from backend.store.event_store import RecordedEvent
@@ -171,10 +171,13 @@ class LockerService:
                     folded = [done for fold in self._folds if (done := fold(uow)) is not None]
                     result = work(uow)
                     uow.flush()
+                    queued = outbox.relay_items(uow.queued)  # ids are set by the flush
                 uow.committed()
                 for done in folded:
                     done()
-                return result, CommittedEvents(uow.recorded, uow.outbox_rows)
+                return result, CommittedEvents(
+                    uow.recorded, queued, outbox_dropped=uow.outbox_dropped
+                )
             except AppendConflict as exc:
                 if uow is not None:
                     uow.failed()

@@ -11,11 +11,13 @@ is never published (`outbox_expired` -> `CommandExpired`); under MQTT 5 the Mess
 Expiry Interval is set from `expires_at` as well.
 
 The relay wakes at once when this process commits outbox rows (`on_events`, subscribed
-to the service: a commit says how many rows it added) and polls every `poll_interval` for
-rows written by other processes (the CLI). Commits that add no rows (its own bookkeeping:
-`CommandSent`, `CommandExpired`, a failure's retry time; and responses, door events,
-heartbeats) do not wake it: each cost one more outbox query, run while the next
-device's response was arriving. The `sent` marks of a published batch ride on the next
+to the service: a commit hands over the rows it added) and polls every `poll_interval` for
+rows written by other processes (the CLI). On SQLite it publishes the handed-over rows
+without reading them back when that provably keeps the order (`Handover`): the read was
+most of the time from a committed command to its PUBLISH. Commits that add no rows (its
+own bookkeeping: `CommandSent`, `CommandExpired`, a failure's retry time; and responses,
+door events, heartbeats) do not wake it: each cost one more outbox query, run while the
+next device's response was arriving. The `sent` marks of a published batch ride on the next
 write transaction of this process, which is usually the one storing the command's
 response (`outbox_published_soon`, `RelayOptions.sent_mark_window`): one transaction per
 command fewer, and none in the writer's queue ahead of that response.
@@ -42,8 +44,10 @@ from paho.mqtt.properties import Properties
 from backend.device_service import RelayItem
 from backend.mqtt.backoff import Backoff
 from backend.mqtt.connection import MqttConnection, PublishError
+from backend.mqtt.handover import Handover
 from backend.mqtt.metrics import Metrics
 from backend.service import LockerService
+from backend.store import outbox
 from backend.store.drain_lock import DrainLock, drain_lock_for
 from backend.store.event_store import RecordedEvent
 from backend.store.unit_of_work import CommittedEvents
@@ -115,6 +119,8 @@ class OutboxRelay:
         self._backoff = Backoff(self.options.retry_initial, self.options.retry_max)
         self._active = True
         self._draining: asyncio.Task[object] | None = None
+        # several instances on PostgreSQL: rows of others interleave; always read
+        self.handover = Handover(enabled=not service.db.is_postgres)
 
     def wake(self) -> None:
         """Look at the outbox now (something was just committed)."""
@@ -134,9 +140,14 @@ class OutboxRelay:
         `CommandExpired`), which add no rows: they are not a reason to look again. Nor is
         a commit that says it added no outbox rows (a door event, a response, heartbeats):
         each of those cost an outbox query while the next command's response was due."""
-        if isinstance(events, CommittedEvents) and events.outbox_rows == 0:
-            return
+        if isinstance(events, CommittedEvents):
+            if events.outbox_dropped:
+                self.handover.forget()
+            if events.outbox_rows == 0:
+                return
         if events and (self._draining is None or asyncio.current_task() is not self._draining):
+            if isinstance(events, CommittedEvents) and self._active:
+                self.handover.hand(events.outbox_items)
             self.wake()
 
     def deactivate(self) -> None:
@@ -148,6 +159,7 @@ class OutboxRelay:
                 await self.connection.state.wait_for(True)
                 try:
                     if not await self.lock.acquire():
+                        self.handover.forget()
                         # Another instance drains: wake-ups (our own commits) are not a
                         # reason to ask for the lock again, so wait the full retry interval
                         # (with the wake flag left set, `_idle` would return at once: a spin).
@@ -183,7 +195,11 @@ class OutboxRelay:
         self._wake.clear()
         self._draining = asyncio.current_task()
         try:
-            items = await self.devices.outbox_due(self.options.batch_size)
+            items = self.handover.take(self.options.batch_size)
+            read: outbox.DueRows | None = None
+            if items is None:
+                read = await self.devices.outbox.outbox_due_rows(self.options.batch_size)
+                items = read.items
             live = [item for item in items if not await self._expired(item)]
             results = await asyncio.gather(
                 *(self._publish(item) for item in live), return_exceptions=True
@@ -212,6 +228,7 @@ class OutboxRelay:
             if failure is not None:
                 await self._failed(*failure)
                 return True
+            self.handover.handled(items, read)
             return len(items) >= self.options.batch_size
         finally:
             self._draining = None

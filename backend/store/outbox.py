@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,22 @@ from sqlmodel import Session, col
 
 from backend.domain.messages import OutboundMessage
 from backend.store.tables import OutboxRow, table_of
+
+
+@dataclass(frozen=True)
+class RelayItem:
+    """An outbox row handed to the relay: read from the store, or handed over by the
+    transaction that wrote it (`queued_items`)."""
+
+    id: int
+    kind: str
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    bank_uuid: str | None
+    transaction_id: str | None
+    expires_at: datetime | None
 
 
 def enqueue(session: Session, message: OutboundMessage, now: datetime) -> OutboxRow:
@@ -31,6 +48,24 @@ def enqueue(session: Session, message: OutboundMessage, now: datetime) -> Outbox
     return row
 
 
+def relay_items(rows: Sequence[OutboxRow]) -> tuple[RelayItem, ...]:
+    """The relay's view of outbox rows (flushed or read: their ids are set)."""
+    return tuple(
+        RelayItem(
+            id=r.id or 0,
+            kind=r.kind,
+            topic=r.topic,
+            payload=r.payload.encode(),
+            qos=r.qos,
+            retain=r.retain,
+            bank_uuid=r.bank_uuid,
+            transaction_id=r.transaction_id,
+            expires_at=r.expires_at,
+        )
+        for r in rows
+    )
+
+
 def pending(session: Session, now: datetime, limit: int = 100) -> list[OutboxRow]:
     """Rows due for publication, oldest first (order is what devices see)."""
     stmt = (
@@ -41,6 +76,32 @@ def pending(session: Session, now: datetime, limit: int = 100) -> list[OutboxRow
         .limit(limit)
     )
     return list(session.execute(stmt).scalars())
+
+
+@dataclass(frozen=True)
+class DueRows:
+    """A read of the due rows, and what it says of the rest of the outbox."""
+
+    items: tuple[RelayItem, ...]
+    complete: bool
+    """Every pending row was due and is in ``items`` (none past the limit, none waiting
+    for a retry time)."""
+    last_id: int
+    """The highest row id in the outbox at the read (0: none)."""
+
+
+def due_rows(session: Session, now: datetime, limit: int) -> DueRows:
+    """The due rows, oldest first, and whether they are all that is pending, in one read
+    (the relay's handover needs to know that no row is left behind them)."""
+    items = relay_items(pending(session, now, limit))
+    waiting = (
+        select(func.min(col(OutboxRow.id)))
+        .where(col(OutboxRow.status) == "pending")
+        .where(col(OutboxRow.available_at) > now)
+        .scalar_subquery()
+    )
+    last, first_waiting = session.execute(select(func.max(col(OutboxRow.id)), waiting)).one()
+    return DueRows(items, len(items) < limit and first_waiting is None, int(last or 0))
 
 
 def depth(session: Session) -> int:

@@ -22,6 +22,7 @@ from backend.domain.messages import OutboundMessage
 from backend.store import event_store, outbox
 from backend.store.event_store import RecordedEvent
 from backend.store.projections import project
+from backend.store.tables import OutboxRow
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -84,12 +85,26 @@ class AggregateCache:
 
 
 class CommittedEvents(list[RecordedEvent]):
-    """The events of one commit, as the service's listeners get them, and how many outbox
-    rows that commit added (the relay looks at the outbox again only when it is not 0)."""
+    """The events of one commit, as the service's listeners get them, and the outbox rows
+    that commit added (the relay looks at the outbox again only when there are some, and
+    may publish them as handed over here without reading them back), and whether it took
+    pending rows out of the outbox (`drop_pending`)."""
 
-    def __init__(self, events: list[RecordedEvent], outbox_rows: int) -> None:
+    def __init__(
+        self,
+        events: list[RecordedEvent],
+        outbox_items: tuple[outbox.RelayItem, ...] = (),
+        *,
+        outbox_dropped: bool = False,
+    ) -> None:
         super().__init__(events)
-        self.outbox_rows = outbox_rows
+        self.outbox_items = outbox_items
+        self.outbox_dropped = outbox_dropped
+
+    @property
+    def outbox_rows(self) -> int:
+        """How many outbox rows the commit added."""
+        return len(self.outbox_items)
 
 
 @dataclass
@@ -102,8 +117,10 @@ class UnitOfWork:
     cache: AggregateCache
     now: datetime
     recorded: list[RecordedEvent] = field(default_factory=list)
-    outbox_rows: int = 0
+    queued: list[OutboxRow] = field(default_factory=list)
     """Outbox rows this transaction added."""
+    outbox_dropped: bool = False
+    """This transaction took pending rows out of the outbox (they must not go out)."""
     _touched: set[str] = field(default_factory=set)
     _locked: bool = False
     _position_before: int = 0
@@ -213,8 +230,7 @@ class UnitOfWork:
         return recorded
 
     def enqueue(self, message: OutboundMessage) -> None:
-        outbox.enqueue(self.session, message, self.now)
-        self.outbox_rows += 1
+        self.queued.append(outbox.enqueue(self.session, message, self.now))
 
     def flush(self) -> None:
         """Write what is pending: the batched event rows, then the read models."""
