@@ -8,7 +8,8 @@ from backend.store.outbox import DueRows, RelayItem
 
 
 def item(row_id: int) -> RelayItem:
-    return RelayItem(row_id, "command", "locker/b/command", b"{}", 1, False, "b", f"t{row_id}", None)
+    topic = "locker/b/command"
+    return RelayItem(row_id, "command", topic, b"{}", 1, False, "b", f"t{row_id}", None)
 
 
 def known_through(last_id: int) -> Handover:
