@@ -291,5 +291,11 @@ def read_before(
     return [decode(row) for row in session.execute(stmt).scalars()]
 
 
+_LAST_POSITION = select(func.max(_EVENTS.c.id))
+
+
 def last_position(session: Session) -> int:
-    return int(session.execute(select(func.max(col(StoredEvent.id)))).scalar() or 0)
+    """The newest stored position (0: none). Run on the session's connection, not through
+    the ORM: every write transaction asks it first (the catch-up), and the ORM's execute
+    (its context, an autoflush) cost more than the query (issue 19)."""
+    return int(session.connection().execute(_LAST_POSITION).scalar() or 0)

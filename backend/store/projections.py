@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from sqlalchemy import delete, func, select
-from sqlmodel import Session, col
+from sqlmodel import Session, SQLModel, col
 
 from backend.domain.bank import desired_hash
 from backend.domain.command_status import CommandStatus
@@ -254,7 +254,8 @@ def _add_pending_txn(
     **fields: Any,
 ) -> None:
     """A new pending command transaction row for a `*Requested` event."""
-    session.add(
+    keep_alive(
+        session,
         CommandTransactionRow(
             locker_uuid=r.aggregate_uuid,
             transaction_id=e.transaction_id,
@@ -265,8 +266,19 @@ def _add_pending_txn(
             expires_at=e.expires_at,
             requested_from=r.metadata.origin[:200] if r.metadata.origin else None,
             **fields,
-        )
+        ),
     )
+
+
+def keep_alive(session: Session, row: SQLModel) -> None:
+    """Add ``row`` and hold it for the rest of the session.
+
+    The identity map holds unchanged rows weakly: once flushed, a new row nobody holds is
+    gone from it, and the next `Session.get` of it in the same transaction (the view that
+    `request_open` returns, `queries.written_transaction`) is a SELECT after an autoflush
+    instead of a lookup in memory."""
+    session.add(row)
+    session.info.setdefault("kept_alive", []).append(row)
 
 
 @projector(CompartmentOpeningRequested)
@@ -421,6 +433,7 @@ def rebuild(
             count += 1
         position = rows[-1].id or position
         session.flush()
+        session.info.pop("kept_alive", None)  # one session for the whole log: not all of it
         if on_progress is not None:
             on_progress(count, max(total, count))
     for key, values in saved.items():
