@@ -130,6 +130,8 @@ STAGES = (
     "publish_to_response",
     "response_to_commit",
     "commit_to_read",
+    "commit_to_wake",
+    "wake_to_read",
 )
 
 
@@ -147,6 +149,7 @@ async def product_round_trips(
         returned = time.perf_counter()
         tid = txn.transaction_id
         await opened.wait(tid, timeout=30)
+        woke = time.perf_counter()
         view = await service.get_transaction(tid)
         ended = time.perf_counter()
         times.append(ended - started)
@@ -161,6 +164,8 @@ async def product_round_trips(
             stages["publish_to_response"].append(opened.received[tid] - pub_start)
             stages["response_to_commit"].append(committed - opened.received[tid])
             stages["commit_to_read"].append(ended - committed)
+            stages["commit_to_wake"].append(woke - committed)
+            stages["wake_to_read"].append(ended - woke)
         await asyncio.sleep(PAUSE_S)
     return times, stages
 
@@ -224,8 +229,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                     service, uuids, min(20, max(1, args.requests // 5)), opened
                 )
                 log(f"measuring {args.requests} product round trips")
+                handover = services.runtime.relay.handover
+                used, reads = handover.used, handover.reads
                 product, stages = await product_round_trips(service, uuids, args.requests, opened)
                 log(f"product: {summary_ms(product)}")
+                relay_drains = {"handed_over": handover.used - used, "read": handover.reads - reads}
             finally:
                 if devices is not None:
                     await devices.stop()
@@ -262,6 +270,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         stages_p50_ms={k: round(percentile(v, 50) * 1000, 3) for k, v in stages.items() if v},
         stages_p99_ms={k: round(percentile(v, 99) * 1000, 3) for k, v in stages.items() if v},
         p99_ratio=round(float(p["p99_ms"]) / float(b["p99_ms"]), 3),
+        relay_drains=relay_drains,
     )
 
 
