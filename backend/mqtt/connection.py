@@ -221,6 +221,8 @@ class MqttConnection:
 
     async def _receive(self, client: aiomqtt.Client, acks: ConnectionAcks) -> None:
         bound = self.bound
+        if bound is not None:
+            bound.arm()  # not before: the setup's SUBACKs and PUBACK come after the backlog
         async for message in client.messages:
             if bound is not None:
                 bound.taken()

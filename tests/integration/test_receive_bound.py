@@ -66,6 +66,7 @@ async def test_reading_stops_at_the_bound_and_goes_on_without_losing_a_message(
     most_waiting = 0
     async with client:
         await client.subscribe("locker/+/state/#", qos=1)
+        bound.arm()  # the receive loop starts
         publishing = asyncio.create_task(publish_all(mosquitto.port))
         # Nothing taken yet: the broker may send a whole window (2,000), we read ~HIGH.
         await until(lambda: bound.paused, what="reading paused", timeout=30)
@@ -98,6 +99,7 @@ async def test_a_stalled_receive_side_goes_on_reading_now_and_then_and_keeps_its
     bound = ReceiveBound(client, high=HIGH, low=LOW, max_pause=0.2)
     async with client:
         await client.subscribe("locker/+/state/#", qos=1)
+        bound.arm()  # the receive loop starts
         publishing = asyncio.create_task(publish_all(mosquitto.port))
         # paused, woken, paused again on the rest of the window, woken: reading
         await until(lambda: bound.pauses >= 2 and not bound.paused, what="woken", timeout=30)
@@ -112,3 +114,36 @@ async def test_a_stalled_receive_side_goes_on_reading_now_and_then_and_keeps_its
                 break
         await publishing
     assert taken == MESSAGES
+
+
+async def test_a_resumed_backlog_does_not_stop_the_setup_before_the_bound_is_armed(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """A persistent session resumed with more waiting than the bound: the setup's SUBACK
+    and PUBACK come after the backlog on the socket. Unarmed, the bound reads on (with
+    `max_pause` an hour, a pause here would hang the setup); armed, it holds at once."""
+    backlog = 4 * HIGH
+    async with backend_like_client(mosquitto.port) as first:  # the session and its filter
+        await first.subscribe("locker/+/state/#", qos=1)
+    async with aiomqtt.Client("127.0.0.1", mosquitto.port, identifier="bound-pub") as pub:
+        for index in range(backlog):
+            await pub.publish(TOPIC, index.to_bytes(4, "big"), qos=1)
+    client = backend_like_client(mosquitto.port)
+    bound = ReceiveBound(client, high=HIGH, low=LOW, max_pause=3600)
+    async with client:
+        async with asyncio.timeout(30):
+            await client.subscribe("locker/+/state/#", qos=1)  # as the backend's setup
+            await client.publish("server/status/bound-test", b"online", qos=1)
+            await until(lambda: bound.waiting >= HIGH, what="the backlog read", timeout=30)
+        assert not bound.paused and bound.pauses == 0
+        bound.arm()
+        assert bound.paused  # the setup left the queue full: held at once
+        seen: list[int] = []
+        async for message in client.messages:
+            bound.taken()
+            assert isinstance(message.payload, bytes)
+            seen.append(int.from_bytes(message.payload[:4], "big"))
+            client._client.ack(message.mid, message.qos)
+            if len(seen) == backlog:
+                break
+    assert seen == list(range(backlog)) and not bound.paused
