@@ -30,19 +30,17 @@ class RelayItem:
     expires_at: datetime | None
 
 
+CARRIED = ("kind", "topic", "qos", "retain", "bank_uuid", "transaction_id", "expires_at")
+"""The fields an outbox row carries unchanged from its message to the relay."""
+
+
 def enqueue(session: Session, message: OutboundMessage, now: datetime) -> OutboxRow:
     row = OutboxRow(
-        kind=message.kind,
-        topic=message.topic,
         payload=message.payload.decode(),
-        qos=message.qos,
-        retain=message.retain,
-        bank_uuid=message.bank_uuid,
-        transaction_id=message.transaction_id,
         status="pending",
         created_at=now,
         available_at=now,
-        expires_at=message.expires_at,
+        **{name: getattr(message, name) for name in CARRIED},
     )
     session.add(row)
     return row
@@ -53,14 +51,8 @@ def relay_items(rows: Sequence[OutboxRow]) -> tuple[RelayItem, ...]:
     return tuple(
         RelayItem(
             id=r.id or 0,
-            kind=r.kind,
-            topic=r.topic,
             payload=r.payload.encode(),
-            qos=r.qos,
-            retain=r.retain,
-            bank_uuid=r.bank_uuid,
-            transaction_id=r.transaction_id,
-            expires_at=r.expires_at,
+            **{name: getattr(r, name) for name in CARRIED},
         )
         for r in rows
     )
