@@ -37,6 +37,7 @@ from backend.mqtt.state import ConnectionState
 from backend.mqtt.sweeper import Sweeper, SweeperOptions
 from backend.service import LockerService
 from backend.store.event_store import RecordedEvent
+from backend.task_stop import cancel_and_wait
 
 log = logging.getLogger(__name__)
 STOP_DRAIN = 2.0
@@ -213,9 +214,7 @@ class MqttRuntime(StartStop):
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await cancel_and_wait(tasks)  # again until they end: aiomqtt can swallow a cancel
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:

@@ -33,7 +33,7 @@ from tests.support.mosquitto import MosquittoBroker
 from tests.support.mqtt_device import TestDevice, provision, raw_client
 from tests.support.mqtt_runtime_process import fast_options
 from tests.support.settings import TEST_SECRETS, make_settings
-from tests.support.waiting import until
+from tests.support.waiting import bounded_teardown, until
 
 pytestmark = pytest.mark.mosquitto
 T = TypeVar("T")
@@ -170,7 +170,8 @@ async def harness(
     try:
         yield h
     finally:
-        await h.close()
+        # a hang here was seen once in CI on PostgreSQL: print where, not just time out
+        await bounded_teardown(h.close(), 60, "the harness's close")
 
 
 # ----- 1. the full flow ----------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
@@ -66,3 +67,19 @@ async def app_until(
         not_yet=(LookupError, CellDoesNotExist, RowDoesNotExist, NoMatches),
     )
     return time.monotonic() - start
+
+
+async def bounded_teardown(step: Awaitable[None], seconds: float, what: str) -> None:
+    """Run a teardown step; if it has not ended after ``seconds``, print the stack of every
+    task of the loop (pytest-timeout shows only threads, and a hung teardown is an idle
+    loop waiting on some task) and fail with what did not stop."""
+    task = asyncio.ensure_future(step)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if task in done:
+        task.result()
+        return
+    print(f"--- {what} did not end within {seconds} s; the loop's tasks:")
+    for other in asyncio.all_tasks():
+        other.print_stack(file=sys.stdout)
+    task.cancel()
+    raise AssertionError(f"{what} did not end within {seconds} s (task stacks above)")
