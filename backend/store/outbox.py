@@ -17,7 +17,7 @@ from backend.store.tables import OutboxRow, table_of
 @dataclass(frozen=True)
 class RelayItem:
     """An outbox row handed to the relay: read from the store, or handed over by the
-    transaction that wrote it (`queued_items`)."""
+    transaction that wrote it (`relay_items` of `UnitOfWork.queued`)."""
 
     id: int
     kind: str
